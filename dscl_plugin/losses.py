@@ -1,0 +1,386 @@
+"""DSCL, SupCon and PBSD losses as Lightly-style ``torch.nn.Module`` s.
+
+Notation: ``q`` online (query) features, ``k`` EMA (key) features of the other view,
+``M`` a queue of past keys with their labels, all L2-normalised, ``T`` the
+temperature and ``s(a, b) = a . b / T``.
+"""
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dscl_plugin.memory import LabeledMemoryBank
+
+DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)
+
+
+def decoupled_cross_entropy(
+    logits: Tensor, own_index: Tensor, positive_mask: Tensor, alpha: Optional[float]
+) -> Tensor:
+    """Per-anchor cross-entropy between the DSCL target and ``softmax(logits)``.
+
+    ``loss_i = logsumexp_j l_ij - w_own l_{i,own_i} - w_pos / |P_i| sum_{j in P_i} l_ij``
+
+    with ``w_own = alpha`` and ``w_pos = 1 - alpha`` (``w_own = 1``, ``w_pos = 0`` when
+    ``P_i`` is empty), or with the SupCon weights ``1 / (|P_i| + 1)`` on the own
+    positive and on every class positive when ``alpha`` is None.
+
+    Args:
+        logits: (B, N) similarities / T; candidates excluded for an anchor are -inf.
+        own_index: (B,) column of each anchor's own positive (its other view).
+        positive_mask: (B, N) bool, the class positives ``P_i`` (never the own column).
+        alpha: weight of the own positive, or None for SupCon.
+
+    Returns:
+        (B,) loss of each anchor.
+    """
+    lse = torch.logsumexp(logits, dim=1)
+    own = logits.gather(1, own_index[:, None]).squeeze(1)
+    num_pos = positive_mask.sum(dim=1).to(logits.dtype)
+    pos_sum = torch.where(positive_mask, logits, 0.0).sum(dim=1)
+    if alpha is None:
+        w_own = 1.0 / (num_pos + 1.0)
+        w_each = w_own
+    else:
+        has_pos = num_pos > 0
+        w_own = torch.where(has_pos, alpha, 1.0)
+        w_each = torch.where(has_pos, (1.0 - alpha) / num_pos.clamp(min=1.0), 0.0)
+    return lse - w_own * own - w_each * pos_sum
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """float32, or float64 for float64 inputs (logits are never half precision)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _check_features(name: str, x: Tensor, ndim: int) -> None:
+    if x.ndim != ndim or not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be a {ndim}-D floating point tensor, "
+            f"got shape {tuple(x.shape)} and dtype {x.dtype}."
+        )
+
+
+def _check_labels(name: str, labels: Tensor, length: int) -> None:
+    if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(
+            f"{name} must be a 1-D integer tensor, got shape {tuple(labels.shape)} "
+            f"and dtype {labels.dtype}."
+        )
+    if labels.shape[0] != length:
+        raise ValueError(
+            f"{name} must have one entry per feature row ({length}), "
+            f"got shape {tuple(labels.shape)}."
+        )
+
+
+def _check_finite(**tensors: Optional[Tensor]) -> None:
+    for name, x in tensors.items():
+        if x is not None and x.is_floating_point() and not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or Inf values.")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+
+
+class _LabeledContrastiveLoss(nn.Module):
+    """Query-vs-[queries, keys, queue] cross-entropy with a labelled target.
+
+    Subclasses set ``alpha`` (own-view weight, or None for SupCon weights).
+    """
+
+    alpha: Optional[float]
+
+    def __init__(
+        self,
+        temperature: float,
+        memory_bank_size: Union[int, Sequence[int]],
+        gather_distributed: bool,
+        check_finite: bool,
+    ) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = temperature
+        self.check_finite = check_finite
+        self.memory_bank: Optional[LabeledMemoryBank] = None
+        if memory_bank_size not in (0, (0,), [0]):
+            self.memory_bank = LabeledMemoryBank(
+                size=memory_bank_size, gather_distributed=gather_distributed
+            )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Optional[Tensor] = None,
+        queue_labels: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Mean loss over the B query anchors.
+
+        Args:
+            query: (B, D) online features (anchors), with gradient.
+            key: (B, D) features of the other view of the same images.
+            labels: (B,) integer class ids.
+            queue: optional (K, D) memory entries, every row a real entry.
+            queue_labels: (K,) class ids of ``queue``; required with ``queue``.
+
+        If the loss owns a memory bank (``memory_bank_size``), its filled rows are the
+        queue and ``key`` is enqueued with ``labels`` after the loss whenever
+        ``query`` requires grad.
+        """
+        self._check_inputs(query, key, labels, queue, queue_labels)
+        update_bank = False
+        if self.memory_bank is not None:
+            if queue is not None:
+                raise ValueError(
+                    "This loss owns a memory bank (memory_bank_size > 0); do not pass "
+                    "queue/queue_labels as well."
+                )
+            queue, queue_labels = self.memory_bank.get()
+            queue = queue.to(query.device)
+            queue_labels = queue_labels.to(labels.device)
+            update_bank = query.requires_grad
+        loss = self._loss(query, key, labels, queue, queue_labels)
+        if update_bank:
+            self.memory_bank.enqueue(key.detach(), labels)
+        return loss
+
+    def _loss(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Optional[Tensor],
+        queue_labels: Optional[Tensor],
+    ) -> Tensor:
+        batch_size = query.shape[0]
+        dtype = _compute_dtype(query)
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            q = F.normalize(query.to(dtype), dim=1)
+            candidates = [q, F.normalize(key.to(dtype), dim=1)]
+            candidate_labels = [labels, labels]
+            if queue is not None and queue.shape[0] > 0:
+                candidates.append(F.normalize(queue.to(device=q.device, dtype=dtype), dim=1))
+                candidate_labels.append(queue_labels.to(labels.device))
+            logits = q @ torch.cat(candidates).T / self.temperature
+            logits.diagonal().fill_(float("-inf"))  # an anchor is never its own candidate
+            positive_mask = labels[:, None] == torch.cat(candidate_labels)[None, :]
+            positive_mask.diagonal().fill_(False)
+            own_index = torch.arange(batch_size, device=q.device) + batch_size
+            positive_mask[torch.arange(batch_size, device=q.device), own_index] = False
+            loss = decoupled_cross_entropy(logits, own_index, positive_mask, self.alpha)
+        return loss.mean()
+
+    def _check_inputs(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Optional[Tensor],
+        queue_labels: Optional[Tensor],
+    ) -> None:
+        _check_features("query", query, 2)
+        _check_features("key", key, 2)
+        if key.shape != query.shape:
+            raise ValueError(
+                f"key must have the shape of query, got query {tuple(query.shape)} "
+                f"and key {tuple(key.shape)}."
+            )
+        if query.shape[0] == 0:
+            raise ValueError("query is empty: the loss needs at least one anchor.")
+        _check_labels("labels", labels, query.shape[0])
+        if (queue is None) != (queue_labels is None):
+            raise ValueError(
+                "queue and queue_labels must be given together: got "
+                f"queue={'None' if queue is None else tuple(queue.shape)}, "
+                f"queue_labels="
+                f"{'None' if queue_labels is None else tuple(queue_labels.shape)}."
+            )
+        if queue is not None:
+            _check_features("queue", queue, 2)
+            if queue.shape[1] != query.shape[1]:
+                raise ValueError(
+                    f"queue must have feature dimension {query.shape[1]} like query, "
+                    f"got queue {tuple(queue.shape)}."
+                )
+            _check_labels("queue_labels", queue_labels, queue.shape[0])
+        if self.check_finite:
+            _check_finite(query=query, key=key, queue=queue)
+
+
+class DSCLLoss(_LabeledContrastiveLoss):
+    """Decoupled supervised contrastive loss (DSCL, Xuan & Zhang, AAAI 2024).
+
+    For anchor ``q_i`` the candidates are ``C_i = {q_j, j != i} + {k_1..k_B} + M``
+    and ``p(c) = softmax_{c in C_i} s(q_i, c)``. ``P_i`` are the candidates with
+    label ``y_i`` other than ``k_i``:
+
+    ``L_i = -[alpha log p(k_i) + (1 - alpha) / |P_i| sum_{c in P_i} log p(c)]``
+
+    (``alpha = 1`` when ``P_i`` is empty); the loss is the mean over anchors. With
+    ``alpha = 1 / (|P_i| + 1)`` it is SupCon. Logits are computed in float32 even
+    under autocast.
+
+    Attributes:
+        alpha: weight of the own other view; default 1/9 (official beta = 8).
+        beta: alternative to ``alpha``, ``alpha = 1 / (1 + beta)``; give at most one.
+        temperature: T, default 0.07.
+        memory_bank_size: ``(K, D)`` to let the loss own a ``LabeledMemoryBank``
+            (as Lightly's ``NTXentLoss`` does); 0 for none.
+        gather_distributed: gather keys and labels across processes before
+            enqueueing them into the owned bank.
+        check_finite: raise on NaN/Inf inputs (costs a host sync on GPU).
+
+    Examples:
+        >>> loss_fn = DSCLLoss(beta=8)
+        >>> loss = loss_fn(query, key, labels, queue, queue_labels)
+    """
+
+    def __init__(
+        self,
+        alpha: Optional[float] = None,
+        temperature: float = 0.07,
+        beta: Optional[float] = None,
+        memory_bank_size: Union[int, Sequence[int]] = 0,
+        gather_distributed: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(temperature, memory_bank_size, gather_distributed, check_finite)
+        self.alpha = alpha_from(alpha, beta)
+
+
+def alpha_from(alpha: Optional[float], beta: Optional[float]) -> float:
+    """The own-view weight from ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``)."""
+    if alpha is not None and beta is not None:
+        raise ValueError(f"Give alpha or beta, not both (got alpha={alpha}, beta={beta}).")
+    if beta is not None:
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta}.")
+        alpha = 1.0 / (1.0 + beta)
+    if alpha is None:
+        alpha = DEFAULT_ALPHA
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    return float(alpha)
+
+
+class SupConLoss(_LabeledContrastiveLoss):
+    """Supervised contrastive loss (Khosla et al., 2020) with the DSCL call.
+
+    ``L_i = -1 / (|P_i| + 1) [log p(k_i) + sum_{c in P_i} log p(c)]`` with the
+    candidates and ``P_i`` of :class:`DSCLLoss`: the own view and every class
+    positive get the same weight.
+
+    Examples:
+        >>> loss = SupConLoss()(query, key, labels, queue, queue_labels)
+    """
+
+    alpha = None
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        memory_bank_size: Union[int, Sequence[int]] = 0,
+        gather_distributed: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(temperature, memory_bank_size, gather_distributed, check_finite)
+
+
+class PBSDLoss(nn.Module):
+    """Patch-based self-distillation loss (PBSD).
+
+    Each patch ``l`` of image ``i`` has a student feature ``s_il`` (the patch
+    embedded as an image) and a teacher feature ``t_il`` (the same region pooled from
+    the global view's feature map). Over the candidates ``[k_i, M]``:
+
+    ``L = -1/(B L) sum_{i,l} sum_c softmax_c(t_il . c / T) log_softmax_c(s_il . c / T)``
+
+    The teacher distribution is detached. With an empty queue the single candidate
+    ``k_i`` makes the loss 0.
+
+    Examples:
+        >>> loss = PBSDLoss()(patch_features, region_features, key, queue)
+    """
+
+    def __init__(self, temperature: float = 0.07, check_finite: bool = False) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = temperature
+        self.check_finite = check_finite
+
+    def forward(
+        self,
+        patch_features: Tensor,
+        region_features: Tensor,
+        key: Tensor,
+        queue: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Args:
+        patch_features: (B, L, D) student features of the patches.
+        region_features: (B, L, D) teacher features of the same regions.
+        key: (B, D) each image's own key.
+        queue: optional (K, D) memory entries.
+        """
+        self._check_inputs(patch_features, region_features, key, queue)
+        dtype = _compute_dtype(patch_features)
+        with torch.autocast(device_type=patch_features.device.type, enabled=False):
+            k = F.normalize(key.to(dtype), dim=-1)
+            m = None
+            if queue is not None and queue.shape[0] > 0:
+                m = F.normalize(queue.to(device=k.device, dtype=dtype), dim=-1)
+            student = self._logits(F.normalize(patch_features.to(dtype), dim=-1), k, m)
+            with torch.no_grad():
+                teacher = self._logits(
+                    F.normalize(region_features.detach().to(dtype), dim=-1), k, m
+                ).softmax(dim=-1)
+            loss = -(teacher * student.log_softmax(dim=-1)).sum(dim=-1)
+        return loss.mean()
+
+    def _logits(self, x: Tensor, key: Tensor, queue: Optional[Tensor]) -> Tensor:
+        """(B, L, 1 + K) logits of patch features against ``[k_i, queue]``."""
+        own = torch.einsum("bld,bd->bl", x, key)[..., None]
+        if queue is None:
+            return own / self.temperature
+        return torch.cat([own, x @ queue.T], dim=-1) / self.temperature
+
+    def _check_inputs(
+        self,
+        patch_features: Tensor,
+        region_features: Tensor,
+        key: Tensor,
+        queue: Optional[Tensor],
+    ) -> None:
+        _check_features("patch_features", patch_features, 3)
+        _check_features("region_features", region_features, 3)
+        _check_features("key", key, 2)
+        if region_features.shape != patch_features.shape:
+            raise ValueError(
+                "region_features must have the shape of patch_features (B, L, D), got "
+                f"patch_features {tuple(patch_features.shape)} and region_features "
+                f"{tuple(region_features.shape)}."
+            )
+        b, _, d = patch_features.shape
+        if key.shape != (b, d):
+            raise ValueError(
+                f"key must have shape (B, D) = {(b, d)} to match patch_features "
+                f"{tuple(patch_features.shape)}, got {tuple(key.shape)}."
+            )
+        if queue is not None:
+            _check_features("queue", queue, 2)
+            if queue.shape[1] != d:
+                raise ValueError(
+                    f"queue must have feature dimension {d}, got {tuple(queue.shape)}."
+                )
+        if self.check_finite:
+            _check_finite(
+                patch_features=patch_features,
+                region_features=region_features,
+                key=key,
+                queue=queue,
+            )

@@ -1,0 +1,91 @@
+"""A FIFO memory bank of features together with their class labels."""
+
+from typing import Sequence, Tuple
+
+import torch
+from lightly.models import utils
+from lightly.models.modules.memory_bank import MemoryBankModule
+from lightly.utils import dist
+from torch import Tensor
+
+
+class LabeledMemoryBank(MemoryBankModule):
+    """Lightly's ``MemoryBankModule`` that also stores an int64 label per entry.
+
+    Differences from the parent class, all needed by supervised contrastive losses:
+
+    - only the rows filled so far are returned (never the random initial rows,
+      which would act as fake positives with random labels);
+    - a batch that runs past the end of the bank wraps around, so every key is kept
+      (a batch larger than the bank keeps its newest ``K`` keys);
+    - features, labels, the write pointer and the fill count are persistent
+      buffers, so ``state_dict`` restores the same queue on resume;
+    - with ``gather_distributed=True`` keys and labels are gathered together.
+
+    Attributes:
+        size: ``(K, dim)``; ``K = 0`` disables the bank.
+        gather_distributed: gather keys and labels from all processes before
+            enqueueing them.
+
+    Examples:
+        >>> bank = LabeledMemoryBank(size=(4096, 128))
+        >>> features, labels = bank.get()          # filled rows only: (n, 128), (n,)
+        >>> bank.enqueue(keys, batch_labels)
+    """
+
+    def __init__(self, size: Sequence[int], gather_distributed: bool = False) -> None:
+        size = tuple(size)
+        if len(size) != 2:
+            raise ValueError(
+                f"LabeledMemoryBank size must be a (num_entries, dim) tuple, got {size}."
+            )
+        super().__init__(
+            size=size, gather_distributed=gather_distributed, feature_dim_first=False
+        )
+        self.register_buffer("bank", torch.zeros(size), persistent=True)
+        self.register_buffer("bank_ptr", torch.zeros(1, dtype=torch.long))
+        self.register_buffer("labels", torch.zeros(size[0], dtype=torch.long))
+        self.register_buffer("num_filled", torch.zeros(1, dtype=torch.long))
+
+    def forward(
+        self, output: Tensor, labels: Tensor, update: bool = False
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Returns ``(output, features, labels)`` of the filled rows as they were
+        before this call, then enqueues ``output`` with ``labels`` if ``update``."""
+        features, bank_labels = self.get()
+        if update:
+            self.enqueue(output, labels)
+        return output, features, bank_labels
+
+    @torch.no_grad()
+    def get(self) -> Tuple[Tensor, Tensor]:
+        """The filled rows, ``(n, dim)`` features and ``(n,)`` labels, as copies."""
+        n = int(self.num_filled)
+        return self.bank[:n].clone(), self.labels[:n].clone()
+
+    @torch.no_grad()
+    def enqueue(self, features: Tensor, labels: Tensor) -> None:
+        """Writes ``features`` (B, dim) and ``labels`` (B,) at the pointer, wrapping."""
+        if features.ndim != 2 or features.shape[1] != self.size[1]:
+            raise ValueError(
+                f"enqueue expects features of shape (B, {self.size[1]}), "
+                f"got {tuple(features.shape)}."
+            )
+        if labels.shape != features.shape[:1]:
+            raise ValueError(
+                f"enqueue expects one label per feature row: features "
+                f"{tuple(features.shape)}, labels {tuple(labels.shape)}."
+            )
+        if self.gather_distributed and dist.world_size() > 1:
+            features = utils.concat_all_gather(features.contiguous())
+            labels = utils.concat_all_gather(labels.contiguous())
+        capacity = self.size[0]
+        if capacity == 0:
+            return
+        features, labels = features[-capacity:], labels[-capacity:]
+        num = features.shape[0]
+        slots = (int(self.bank_ptr) + torch.arange(num, device=self.bank.device)) % capacity
+        self.bank[slots] = features.detach().to(self.bank.dtype)
+        self.labels[slots] = labels.to(self.labels.device, torch.long)
+        self.bank_ptr[0] = (int(self.bank_ptr) + num) % capacity
+        self.num_filled[0] = min(capacity, int(self.num_filled) + num)
