@@ -1,0 +1,92 @@
+"""Long-tailed datasets, class-balanced sampling and shot groups.
+
+:func:`build_dataset` returns a dataset whose items are ``(transform(PIL RGB image), label)``,
+with ``.targets`` (list of int), ``.num_classes`` and ``.class_counts``.
+"""
+
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from dscl_plugin.data.base import ArrayImageDataset, FileImageDataset, ImageDataset
+from dscl_plugin.data.cifar_lt import CIFAR_SOURCES, cifar_lt
+from dscl_plugin.data.digits_lt import digits_lt
+from dscl_plugin.data.image_folder import image_folder
+from dscl_plugin.data.list_file import (
+    LIST_FILE_SOURCES,
+    list_file_dataset,
+    named_list_file_dataset,
+    read_list_file,
+)
+from dscl_plugin.data.longtail import long_tail_counts, select_per_class
+from dscl_plugin.data.samplers import ClassBalancedSampler
+from dscl_plugin.data.shots import shot_groups
+
+DATASET_NAMES = ("digits_lt", *CIFAR_SOURCES, *LIST_FILE_SOURCES, "image_folder")
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    transform: Optional[Callable] = None,
+    root: Union[str, Path] = "data",
+    imbalance_factor: Optional[float] = None,
+    input_size: Optional[int] = None,
+    download: bool = False,
+    seed: int = 0,
+    list_file: Optional[Union[str, Path]] = None,
+) -> ImageDataset:
+    """Build the ``split`` of dataset ``name``.
+
+    Args:
+        name: one of :data:`DATASET_NAMES`.
+        split: "train" or "test" ("val" too for the list-file datasets and ``image_folder``).
+        transform: applied to each PIL RGB image.
+        root: data directory (unused by ``digits_lt``).
+        imbalance_factor: rho = n_max / n_min of the train split; None = the dataset's
+            standard (``digits_lt`` 10, CIFAR-LT 100, ``image_folder`` no subsampling).
+            Must be None for the list-file datasets, which are long-tailed already.
+        input_size: image side of ``digits_lt`` (default 32); other datasets leave sizing
+            to ``transform``.
+        download: let torchvision download CIFAR into ``root``.
+        seed: seed of the subsampling (and of the ``digits_lt`` test split).
+        list_file: explicit list file for ``imagenet_lt`` / ``places_lt`` / ``inat2018``.
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset name {name!r}; expected one of {list(DATASET_NAMES)}")
+    splits = ("train", "test") if name == "digits_lt" or name in CIFAR_SOURCES else ("train", "val", "test")
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r} for {name}; expected one of {list(splits)}")
+    if name == "digits_lt":
+        return digits_lt(
+            split,
+            transform,
+            imbalance_factor=10.0 if imbalance_factor is None else imbalance_factor,
+            input_size=32 if input_size is None else input_size,
+            seed=seed,
+        )
+    if name in CIFAR_SOURCES:
+        rho = 100.0 if imbalance_factor is None else imbalance_factor
+        return cifar_lt(name, split, transform, str(root), rho, download, seed)
+    if name == "image_folder":
+        return image_folder(root, split, transform, imbalance_factor, seed)
+    if imbalance_factor is not None:
+        raise ValueError(
+            f"imbalance_factor must be null for {name} (its list files are long-tailed already), "
+            f"got {imbalance_factor}"
+        )
+    return named_list_file_dataset(name, split, transform, root, list_file)
+
+
+__all__ = [
+    "ArrayImageDataset",
+    "ClassBalancedSampler",
+    "DATASET_NAMES",
+    "FileImageDataset",
+    "ImageDataset",
+    "build_dataset",
+    "list_file_dataset",
+    "long_tail_counts",
+    "read_list_file",
+    "select_per_class",
+    "shot_groups",
+]

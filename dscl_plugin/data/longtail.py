@@ -1,0 +1,41 @@
+"""Exponential long-tailed class profile and per-class subsampling."""
+
+import math
+from typing import List, Sequence
+
+import numpy as np
+
+
+def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float) -> List[int]:
+    """``n_c = floor(n_max * rho ** (-c / (C - 1)))`` for ``c = 0 .. C-1``.
+
+    ``rho = imbalance_factor = n_0 / n_{C-1}``; ``rho = 1`` keeps every class at ``n_max``.
+    """
+    if imbalance_factor < 1:
+        raise ValueError(f"imbalance_factor must be >= 1, got {imbalance_factor}")
+    if num_classes < 1 or n_max < 1:
+        raise ValueError(f"need n_max >= 1 and num_classes >= 1, got {n_max} and {num_classes}")
+    if num_classes == 1:
+        return [int(n_max)]
+    return [
+        math.floor(n_max * imbalance_factor ** (-c / (num_classes - 1)))
+        for c in range(num_classes)
+    ]
+
+
+def select_per_class(targets: Sequence[int], counts: Sequence[int], seed: int) -> np.ndarray:
+    """Indices of ``counts[c]`` samples of each class c, in dataset order.
+
+    For each class in turn, its indices are shuffled by ``np.random.RandomState(seed)``
+    and the first ``counts[c]`` kept, so the selection depends only on the seed.
+    """
+    targets = np.asarray(targets)
+    rng = np.random.RandomState(seed)
+    chosen = []
+    for c, n in enumerate(counts):
+        idx = np.flatnonzero(targets == c)
+        if n > len(idx):
+            raise ValueError(f"class {c} has {len(idx)} samples, cannot select {n}")
+        rng.shuffle(idx)
+        chosen.append(idx[:n])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)

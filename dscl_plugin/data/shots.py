@@ -1,0 +1,27 @@
+"""Many / medium / few-shot class groups by training-set class size."""
+
+from typing import Dict, List, Sequence
+
+
+def shot_groups(
+    class_counts: Sequence[int], many_threshold: int = 100, few_threshold: int = 20
+) -> Dict[str, List[int]]:
+    """Split classes by training size n_c: many ``n_c > many_threshold``, medium
+    ``few_threshold <= n_c <= many_threshold``, few ``n_c < few_threshold``.
+
+    Returns:
+        ``dict(many=[...], medium=[...], few=[...])`` of class indices (possibly empty).
+    """
+    if few_threshold > many_threshold:
+        raise ValueError(
+            f"few_threshold ({few_threshold}) must be <= many_threshold ({many_threshold})"
+        )
+    groups: Dict[str, List[int]] = {"many": [], "medium": [], "few": []}
+    for c, n in enumerate(class_counts):
+        if n > many_threshold:
+            groups["many"].append(c)
+        elif n < few_threshold:
+            groups["few"].append(c)
+        else:
+            groups["medium"].append(c)
+    return groups
