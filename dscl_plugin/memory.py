@@ -34,7 +34,7 @@ class LabeledMemoryBank(MemoryBankModule):
     """
 
     def __init__(self, size: Sequence[int], gather_distributed: bool = False) -> None:
-        size = tuple(size)
+        size = (size,) if isinstance(size, int) else tuple(size)
         if len(size) != 2:
             raise ValueError(
                 f"LabeledMemoryBank size must be a (num_entries, dim) tuple, got {size}."
