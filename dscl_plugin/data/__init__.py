@@ -53,7 +53,8 @@ def build_dataset(
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset name {name!r}; expected one of {list(DATASET_NAMES)}")
-    splits = ("train", "test") if name == "digits_lt" or name in CIFAR_SOURCES else ("train", "val", "test")
+    fixed_splits = name == "digits_lt" or name in CIFAR_SOURCES
+    splits = ("train", "test") if fixed_splits else ("train", "val", "test")
     if split not in splits:
         raise ValueError(f"unknown split {split!r} for {name}; expected one of {list(splits)}")
     if name == "digits_lt":

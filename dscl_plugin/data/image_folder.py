@@ -1,4 +1,4 @@
-"""Any ``root/<split>/<class>/<image>`` tree (torchvision ``ImageFolder``), optionally long-tailed."""
+"""Any ``root/<split>/<class>/<image>`` tree (``ImageFolder``), optionally long-tailed."""
 
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -25,7 +25,9 @@ def image_folder(
     """
     folder = Path(root) / split
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: '{folder}' (expected root/{split}/<class>/<image>)")
+        raise FileNotFoundError(
+            f"image folder not found: '{folder}' (expected root/{split}/<class>/<image>)"
+        )
     full = ImageFolder(str(folder))
     paths = [p for p, _ in full.samples]
     targets = np.asarray(full.targets)

@@ -35,7 +35,9 @@ LIST_FILE_SOURCES = {
 }
 
 
-def read_list_file(path: Union[str, Path], num_classes: Optional[int] = None) -> Tuple[List[str], List[int]]:
+def read_list_file(
+    path: Union[str, Path], num_classes: Optional[int] = None
+) -> Tuple[List[str], List[int]]:
     """Parse ``path label`` lines into ``(paths, labels)``.
 
     Raises:

@@ -27,7 +27,9 @@ class ClassBalancedSampler(Sampler[int]):
     ) -> None:
         targets = torch.as_tensor(targets, dtype=torch.long)
         if targets.ndim != 1 or targets.numel() == 0:
-            raise ValueError(f"targets must be a non-empty 1-D sequence, got shape {tuple(targets.shape)}")
+            raise ValueError(
+                f"targets must be a non-empty 1-D sequence, got shape {tuple(targets.shape)}"
+            )
         num_samples = len(targets) if num_samples is None else num_samples
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
@@ -44,7 +46,8 @@ class ClassBalancedSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = self.generator
         if generator is None:
-            generator = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_()))
+            seed = int(torch.empty((), dtype=torch.int64).random_())
+            generator = torch.Generator().manual_seed(seed)
         cls = torch.randint(len(self.counts), (self.num_samples,), generator=generator)
         u = torch.rand(self.num_samples, generator=generator, dtype=torch.float64)
         offset = torch.minimum((u * self.counts[cls]).long(), self.counts[cls] - 1)

@@ -1,0 +1,277 @@
+"""Stage 2: frozen features, linear probe, shot-group accuracy, kNN retrieval, reports."""
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dscl_plugin.data.samplers import ClassBalancedSampler
+from dscl_plugin.data.shots import shot_groups
+
+GROUPS = ("many", "medium", "few")
+
+
+@torch.no_grad()
+def extract_features(
+    embed_fn: Callable[[Tensor], Tensor], loader, device: Union[str, torch.device]
+) -> Tuple[Tensor, Tensor]:
+    """``(features (N, D), labels (N,))`` on the CPU for every batch ``(images, labels, ...)``.
+
+    Runs ``embed_fn(images.to(device))`` without gradients. Putting the model in eval mode
+    (BatchNorm running statistics, no dropout) is the caller's job.
+    """
+    feats, labels = [], []
+    for batch in loader:
+        images, targets = batch[0], batch[1]
+        feats.append(embed_fn(images.to(device)).float().cpu())
+        labels.append(torch.as_tensor(targets, dtype=torch.long).cpu())
+    if not feats:
+        raise ValueError("extract_features got an empty loader")
+    return torch.cat(feats), torch.cat(labels)
+
+
+def linear_probe(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    milestones: Sequence[int],
+    class_balanced: bool = True,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    momentum: float = 0.9,
+) -> Tensor:
+    """Train ``nn.Linear(D, num_classes)`` on frozen features, return test logits (N_test, C).
+
+    Cross-entropy, SGD(lr, momentum, weight_decay), lr x 0.1 at each epoch in
+    ``milestones``. An epoch is ``ceil(N / b)`` steps of ``b = min(batch_size, N)``
+    samples, drawn class-balanced (:class:`ClassBalancedSampler`) or as a random
+    permutation. Weights ~ N(0, 0.01^2), bias 0, all randomness from ``seed``. The
+    classifier after the last epoch is used: no selection on the test set.
+    """
+    if train_feats.ndim != 2 or test_feats.ndim != 2 or test_feats.shape[1] != train_feats.shape[1]:
+        raise ValueError(
+            "train_feats and test_feats must be (N, D) with the same D, got "
+            f"{tuple(train_feats.shape)} and {tuple(test_feats.shape)}"
+        )
+    if train_labels.shape != (len(train_feats),):
+        raise ValueError(
+            f"train_labels must be ({len(train_feats)},), got {tuple(train_labels.shape)}"
+        )
+    if epochs < 1 or batch_size < 1 or len(train_feats) == 0:
+        raise ValueError(
+            "need epochs >= 1, batch_size >= 1 and samples, got "
+            f"{epochs}, {batch_size}, {len(train_feats)}"
+        )
+    device = train_feats.device
+    generator = torch.Generator().manual_seed(seed)
+    classifier = nn.Linear(train_feats.shape[1], num_classes).to(device)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=generator) * 0.01)
+        classifier.bias.zero_()
+    optimizer = torch.optim.SGD(
+        classifier.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma=0.1)
+    n = len(train_feats)
+    batch_size = min(batch_size, n)
+    sampler = ClassBalancedSampler(train_labels.tolist(), n, generator) if class_balanced else None
+    labels = train_labels.to(device)
+    for epoch in range(epochs):
+        if sampler is not None:
+            order = torch.tensor(list(sampler))
+        else:
+            order = torch.randperm(n, generator=generator)
+        for step in order.to(device).split(batch_size):
+            loss = F.cross_entropy(classifier(train_feats[step]), labels[step])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"linear probe loss is {loss.item()} in epoch {epoch}: "
+                    f"lower probe.lr (now {lr})"
+                )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    with torch.no_grad():
+        return classifier(test_feats.to(device)).cpu()
+
+
+def shot_metrics(
+    preds: Tensor,
+    targets: Tensor,
+    class_counts: Sequence[int],
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+) -> Dict[str, object]:
+    """Top-1 accuracy overall, per class and per shot group (see :func:`shot_groups`).
+
+    ``preds`` are class indices (N,) or logits (N, C). ``overall`` is the fraction of
+    correct test samples; ``per_class[c]`` the accuracy on class c (None if c is not in
+    the test set); a group's accuracy is the mean of its classes' accuracies (None if no
+    class of the group is in the test set).
+    """
+    preds = torch.as_tensor(preds)
+    targets = torch.as_tensor(targets).long().cpu()
+    if preds.ndim == 2:
+        preds = preds.argmax(dim=1)
+    preds = preds.long().cpu()
+    if preds.shape != targets.shape or targets.ndim != 1 or len(targets) == 0:
+        raise ValueError(
+            "preds (N,) or (N, C) and targets (N,) must match, got "
+            f"{tuple(preds.shape)} and {tuple(targets.shape)}"
+        )
+    num_classes = len(class_counts)
+    if int(targets.max()) >= num_classes:
+        raise ValueError(
+            f"target {int(targets.max())} has no entry in class_counts (length {num_classes})"
+        )
+    correct = (preds == targets).double()
+    hits = torch.bincount(targets, weights=correct, minlength=num_classes)
+    totals = torch.bincount(targets, minlength=num_classes)
+    per_class: List[Optional[float]] = [
+        (h / t) if t > 0 else None for h, t in zip(hits.tolist(), totals.tolist())
+    ]
+    metrics: Dict[str, object] = {"overall": correct.mean().item()}
+    for group, classes in shot_groups(class_counts, many_threshold, few_threshold).items():
+        accs = [per_class[c] for c in classes if per_class[c] is not None]
+        metrics[group] = float(np.mean(accs)) if accs else None
+    metrics["per_class"] = per_class
+    return metrics
+
+
+def knn_metrics(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    test_labels: Tensor,
+    k: Union[int, str] = "max_bin_count",
+    distance=None,
+    batch_size: Optional[int] = 4096,
+) -> Dict[str, float]:
+    """Retrieval metrics of test queries against the train set, via PML's ``AccuracyCalculator``.
+
+    Neighbours come from ``CustomKNN(distance)`` (default ``CosineSimilarity``), computed in
+    torch in query batches of ``batch_size``. With ``k="max_bin_count"`` (default) returns
+    ``precision_at_1``, ``r_precision`` and ``mean_average_precision_at_r``; with an int k,
+    ``precision_at_1`` and ``mean_average_precision`` (MAP@k).
+    """
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    if k == "max_bin_count":
+        include = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+    else:
+        include = ("precision_at_1", "mean_average_precision")
+    calculator = AccuracyCalculator(
+        include=include,
+        k=k,
+        device=train_feats.device,
+        knn_func=CustomKNN(distance or CosineSimilarity(), batch_size=batch_size),
+    )
+    results = calculator.get_accuracy(
+        test_feats, test_labels, train_feats, train_labels, ref_includes_query=False
+    )
+    return {name: float(value) for name, value in results.items()}
+
+
+def plot_per_class_accuracy(
+    per_class: Sequence[Optional[float]],
+    class_counts: Sequence[int],
+    path: Union[str, Path],
+    many_threshold: Optional[float] = None,
+    few_threshold: Optional[float] = None,
+) -> Path:
+    """Write a PNG scatter of per-class accuracy (%) against training class size (log x).
+
+    Classes without test samples (None) or without training samples are left out; the
+    shot thresholds, when given, are drawn as dashed lines.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import LogFormatter
+
+    if len(per_class) != len(class_counts):
+        raise ValueError(
+            f"per_class ({len(per_class)}) and class_counts ({len(class_counts)}) differ"
+        )
+    points = [(n, 100 * a) for a, n in zip(per_class, class_counts) if a is not None and n > 0]
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if points:
+        xs, ys = zip(*points)
+        ax.scatter(xs, ys, s=12, alpha=0.7)
+    for threshold in (few_threshold, many_threshold):
+        if threshold is not None:
+            ax.axvline(threshold, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(LogFormatter())  # 20, 100 rather than 2x10^1, 10^2
+    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    ax.set_xlabel("training images of the class")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _to_json(value):
+    """Python scalars/lists/dicts; tensors and numpy values unwrapped, NaN/inf -> None."""
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return _to_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics(metrics: Dict[str, object], path: Union[str, Path]) -> Path:
+    """Write ``metrics`` as indented JSON (None, NaN and inf become null)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_to_json(metrics), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def format_metrics_table(metrics: Dict[str, object]) -> str:
+    """Two-column text table of the scalar metrics (nested dicts as ``outer/inner``).
+
+    Values in [0, 1] are shown as percentages; None and NaN as "-"; lists are skipped.
+    """
+    rows: List[Tuple[str, str]] = []
+
+    def add(prefix: str, items: Dict[str, object]) -> None:
+        for key, value in items.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                add(f"{name}/", value)
+            elif value is None:
+                rows.append((name, "-"))
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            elif isinstance(value, float) and 0.0 <= value <= 1.0:
+                rows.append((name, f"{100 * value:.2f}%"))
+            else:
+                rows.append((name, f"{value:g}"))
+
+    add("", _to_json(metrics))
+    width = max([len("metric")] + [len(name) for name, _ in rows])
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
+    lines += [f"{name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""Feature extraction, linear probe, shot metrics, kNN metrics, plot and metric files."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dscl_plugin.evaluation import (
+    extract_features,
+    format_metrics_table,
+    knn_metrics,
+    linear_probe,
+    plot_per_class_accuracy,
+    shot_metrics,
+    write_metrics,
+)
+
+
+def blobs(counts, dim=6, seed=0):
+    """Well-separated Gaussian blobs, one per class, ``counts[c]`` points each."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.eye(len(counts), dim) * 6.0
+    feats = torch.cat(
+        [centres[c] + 0.3 * torch.randn(n, dim, generator=g) for c, n in enumerate(counts)]
+    )
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    return feats, labels
+
+
+def test_extract_features_no_grad_and_concatenates():
+    net = nn.Linear(12, 3)
+    loader = [
+        (torch.randn(4, 12), torch.tensor([0, 1, 2, 0]), ["f"] * 4),
+        (torch.randn(2, 12), [1, 1]),
+    ]
+    feats, labels = extract_features(net, loader, "cpu")
+    assert feats.shape == (6, 3) and not feats.requires_grad
+    assert labels.tolist() == [0, 1, 2, 0, 1, 1] and labels.dtype == torch.long
+    assert torch.allclose(feats[:4], net(loader[0][0]).detach())
+
+
+@pytest.mark.parametrize("class_balanced", [True, False])
+def test_linear_probe_separates_long_tailed_blobs(class_balanced):
+    train_x, train_y = blobs([60, 12, 3])
+    test_x, test_y = blobs([20, 20, 20], seed=1)
+    logits = linear_probe(
+        train_x, train_y, test_x, num_classes=3, epochs=30, lr=0.1, batch_size=2048,
+        milestones=[20, 25], class_balanced=class_balanced, seed=0,
+    )
+    assert logits.shape == (60, 3)
+    assert (logits.argmax(1) == test_y).float().mean().item() == 1.0
+    again = linear_probe(
+        train_x, train_y, test_x, 3, 30, 0.1, 2048, [20, 25], class_balanced=class_balanced, seed=0
+    )
+    assert torch.equal(logits, again)
+
+
+def test_linear_probe_caps_batch_size(monkeypatch):
+    steps = []
+    step = torch.optim.SGD.step
+    def counting_step(self, *args, **kwargs):
+        steps.append(1)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counting_step)
+    x, y = blobs([6, 4])
+    linear_probe(x, y, x, 2, epochs=3, lr=0.1, batch_size=4096, milestones=[])
+    assert len(steps) == 3  # one full batch per epoch, never a zero-step epoch
+    steps.clear()
+    linear_probe(x, y, x, 2, epochs=2, lr=0.1, batch_size=4, milestones=[1], class_balanced=False)
+    assert len(steps) == 2 * math.ceil(10 / 4)
+
+
+def test_linear_probe_errors():
+    x, y = blobs([5, 5])
+    with pytest.raises(ValueError, match=r"same D, got \(10, 6\) and \(3, 4\)"):
+        linear_probe(x, y, torch.randn(3, 4), 2, 1, 0.1, 4, [])
+    with pytest.raises(ValueError, match=r"train_labels must be \(10,\)"):
+        linear_probe(x, y[:4], x, 2, 1, 0.1, 4, [])
+    with pytest.raises(FloatingPointError, match="epoch 0"):
+        linear_probe(x * 1e38, y, x, 2, 1, 10.0, 4, [])
+
+
+def test_shot_metrics_groups_and_none():
+    # class counts: 0 many, 1 medium, 2 medium, 3 absent from test; no few-shot class
+    counts = [150, 50, 30, 40]
+    targets = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    preds = torch.tensor([0, 0, 0, 1, 1, 0, 2, 2, 2, 2])
+    m = shot_metrics(preds, targets, counts)
+    assert m["overall"] == pytest.approx(0.8)
+    assert m["per_class"] == [0.75, 0.5, 1.0, None]
+    assert m["many"] == pytest.approx(0.75)
+    assert m["medium"] == pytest.approx((0.5 + 1.0) / 2)  # mean of per-class accuracies
+    assert m["few"] is None
+    logits = F.one_hot(preds, 4).float()
+    assert shot_metrics(logits, targets, counts) == m
+    m2 = shot_metrics(preds, targets, counts, many_threshold=45, few_threshold=35)
+    assert m2["many"] == pytest.approx((0.75 + 0.5) / 2)
+    assert m2["few"] == 1.0 and m2["medium"] is None
+    with pytest.raises(ValueError, match="must match"):
+        shot_metrics(preds[:3], targets, counts)
+    with pytest.raises(ValueError, match="class_counts"):
+        shot_metrics(preds, targets, counts[:2])
+
+
+def naive_retrieval(ref, ref_y, query, query_y):
+    """precision@1, R-precision and MAP@R by brute force on cosine similarity."""
+    sim = F.normalize(query, dim=1) @ F.normalize(ref, dim=1).T
+    p1, rp, mapr = [], [], []
+    for i in range(len(query)):
+        order = sim[i].argsort(descending=True)
+        rel = (ref_y[order] == query_y[i]).float()
+        r = int((ref_y == query_y[i]).sum())
+        top = rel[:r]
+        p1.append(rel[0].item())
+        rp.append(top.mean().item())
+        mapr.append((top * top.cumsum(0) / torch.arange(1, r + 1)).sum().item() / r)
+    return sum(p1) / len(p1), sum(rp) / len(rp), sum(mapr) / len(mapr)
+
+
+def test_knn_metrics_match_brute_force():
+    g = torch.Generator().manual_seed(0)
+    ref, ref_y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
+    query, query_y = torch.randn(15, 5, generator=g), torch.randint(0, 3, (15,), generator=g)
+    m = knn_metrics(ref, ref_y, query, query_y, batch_size=7)
+    p1, rp, mapr = naive_retrieval(ref, ref_y, query, query_y)
+    assert m["precision_at_1"] == pytest.approx(p1)
+    assert m["r_precision"] == pytest.approx(rp)
+    assert m["mean_average_precision_at_r"] == pytest.approx(mapr)
+    train_x, train_y = blobs([10, 5, 3])
+    test_x, test_y = blobs([4, 4, 4], seed=1)
+    perfect = knn_metrics(train_x, train_y, test_x, test_y)
+    assert perfect == dict(precision_at_1=1.0, r_precision=1.0, mean_average_precision_at_r=1.0)
+    assert set(knn_metrics(train_x, train_y, test_x, test_y, k=3)) == {
+        "precision_at_1",
+        "mean_average_precision",
+    }
+
+
+def test_plot_per_class_accuracy_writes_png(tmp_path):
+    path = plot_per_class_accuracy(
+        [0.9, None, 0.2, 0.5], [500, 40, 5, 0], tmp_path / "out" / "per_class.png",
+        many_threshold=100, few_threshold=20,
+    )
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    with pytest.raises(ValueError, match="differ"):
+        plot_per_class_accuracy([0.5], [1, 2], tmp_path / "x.png")
+
+
+def test_write_metrics_null_and_table(tmp_path):
+    metrics = {
+        "linear_probe": {"overall": 0.5, "many": torch.tensor(0.75), "medium": None,
+                         "few": float("nan"), "per_class": [1.0, None]},
+        "knn": {"precision_at_1": 0.25},
+        "epochs": 2,
+    }
+    path = write_metrics(metrics, tmp_path / "run" / "metrics.json")
+    loaded = json.loads(path.read_text())
+    assert loaded["linear_probe"] == {"overall": 0.5, "many": 0.75, "medium": None, "few": None,
+                                      "per_class": [1.0, None]}
+    assert '"medium": null' in path.read_text()
+    table = format_metrics_table(metrics)
+    lines = table.splitlines()
+    assert any(l.split() == ["linear_probe/overall", "50.00%"] for l in lines)
+    assert any(l.split() == ["linear_probe/medium", "-"] for l in lines)
+    assert any(l.split() == ["knn/precision_at_1", "25.00%"] for l in lines)
+    assert any(l.split() == ["epochs", "2"] for l in lines)
+    assert "per_class" not in table
