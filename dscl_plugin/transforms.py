@@ -1,0 +1,189 @@
+"""DSCL views: a query view with patches cut from it, a key view, and their collate.
+
+Follows Lightly's ``MultiViewTransform`` conventions: PIL image (or tensor) in,
+list of views out, torchvision v2 transforms through Lightly's compatibility layer.
+"""
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from lightly.transforms.gaussian_blur import GaussianBlur
+from lightly.transforms.torchvision_v2_compatibility import torchvision_transforms as T
+from lightly.transforms.utils import IMAGENET_NORMALIZE
+from PIL.Image import Image
+from torch import Tensor
+from torchvision.transforms import RandomResizedCrop as _RandomResizedCropV1
+
+Normalize = Optional[Dict[str, Sequence[float]]]
+
+
+def _check_range(name: str, value: Sequence[float], low: float, high: float) -> None:
+    if len(value) != 2 or not low <= value[0] <= value[1] <= high:
+        raise ValueError(f"{name} must be (min, max) with {low} <= min <= max <= {high}, got {value}.")
+
+
+def _to_tensor(normalize: Normalize) -> List[Any]:
+    """To float tensor in [0, 1], then ``(x - mean) / std`` if ``normalize`` is given."""
+    steps: List[Any] = [T.ToTensor()]
+    if normalize is not None:
+        steps.append(T.Normalize(mean=normalize["mean"], std=normalize["std"]))
+    return steps
+
+
+def colour_transform(
+    jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
+    jitter_prob: float = 0.8,
+    grayscale_prob: float = 0.2,
+    blur_prob: float = 0.5,
+    blur_sigmas: Tuple[float, float] = (0.1, 2.0),
+    normalize: Normalize = IMAGENET_NORMALIZE,
+) -> T.Compose:
+    """Colour jitter (p ``jitter_prob``), grayscale, Gaussian blur, to tensor, normalise."""
+    return T.Compose(
+        [
+            T.RandomApply([T.ColorJitter(*jitter)], p=jitter_prob),
+            T.RandomGrayscale(p=grayscale_prob),
+            GaussianBlur(prob=blur_prob, sigmas=blur_sigmas),
+            *_to_tensor(normalize),
+        ]
+    )
+
+
+class DSCLTransform:
+    """Official DSCL/PBSD views of one image: ``[view_q, view_k, patches, boxes]``.
+
+    - q view: ``RandomResizedCrop(input_size, crop_scale)`` + flip (the geometric crop),
+      then jitter ``(0.4, 0.4, 0.4, 0.1)`` p 0.8, grayscale p 0.2, blur sigma 0.1-2 p 0.5;
+    - k view: its own crop + flip, then jitter ``(0.4, 0.4, 0.4, 0)`` always;
+    - ``num_patches`` boxes of area ``patch_scale`` and aspect ``patch_ratio`` of the
+      q view, cut from its geometric crop (before colour augmentation and
+      normalisation), each resized to ``patch_size`` and given its own flip and the q
+      colour augmentation;
+    - boxes are ``(x1, y1, x2, y2)`` in q-view pixels, float, ``x2 = x1 + width``.
+
+    With ``num_patches=0`` only ``[view_q, view_k]`` is returned. Set ``hflip_prob=0``
+    for data that must not be mirrored (digits), and ``jitter_prob``,
+    ``grayscale_prob``, ``blur_prob`` (and ``key_jitter_prob``) to 0 and
+    ``normalize=None`` to turn augmentation off.
+
+    Examples:
+        >>> transform = DSCLTransform(input_size=32, patch_size=16)
+        >>> view_q, view_k, patches, boxes = transform(pil_image)  # patches (5, 3, 16, 16)
+    """
+
+    def __init__(
+        self,
+        input_size: int = 224,
+        patch_size: int = 64,
+        num_patches: int = 5,
+        patch_scale: Tuple[float, float] = (0.05, 0.6),
+        patch_ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+        crop_scale: Tuple[float, float] = (0.08, 1.0),
+        hflip_prob: float = 0.5,
+        normalize: Normalize = IMAGENET_NORMALIZE,
+        jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
+        jitter_prob: float = 0.8,
+        grayscale_prob: float = 0.2,
+        blur_prob: float = 0.5,
+        blur_sigmas: Tuple[float, float] = (0.1, 2.0),
+        key_jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.0),
+        key_jitter_prob: float = 1.0,
+    ) -> None:
+        if not 0 < patch_size <= input_size:
+            raise ValueError(
+                f"patch_size must be in (0, input_size={input_size}], got {patch_size}."
+            )
+        if num_patches < 0:
+            raise ValueError(f"num_patches must be >= 0, got {num_patches}.")
+        _check_range("patch_scale", patch_scale, 0.0, 1.0)
+        _check_range("crop_scale", crop_scale, 0.0, 1.0)
+        _check_range("patch_ratio", patch_ratio, 0.0, float("inf"))
+        self.input_size = input_size
+        self.patch_size = patch_size
+        self.num_patches = num_patches
+        self.patch_scale = tuple(patch_scale)
+        self.patch_ratio = tuple(patch_ratio)
+        self.geometric = T.Compose(
+            [
+                T.RandomResizedCrop(size=input_size, scale=crop_scale),
+                T.RandomHorizontalFlip(p=hflip_prob),
+            ]
+        )
+        self.query_colour = colour_transform(
+            jitter, jitter_prob, grayscale_prob, blur_prob, blur_sigmas, normalize
+        )
+        self.key_colour = T.Compose(
+            [T.RandomApply([T.ColorJitter(*key_jitter)], p=key_jitter_prob), *_to_tensor(normalize)]
+        )
+        self.patch_flip = T.RandomHorizontalFlip(p=hflip_prob)
+
+    def __call__(self, image: Union[Image, Tensor]) -> List[Tensor]:
+        """``[view_q (3, S, S), view_k (3, S, S), patches (L, 3, s, s), boxes (L, 4)]``."""
+        crop_q = self.geometric(image)
+        views = [self.query_colour(crop_q), self.key_colour(self.geometric(image))]
+        if self.num_patches == 0:
+            return views
+        patches, boxes = [], []
+        for _ in range(self.num_patches):
+            top, left, height, width = _RandomResizedCropV1.get_params(
+                crop_q, scale=list(self.patch_scale), ratio=list(self.patch_ratio)
+            )
+            patch = T.functional.resized_crop(
+                crop_q, top, left, height, width, [self.patch_size, self.patch_size]
+            )
+            patches.append(self.query_colour(self.patch_flip(patch)))
+            boxes.append([left, top, left + width, top + height])
+        return views + [torch.stack(patches), torch.tensor(boxes, dtype=torch.float32)]
+
+
+def eval_transform(
+    input_size: int,
+    normalize: Normalize = IMAGENET_NORMALIZE,
+    crop_fraction: Optional[float] = None,
+) -> T.Compose:
+    """Resize the short side to ``input_size / crop_fraction``, centre-crop, to tensor, normalise.
+
+    ``crop_fraction=None`` means 0.875 (ImageNet's 256 -> 224) for ``input_size >= 224``
+    and 1.0 (resize only) for small images such as CIFAR.
+    """
+    if crop_fraction is None:
+        crop_fraction = 0.875 if input_size >= 224 else 1.0
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
+    return T.Compose(
+        [
+            T.Resize(round(input_size / crop_fraction)),
+            T.CenterCrop(input_size),
+            *_to_tensor(normalize),
+        ]
+    )
+
+
+class PatchViewCollate:
+    """``collate_fn`` for ``DSCLTransform`` samples.
+
+    Accepts ``(views, label)`` (torchvision datasets) and ``(views, label, filename)``
+    (``LightlyDataset``) samples and returns
+    ``(view_q (B, 3, S, S), view_k (B, 3, S, S), patches (B, L, 3, s, s), boxes (B, L, 4),
+    labels (B,) int64)``; ``patches`` and ``boxes`` are None for two-view samples.
+    Filenames are dropped.
+    """
+
+    def __call__(
+        self, batch: Sequence[Sequence[Any]]
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
+        if len(batch) == 0:
+            raise ValueError("PatchViewCollate got an empty batch.")
+        views = [sample[0] for sample in batch]
+        num_views = {len(v) for v in views}
+        if num_views not in ({2}, {4}):
+            raise ValueError(
+                "Every sample's views must be [view_q, view_k] or "
+                f"[view_q, view_k, patches, boxes]; got view counts {sorted(num_views)}."
+            )
+        labels = torch.tensor([int(sample[1]) for sample in batch], dtype=torch.long)
+        stacked = [torch.stack([v[i] for v in views]) for i in range(len(views[0]))]
+        if len(stacked) == 2:
+            stacked += [None, None]
+        view_q, view_k, patches, boxes = stacked
+        return view_q, view_k, patches, boxes, labels
