@@ -1,0 +1,184 @@
+"""Stage-1 LightningModules: the ``dscl`` and ``supcon`` methods of the registry.
+
+Each training step: EMA update ``theta_m <- m theta_m + (1 - m) theta`` (constant ``m`` or
+Lightly's ``cosine_schedule`` from ``m`` to 1), forward of the model (loss, then the keys
+enter the labelled queue), a finite-loss check, logging. SGD with linear warm-up and
+cosine decay (Lightly's ``CosineWarmupScheduler``) per step or per epoch. Under DDP the
+queue gathers keys with their labels from every process.
+"""
+
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import pytorch_lightning as pl
+import torch
+from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
+from torch import Tensor, nn
+
+from dscl_plugin.checkpoints import load_backbone_weights
+from dscl_plugin.config import Config, to_dict
+from dscl_plugin.models import DSCLModel, SupConModel, build_backbone
+from dscl_plugin.registry import register_method
+from dscl_plugin.transforms import DSCLTransform, PatchViewCollate
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf; training stopped before the update."""
+
+
+class ContrastiveMethod(pl.LightningModule):
+    """Shared harness; subclasses implement :meth:`build_model`.
+
+    The model must provide ``forward(view_q, view_k, patches, boxes, labels) ->
+    dict(loss, loss_dscl, loss_pbsd)``, ``update_momentum(m)``, ``embed(images)``,
+    ``backbone`` and ``memory_bank`` (see :class:`dscl_plugin.models.DSCLModel`).
+    """
+
+    uses_patches = True
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.save_hyperparameters({"config": to_dict(config)})
+        self.model = self.build_model()
+
+    @classmethod
+    def check_config(cls, config: Config) -> List[str]:
+        """Method-specific config problems, as ``"key: message"`` strings."""
+        return []
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_backbone(self) -> Tuple[nn.Module, int]:
+        """``build_backbone`` from ``config.model``, loading ``model.init_from`` if set."""
+        m = self.config.model
+        backbone, feature_dim = build_backbone(m.backbone, m.cifar_stem, m.zero_init_residual)
+        if m.init_from:
+            load_backbone_weights(backbone, m.backbone, m.init_from)
+        return backbone, feature_dim
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model.backbone
+
+    def embed(self, images: Tensor) -> Tensor:
+        """(B, D) pooled online-backbone features for the frozen evaluation."""
+        return self.model.embed(images)
+
+    def train_transform(self) -> Callable:
+        """Stage-1 views; patches only if the method uses them and ``pbsd_weight > 0``."""
+        d, m = self.config.data, self.config.model
+        use_patches = self.uses_patches and m.pbsd_weight > 0
+        return DSCLTransform(
+            input_size=d.input_size,
+            patch_size=m.patch_size,
+            num_patches=m.num_patches if use_patches else 0,
+            patch_scale=tuple(m.patch_scale),
+            crop_scale=tuple(d.crop_scale),
+            hflip_prob=d.hflip_prob,
+        )
+
+    def collate_fn(self) -> Callable:
+        return PatchViewCollate()
+
+    def setup(self, stage: str) -> None:
+        self.model.memory_bank.gather_distributed = self.trainer.world_size > 1
+
+    def ema_momentum(self) -> float:
+        m = self.config.model
+        if not m.momentum_cosine:
+            return m.momentum
+        return cosine_schedule(self.global_step, self.trainer.estimated_stepping_batches, m.momentum, 1.0)
+
+    def training_step(self, batch: Sequence[Any], batch_idx: int) -> Tensor:
+        view_q, view_k, patches, boxes, labels = batch
+        self.model.update_momentum(self.ema_momentum())
+        out: Dict[str, Tensor] = self.model(view_q, view_k, patches, boxes, labels)
+        self._check_finite(out["loss"], batch_idx)
+        bank = self.model.memory_bank
+        fill = bank.num_filled.float() / max(bank.size[0], 1)
+        self.log("loss", out["loss"], prog_bar=True, on_step=True, on_epoch=True)
+        self.log_dict(
+            {
+                "loss_dscl": out["loss_dscl"].detach(),
+                "loss_pbsd": out["loss_pbsd"].detach(),
+                "queue_fill": fill.squeeze(),
+                "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+            },
+            on_step=True,
+            on_epoch=False,
+        )
+        return out["loss"]
+
+    def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
+        finite = torch.isfinite(loss.detach()).float()
+        if self.trainer.world_size > 1:  # every rank must stop together
+            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
+        if not bool(finite):
+            raise NonFiniteLossError(
+                f"Non-finite training loss ({loss.item()}) at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}); training stopped and the "
+                "last good checkpoint is kept. Lower optim.lr or use trainer.precision=32-true."
+            )
+
+    def configure_optimizers(self) -> Dict[str, Any]:
+        o, epochs = self.config.optim, self.config.trainer.epochs
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        if o.interval == "step":
+            total = int(self.trainer.estimated_stepping_batches)
+            warmup = round(o.warmup_epochs * total / epochs)
+        else:
+            total, warmup = epochs, round(o.warmup_epochs)
+        scheduler = CosineWarmupScheduler(
+            optimizer, warmup_epochs=warmup, max_epochs=total, end_value=0.0 if o.cosine else 1.0
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": o.interval}}
+
+
+@register_method("dscl")
+class DSCLMethod(ContrastiveMethod):
+    """DSCL + PBSD: ``L = L_dscl + pbsd_weight * L_pbsd``; ``pbsd_weight: 0`` is DSCL only."""
+
+    def build_model(self) -> nn.Module:
+        m = self.config.model
+        backbone, feature_dim = self.build_backbone()
+        return DSCLModel(
+            backbone,
+            feature_dim,
+            proj_dim=m.proj_dim,
+            queue_size=m.queue_size,
+            momentum=m.momentum,
+            alpha=m.alpha,
+            beta=m.beta,
+            temperature=m.temperature,
+            pbsd_weight=m.pbsd_weight,
+        )
+
+
+@register_method("supcon")
+class SupConMethod(ContrastiveMethod):
+    """SupCon baseline in the same harness (EMA keys, labelled queue, no patches)."""
+
+    uses_patches = False
+
+    @classmethod
+    def check_config(cls, config: Config) -> List[str]:
+        m, problems = config.model, []
+        if m.alpha is not None or m.beta is not None:
+            problems.append("model.alpha/model.beta: supcon weights its positives equally; set both to null")
+        if m.pbsd_weight != 0:
+            problems.append(f"model.pbsd_weight: supcon has no PBSD term; set 0 (got {m.pbsd_weight})")
+        return problems
+
+    def build_model(self) -> nn.Module:
+        m = self.config.model
+        backbone, feature_dim = self.build_backbone()
+        return SupConModel(
+            backbone,
+            feature_dim,
+            proj_dim=m.proj_dim,
+            queue_size=m.queue_size,
+            momentum=m.momentum,
+            temperature=m.temperature,
+        )
