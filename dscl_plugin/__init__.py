@@ -3,6 +3,18 @@
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
 from dscl_plugin import pml as _pml  # registers DSCLLoss etc. in PML's namespaces
+from dscl_plugin.lightly_registration import register_lightly_names
+from dscl_plugin.registry import available_methods, build_method, register_method
 
-__all__ = ["DSCLLoss", "LabeledMemoryBank", "PBSDLoss", "SupConLoss"]
+register_lightly_names()  # lightly.loss.DSCLLoss etc., where Lightly has no such name
+
+__all__ = [
+    "DSCLLoss",
+    "LabeledMemoryBank",
+    "PBSDLoss",
+    "SupConLoss",
+    "available_methods",
+    "build_method",
+    "register_method",
+]
 __version__ = "0.1.0"
