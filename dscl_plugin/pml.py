@@ -122,9 +122,10 @@ class DSCLLoss(BaseMetricLossFunction):
     always a candidate and the own positive. Logits are computed in float32 (or float64)
     with autocast disabled.
 
-    Unlike PML's ``SupConLoss``, which returns 0 when a batch has no negative pair, an
-    anchor without negatives still gets the DSCL value. With ``alpha = 1/(|P_i| + 1)``
-    DSCL is SupCon.
+    Unlike PML's ``SupConLoss``, which returns 0 for a batch without a negative pair
+    (e.g. a single-class batch, frequent for head classes of long-tailed data), anchors
+    in such a batch still get the DSCL value. With ``alpha = 1/(|P_i| + 1)`` DSCL is
+    SupCon.
 
     Args:
         alpha: weight of the own partner, default 1/9 (official beta = 8).
@@ -272,7 +273,8 @@ class DSCLMiner(BaseMiner):
             ("max_class_positives", max_class_positives),
             ("max_negatives", max_negatives),
         ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            valid = value is None or (type(value) is int and value >= 0)
+            if not valid:
                 raise ValueError(f"{name} must be None or an int >= 0, got {value!r}.")
         self.max_class_positives = max_class_positives
         self.max_negatives = max_negatives

@@ -4,6 +4,7 @@ import importlib.util
 import math
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -316,7 +317,9 @@ def test_miner_layout1_properties():
     assert all(a != b for a, b in pos + neg)
     assert all(labels[a] == labels[b] for a, b in pos)
     assert all(labels[a] != labels[b] for a, b in neg)
-    expected_pos = {(i, j) for i in range(16) for j in range(16) if i != j and labels[i] == labels[j]}
+    expected_pos = {
+        (i, j) for i in range(16) for j in range(16) if i != j and labels[i] == labels[j]
+    }
     assert set(pos) == expected_pos and len(pos) == len(expected_pos)
     torch.manual_seed(0)
     pos, neg = _pairs(DSCLMiner(max_class_positives=2, max_negatives=3)(emb, labels))
@@ -555,3 +558,17 @@ def test_distributed_cross_batch_memory(two_fake_ranks):
     )
     torch.testing.assert_close(loss, 2 * expected)
     assert torch.equal(wrapped.loss.label_memory, local.label_memory)
+
+
+# ----------------------------------------------------------------------------- example
+def test_example_training_loop_runs(capsys):
+    path = Path(__file__).resolve().parents[1] / "examples" / "pml_training_loop.py"
+    spec = importlib.util.spec_from_file_location("pml_training_loop", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    torch.manual_seed(0)
+    data = example.long_tailed_digits(imbalance=10.0, seed=0)
+    example.batch_mode(data, steps=2, batch_size=16)
+    example.moco_mode(data, steps=2, batch_size=16)
+    out = capsys.readouterr().out
+    assert "[batch] accuracy after" in out and "[moco]  accuracy after" in out
