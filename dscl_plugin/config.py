@@ -24,8 +24,10 @@ class ConfigError(ValueError):
 class DataConfig:
     """``name``: one of ``dscl_plugin.data.DATASET_NAMES``; ``imbalance_factor`` null = the
     dataset's standard (digits_lt 10, CIFAR-LT 100); ``train_list``/``test_list`` replace the
-    standard list files of imagenet_lt / places_lt / inat2018; ``crop_scale`` and
-    ``hflip_prob`` are the view augmentation (digits: no flips, crop scale >= 0.4)."""
+    standard list files of imagenet_lt / places_lt / inat2018. View augmentation: crop
+    ``crop_scale``, flip ``hflip_prob``, colour jitter ``color_jitter`` (brightness, contrast,
+    saturation, hue; the key view uses hue 0) with ``jitter_prob``, grayscale and Gaussian
+    blur probabilities (digits: no flips, crop scale >= 0.4, no blur)."""
 
     name: str = MISSING
     root: str = "data"
@@ -36,6 +38,10 @@ class DataConfig:
     test_list: Optional[str] = None
     crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
     hflip_prob: float = 0.5
+    color_jitter: List[float] = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])
+    jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
 
 
 @dataclass
@@ -217,7 +223,11 @@ def validate(config: Config) -> None:
     check(d.input_size >= 8, "data.input_size", f"must be >= 8, got {d.input_size}")
     check(d.imbalance_factor is None or d.imbalance_factor >= 1, "data.imbalance_factor", f"must be >= 1 or null, got {d.imbalance_factor}")
     _check_range(check, "data.crop_scale", d.crop_scale)
-    check(0 <= d.hflip_prob <= 1, "data.hflip_prob", f"must be in [0, 1], got {d.hflip_prob}")
+    for key in ("hflip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
+        value = getattr(d, key)
+        check(0 <= value <= 1, f"data.{key}", f"must be in [0, 1], got {value}")
+    jitter = d.color_jitter
+    check(len(jitter) == 4 and min(jitter) >= 0 and jitter[3] <= 0.5, "data.color_jitter", f"must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, got {list(jitter)}")
     for key in ("train_list", "test_list"):
         value = getattr(d, key)
         check(value is None or Path(value).is_file(), f"data.{key}", f"file not found: '{value}'")

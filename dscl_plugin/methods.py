@@ -76,6 +76,11 @@ class ContrastiveMethod(pl.LightningModule):
             patch_scale=tuple(m.patch_scale),
             crop_scale=tuple(d.crop_scale),
             hflip_prob=d.hflip_prob,
+            jitter=tuple(d.color_jitter),
+            jitter_prob=d.jitter_prob,
+            grayscale_prob=d.grayscale_prob,
+            blur_prob=d.blur_prob,
+            key_jitter=(*d.color_jitter[:3], 0.0),
         )
 
     def collate_fn(self) -> Callable:
