@@ -1,0 +1,352 @@
+"""DSCL and SupCon training models built from Lightly parts.
+
+Online net ``f`` (backbone + ``MoCoProjectionHead``), EMA net ``f_m`` (a deep copy,
+``theta_m <- m theta_m + (1 - m) theta``), and a ``LabeledMemoryBank`` of past keys.
+"""
+
+import copy
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torchvision
+from lightly.models.modules import MoCoProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
+from dscl_plugin.memory import LabeledMemoryBank
+
+_RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
+
+
+def build_backbone(
+    name: str, cifar_stem: bool = False, zero_init_residual: bool = True
+) -> Tuple[nn.Module, int]:
+    """A randomly initialised backbone mapping images (B, 3, H, W) to a feature map (B, C, h, w).
+
+    Args:
+        name: a torchvision ResNet (``"resnet18"``, ``"resnet50"``, ``"resnext50_32x4d"``,
+            ``"wide_resnet50_2"``, ...; never downloads weights) or ``"small_cnn"``.
+        cifar_stem: replace the ResNet stem (7x7 stride-2 conv + max-pool) with a 3x3
+            stride-1 conv and no max-pool, for 32 px inputs (stride 8 instead of 32).
+        zero_init_residual: zero the last BN of every residual branch (official: True).
+
+    Returns:
+        ``(backbone, C)``.
+    """
+    if name == "small_cnn":
+        return _small_cnn(), _SMALL_CNN_WIDTHS[-1]
+    if not name.startswith(_RESNET_PREFIXES) or name not in torchvision.models.list_models(
+        module=torchvision.models
+    ):
+        raise ValueError(
+            f"Unknown backbone name {name!r}: use 'small_cnn' or a torchvision ResNet "
+            "such as 'resnet18' or 'resnet50'."
+        )
+    resnet = torchvision.models.get_model(
+        name, weights=None, zero_init_residual=zero_init_residual
+    )
+    if cifar_stem:
+        resnet.conv1 = nn.Conv2d(3, resnet.conv1.out_channels, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(resnet.conv1.weight, mode="fan_out", nonlinearity="relu")
+        resnet.maxpool = nn.Identity()
+    feature_dim = resnet.fc.in_features
+    return nn.Sequential(*list(resnet.children())[:-2]), feature_dim
+
+
+_SMALL_CNN_WIDTHS = (32, 64, 128)
+
+
+def _small_cnn() -> nn.Sequential:
+    """Three 3x3 conv-BN-ReLU blocks (32, 64, 128 channels; strides 1, 2, 2)."""
+    layers, in_channels = [], 3
+    for i, width in enumerate(_SMALL_CNN_WIDTHS):
+        layers += [
+            nn.Conv2d(in_channels, width, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        in_channels = width
+    return nn.Sequential(*layers)
+
+
+def pool_regions(
+    feature_map: Tensor, boxes: Tensor, image_size: Sequence[int]
+) -> Tensor:
+    """Mean of the 2x2 ``roi_align`` of every box: (B, C, h, w), (B, L, 4) -> (B, L, C).
+
+    Boxes are ``(x1, y1, x2, y2)`` in pixels of the image the map was computed from,
+    ``spatial_scale = w / image_width`` and ``aligned=True`` (continuous pixel
+    coordinates, so a box maps onto exactly the feature cells it covers).
+    """
+    b, num_boxes, _ = boxes.shape
+    index = torch.arange(b, device=feature_map.device).repeat_interleave(num_boxes)
+    rois = torch.cat(
+        [index[:, None].to(feature_map.dtype), boxes.reshape(-1, 4).to(feature_map)], dim=1
+    )
+    regions = roi_align(
+        feature_map,
+        rois,
+        output_size=2,
+        spatial_scale=feature_map.shape[-1] / image_size[-1],
+        aligned=True,
+    )
+    return regions.mean(dim=(2, 3)).reshape(b, num_boxes, -1)
+
+
+def forward_without_stat_update(module: nn.Module, images: Tensor) -> Tensor:
+    """``module(images)`` that leaves every buffer (BN running statistics) unchanged.
+
+    The call sees clones of the buffers, so BatchNorm still normalises with batch
+    statistics in train mode (and running ones in eval mode) while gradients reach
+    the module's own parameters.
+    """
+    buffers = {name: buffer.clone() for name, buffer in module.named_buffers()}
+    return torch.func.functional_call(module, buffers, (images,))
+
+
+def _feature_map(backbone: nn.Module, images: Tensor, keep_buffers: bool = False) -> Tensor:
+    """``backbone(images)``, checked to be a feature map (B, C, h, w)."""
+    if keep_buffers:
+        feature_map = forward_without_stat_update(backbone, images)
+    else:
+        feature_map = backbone(images)
+    if feature_map.ndim != 4:
+        raise ValueError(
+            "The backbone must return a feature map (B, C, h, w), got shape "
+            f"{tuple(feature_map.shape)}."
+        )
+    return feature_map
+
+
+def _pool(feature_map: Tensor) -> Tensor:
+    """Global average pooling, (B, C, h, w) -> (B, C)."""
+    return feature_map.mean(dim=(2, 3))
+
+
+def _check_inputs(view_q: Tensor, view_k: Tensor, labels: Tensor) -> None:
+    if view_q.ndim != 4:
+        raise ValueError(f"view_q must be (B, 3, H, W), got shape {tuple(view_q.shape)}.")
+    if view_k.ndim != 4 or view_k.shape[:2] != view_q.shape[:2]:
+        raise ValueError(
+            f"view_k must be (B, 3, H, W) with the batch size and channels of view_q "
+            f"{tuple(view_q.shape)}, got {tuple(view_k.shape)}."
+        )
+    if labels.shape != view_q.shape[:1] or labels.is_floating_point():
+        raise ValueError(
+            f"labels must be a 1-D integer tensor with one label per image "
+            f"({view_q.shape[0]}), got shape {tuple(labels.shape)} and dtype {labels.dtype}."
+        )
+
+
+def _check_patches(view_q: Tensor, patches: Optional[Tensor], boxes: Optional[Tensor]) -> None:
+    if patches is None or boxes is None:
+        raise ValueError(
+            "pbsd_weight > 0 needs patches (B, L, 3, s, s) and boxes (B, L, 4), got "
+            f"patches={None if patches is None else tuple(patches.shape)}, "
+            f"boxes={None if boxes is None else tuple(boxes.shape)}; "
+            "use pbsd_weight=0 to train without patches."
+        )
+    b, c, height, width = view_q.shape
+    if patches.ndim != 5 or patches.shape[0] != b or patches.shape[2] != c:
+        raise ValueError(
+            f"patches must be (B, L, {c}, s, s) with B = {b}, got {tuple(patches.shape)}."
+        )
+    if boxes.shape != (b, patches.shape[1], 4):
+        raise ValueError(
+            f"boxes must be (B, L, 4) = {(b, patches.shape[1], 4)} to match patches "
+            f"{tuple(patches.shape)}, got {tuple(boxes.shape)}."
+        )
+    if patches.shape[-2] > height or patches.shape[-1] > width:
+        raise ValueError(
+            f"view_q ({height}x{width}) is smaller than a patch "
+            f"({patches.shape[-2]}x{patches.shape[-1]})."
+        )
+
+
+class _MomentumContrastModel(nn.Module):
+    """Online and EMA encoders plus a labelled key queue (shared by DSCL and SupCon)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        proj_dim: int,
+        queue_size: int,
+        momentum: float,
+        gather_distributed: bool,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}.")
+        self.backbone = backbone
+        self.projection_head = MoCoProjectionHead(feature_dim, feature_dim, proj_dim)
+        self.backbone_momentum = copy.deepcopy(backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.memory_bank = LabeledMemoryBank(
+            size=(queue_size, proj_dim), gather_distributed=gather_distributed
+        )
+        self.momentum = momentum
+
+    def update_momentum(self, m: Optional[float] = None) -> None:
+        """EMA step ``theta_m <- m theta_m + (1 - m) theta`` (``m = self.momentum`` if None).
+
+        Call once per training step, before ``forward``; ``m`` may come from
+        ``lightly.utils.scheduler.cosine_schedule``.
+        """
+        m = self.momentum if m is None else m
+        update_momentum(self.backbone, self.backbone_momentum, m=m)
+        update_momentum(self.projection_head, self.projection_head_momentum, m=m)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """(B, feature_dim) pooled features of the online backbone (for evaluation)."""
+        return _pool(_feature_map(self.backbone, images))
+
+    def _query(self, view_q: Tensor) -> Tuple[Tensor, Tensor]:
+        """The q-view feature map and its projection ``q``."""
+        feature_map = _feature_map(self.backbone, view_q)
+        return feature_map, self.projection_head(_pool(feature_map))
+
+    @torch.no_grad()
+    def _key(self, view_k: Tensor) -> Tensor:
+        return self.projection_head_momentum(
+            _pool(_feature_map(self.backbone_momentum, view_k))
+        )
+
+    def _enqueue(self, key: Tensor, labels: Tensor) -> None:
+        """Adds this step's keys to the queue (training steps only)."""
+        if self.training and torch.is_grad_enabled():
+            self.memory_bank.enqueue(key, labels)
+
+
+class DSCLModel(_MomentumContrastModel):
+    """DSCL + PBSD (Xuan & Zhang, AAAI 2024): ``loss = L_dscl + pbsd_weight * L_pbsd``.
+
+    - ``q = f(view_q)``, ``k = f_m(view_k)`` (no grad), ``L_dscl = DSCLLoss(q, k, y, M)``;
+    - teacher ``t_l``: ``roi_align`` (2x2, mean) of box ``l`` on the q-view feature
+      map, through the online head; student ``s_l = f(patch_l)``, all ``B * L``
+      patches in one forward that leaves BN running statistics unchanged;
+      ``L_pbsd = PBSDLoss(s, t, k, M)``;
+    - keys are enqueued with their labels after the loss, in training mode only.
+
+    With ``pbsd_weight=0`` patches and boxes may be None and no patch work is done.
+
+    Examples:
+        >>> backbone, dim = build_backbone("resnet18", cifar_stem=True)
+        >>> model = DSCLModel(backbone, dim, queue_size=4096)
+        >>> model.update_momentum()
+        >>> out = model(view_q, view_k, patches, boxes, labels)
+        >>> out["loss"].backward()
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        proj_dim: int = 128,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        alpha: Optional[float] = None,
+        beta: Optional[float] = None,
+        temperature: float = 0.07,
+        pbsd_weight: float = 1.5,
+        gather_distributed: bool = False,
+    ) -> None:
+        super().__init__(backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed)
+        if not pbsd_weight >= 0:
+            raise ValueError(f"pbsd_weight must be >= 0, got {pbsd_weight}.")
+        self.criterion = DSCLLoss(alpha=alpha, beta=beta, temperature=temperature)
+        self.pbsd_criterion = PBSDLoss(temperature=temperature)
+        self.pbsd_weight = pbsd_weight
+
+    def forward(
+        self,
+        view_q: Tensor,
+        view_k: Tensor,
+        patches: Optional[Tensor],
+        boxes: Optional[Tensor],
+        labels: Tensor,
+    ) -> Dict[str, Tensor]:
+        """Args:
+            view_q: (B, 3, H, W) query views.
+            view_k: (B, 3, H, W) key views.
+            patches: (B, L, 3, s, s) patches of the q views, or None if pbsd_weight == 0.
+            boxes: (B, L, 4) their ``(x1, y1, x2, y2)`` boxes in q-view pixels, or None.
+            labels: (B,) integer class ids.
+
+        Returns:
+            ``dict(loss=..., loss_dscl=..., loss_pbsd=...)``.
+        """
+        _check_inputs(view_q, view_k, labels)
+        use_patches = self.pbsd_weight > 0
+        if use_patches:
+            _check_patches(view_q, patches, boxes)
+        feature_map, query = self._query(view_q)
+        key = self._key(view_k)
+        queue, queue_labels = self.memory_bank.get()
+        loss_dscl = self.criterion(query, key, labels, queue, queue_labels)
+        if use_patches:
+            loss_pbsd = self._pbsd(feature_map, view_q.shape[-2:], patches, boxes, key, queue)
+            loss = loss_dscl + self.pbsd_weight * loss_pbsd
+        else:
+            loss_pbsd = loss_dscl.new_zeros(())
+            loss = loss_dscl
+        self._enqueue(key, labels)
+        return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd)
+
+    def _pbsd(
+        self,
+        feature_map: Tensor,
+        view_size: Sequence[int],
+        patches: Tensor,
+        boxes: Tensor,
+        key: Tensor,
+        queue: Tensor,
+    ) -> Tensor:
+        b, num_patches = patches.shape[:2]
+        with torch.no_grad():  # the teacher distribution carries no gradient
+            regions = pool_regions(feature_map.detach(), boxes, view_size)
+            teacher = self.projection_head(regions)
+        patch_map = _feature_map(self.backbone, patches.flatten(0, 1), keep_buffers=True)
+        student = self.projection_head(_pool(patch_map)).reshape(b, num_patches, -1)
+        return self.pbsd_criterion(student, teacher, key, queue)
+
+
+class SupConModel(_MomentumContrastModel):
+    """SupCon baseline with the DSCL harness (EMA keys, labelled queue), no patches.
+
+    ``forward`` has the ``DSCLModel`` signature; ``patches`` and ``boxes`` are ignored.
+    Returns ``dict(loss, loss_dscl=loss, loss_pbsd=0)``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        proj_dim: int = 128,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        temperature: float = 0.07,
+        gather_distributed: bool = False,
+    ) -> None:
+        super().__init__(backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed)
+        self.criterion = SupConLoss(temperature=temperature)
+
+    def forward(
+        self,
+        view_q: Tensor,
+        view_k: Tensor,
+        patches: Optional[Tensor],
+        boxes: Optional[Tensor],
+        labels: Tensor,
+    ) -> Dict[str, Tensor]:
+        """SupCon loss of ``q = f(view_q)`` against ``k = f_m(view_k)`` and the queue."""
+        _check_inputs(view_q, view_k, labels)
+        _, query = self._query(view_q)
+        key = self._key(view_k)
+        loss = self.criterion(query, key, labels, *self.memory_bank.get())
+        self._enqueue(key, labels)
+        return dict(loss=loss, loss_dscl=loss, loss_pbsd=loss.new_zeros(()))
