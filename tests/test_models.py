@@ -1,6 +1,9 @@
 """build_backbone, DSCLModel and SupConModel: EMA, queue, region pooling, patches, BN."""
 
 import copy
+import runpy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -311,3 +314,11 @@ def test_bad_constructor_arguments_and_vector_backbones_raise():
     model = DSCLModel(vector_backbone, 8, proj_dim=4, queue_size=0, pbsd_weight=0.0)
     with pytest.raises(ValueError, match="feature map"):
         model(*_replace(_batch(), 2, None))
+
+
+def test_lightly_example_runs(monkeypatch, capsys, one_thread):
+    example = Path(__file__).parents[1] / "examples" / "lightly_training_loop.py"
+    monkeypatch.setattr(sys, "argv", [str(example), "--steps", "2", "--batch-size", "16"])
+    runpy.run_path(str(example), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "queue 16" in out and "test 1-NN accuracy after 2 steps" in out
