@@ -97,24 +97,19 @@ def _restore_rng(state: Dict[str, Any], generators: Mapping[str, torch.Generator
 
 class RNGStateCallback(pl.Callback):
     """Saves the Python, NumPy, torch (and CUDA) RNG states and the named generators
-    (e.g. the train loader's shuffling generator) in every checkpoint, and restores
-    them when the next training epoch starts after a resume, so a resumed run draws
+    (e.g. the train loader's shuffling generator) in every checkpoint and restores them
+    on resume, before Lightning creates the first data iterator, so a resumed run draws
     the same batches and augmentations as an uninterrupted one."""
 
     def __init__(self, generators: Optional[Mapping[str, torch.Generator]] = None) -> None:
         self.generators = dict(generators or {})
-        self._pending: Optional[Dict[str, Any]] = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
         checkpoint["rng_states"] = _capture_rng(self.generators)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
-        self._pending = checkpoint.get("rng_states")
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._pending is not None:
-            _restore_rng(self._pending, self.generators)
-            self._pending = None
+        if "rng_states" in checkpoint:
+            _restore_rng(checkpoint["rng_states"], self.generators)
 
 
 def export_backbone(backbone: nn.Module, backbone_name: str, path: PathLike) -> Path:

@@ -1,0 +1,215 @@
+"""End to end on digits_lt with tiny settings: dscl-train / dscl-eval, exact resume, crash
+safety of checkpoints, non-finite loss, and a 2-process CPU DDP run gathering the queue."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from dscl_plugin.checkpoints import AtomicCheckpointIO, CheckpointError, load_file
+from dscl_plugin.cli import eval_main, main, train_main
+from dscl_plugin.config import load_config
+from dscl_plugin.methods import NonFiniteLossError
+from dscl_plugin.models import DSCLModel, build_backbone
+from dscl_plugin.pipeline import train
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml")
+TINY = [
+    "model.queue_size=64",
+    "model.proj_dim=16",
+    "trainer.epochs=2",
+    "trainer.batch_size=16",
+    "trainer.limit_train_batches=3",
+    "trainer.num_workers=0",
+    "trainer.progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "optim.warmup_epochs=1",
+    "probe.epochs=2",
+    "probe.milestones=[1]",
+    "probe.batch_size=128",
+    "eval.batch_size=300",
+]
+
+
+def tiny(tmp_path, name, *extra):
+    return load_config(CONFIG, TINY + [f"output_dir={tmp_path / name}", *extra])
+
+
+def test_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_main(["--config", CONFIG, *TINY, f"output_dir={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "linear_probe/overall" in printed and "knn/precision_at_1" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    probe = metrics["linear_probe"]
+    assert set(probe) == {"overall", "many", "medium", "few"}
+    assert all(0.0 <= probe[k] <= 1.0 for k in probe)  # digits_lt has all three groups
+    assert len(metrics["per_class_accuracy"]) == 10 and metrics["train_class_counts"][0] == 144
+    assert (out / "per_class_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"loss_step", "loss_dscl", "loss_pbsd", "queue_fill", "lr"} <= set(log)
+    checkpoint = load_file(out / "checkpoints" / "last.ckpt")
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 6 and "rng_states" in checkpoint
+    backbone, _ = build_backbone("small_cnn")
+    backbone.load_state_dict(torch.load(out / "backbone.pt", weights_only=True))  # exact keys
+
+    # stage 2 alone from the training checkpoint reproduces the metrics
+    assert eval_main(["--config", CONFIG, *TINY, f"output_dir={out}", "--checkpoint", str(out / "checkpoints" / "last.ckpt")]) == 0
+    assert json.loads((out / "metrics.json").read_text())["linear_probe"] == probe
+
+    # a fresh run never silently overwrites an existing one
+    assert main(["train", "--config", CONFIG, *TINY, f"output_dir={out}", "--stage", "1"]) == 1
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_cli_reports_config_errors(capsys):
+    assert train_main(["--config", CONFIG, "model.queue=3"]) == 2
+    err = capsys.readouterr().err
+    assert "'model.queue'" in err and "queue_size" in err
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+class Crash(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    straight = _state(train(tiny(tmp_path, "straight")))
+    config = tiny(tmp_path, "resumed")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, callbacks=[Crash()])  # epoch 0 done and saved, crash inside epoch 1
+    assert not (Path(config.output_dir) / "backbone.pt").exists()
+    resumed = _state(train(config, resume=True))
+    assert straight.keys() == resumed.keys()
+    different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
+    assert not different, different
+    assert int(resumed["model.memory_bank.num_filled"]) == 64
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path, capsys):
+    config = tiny(tmp_path, "corrupt")
+    last = Path(config.output_dir) / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(CheckpointError, match="Cannot read checkpoint .*last.ckpt"):
+        train(config, resume=True)
+    args = ["--config", CONFIG, *TINY, f"output_dir={config.output_dir}"]
+    assert train_main([*args, "--resume"]) == 1
+    assert eval_main([*args, "--checkpoint", str(last)]) == 1
+    assert capsys.readouterr().err.count(str(last)) == 2
+    assert train_main([*args, "--resume", str(tmp_path / "missing.ckpt")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def crash_mid_write(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(io.load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    forward, calls = DSCLModel.forward, []
+
+    def nan_on_fifth_step(self, *args):
+        out = forward(self, *args)
+        calls.append(1)
+        if len(calls) == 5:  # epoch 1, batch 1, global step 4
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(DSCLModel, "forward", nan_on_fifth_step)
+    config = tiny(tmp_path, "nan")
+    with pytest.raises(NonFiniteLossError, match=r"at global step 4 \(epoch 1, batch 1\)"):
+        train(config)
+    checkpoint = load_file(Path(config.output_dir) / "checkpoints" / "last.ckpt")
+    assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    assert not (Path(config.output_dir) / "backbone.pt").exists()
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import pytorch_lightning as pl
+    import torch
+    from dscl_plugin.config import load_config
+    from dscl_plugin.models import forward_without_stat_update
+    from dscl_plugin.pipeline import train
+
+    class RecordKeys(pl.Callback):
+        keys, labels = [], []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            model = module.model  # the EMA encoder is unchanged since this step's forward
+            with torch.no_grad():
+                feature_map = forward_without_stat_update(model.backbone_momentum, batch[1])
+                self.keys.append(model.projection_head_momentum(feature_map.mean(dim=(2, 3))))
+            self.labels.append(batch[4])
+
+        def on_train_end(self, trainer, module):
+            bank, bank_labels = module.model.memory_bank.get()
+            torch.save(
+                dict(bank=bank, bank_labels=bank_labels, keys=torch.cat(self.keys),
+                     labels=torch.cat(self.labels), world_size=trainer.world_size),
+                f"{config.output_dir}/rank{trainer.global_rank}.pt",
+            )
+
+    config = load_config(sys.argv[1], sys.argv[2:])
+    train(config, callbacks=[RecordKeys()])
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    """
+)
+
+
+def test_ddp_two_cpu_processes_gather_keys_with_labels(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    overrides = TINY + [
+        f"output_dir={out}",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.epochs=1",
+        "trainer.limit_train_batches=2",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(script), CONFIG, *overrides],
+        capture_output=True, text=True, timeout=400, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    per_device, steps = 8, 2
+    assert rank0["bank"].shape == (2 * per_device * steps, 16)
+    assert torch.equal(rank0["bank"], rank1["bank"])  # both queues identical
+    assert torch.equal(rank0["bank_labels"], rank1["bank_labels"])
+    # each step enqueues [rank 0's keys, rank 1's keys], every key with its own label
+    chunks = lambda t: t.split(per_device)  # noqa: E731
+    expected_keys = torch.cat([k for pair in zip(chunks(rank0["keys"]), chunks(rank1["keys"])) for k in pair])
+    expected_labels = torch.cat([y for pair in zip(chunks(rank0["labels"]), chunks(rank1["labels"])) for y in pair])
+    assert torch.equal(rank0["bank_labels"], expected_labels)
+    torch.testing.assert_close(rank0["bank"], expected_keys)
+    assert not torch.equal(rank0["labels"], rank1["labels"])  # the ranks saw different images
+    assert (out / "backbone.pt").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
