@@ -149,9 +149,10 @@ def _check_patches(view_q: Tensor, patches: Optional[Tensor], boxes: Optional[Te
             "use pbsd_weight=0 to train without patches."
         )
     b, c, height, width = view_q.shape
-    if patches.ndim != 5 or patches.shape[0] != b or patches.shape[2] != c:
+    if patches.ndim != 5 or patches.shape[0] != b or patches.shape[2] != c or patches.shape[1] < 1:
         raise ValueError(
-            f"patches must be (B, L, {c}, s, s) with B = {b}, got {tuple(patches.shape)}."
+            f"patches must be (B, L, {c}, s, s) with B = {b} and L >= 1, "
+            f"got {tuple(patches.shape)}."
         )
     if boxes.shape != (b, patches.shape[1], 4):
         raise ValueError(
@@ -202,7 +203,11 @@ class _MomentumContrastModel(nn.Module):
         update_momentum(self.projection_head, self.projection_head_momentum, m=m)
 
     def embed(self, images: Tensor) -> Tensor:
-        """(B, feature_dim) pooled features of the online backbone (for evaluation)."""
+        """(B, feature_dim) pooled features of the online backbone.
+
+        For evaluation: call in eval mode (in train mode BatchNorm updates its
+        running statistics and normalises with batch statistics).
+        """
         return _pool(_feature_map(self.backbone, images))
 
     def _query(self, view_q: Tensor) -> Tuple[Tensor, Tensor]:

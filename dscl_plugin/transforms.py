@@ -14,15 +14,17 @@ from PIL.Image import Image
 from torch import Tensor
 from torchvision.transforms import RandomResizedCrop as _RandomResizedCropV1
 
-Normalize = Optional[Dict[str, Sequence[float]]]
+NormalizeSpec = Optional[Dict[str, Sequence[float]]]
 
 
 def _check_range(name: str, value: Sequence[float], low: float, high: float) -> None:
     if len(value) != 2 or not low <= value[0] <= value[1] <= high:
-        raise ValueError(f"{name} must be (min, max) with {low} <= min <= max <= {high}, got {value}.")
+        raise ValueError(
+            f"{name} must be (min, max) with {low} <= min <= max <= {high}, got {value}."
+        )
 
 
-def _to_tensor(normalize: Normalize) -> List[Any]:
+def _to_tensor(normalize: NormalizeSpec) -> List[Any]:
     """To float tensor in [0, 1], then ``(x - mean) / std`` if ``normalize`` is given."""
     steps: List[Any] = [T.ToTensor()]
     if normalize is not None:
@@ -30,13 +32,13 @@ def _to_tensor(normalize: Normalize) -> List[Any]:
     return steps
 
 
-def colour_transform(
+def _colour_transform(
     jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
     jitter_prob: float = 0.8,
     grayscale_prob: float = 0.2,
     blur_prob: float = 0.5,
     blur_sigmas: Tuple[float, float] = (0.1, 2.0),
-    normalize: Normalize = IMAGENET_NORMALIZE,
+    normalize: NormalizeSpec = IMAGENET_NORMALIZE,
 ) -> T.Compose:
     """Colour jitter (p ``jitter_prob``), grayscale, Gaussian blur, to tensor, normalise."""
     return T.Compose(
@@ -80,7 +82,7 @@ class DSCLTransform:
         patch_ratio: Tuple[float, float] = (3 / 4, 4 / 3),
         crop_scale: Tuple[float, float] = (0.08, 1.0),
         hflip_prob: float = 0.5,
-        normalize: Normalize = IMAGENET_NORMALIZE,
+        normalize: NormalizeSpec = IMAGENET_NORMALIZE,
         jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
         jitter_prob: float = 0.8,
         grayscale_prob: float = 0.2,
@@ -109,11 +111,14 @@ class DSCLTransform:
                 T.RandomHorizontalFlip(p=hflip_prob),
             ]
         )
-        self.query_colour = colour_transform(
+        self.query_colour = _colour_transform(
             jitter, jitter_prob, grayscale_prob, blur_prob, blur_sigmas, normalize
         )
         self.key_colour = T.Compose(
-            [T.RandomApply([T.ColorJitter(*key_jitter)], p=key_jitter_prob), *_to_tensor(normalize)]
+            [
+                T.RandomApply([T.ColorJitter(*key_jitter)], p=key_jitter_prob),
+                *_to_tensor(normalize),
+            ]
         )
         self.patch_flip = T.RandomHorizontalFlip(p=hflip_prob)
 
@@ -138,7 +143,7 @@ class DSCLTransform:
 
 def eval_transform(
     input_size: int,
-    normalize: Normalize = IMAGENET_NORMALIZE,
+    normalize: NormalizeSpec = IMAGENET_NORMALIZE,
     crop_fraction: Optional[float] = None,
 ) -> T.Compose:
     """Resize the short side to ``input_size / crop_fraction``, centre-crop, to tensor, normalise.

@@ -123,7 +123,8 @@ def test_keys_get_no_gradient_and_online_params_get_gradient_from_both_losses():
         grads = torch.autograd.grad(out[name], online, retain_graph=True)
         assert all(g.abs().sum() > 0 for g in grads), name
     # the teacher (regions of the q view) is detached: PBSD reaches only the patches
-    assert torch.autograd.grad(out["loss_pbsd"], view_q, retain_graph=True, allow_unused=True)[0] is None
+    grad_q = torch.autograd.grad(out["loss_pbsd"], view_q, retain_graph=True, allow_unused=True)
+    assert grad_q[0] is None
     out["loss"].backward()
     assert all(p.grad is None for p in ema)
 
