@@ -1,0 +1,263 @@
+"""Images/s and peak memory of one training step: SupCon vs DSCL vs DSCL+PBSD.
+
+Methods, all with the same EMA key encoder and a full labelled queue of ``--queue-size``
+keys: ``supcon`` (``SupConModel``), ``dscl`` (``DSCLModel``, ``pbsd_weight=0``) and
+``dscl_pbsd`` (``DSCLModel``, ``--num-patches`` patches in one batched forward).
+Settings: ``resnet18`` + CIFAR stem at 32 px views / 16 px patches and ``resnet50`` at
+224 px / 64 px.
+
+A step is ``update_momentum`` + ``forward`` + ``backward`` + ``SGD.step``; images/s is
+B over its median time. The split times the parts on their own with the model's
+modules: online forward/backward (query pass + contrastive loss + backward, the keys
+given), EMA forward (key pass, no grad), patch forward/backward (region pooling +
+the batched patch pass + PBSD loss + backward), and the same patch work as L
+separate passes of B patches (as the official code does). All methods of a setting
+run round-robin in one subprocess, so a load change on a shared machine hits all alike.
+
+Peak memory is measured in its own subprocess per (setting, method): the increase
+of ``torch.cuda.max_memory_allocated`` (CUDA) or of ``ru_maxrss`` (CPU) during the
+first step over its value once the model and the batch are allocated (CPU numbers
+include the allocator's and the SGD momentum buffers' first-touch growth).
+
+    python benchmarks/train_step.py                      # both settings
+    python benchmarks/train_step.py --quick --json out.json --csv out.csv
+"""
+
+import argparse
+import csv
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+from dscl_plugin.models import (
+    DSCLModel,
+    SupConModel,
+    build_backbone,
+    forward_without_stat_update,
+    pool_regions,
+)
+
+METHODS = ("supcon", "dscl", "dscl_pbsd")
+# name: (backbone, cifar_stem, view px, patch px, CPU batch, CUDA batch)
+SETTINGS = {
+    "resnet18_32px": ("resnet18", True, 32, 16, 8, 256),
+    "resnet50_224px": ("resnet50", False, 224, 64, 2, 64),
+}
+
+
+def _parse_args(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--batch-size", type=int, help="B for every setting (default per setting)")
+    parser.add_argument("--num-patches", type=int, default=5)
+    parser.add_argument("--queue-size", type=int, default=8192)
+    parser.add_argument("--num-classes", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs (median)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--quick", action="store_true", help="resnet18 32 px only, B 4, 3 repeats")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--worker", choices=("time",) + METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--setting", choices=list(SETTINGS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.settings, args.batch_size, args.repeats = ["resnet18_32px"], 4, 3
+    return args
+
+
+def _batch_size(args: argparse.Namespace, setting: str) -> int:
+    if args.batch_size:
+        return args.batch_size
+    return SETTINGS[setting][5 if args.device.startswith("cuda") else 4]
+
+
+class _Bench:
+    """One method's model, optimizer, batch and its timed closures."""
+
+    def __init__(self, method: str, setting: str, args: argparse.Namespace) -> None:
+        name, cifar_stem, view, patch, *_ = SETTINGS[setting]
+        b, num_patches, device = _batch_size(args, setting), args.num_patches, args.device
+        torch.manual_seed(0)
+        backbone, dim = build_backbone(name, cifar_stem=cifar_stem)
+        common = dict(queue_size=args.queue_size)
+        if method == "supcon":
+            self.model = SupConModel(backbone, dim, **common)
+        else:
+            pbsd = 1.5 if method == "dscl_pbsd" else 0.0
+            self.model = DSCLModel(backbone, dim, pbsd_weight=pbsd, **common)
+        self.model.to(device).train()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
+        g = torch.Generator().manual_seed(0)
+        bank = self.model.memory_bank
+        bank.enqueue(
+            torch.randn(bank.size[0], bank.size[1], generator=g).to(device),
+            torch.randint(args.num_classes, (bank.size[0],), generator=g).to(device),
+        )
+        self.view_q = torch.randn(b, 3, view, view, generator=g).to(device)
+        self.view_k = torch.randn(b, 3, view, view, generator=g).to(device)
+        self.labels = torch.randint(args.num_classes, (b,), generator=g).to(device)
+        self.patches = self.boxes = None
+        if method == "dscl_pbsd":
+            self.patches = torch.randn(b, num_patches, 3, patch, patch, generator=g).to(device)
+            xy = torch.randint(0, view // 2, (b, num_patches, 2), generator=g)
+            self.boxes = torch.cat([xy, xy + view // 2], dim=-1).float().to(device)
+
+    def step(self) -> None:
+        self.model.update_momentum()
+        out = self.model(self.view_q, self.view_k, self.patches, self.boxes, self.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def ema_forward(self) -> torch.Tensor:
+        m = self.model
+        return m.projection_head_momentum(m.backbone_momentum(self.view_k).mean(dim=(2, 3)))
+
+    def online_forward_backward(self) -> None:
+        m = self.model
+        key, (queue, queue_labels) = self._key, m.memory_bank.get()
+        query = m.projection_head(m.embed(self.view_q))
+        m.criterion(query, key, self.labels, queue, queue_labels).backward()
+
+    def patch_forward_backward(self, separate: bool) -> None:
+        m, b, num_patches = self.model, *self.patches.shape[:2]
+        with torch.no_grad():
+            teacher = m.projection_head(
+                pool_regions(self._feature_map, self.boxes, self.view_q.shape[-2:])
+            )
+        if separate:
+            pooled = torch.stack(
+                [
+                    forward_without_stat_update(m.backbone, self.patches[:, i]).mean(dim=(2, 3))
+                    for i in range(num_patches)
+                ],
+                dim=1,
+            )
+        else:
+            pooled = forward_without_stat_update(m.backbone, self.patches.flatten(0, 1))
+            pooled = pooled.mean(dim=(2, 3)).reshape(b, num_patches, -1)
+        student = m.projection_head(pooled)
+        m.pbsd_criterion(student, teacher, self._key, m.memory_bank.get()[0]).backward()
+
+    def parts(self) -> Dict[str, Callable[[], None]]:
+        """The timed parts; keys and the q-view map are computed once, untimed."""
+        self._key = self.ema_forward()
+        with torch.no_grad():
+            self._feature_map = self.model.backbone(self.view_q)
+        parts = {
+            "step": self.step,
+            "online_fwd_bwd": self.online_forward_backward,
+            "ema_fwd": self.ema_forward,
+        }
+        if self.patches is not None:
+            parts["patch_fwd_bwd"] = lambda: self.patch_forward_backward(separate=False)
+            parts["patch_separate_fwd_bwd"] = lambda: self.patch_forward_backward(separate=True)
+        return parts
+
+
+def _time_worker(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
+    """Median time (ms) of every part of every method, run round-robin."""
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    parts = {m: _Bench(m, args.setting, args).parts() for m in METHODS}
+    times: Dict[str, Dict[str, List[float]]] = {
+        m: {p: [] for p in method_parts} for m, method_parts in parts.items()
+    }
+    for i in range(args.repeats + 1):  # the first round warms up and is not timed
+        for method, method_parts in parts.items():
+            for part, fn in method_parts.items():
+                sync()
+                start = time.perf_counter()
+                fn()
+                sync()
+                if i > 0:
+                    times[method][part].append(time.perf_counter() - start)
+        print(f"  {args.setting}: round {i}/{args.repeats}", file=sys.stderr, flush=True)
+    return {
+        m: {p: 1000 * statistics.median(t) for p, t in part_times.items()}
+        for m, part_times in times.items()
+    }
+
+
+def _memory_worker(args: argparse.Namespace, method: str) -> float:
+    """Peak memory (MiB) of the first training step above the model and batch."""
+    bench = _Bench(method, args.setting, args)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        bench.step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    bench.step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+
+
+def _subprocess(args: argparse.Namespace, worker: str, setting: str):
+    cmd = [
+        sys.executable, __file__, "--worker", worker, "--setting", setting,
+        "--device", args.device, "--num-patches", str(args.num_patches),
+        "--queue-size", str(args.queue_size), "--num-classes", str(args.num_classes),
+        "--repeats", str(args.repeats), "--threads", str(args.threads),
+    ]  # fmt: skip
+    if args.batch_size:
+        cmd += ["--batch-size", str(args.batch_size)]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _rows(args: argparse.Namespace, setting: str) -> List[Dict[str, object]]:
+    times = _subprocess(args, "time", setting)
+    b = _batch_size(args, setting)
+    rows = []
+    for method in METHODS:
+        t = times[method]
+        rows.append({
+            "device": args.device, "setting": setting, "method": method, "B": b,
+            "L": args.num_patches if method == "dscl_pbsd" else 0, "K": args.queue_size,
+            "images_per_s": round(1000 * b / t["step"], 1),
+            "step_ms": round(t["step"], 1),
+            "x_supcon": round(t["step"] / times["supcon"]["step"], 2),
+            "online_fwd_bwd_ms": round(t["online_fwd_bwd"], 1),
+            "ema_fwd_ms": round(t["ema_fwd"], 1),
+            "patch_fwd_bwd_ms": round(t.get("patch_fwd_bwd", 0.0), 1),
+            "patch_separate_ms": round(t.get("patch_separate_fwd_bwd", 0.0), 1),
+            "peak_mib": round(_subprocess(args, method, setting), 1),
+        })  # fmt: skip
+    return rows
+
+
+def main(argv: List[str]) -> None:
+    args = _parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        result = _time_worker(args) if args.worker == "time" else _memory_worker(args, args.worker)
+        print(json.dumps(result))
+        return
+    rows = [row for setting in args.settings for row in _rows(args, setting)]
+    print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, "
+          f"median of {args.repeats} runs")
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
