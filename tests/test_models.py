@@ -323,3 +323,19 @@ def test_lightly_example_runs(monkeypatch, capsys, one_thread):
     runpy.run_path(str(example), run_name="__main__")
     out = capsys.readouterr().out
     assert "queue 16" in out and "test 1-NN accuracy after 2 steps" in out
+
+
+def test_train_step_benchmark_parts_run(one_thread):
+    path = Path(__file__).parents[1] / "benchmarks" / "train_step.py"
+    bench_module = runpy.run_path(str(path))
+    args = bench_module["_parse_args"](
+        ["--batch-size", "2", "--num-patches", "2", "--queue-size", "8", "--setting", "resnet18_32px"]
+    )
+    bench = bench_module["_Bench"]("dscl_pbsd", "resnet18_32px", args)
+    parts = bench.parts()
+    assert set(parts) == {
+        "step", "online_fwd_bwd", "ema_fwd", "patch_fwd_bwd", "patch_separate_fwd_bwd"
+    }
+    for fn in parts.values():
+        fn()
+    assert int(bench.model.memory_bank.num_filled) == 8
