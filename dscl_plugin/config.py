@@ -136,7 +136,7 @@ class Config:
 
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
-STRATEGIES = ("auto", "ddp", "ddp_spawn")
+STRATEGIES = ("auto", "ddp")
 
 
 def load_config(

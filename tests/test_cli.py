@@ -10,13 +10,21 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+import torchvision
 
-from dscl_plugin.checkpoints import AtomicCheckpointIO, CheckpointError, load_file
+from dscl_plugin.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    export_backbone,
+    load_backbone_weights,
+    load_file,
+)
 from dscl_plugin.cli import eval_main, main, train_main
 from dscl_plugin.config import load_config
 from dscl_plugin.methods import NonFiniteLossError
 from dscl_plugin.models import DSCLModel, build_backbone
 from dscl_plugin.pipeline import train
+from dscl_plugin.registry import build_method
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml")
 TINY = [
@@ -62,9 +70,34 @@ def test_train_then_eval(tmp_path, capsys):
     assert eval_main(["--config", CONFIG, *TINY, f"output_dir={out}", "--checkpoint", str(out / "checkpoints" / "last.ckpt")]) == 0
     assert json.loads((out / "metrics.json").read_text())["linear_probe"] == probe
 
-    # a fresh run never silently overwrites an existing one
+    # a fresh run never silently overwrites an existing one; a resume keeps the settings
     assert main(["train", "--config", CONFIG, *TINY, f"output_dir={out}", "--stage", "1"]) == 1
     assert "pass --resume" in capsys.readouterr().err
+    assert train_main(["--config", CONFIG, *TINY, f"output_dir={out}", "--resume", "optim.lr=0.2"]) == 2
+    assert "optim.lr: 0.1 -> 0.2" in capsys.readouterr().err
+
+    # model.init_from starts a new run from the exported backbone
+    module = build_method(tiny(tmp_path, "init", f"model.init_from={out / 'backbone.pt'}"))
+    exported = torch.load(out / "backbone.pt", weights_only=True)
+    assert all(torch.equal(v, exported[k]) for k, v in module.backbone.state_dict().items())
+    assert all(torch.equal(v, exported[k]) for k, v in module.model.backbone_momentum.state_dict().items())
+
+
+def test_resnet_export_loads_into_torchvision(tmp_path):
+    backbone, _ = build_backbone("resnet18")
+    export_backbone(backbone, "resnet18", tmp_path / "backbone.pt")
+    state = torch.load(tmp_path / "backbone.pt", weights_only=True)
+    resnet = torchvision.models.resnet18()
+    missing, unexpected = resnet.load_state_dict(state, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
+    assert torch.equal(resnet.layer4[1].conv2.weight, backbone[7][1].conv2.weight)
+    fresh, _ = build_backbone("resnet18")
+    torch.save(resnet.state_dict(), tmp_path / "torchvision.pt")  # fc.* is ignored
+    load_backbone_weights(fresh, "resnet18", tmp_path / "torchvision.pt")
+    assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in fresh.state_dict().items())
+    small, _ = build_backbone("small_cnn")
+    with pytest.raises(CheckpointError, match="torchvision.pt.*do not fit backbone 'small_cnn'"):
+        load_backbone_weights(small, "small_cnn", tmp_path / "torchvision.pt")
 
 
 def test_cli_reports_config_errors(capsys):
@@ -84,8 +117,9 @@ class Crash(pl.Callback):
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):
-    straight = _state(train(tiny(tmp_path, "straight")))
-    config = tiny(tmp_path, "resumed")
+    short = "trainer.limit_train_batches=2"
+    straight = _state(train(tiny(tmp_path, "straight", short)))
+    config = tiny(tmp_path, "resumed", short)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, callbacks=[Crash()])  # epoch 0 done and saved, crash inside epoch 1
     assert not (Path(config.output_dir) / "backbone.pt").exists()
@@ -93,7 +127,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert straight.keys() == resumed.keys()
     different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not different, different
-    assert int(resumed["model.memory_bank.num_filled"]) == 64
+    assert int(resumed["model.memory_bank.num_filled"]) == 4 * 16
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path, capsys):
