@@ -11,43 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dscl_plugin.functional import (
+    decoupled_cross_entropy,
+    patch_distillation,
+    query_key_queue_cross_entropy,
+)
 from dscl_plugin.memory import LabeledMemoryBank
 
+__all__ = ["DSCLLoss", "PBSDLoss", "SupConLoss", "alpha_from", "decoupled_cross_entropy"]
+
 DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)
-
-
-def decoupled_cross_entropy(
-    logits: Tensor, own_index: Tensor, positive_mask: Tensor, alpha: Optional[float]
-) -> Tensor:
-    """Per-anchor cross-entropy between the DSCL target and ``softmax(logits)``.
-
-    ``loss_i = logsumexp_j l_ij - w_own l_{i,own_i} - w_pos / |P_i| sum_{j in P_i} l_ij``
-
-    with ``w_own = alpha`` and ``w_pos = 1 - alpha`` (``w_own = 1``, ``w_pos = 0`` when
-    ``P_i`` is empty), or with the SupCon weights ``1 / (|P_i| + 1)`` on the own
-    positive and on every class positive when ``alpha`` is None.
-
-    Args:
-        logits: (B, N) similarities / T; candidates excluded for an anchor are -inf.
-        own_index: (B,) column of each anchor's own positive (its other view).
-        positive_mask: (B, N) bool, the class positives ``P_i`` (never the own column).
-        alpha: weight of the own positive, or None for SupCon.
-
-    Returns:
-        (B,) loss of each anchor.
-    """
-    lse = torch.logsumexp(logits, dim=1)
-    own = logits.gather(1, own_index[:, None]).squeeze(1)
-    num_pos = positive_mask.sum(dim=1).to(logits.dtype)
-    pos_sum = torch.where(positive_mask, logits, 0.0).sum(dim=1)
-    if alpha is None:
-        w_own = 1.0 / (num_pos + 1.0)
-        w_each = w_own
-    else:
-        has_pos = num_pos > 0
-        w_own = torch.where(has_pos, alpha, 1.0)
-        w_each = torch.where(has_pos, (1.0 - alpha) / num_pos.clamp(min=1.0), 0.0)
-    return lse - w_own * own - w_each * pos_sum
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -131,7 +104,7 @@ class _LabeledContrastiveLoss(nn.Module):
 
         If the loss owns a memory bank (``memory_bank_size``), its filled rows are the
         queue and ``key`` is enqueued with ``labels`` after the loss whenever
-        ``query`` requires grad.
+        ``query`` requires grad (and grad mode is on), i.e. in training steps.
         """
         self._check_inputs(query, key, labels, queue, queue_labels)
         update_bank = False
@@ -144,7 +117,7 @@ class _LabeledContrastiveLoss(nn.Module):
             queue, queue_labels = self.memory_bank.get()
             queue = queue.to(query.device)
             queue_labels = queue_labels.to(labels.device)
-            update_bank = query.requires_grad
+            update_bank = query.requires_grad and torch.is_grad_enabled()
         loss = self._loss(query, key, labels, queue, queue_labels)
         if update_bank:
             self.memory_bank.enqueue(key.detach(), labels)
@@ -158,22 +131,17 @@ class _LabeledContrastiveLoss(nn.Module):
         queue: Optional[Tensor],
         queue_labels: Optional[Tensor],
     ) -> Tensor:
-        batch_size = query.shape[0]
         dtype = _compute_dtype(query)
         with torch.autocast(device_type=query.device.type, enabled=False):
             q = F.normalize(query.to(dtype), dim=1)
-            candidates = [q, F.normalize(key.to(dtype), dim=1)]
-            candidate_labels = [labels, labels]
+            k = F.normalize(key.to(dtype), dim=1)
             if queue is not None and queue.shape[0] > 0:
-                candidates.append(F.normalize(queue.to(device=q.device, dtype=dtype), dim=1))
-                candidate_labels.append(queue_labels.to(labels.device))
-            logits = q @ torch.cat(candidates).T / self.temperature
-            logits.diagonal().fill_(float("-inf"))  # an anchor is never its own candidate
-            positive_mask = labels[:, None] == torch.cat(candidate_labels)[None, :]
-            positive_mask.diagonal().fill_(False)
-            own_index = torch.arange(batch_size, device=q.device) + batch_size
-            positive_mask[torch.arange(batch_size, device=q.device), own_index] = False
-            loss = decoupled_cross_entropy(logits, own_index, positive_mask, self.alpha)
+                queue = F.normalize(queue.to(device=q.device, dtype=dtype), dim=1)
+            else:
+                queue = queue_labels = None
+            loss = query_key_queue_cross_entropy(
+                q / self.temperature, q, k, labels, queue, queue_labels, self.alpha
+            )
         return loss.mean()
 
     def _check_inputs(
@@ -334,20 +302,10 @@ class PBSDLoss(nn.Module):
             m = None
             if queue is not None and queue.shape[0] > 0:
                 m = F.normalize(queue.to(device=k.device, dtype=dtype), dim=-1)
-            student = self._logits(F.normalize(patch_features.to(dtype), dim=-1), k, m)
-            with torch.no_grad():
-                teacher = self._logits(
-                    F.normalize(region_features.detach().to(dtype), dim=-1), k, m
-                ).softmax(dim=-1)
-            loss = -(teacher * student.log_softmax(dim=-1)).sum(dim=-1)
+            student = F.normalize(patch_features.to(dtype), dim=-1) / self.temperature
+            teacher = F.normalize(region_features.detach().to(dtype), dim=-1) / self.temperature
+            loss = patch_distillation(student, teacher, k, m)
         return loss.mean()
-
-    def _logits(self, x: Tensor, key: Tensor, queue: Optional[Tensor]) -> Tensor:
-        """(B, L, 1 + K) logits of patch features against ``[k_i, queue]``."""
-        own = torch.einsum("bld,bd->bl", x, key)[..., None]
-        if queue is None:
-            return own / self.temperature
-        return torch.cat([own, x @ queue.T], dim=-1) / self.temperature
 
     def _check_inputs(
         self,

@@ -1,0 +1,181 @@
+"""Forward+backward time and peak memory of DSCLLoss vs PML's SupConLoss.
+
+Both losses get the same candidates: DSCLLoss(query, key, labels, queue, queue_labels)
+and ``pytorch_metric_learning.losses.SupConLoss`` with ``embeddings = query``,
+``ref_emb = cat(key, queue)``, ``ref_labels = cat(labels, queue_labels)`` (built
+outside the timed region). Only ``query`` requires grad, as in MoCo-style training.
+The matmul floor times the three products that bound any such loss: ``q @ C.T``,
+``G @ C`` and ``G.T @ q`` with ``C`` the (2B + K, D) candidates.
+
+Times are medians over ``--repeats`` rounds in one subprocess per (B, K) that runs
+the three methods round-robin (a load change on a shared machine hits all alike).
+Peak memory is measured in its own subprocess per (method, B, K): after a warm-up
+on tiny inputs (lazy set-up), the increase of ``ru_maxrss`` during one
+forward+backward over its value once the inputs are allocated (CPU), or of
+``torch.cuda.max_memory_allocated`` over the allocation after the inputs (CUDA).
+
+    python benchmarks/loss_speed.py                 # B {64, 256} x K {0, 4096, 65536}
+    python benchmarks/loss_speed.py --quick --json out.json
+"""
+
+import argparse
+import csv
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+METHODS = ("dscl", "pml_supcon", "matmul_floor")
+
+
+def _parse_args(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--queue-sizes", type=int, nargs="+", default=[0, 4096, 65536])
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--num-classes", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs (median, >= 5)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--quick", action="store_true", help="B {16, 64}, K {0, 1024}, D 32")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--worker", choices=("time",) + METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--queue-size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_sizes, args.queue_sizes, args.dim = [16, 64], [0, 1024], 32
+    if args.repeats < 5:
+        parser.error(f"--repeats must be >= 5, got {args.repeats}")
+    return args
+
+
+def _step_fn(method: str, b: int, k: int, d: int, classes: int, device: str) -> Callable:
+    """Allocates the inputs and returns a closure running one forward+backward."""
+    gen = torch.Generator().manual_seed(0)
+    query = torch.randn(b, d, generator=gen).to(device).requires_grad_()
+    key = torch.randn(b, d, generator=gen).to(device)
+    labels = torch.randint(classes, (b,), generator=gen).to(device)
+    queue = torch.randn(k, d, generator=gen).to(device)
+    queue_labels = torch.randint(classes, (k,), generator=gen).to(device)
+    if method == "dscl":
+        from dscl_plugin.losses import DSCLLoss
+
+        loss_fn = DSCLLoss(beta=8.0)
+        return lambda: loss_fn(query, key, labels, queue, queue_labels).backward()
+    if method == "pml_supcon":
+        from pytorch_metric_learning.losses import SupConLoss
+
+        loss_fn = SupConLoss(temperature=0.07)
+        ref_emb, ref_labels = torch.cat([key, queue]), torch.cat([labels, queue_labels])
+        return lambda: loss_fn(query, labels, ref_emb=ref_emb, ref_labels=ref_labels).backward()
+    candidates = torch.randn(2 * b + k, d, generator=gen).to(device)
+    grad_logits = torch.randn(b, 2 * b + k, generator=gen).to(device)
+    q = query.detach()
+
+    def floor() -> None:
+        q @ candidates.T
+        grad_logits @ candidates
+        grad_logits.T @ q
+
+    return floor
+
+
+def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
+    """Median forward+backward time (ms) of every method, run round-robin so that a
+    load change on a shared machine affects all of them alike."""
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    steps = {
+        m: _step_fn(m, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device)
+        for m in METHODS
+    }
+    times: Dict[str, List[float]] = {m: [] for m in METHODS}
+    for i in range(args.repeats + 1):  # the first round warms up and is not timed
+        for method, step in steps.items():
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            if i > 0:
+                times[method].append(time.perf_counter() - start)
+    return {m: 1000 * statistics.median(t) for m, t in times.items()}
+
+
+def _memory_worker(args: argparse.Namespace, method: str) -> float:
+    """Peak memory (MiB) of one forward+backward above the inputs, alone in a process."""
+    cuda = args.device.startswith("cuda")
+    tiny = _step_fn(method, 4, 4, args.dim, args.num_classes, args.device)
+    tiny()  # lazy imports and kernel set-up, kept out of the baseline
+    del tiny
+    step = _step_fn(
+        method, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device
+    )
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+
+
+def _subprocess(args: argparse.Namespace, worker: str, b: int, k: int):
+    cmd = [
+        sys.executable, __file__, "--worker", worker, "--batch-size", str(b),
+        "--queue-size", str(k), "--dim", str(args.dim), "--device", args.device,
+        "--num-classes", str(args.num_classes), "--repeats", str(args.repeats),
+        "--threads", str(args.threads),
+    ]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: List[str]) -> None:
+    args = _parse_args(argv)
+    if args.worker:
+        torch.set_num_threads(args.threads)
+        if args.worker == "time":
+            print(json.dumps(_time_worker(args)))
+        else:
+            print(json.dumps(_memory_worker(args, args.worker)))
+        return
+    rows = []
+    for b in args.batch_sizes:
+        for k in args.queue_sizes:
+            dscl, pml, floor = (_subprocess(args, "time", b, k)[m] for m in METHODS)
+            peak = {m: _subprocess(args, m, b, k) for m in METHODS[:2]}
+            rows.append({
+                "device": args.device, "B": b, "K": k, "D": args.dim,
+                "dscl_ms": round(dscl, 2), "pml_ms": round(pml, 2),
+                "floor_ms": round(floor, 2), "dscl/pml": round(dscl / pml, 2),
+                "dscl/floor": round(dscl / floor, 2), "pml/floor": round(pml / floor, 2),
+                "dscl_peak_mib": round(peak["dscl"], 1),
+                "pml_peak_mib": round(peak["pml_supcon"], 1),
+            })  # fmt: skip
+            print(f"done B={b} K={k}", file=sys.stderr, flush=True)
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} runs")
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

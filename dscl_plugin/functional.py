@@ -1,0 +1,301 @@
+"""Cross-entropy kernels of the DSCL and PBSD losses, with fused backward passes.
+
+Every loss here is ``loss_r = logsumexp_c l_rc - sum_c w_rc l_rc`` over a row of
+logits ``l_r`` with a target distribution ``w_r``; its gradient is
+``softmax(l_r) - w_r``. The fused versions build the (rows, candidates) logit matrix
+once, turn it into that residual in place and keep nothing else of that size, so the
+backward pass is the matmuls alone.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+_QUEUE_CHUNK = 8192  # queue rows converted to float64 at a time for the class sums
+
+
+def decoupled_cross_entropy(
+    logits: Tensor, own_index: Tensor, positive_mask: Tensor, alpha: Optional[float]
+) -> Tensor:
+    """Per-anchor cross-entropy between the DSCL target and ``softmax(logits)``.
+
+    ``loss_i = logsumexp_j l_ij - w_own l_{i,own_i} - w_pos / |P_i| sum_{j in P_i} l_ij``
+
+    with ``w_own = alpha`` and ``w_pos = 1 - alpha`` (``w_own = 1``, ``w_pos = 0`` when
+    ``P_i`` is empty), or with the SupCon weights ``1 / (|P_i| + 1)`` on the own
+    positive and on every class positive when ``alpha`` is None. The backward pass
+    is the fused ``d loss_i / d l_ij = softmax(l_i)_j - target_ij``.
+
+    Args:
+        logits: (B, N) similarities / T; candidates excluded for an anchor are -inf
+            (every anchor keeps at least its own column).
+        own_index: (B,) column of each anchor's own positive (its other view).
+        positive_mask: (B, N) bool, the class positives ``P_i`` (never the own column).
+        alpha: weight of the own positive, or None for SupCon.
+
+    Returns:
+        (B,) loss of each anchor.
+    """
+    return _DecoupledCrossEntropy.apply(logits, own_index, positive_mask, alpha)
+
+
+def query_key_queue_cross_entropy(
+    anchors: Tensor,
+    query: Tensor,
+    key: Tensor,
+    labels: Tensor,
+    queue: Optional[Tensor],
+    queue_labels: Optional[Tensor],
+    alpha: Optional[float],
+) -> Tensor:
+    """:func:`decoupled_cross_entropy` of anchors against ``[queries, keys, queue]``.
+
+    ``l_ic = anchors_i . c`` over the candidates ``c`` in ``query`` (without the
+    anchor's own row), ``key`` (``key_i`` is the own positive) and ``queue``; the
+    class positives are the other candidates with label ``labels_i``.
+
+    Args:
+        anchors: (B, D) scaled queries ``q / T``.
+        query, key: (B, D) normalised features; ``queue``: (K, D) or None.
+        labels: (B,) and ``queue_labels`` (K,) integer class ids.
+        alpha: weight of the own positive, or None for SupCon.
+
+    Returns:
+        (B,) loss of each anchor.
+    """
+    if queue is None:
+        return _QueryKeyQueueCrossEntropy.apply(alpha, labels, None, anchors, query, key)
+    return _QueryKeyQueueCrossEntropy.apply(
+        alpha, labels, queue_labels, anchors, query, key, queue
+    )
+
+
+def patch_distillation(
+    student: Tensor, teacher: Tensor, key: Tensor, queue: Optional[Tensor]
+) -> Tensor:
+    """``-sum_c softmax(teacher_r . c) log_softmax(student_r . c)`` over ``c in [k_i, queue]``.
+
+    Args:
+        student: (B, L, D) scaled student features (``s / T``), with gradient.
+        teacher: (B, L, D) scaled teacher features; the target gets no gradient.
+        key: (B, D) normalised keys (candidate 0 of image ``i``'s L rows).
+        queue: (K, D) normalised queue, or None.
+
+    Returns:
+        (B, L) loss of each patch.
+    """
+    return _PatchDistillation.apply(student, teacher.detach(), key, queue)
+
+
+def _decoupled_weights(num_pos: Tensor, alpha: Optional[float]) -> Tuple[Tensor, Tensor]:
+    """Target weight of the own positive and of each class positive, per anchor."""
+    has_pos = (num_pos > 0).to(num_pos.dtype)
+    if alpha is None:
+        w_own = 1.0 / (num_pos + 1.0)
+        return w_own, w_own * has_pos
+    return 1.0 - (1.0 - alpha) * has_pos, (1.0 - alpha) * has_pos / num_pos.clamp(min=1.0)
+
+
+def _softmax_and_logsumexp_(logits: Tensor) -> Tensor:
+    """Turns ``logits`` (rows, N) into ``softmax(logits)`` in place; returns logsumexp.
+
+    ``logsumexp_r = max_c l_rc - log max_c p_rc``: the largest probability is at
+    least 1 / N, so its log is accurate, and no second (rows, N) buffer is needed.
+    """
+    row_max = logits.amax(dim=1)
+    prob = torch.softmax(logits, dim=1, out=logits)
+    return row_max - prob.amax(dim=1).log()
+
+
+class _DecoupledCrossEntropy(torch.autograd.Function):
+    """Dense :func:`decoupled_cross_entropy`; saves only ``softmax - target``."""
+
+    @staticmethod
+    def forward(ctx, logits, own_index, positive_mask, alpha):
+        own = logits.gather(1, own_index[:, None]).squeeze(1)
+        positives = torch.where(positive_mask, logits, 0.0)
+        pos_sum = positives.sum(dim=1)
+        num_pos = positive_mask.sum(dim=1, dtype=logits.dtype)
+        residual = logits.clone()
+        lse = _softmax_and_logsumexp_(residual)
+        w_own, w_each = _decoupled_weights(num_pos, alpha)
+        if ctx.needs_input_grad[0]:
+            zero = logits.new_zeros(())
+            target = torch.where(positive_mask, w_each[:, None], zero, out=positives)
+            residual.sub_(target).scatter_add_(1, own_index[:, None], -w_own[:, None])
+            ctx.save_for_backward(residual)
+        return lse - w_own * own - w_each * pos_sum
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_losses):
+        (residual,) = ctx.saved_tensors
+        return residual * grad_losses[:, None], None, None, None
+
+
+class _QueryKeyQueueCrossEntropy(torch.autograd.Function):
+    """Fused :func:`query_key_queue_cross_entropy`.
+
+    Only the (B, N) logits are materialised and become ``softmax`` in place. The
+    class-positive part of the target never enters that matrix: with ``S_y`` the sum
+    of all candidates of class ``y``, the positives of anchor ``i`` sum to
+    ``v_i = S_{y_i} - q_i - k_i``, so ``sum_{c in P_i} l_ic = a_i . v_i`` and
+
+    - ``dL/da_i = g_i (sum_c p_ic c - w_own_i k_i - w_each_i v_i)``,
+    - ``dL/dc = sum_i g_i p_ic a_i - A_{y(c)}`` with ``A_y = sum_{i: y_i = y} g_i w_each_i a_i``,
+      corrected for the anchor's own query (not a positive) and own key (``w_own``).
+
+    ``S_y`` is accumulated in float64 (one pass over the queue), so a class with tens
+    of thousands of queue entries sums as accurately as a pairwise float32 sum.
+    Blocks without grad (the queue, EMA keys) get no ``N x D`` product.
+    """
+
+    @staticmethod
+    def forward(ctx, alpha, labels, queue_labels, anchors, *blocks):
+        query, key = blocks[0], blocks[1]
+        batch_size = anchors.shape[0]
+        logits = anchors.new_empty(batch_size, sum(block.shape[0] for block in blocks))
+        for block, columns in zip(blocks, _column_blocks(logits, blocks)):
+            torch.mm(anchors, block.T, out=columns)
+        own = logits[:, batch_size:].diagonal().clone()
+        logits[:, :batch_size].diagonal().fill_(float("-inf"))  # never its own candidate
+        lse = _softmax_and_logsumexp_(logits)
+
+        slots = _ClassSlots(labels)
+        own_slot = slots(labels)
+        class_sums = anchors.new_zeros(batch_size + 1, anchors.shape[1], dtype=torch.float64)
+        class_sums.index_add_(0, own_slot, query.double() + key.double())
+        counts = own_slot.new_zeros(batch_size + 1)
+        counts.index_add_(0, own_slot, torch.full_like(own_slot, 2))
+        queue_slot = None
+        if len(blocks) == 3:
+            queue_slot = slots(queue_labels)
+            _index_add_float64_(class_sums, queue_slot, blocks[2])
+            counts.index_add_(0, queue_slot, torch.ones_like(queue_slot))
+        positives = class_sums[own_slot] - query.double() - key.double()
+        positives = positives.to(anchors.dtype)
+        num_pos = (counts[own_slot] - 2).to(anchors.dtype)
+        pos_sum = (anchors * positives).sum(dim=1)
+        w_own, w_each = _decoupled_weights(num_pos, alpha)
+        if any(ctx.needs_input_grad[3:]):
+            ctx.save_for_backward(
+                logits, anchors, positives, w_own, w_each, own_slot, queue_slot, *blocks
+            )
+        return lse - w_own * own - w_each * pos_sum
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_losses):
+        prob, anchors, positives, w_own, w_each, own_slot, queue_slot, *blocks = (
+            ctx.saved_tensors
+        )
+        query, key = blocks[0], blocks[1]
+        g = grad_losses[:, None]
+        needs = ctx.needs_input_grad[3:]
+        grads: List[Optional[Tensor]] = [None] * len(needs)
+        prob_blocks = _column_blocks(prob, blocks)
+        if needs[0]:
+            grad = -w_own[:, None] * key - w_each[:, None] * positives
+            for block, prob_block in zip(blocks, prob_blocks):
+                grad.addmm_(prob_block, block)
+            grads[0] = grad * g
+        weighted = anchors * g
+        class_target = anchors.new_zeros(anchors.shape[0] + 1, anchors.shape[1])
+        class_target.index_add_(0, own_slot, weighted * w_each[:, None])
+        slots = (own_slot, own_slot, queue_slot)
+        for j, (block, prob_block) in enumerate(zip(blocks, prob_blocks)):
+            if needs[1 + j]:
+                grads[1 + j] = prob_block.T @ weighted - class_target[slots[j]]
+        if needs[1]:  # the anchor itself is no positive of its own
+            grads[1] += weighted * w_each[:, None]
+        if needs[2]:  # the own key has weight w_own, not w_each
+            grads[2] += weighted * (w_each - w_own)[:, None]
+        return (None, None, None, *grads)
+
+
+class _PatchDistillation(torch.autograd.Function):
+    """Fused :func:`patch_distillation`.
+
+    Student and teacher logits over ``[k_i, queue]`` are written once each; the
+    teacher becomes its softmax ``t`` and the student ``softmax(s) - t`` in place,
+    which is all the backward pass needs:
+    ``dL/ds_r = g_r (r_r0 k_i + r_r,1: @ M)``, ``dL/dk_i = sum_l g_r r_r0 s_r``,
+    ``dL/dM = r_:,1:^T (g s)``.
+    """
+
+    @staticmethod
+    def forward(ctx, student, teacher, key, queue):
+        batch_size, num_patches, dim = student.shape
+        student_rows = student.reshape(-1, dim)
+        student_logits = _patch_logits(student_rows, key, queue, num_patches)
+        teacher_prob = _patch_logits(teacher.reshape(-1, dim), key, queue, num_patches)
+        torch.softmax(teacher_prob, dim=1, out=teacher_prob)
+        cross = torch.einsum("rc,rc->r", teacher_prob, student_logits)
+        lse = _softmax_and_logsumexp_(student_logits)
+        if any(ctx.needs_input_grad):
+            residual = student_logits.sub_(teacher_prob)
+            ctx.save_for_backward(residual, student_rows, key, queue)
+        return (lse - cross).view(batch_size, num_patches)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_losses):
+        residual, student_rows, key, queue = ctx.saved_tensors
+        batch_size, num_patches = grad_losses.shape
+        g = grad_losses.reshape(-1, 1)
+        grad_student = grad_key = grad_queue = None
+        if ctx.needs_input_grad[0]:
+            grad_student = residual[:, :1] * key.repeat_interleave(num_patches, dim=0)
+            if queue is not None:
+                grad_student.addmm_(residual[:, 1:], queue)
+            grad_student = (grad_student * g).view(batch_size, num_patches, -1)
+        if ctx.needs_input_grad[2]:
+            grad_key = residual[:, :1] * g * student_rows
+            grad_key = grad_key.view(batch_size, num_patches, -1).sum(dim=1)
+        if queue is not None and ctx.needs_input_grad[3]:
+            grad_queue = residual[:, 1:].T @ (student_rows * g)
+        return grad_student, None, grad_key, grad_queue
+
+
+def _patch_logits(rows: Tensor, key: Tensor, queue: Optional[Tensor], num_patches: int) -> Tensor:
+    """(B L, 1 + K) logits of patch rows against ``[k_i, queue]``."""
+    num_queue = 0 if queue is None else queue.shape[0]
+    logits = rows.new_empty(rows.shape[0], 1 + num_queue)
+    own = rows.reshape(key.shape[0], num_patches, -1) @ key[:, :, None]
+    logits[:, 0] = own.reshape(-1)
+    if queue is not None:
+        torch.mm(rows, queue.T, out=logits[:, 1:])
+    return logits
+
+
+class _ClassSlots:
+    """Maps class ids to a slot in [0, B]: the class's first position among the sorted
+    batch labels, or B for classes absent from the batch. Static shapes, no host sync.
+    """
+
+    def __init__(self, labels: Tensor) -> None:
+        self.sorted_labels = labels.long().sort().values
+        self.batch_size = labels.shape[0]
+
+    def __call__(self, values: Tensor) -> Tensor:
+        values = values.to(device=self.sorted_labels.device, dtype=torch.long)
+        slot = torch.searchsorted(self.sorted_labels, values).clamp_(max=self.batch_size - 1)
+        return torch.where(self.sorted_labels[slot] == values, slot, self.batch_size)
+
+
+def _index_add_float64_(sums: Tensor, slot: Tensor, rows: Tensor) -> None:
+    """``sums[slot[j]] += rows[j]`` in float64, converting ``rows`` a chunk at a time."""
+    if rows.dtype == torch.float64:
+        sums.index_add_(0, slot, rows)
+        return
+    buffer = rows.new_empty(min(_QUEUE_CHUNK, rows.shape[0]), rows.shape[1], dtype=torch.float64)
+    for start in range(0, rows.shape[0], _QUEUE_CHUNK):
+        chunk = rows[start : start + _QUEUE_CHUNK]
+        converted = buffer[: chunk.shape[0]].copy_(chunk)
+        sums.index_add_(0, slot[start : start + _QUEUE_CHUNK], converted)
+
+
+def _column_blocks(matrix: Tensor, blocks: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+    """Column views of ``matrix`` (B, N), one per candidate block."""
+    return matrix.split([block.shape[0] for block in blocks], dim=1)

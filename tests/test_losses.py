@@ -1,0 +1,433 @@
+"""DSCLLoss, SupConLoss and PBSDLoss against naive references written with explicit loops."""
+
+from typing import List, Optional
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses as pml_losses
+
+from dscl_plugin.losses import (
+    DSCLLoss,
+    PBSDLoss,
+    SupConLoss,
+    alpha_from,
+    decoupled_cross_entropy,
+)
+
+T = 0.07
+
+
+def naive_contrastive(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    labels: torch.Tensor,
+    queue: Optional[torch.Tensor],
+    queue_labels: Optional[torch.Tensor],
+    alpha: Optional[float],
+    temperature: float = T,
+) -> torch.Tensor:
+    """DSCL (alpha) or SupCon (alpha None), one anchor and one candidate at a time."""
+    q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
+    # (feature, label, is_own_key_of_anchor, is_query_index)
+    cands = [(q[j], int(labels[j]), None, j) for j in range(len(q))]
+    cands += [(k[j], int(labels[j]), j, None) for j in range(len(k))]
+    if queue is not None:
+        m = F.normalize(queue, dim=1)
+        cands += [(m[j], int(queue_labels[j]), None, None) for j in range(len(m))]
+    losses: List[torch.Tensor] = []
+    for i in range(len(q)):
+        logits, own, positives = [], None, []
+        for feat, label, own_of, query_index in cands:
+            if query_index == i:
+                continue  # the anchor is never its own candidate
+            if own_of == i:
+                own = len(logits)
+            elif label == int(labels[i]):
+                positives.append(len(logits))
+            logits.append(torch.dot(q[i], feat) / temperature)
+        log_p = torch.stack(logits) - torch.logsumexp(torch.stack(logits), dim=0)
+        if alpha is None:
+            w_own = w_pos = 1.0 / (len(positives) + 1)
+        elif positives:
+            w_own, w_pos = alpha, (1.0 - alpha) / len(positives)
+        else:
+            w_own, w_pos = 1.0, 0.0
+        loss = -w_own * log_p[own]
+        for p in positives:
+            loss = loss - w_pos * log_p[p]
+        losses.append(loss)
+    return torch.stack(losses).mean()
+
+
+def naive_pbsd(patch, region, key, queue, temperature: float = T) -> torch.Tensor:
+    """-sum softmax(teacher) * log_softmax(student) over [k_i, queue], per patch.
+
+    The teacher distribution is a constant target: no gradient to region, key or queue.
+    """
+    s, t = F.normalize(patch, dim=-1), F.normalize(region, dim=-1).detach()
+    k = F.normalize(key, dim=-1)
+    m = [] if queue is None else list(F.normalize(queue, dim=-1))
+    total = 0.0
+    b, l, _ = patch.shape
+    for i in range(b):
+        cands = [k[i]] + m
+        for j in range(l):
+            student = torch.stack([torch.dot(s[i, j], c) for c in cands]) / temperature
+            teacher = torch.stack([torch.dot(t[i, j], c.detach()) for c in cands]) / temperature
+            total = total - (teacher.softmax(0) * student.log_softmax(0)).sum()
+    return total / (b * l)
+
+
+def _inputs(b, k, d=6, classes=3, dtype=torch.float64, seed=0, grad=True):
+    gen = torch.Generator().manual_seed(seed)
+    query = torch.randn(b, d, generator=gen, dtype=dtype).requires_grad_(grad)
+    key = torch.randn(b, d, generator=gen, dtype=dtype).requires_grad_(grad)
+    labels = torch.randint(classes, (b,), generator=gen)
+    queue = queue_labels = None
+    if k is not None:
+        queue = torch.randn(k, d, generator=gen, dtype=dtype).requires_grad_(grad)
+        queue_labels = torch.randint(classes + 1, (k,), generator=gen)  # some unseen labels
+    return query, key, labels, queue, queue_labels
+
+
+def _loss_fn(alpha):
+    return SupConLoss(temperature=T) if alpha is None else DSCLLoss(alpha=alpha, temperature=T)
+
+
+def _grads(loss, tensors, retain_graph=False):
+    """Gradients of ``loss``; zeros for inputs it does not use (an empty queue)."""
+    tensors = [t for t in tensors if t is not None]
+    grads = torch.autograd.grad(loss, tensors, allow_unused=True, retain_graph=retain_graph)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("alpha", [None, 0.0, 1.0 / 9.0, 0.5, 1.0])
+@pytest.mark.parametrize("b,k", [(1, None), (5, None), (8, 0), (3, 7), (8, 20)])
+def test_contrastive_matches_naive_values_and_grads(b, k, alpha, dtype):
+    query, key, labels, queue, queue_labels = _inputs(b, k, dtype=dtype, seed=b + (k or 0))
+    loss = _loss_fn(alpha)(query, key, labels, queue, queue_labels)
+    ref = naive_contrastive(query, key, labels, queue, queue_labels, alpha)
+    assert loss.dtype == dtype
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(loss, ref, **tol)
+    for got, want in zip(_grads(loss, [query, key, queue]), _grads(ref, [query, key, queue])):
+        torch.testing.assert_close(got, want, **tol)
+
+
+def _dense_case(dtype, seed=14):
+    """Random logits with -inf exclusions, own columns and class-positive masks."""
+    gen = torch.Generator().manual_seed(seed)
+    b, n = 5, 9
+    logits = torch.randn(b, n, generator=gen, dtype=dtype)
+    own_index = torch.randint(n, (b,), generator=gen)
+    excluded = torch.rand(b, n, generator=gen) < 0.2
+    excluded[torch.arange(b), own_index] = False
+    positive = (torch.rand(b, n, generator=gen) < 0.4) & ~excluded
+    positive[torch.arange(b), own_index] = False
+    positive[0] = False  # an anchor without class positives
+    logits = logits.masked_fill(excluded, float("-inf")).requires_grad_()
+    return logits, own_index, positive, excluded
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("alpha", [None, 0.0, 0.3, 1.0])
+def test_decoupled_cross_entropy_matches_naive(alpha, dtype):
+    logits, own_index, positive, excluded = _dense_case(dtype)
+    losses = decoupled_cross_entropy(logits, own_index, positive, alpha)
+    expected = []
+    for i in range(logits.shape[0]):
+        kept = [j for j in range(logits.shape[1]) if not excluded[i, j]]
+        lse = torch.logsumexp(torch.stack([logits[i, j] for j in kept]), dim=0)
+        pos = [j for j in kept if positive[i, j]]
+        w_own = 1.0 / (len(pos) + 1) if alpha is None else (alpha if pos else 1.0)
+        w_pos = w_own if alpha is None else (1.0 - alpha) / max(len(pos), 1)
+        loss = lse - w_own * logits[i, own_index[i]]
+        for j in pos:
+            loss = loss - w_pos * logits[i, j]
+        expected.append(loss)
+    expected = torch.stack(expected)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(losses, expected, **tol)
+    weights = torch.arange(1.0, 6.0, dtype=dtype)  # a non-uniform upstream gradient
+    (got,) = torch.autograd.grad((losses * weights).sum(), logits)
+    (want,) = torch.autograd.grad((expected * weights).sum(), logits)
+    torch.testing.assert_close(got, want, **tol)
+
+
+def test_decoupled_cross_entropy_gradcheck():
+    logits, own_index, positive, _ = _dense_case(torch.float64, seed=15)
+    assert torch.autograd.gradcheck(
+        lambda x: decoupled_cross_entropy(x, own_index, positive, 0.3), (logits,)
+    )
+
+
+@pytest.mark.parametrize("loss_fn", [DSCLLoss(alpha=0.3, temperature=0.5), SupConLoss(0.5)])
+def test_contrastive_gradcheck(loss_fn):
+    query, key, labels, queue, queue_labels = _inputs(4, 5, d=3, seed=1)
+    assert torch.autograd.gradcheck(
+        lambda q, k, m: loss_fn(q, k, labels, m, queue_labels), (query, key, queue)
+    )
+
+
+def test_key_and_queue_without_grad_get_none():
+    query, key, labels, queue, queue_labels = _inputs(4, 5, seed=2)
+    key, queue = key.detach(), queue.detach()
+    DSCLLoss()(query, key, labels, queue, queue_labels).backward()
+    assert query.grad is not None and key.grad is None and queue.grad is None
+
+
+def test_backward_twice_with_retain_graph():
+    query, key, labels, queue, queue_labels = _inputs(4, 5, seed=16)
+    for loss_fn in (DSCLLoss(), SupConLoss()):
+        loss = loss_fn(query, key, labels, queue, queue_labels)
+        (first,) = torch.autograd.grad(loss, query, retain_graph=True)
+        (second,) = torch.autograd.grad(loss, query)
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_int32_labels_and_unseen_queue_classes():
+    query, key, labels, queue, queue_labels = _inputs(6, 9, seed=17)
+    queue_labels = queue_labels + 2  # classes 3 and 4 never occur in the batch
+    want = naive_contrastive(query, key, labels, queue, queue_labels, 0.25)
+    got = DSCLLoss(alpha=0.25)(query, key, labels.int(), queue, queue_labels.int())
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
+
+
+def test_supcon_symmetric_matches_pml():
+    gen = torch.Generator().manual_seed(3)
+    v1 = torch.randn(10, 8, generator=gen, dtype=torch.float64)
+    v2 = torch.randn(10, 8, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 4, 0])  # class 2 and 4 appear once
+    ours = SupConLoss(temperature=T)
+    mine = (ours(v1, v2, y) + ours(v2, v1, y)) / 2
+    pml = pml_losses.SupConLoss(temperature=T)(torch.cat([v1, v2]), torch.cat([y, y]))
+    torch.testing.assert_close(mine, pml, rtol=1e-10, atol=1e-12)
+
+
+def test_dscl_equals_supcon_on_balanced_batch():
+    query, key, _, _, _ = _inputs(12, None, seed=4)
+    labels = torch.arange(12) % 3  # every anchor: 3 other queries + 3 other keys, |P_i| = 6
+    dscl = DSCLLoss(alpha=1.0 / 7.0)(query, key, labels)
+    torch.testing.assert_close(dscl, SupConLoss()(query, key, labels), rtol=1e-12, atol=0)
+    assert not torch.allclose(DSCLLoss(alpha=1.0 / 9.0)(query, key, labels), dscl)
+
+
+def test_beta_constructor():
+    assert DSCLLoss(beta=8).alpha == pytest.approx(1.0 / 9.0)
+    assert DSCLLoss().alpha == pytest.approx(1.0 / 9.0)
+    assert DSCLLoss(beta=0).alpha == 1.0
+    assert alpha_from(0.25, None) == 0.25
+    with pytest.raises(ValueError, match="Give alpha or beta, not both"):
+        DSCLLoss(alpha=0.5, beta=8)
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        DSCLLoss(beta=-1)
+
+
+def test_class_once_in_batch_and_queue():
+    query, key, _, _, _ = _inputs(4, None, seed=5)
+    queue = torch.randn(3, 6, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1, 2])  # class 0 once in the batch and once in the queue
+    queue_labels = torch.tensor([0, 1, 5])  # class 2 has no positive at all
+    for alpha in (None, 0.2):
+        loss = _loss_fn(alpha)(query, key, labels, queue, queue_labels)
+        ref = naive_contrastive(query, key, labels, queue, queue_labels, alpha)
+        torch.testing.assert_close(loss, ref, rtol=1e-10, atol=0)
+
+
+def test_no_positive_puts_all_weight_on_own_key():
+    query, key, _, _, _ = _inputs(2, None, seed=13)
+    labels = torch.tensor([0, 1])
+    q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
+    expected = 0.0
+    for i, j in ((0, 1), (1, 0)):  # candidates of anchor i: q_j, k_0, k_1
+        logits = torch.stack([q[i] @ q[j], q[i] @ k[0], q[i] @ k[1]]) / T
+        expected = expected - logits.log_softmax(0)[1 + i] / 2
+    for loss_fn in (DSCLLoss(alpha=0.0), DSCLLoss(), SupConLoss()):
+        torch.testing.assert_close(loss_fn(query, key, labels), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("alpha", [None, 0.25])
+def test_all_labels_equal(alpha):
+    query, key, _, queue, _ = _inputs(6, 4, seed=6)
+    labels, queue_labels = torch.zeros(6, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    loss = _loss_fn(alpha)(query, key, labels, queue, queue_labels)
+    ref = naive_contrastive(query, key, labels, queue, queue_labels, alpha)
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=0)
+
+
+def test_single_anchor_without_queue_is_zero():
+    query, key, labels, _, _ = _inputs(1, None, seed=7)
+    loss = DSCLLoss()(query, key, labels)
+    assert loss.item() == 0.0  # the own key is the only candidate
+    loss.backward()
+    assert torch.isfinite(query.grad).all()
+
+
+def test_empty_queue_equals_no_queue():
+    query, key, labels, _, _ = _inputs(5, None, seed=8)
+    empty, empty_labels = torch.empty(0, 6, dtype=torch.float64), torch.empty(0, dtype=torch.long)
+    for loss_fn in (DSCLLoss(), SupConLoss()):
+        torch.testing.assert_close(
+            loss_fn(query, key, labels, empty, empty_labels), loss_fn(query, key, labels)
+        )
+
+
+@pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16])
+def test_autocast_identical_features_large_queue_is_finite(amp_dtype):
+    b, k, d = 4, 65536, 8
+    feature = torch.ones(d, dtype=amp_dtype)
+    query = feature.expand(b, d).clone().requires_grad_()
+    key, queue = feature.expand(b, d), feature.expand(k, d)
+    labels, queue_labels = torch.arange(b), torch.arange(k) % 7
+    for loss_fn in (DSCLLoss(), SupConLoss()):
+        with torch.autocast("cpu", dtype=amp_dtype):
+            loss = loss_fn(query, key, labels, queue, queue_labels)
+        # all logits equal: every anchor's loss is log(#candidates)
+        expected = torch.log(torch.tensor(2 * b - 1 + k, dtype=torch.float32))
+        assert loss.dtype == torch.float32
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+        (grad,) = torch.autograd.grad(loss, query)
+        assert torch.isfinite(grad).all()
+    with torch.autocast("cpu", dtype=amp_dtype):
+        pbsd = PBSDLoss()(query[:, None].expand(b, 3, d), query[:, None].expand(b, 3, d), key, queue)
+    assert torch.isfinite(pbsd)
+
+
+@pytest.mark.parametrize("size", [(4, 6), [4, 6]])
+def test_memory_bank_owning_loss(size):
+    loss_fn = DSCLLoss(alpha=0.3, memory_bank_size=size)
+    q1, k1, y1, _, _ = _inputs(3, None, seed=9)
+    q2, k2, y2, _, _ = _inputs(3, None, seed=10)
+    first = loss_fn(q1, k1, y1)  # empty bank: no queue
+    torch.testing.assert_close(first, DSCLLoss(alpha=0.3)(q1, k1, y1))
+    features, labels = loss_fn.memory_bank.get()
+    torch.testing.assert_close(features, k1.detach().to(features.dtype))
+    assert torch.equal(labels, y1)
+    loss_fn(q2.detach(), k2, y2)  # query without grad: the bank is not updated
+    with torch.no_grad():
+        loss_fn(q2, k2, y2)  # nor in no-grad mode
+    assert loss_fn.memory_bank.get()[0].shape[0] == 3
+    second = loss_fn(q2, k2, y2)
+    want = DSCLLoss(alpha=0.3)(q2, k2, y2, k1.detach().float().double(), y1)
+    torch.testing.assert_close(second, want, rtol=1e-6, atol=1e-6)
+    assert loss_fn.memory_bank.get()[0].shape[0] == 4  # wrapped: 4 slots, 6 keys seen
+    with pytest.raises(ValueError, match="owns a memory bank"):
+        loss_fn(q1, k1, y1, k2, y2)
+
+
+def test_supcon_memory_bank():
+    loss_fn = SupConLoss(memory_bank_size=(8, 6))
+    q, k, y, _, _ = _inputs(3, None, seed=11)
+    loss_fn(q, k, y)
+    features, labels = loss_fn.memory_bank.get()
+    assert features.shape == (3, 6) and torch.equal(labels, y)
+
+
+@pytest.mark.parametrize("b,l,k", [(2, 3, None), (3, 2, 0), (2, 3, 5), (1, 1, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pbsd_matches_naive(b, l, k, dtype):
+    gen = torch.Generator().manual_seed(b * 10 + l)
+    patch = torch.randn(b, l, 6, generator=gen, dtype=dtype, requires_grad=True)
+    region = torch.randn(b, l, 6, generator=gen, dtype=dtype, requires_grad=True)
+    key = torch.randn(b, 6, generator=gen, dtype=dtype, requires_grad=True)
+    queue = None if k is None else torch.randn(k, 6, generator=gen, dtype=dtype, requires_grad=True)
+    loss = PBSDLoss(temperature=T)(patch, region, key, queue)
+    ref = naive_pbsd(patch, region, key, queue)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(loss, ref.to(dtype), **tol)
+    inputs = [patch, key, queue]
+    got = _grads(loss, inputs, retain_graph=True)
+    for g, w in zip(got, _grads(ref, inputs)):
+        torch.testing.assert_close(g, w, **tol)
+    (region_grad,) = torch.autograd.grad(loss, region, allow_unused=True)
+    assert region_grad is None  # the teacher is detached
+
+
+def test_pbsd_gradcheck_and_empty_queue():
+    gen = torch.Generator().manual_seed(12)
+    patch = torch.randn(2, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    region = torch.randn(2, 2, 3, generator=gen, dtype=torch.float64)
+    key = torch.randn(2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    queue = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    loss_fn = PBSDLoss(temperature=0.5)
+    # key and queue also shape the (constant) teacher target, so check the student only
+    assert torch.autograd.gradcheck(lambda p: loss_fn(p, region, key, queue), (patch,))
+    for empty in (None, torch.empty(0, 3, dtype=torch.float64)):
+        assert loss_fn(patch, region, key, empty).item() == 0.0
+
+
+def _good():
+    return _inputs(4, 5, grad=False)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(query=torch.randn(4, 7, dtype=torch.float64)), r"key must have the shape of query"),
+        (dict(key=torch.randn(3, 6, dtype=torch.float64)), r"key must have the shape of query"),
+        (dict(query=torch.randn(4, 6, 1)), r"query must be a 2-D floating point tensor"),
+        (dict(query=torch.ones(4, 6, dtype=torch.long)), r"query must be a 2-D floating point"),
+        (dict(query=torch.empty(0, 6), key=torch.empty(0, 6), labels=torch.empty(0).long()),
+         r"query is empty"),
+        (dict(labels=torch.zeros(4)), r"labels must be a 1-D integer tensor, got shape \(4,\)"),
+        (dict(labels=torch.zeros(4, 1, dtype=torch.long)), r"labels must be a 1-D integer"),
+        (dict(labels=torch.zeros(3, dtype=torch.long)), r"labels must have one entry per feature row \(4\)"),
+        (dict(queue_labels=None), r"queue and queue_labels must be given together"),
+        (dict(queue=None), r"queue and queue_labels must be given together"),
+        (dict(queue=torch.randn(5, 3, dtype=torch.float64)), r"queue must have feature dimension 6"),
+        (dict(queue_labels=torch.zeros(4, dtype=torch.long)), r"queue_labels must have one entry per feature row \(5\)"),
+        (dict(queue_labels=torch.zeros(5)), r"queue_labels must be a 1-D integer tensor"),
+    ],
+)  # fmt: skip
+def test_contrastive_input_errors(change, match):
+    names = ("query", "key", "labels", "queue", "queue_labels")
+    kwargs = dict(zip(names, _good()))
+    kwargs.update(change)
+    for loss_fn in (DSCLLoss(), SupConLoss()):
+        with pytest.raises(ValueError, match=match):
+            loss_fn(**kwargs)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan")])
+def test_alpha_out_of_range(alpha):
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        DSCLLoss(alpha=alpha)
+
+
+@pytest.mark.parametrize("make", [DSCLLoss, SupConLoss, PBSDLoss])
+@pytest.mark.parametrize("temperature", [0.0, -0.1, float("nan")])
+def test_temperature_must_be_positive(make, temperature):
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        make(temperature=temperature)
+
+
+@pytest.mark.parametrize("name", ["query", "key", "queue"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_check_finite_flag(name, bad):
+    kwargs = dict(zip(("query", "key", "labels", "queue", "queue_labels"), _good()))
+    kwargs[name] = kwargs[name].clone()
+    kwargs[name][0, 0] = bad
+    with pytest.raises(ValueError, match=f"{name} contains NaN or Inf"):
+        DSCLLoss(check_finite=True)(**kwargs)
+    DSCLLoss()(**kwargs)  # off by default: no check, no error
+
+
+def test_pbsd_input_errors():
+    patch, region = torch.randn(2, 3, 6), torch.randn(2, 3, 6)
+    key, queue = torch.randn(2, 6), torch.randn(4, 6)
+    loss_fn = PBSDLoss()
+    with pytest.raises(ValueError, match="region_features must have the shape of patch_features"):
+        loss_fn(patch, region[:, :2], key, queue)
+    with pytest.raises(ValueError, match=r"key must have shape \(B, D\) = \(2, 6\)"):
+        loss_fn(patch, region, key[:1], queue)
+    with pytest.raises(ValueError, match="queue must have feature dimension 6"):
+        loss_fn(patch, region, key, queue[:, :5])
+    with pytest.raises(ValueError, match="patch_features must be a 3-D floating point tensor"):
+        loss_fn(patch[0], region, key, queue)
+    bad = patch.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="patch_features contains NaN or Inf"):
+        PBSDLoss(check_finite=True)(bad, region, key, queue)
+    assert torch.isnan(loss_fn(bad, region, key, queue))
