@@ -62,10 +62,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not support storage_options.")
         atomic_save(checkpoint, path)
 
-    def load_checkpoint(self, path: PathLike, map_location: Any = None, weights_only: Optional[bool] = None) -> Dict[str, Any]:
+    def load_checkpoint(
+        self, path: PathLike, map_location: Any = None, weights_only: Optional[bool] = None
+    ) -> Dict[str, Any]:
         checkpoint = load_file(path)
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise CheckpointError(f"'{path}' is not a Lightning training checkpoint (no 'state_dict').")
+            raise CheckpointError(f"'{path}' is not a training checkpoint (no 'state_dict').")
         return checkpoint
 
 
@@ -104,10 +106,14 @@ class RNGStateCallback(pl.Callback):
     def __init__(self, generators: Optional[Mapping[str, torch.Generator]] = None) -> None:
         self.generators = dict(generators or {})
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]
+    ) -> None:
         checkpoint["rng_states"] = _capture_rng(self.generators)
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]
+    ) -> None:
         if "rng_states" in checkpoint:
             _restore_rng(checkpoint["rng_states"], self.generators)
 
@@ -129,14 +135,16 @@ def load_backbone_weights(backbone: nn.Module, backbone_name: str, path: PathLik
     ignored). Never downloads; errors name the file.
     """
     state = load_file(path)
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"'{path}' is not a state_dict of tensors.")
     if backbone_name != "small_cnn":
         state = {_from_torchvision_key(k): v for k, v in state.items() if not k.startswith("fc.")}
     try:
         backbone.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"Weights in '{path}' do not fit backbone {backbone_name!r}: {error}") from error
+        raise CheckpointError(
+            f"Weights in '{path}' do not fit backbone {backbone_name!r}: {error}"
+        ) from error
 
 
 def _to_torchvision_key(key: str) -> str:

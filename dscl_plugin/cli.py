@@ -1,7 +1,7 @@
 """Console scripts ``dscl-train`` and ``dscl-eval`` (also ``python -m dscl_plugin.cli``).
 
-    dscl-train --config configs/dscl_digits_lt.yaml [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
-    dscl-eval  --config configs/dscl_digits_lt.yaml --checkpoint outputs/.../backbone.pt [key.path=value ...]
+    dscl-train --config configs/X.yaml [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
+    dscl-eval  --config configs/X.yaml --checkpoint outputs/.../backbone.pt [key.path=value ...]
     python -m dscl_plugin.cli [train|eval] ...
 """
 
@@ -17,16 +17,16 @@ _OVERRIDES_HELP = "config overrides such as trainer.epochs=5 model.beta=4 (Omega
 
 
 def _parser(prog: str, train: bool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Train DSCL (stage 1) and evaluate it with a frozen linear probe and kNN (stage 2)."
+    description = (
+        "Train (stage 1) and evaluate with a frozen linear probe and kNN (stage 2)."
         if train
-        else "Evaluate a trained backbone (stage 2): linear probe, kNN, shot-group accuracy.",
+        else "Evaluate a trained backbone (stage 2): linear probe, kNN, shot-group accuracy."
     )
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/dscl_digits_lt.yaml")
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help="YAML, e.g. configs/dscl_digits_lt.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=_OVERRIDES_HELP)
     if train:
-        parser.add_argument("--stage", type=int, choices=(1, 2), help="run only stage 1 or only stage 2")
+        parser.add_argument("--stage", type=int, choices=(1, 2), help="run only stage 1 or 2")
         parser.add_argument(
             "--resume",
             nargs="?",
@@ -34,10 +34,12 @@ def _parser(prog: str, train: bool) -> argparse.ArgumentParser:
             metavar="CKPT",
             help="resume stage 1 from CKPT (default: output_dir/checkpoints/last.ckpt)",
         )
-        parser.add_argument("--checkpoint", help="weights for stage 2 (default: output_dir/backbone.pt)")
+        parser.add_argument(
+            "--checkpoint", help="weights for --stage 2 (default: output_dir/backbone.pt)"
+        )
     else:
         parser.add_argument(
-            "--checkpoint", required=True, help="backbone.pt (state_dict) or a training checkpoint *.ckpt"
+            "--checkpoint", required=True, help="backbone.pt (state_dict) or a training *.ckpt"
         )
     return parser
 

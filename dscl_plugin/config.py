@@ -205,84 +205,51 @@ def _resolved_accelerator(accelerator: str) -> str:
     return "gpu" if accelerator == "cuda" else accelerator
 
 
+class _Problems(list):
+    """Collects ``"key: message"`` lines."""
+
+    def check(self, ok: bool, key: str, message: str) -> None:
+        if not ok:
+            self.append(f"{key}: {message}")
+
+    def at_least(
+        self, key: str, value: Optional[float], low: float, allow_none: bool = False
+    ) -> None:
+        if not (value is None and allow_none):
+            self.check(value is not None and value >= low, key, f"must be >= {low}, got {value}")
+
+    def within(self, key: str, value: float, low: float, high: float) -> None:
+        self.check(low <= value <= high, key, f"must be in [{low}, {high}], got {value}")
+
+    def scale_range(self, key: str, value: Sequence[float]) -> None:
+        ok = len(value) == 2 and 0 < value[0] <= value[1] <= 1
+        self.check(ok, key, f"must be [min, max] with 0 < min <= max <= 1, got {list(value)}")
+
+    def one_of(self, key: str, value: str, allowed: Sequence[str]) -> None:
+        self.check(value in allowed, key, f"must be one of {list(allowed)}, got {value!r}")
+
+    def file(self, key: str, value: Optional[str]) -> None:
+        self.check(value is None or Path(value).is_file(), key, f"file not found: '{value}'")
+
+
 def validate(config: Config) -> None:
     """Semantic checks; raises one :class:`ConfigError` listing every problem."""
-    from dscl_plugin.data import DATASET_NAMES
     from dscl_plugin.registry import available_methods, get_method
 
-    problems: List[str] = []
-
-    def check(ok: bool, key: str, message: str) -> None:
-        if not ok:
-            problems.append(f"{key}: {message}")
-
+    problems = _Problems()
     methods = available_methods()
-    check(config.method in methods, "method", f"unknown method {config.method!r}; registered: {methods}")
-    d, m, o, t, p, e = config.data, config.model, config.optim, config.trainer, config.probe, config.eval
-    check(d.name in DATASET_NAMES, "data.name", f"unknown dataset {d.name!r}; expected one of {list(DATASET_NAMES)}")
-    check(d.input_size >= 8, "data.input_size", f"must be >= 8, got {d.input_size}")
-    check(d.imbalance_factor is None or d.imbalance_factor >= 1, "data.imbalance_factor", f"must be >= 1 or null, got {d.imbalance_factor}")
-    _check_range(check, "data.crop_scale", d.crop_scale)
-    for key in ("hflip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
-        value = getattr(d, key)
-        check(0 <= value <= 1, f"data.{key}", f"must be in [0, 1], got {value}")
-    jitter = d.color_jitter
-    check(len(jitter) == 4 and min(jitter) >= 0 and jitter[3] <= 0.5, "data.color_jitter", f"must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, got {list(jitter)}")
-    for key in ("train_list", "test_list"):
-        value = getattr(d, key)
-        check(value is None or Path(value).is_file(), f"data.{key}", f"file not found: '{value}'")
-
-    check(m.alpha is None or m.beta is None, "model.alpha/model.beta", f"give alpha or beta, not both (got {m.alpha}, {m.beta})")
-    check(m.alpha is None or 0 <= m.alpha <= 1, "model.alpha", f"must be in [0, 1], got {m.alpha}")
-    check(m.beta is None or m.beta >= 0, "model.beta", f"must be >= 0, got {m.beta}")
-    check(m.temperature > 0, "model.temperature", f"must be > 0, got {m.temperature}")
-    check(m.proj_dim >= 1, "model.proj_dim", f"must be >= 1, got {m.proj_dim}")
-    check(m.queue_size >= 0, "model.queue_size", f"must be >= 0, got {m.queue_size}")
-    check(0 <= m.momentum <= 1, "model.momentum", f"must be in [0, 1], got {m.momentum}")
-    check(m.pbsd_weight >= 0, "model.pbsd_weight", f"must be >= 0, got {m.pbsd_weight}")
-    check(m.num_patches >= 0, "model.num_patches", f"must be >= 0, got {m.num_patches}")
-    check(m.pbsd_weight == 0 or m.num_patches >= 1, "model.num_patches", "PBSD (pbsd_weight > 0) needs num_patches >= 1")
-    check(0 < m.patch_size <= d.input_size, "model.patch_size", f"must be in (0, data.input_size={d.input_size}], got {m.patch_size}")
-    _check_range(check, "model.patch_scale", m.patch_scale)
-    check(m.init_from is None or Path(m.init_from).is_file(), "model.init_from", f"file not found: '{m.init_from}'")
-    check(m.backbone == "small_cnn" or _is_torchvision_resnet(m.backbone), "model.backbone", f"unknown backbone {m.backbone!r}: use 'small_cnn' or a torchvision ResNet such as 'resnet18' or 'resnet50'")
-
-    check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
-    check(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
-    check(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
-    check(0 <= o.warmup_epochs <= t.epochs, "optim.warmup_epochs", f"must be in [0, trainer.epochs={t.epochs}], got {o.warmup_epochs}")
-    check(o.interval in ("step", "epoch"), "optim.interval", f"must be 'step' or 'epoch', got {o.interval!r}")
-
-    check(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
-    check(t.devices >= 1, "trainer.devices", f"must be >= 1, got {t.devices}")
-    check(t.batch_size >= 1 and t.batch_size % max(t.devices, 1) == 0, "trainer.batch_size", f"must be a positive multiple of trainer.devices={t.devices} (it is the global batch), got {t.batch_size}")
-    check(t.num_workers >= 0, "trainer.num_workers", f"must be >= 0, got {t.num_workers}")
-    check(t.limit_train_batches is None or t.limit_train_batches >= 1, "trainer.limit_train_batches", f"must be >= 1 or null, got {t.limit_train_batches}")
-    check(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", f"must be >= 1, got {t.log_every_n_steps}")
-    check(t.strategy in STRATEGIES, "trainer.strategy", f"must be one of {list(STRATEGIES)}, got {t.strategy!r}")
-    check(t.precision in PRECISIONS, "trainer.precision", f"must be one of {list(PRECISIONS)}, got {t.precision!r}")
-    check(t.accelerator in ACCELERATORS, "trainer.accelerator", f"must be one of {list(ACCELERATORS)}, got {t.accelerator!r}")
-    if t.accelerator in ACCELERATORS:
-        device = _resolved_accelerator(t.accelerator)
-        gpus = torch.cuda.device_count()
-        if device == "cpu":
-            check(t.precision not in ("16-mixed", "16-true"), "trainer.precision", f"{t.precision!r} needs a CUDA GPU (on CPU Lightning would silently use bf16); use '32-true' or 'bf16-mixed' on CPU")
-        else:
-            check(gpus >= 1, "trainer.accelerator", f"{t.accelerator!r} needs a CUDA GPU, none is available; use 'cpu'")
-            check(gpus == 0 or t.devices <= gpus, "trainer.devices", f"{t.devices} GPUs requested, {gpus} available")
-
-    check(p.epochs >= 1, "probe.epochs", f"must be >= 1, got {p.epochs}")
-    check(p.lr > 0, "probe.lr", f"must be > 0, got {p.lr}")
-    check(p.batch_size >= 1, "probe.batch_size", f"must be >= 1, got {p.batch_size}")
-    check(p.weight_decay >= 0, "probe.weight_decay", f"must be >= 0, got {p.weight_decay}")
-    check(list(p.milestones) == sorted(set(p.milestones)) and all(0 < x < p.epochs for x in p.milestones), "probe.milestones", f"must be increasing epochs in (0, probe.epochs={p.epochs}), got {p.milestones}")
-
-    check(0 <= e.few_threshold <= e.many_threshold, "eval.few_threshold", f"must be in [0, eval.many_threshold={e.many_threshold}], got {e.few_threshold}")
-    check(e.knn_k is None or e.knn_k >= 1, "eval.knn_k", f"must be >= 1 or null, got {e.knn_k}")
-    check(e.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {e.batch_size}")
-    check(config.seed >= 0, "seed", f"must be >= 0, got {config.seed}")
-    check(bool(config.output_dir), "output_dir", "must not be empty")
-
+    problems.check(
+        config.method in methods,
+        "method",
+        f"unknown method {config.method!r}; registered: {methods}",
+    )
+    _check_data(problems, config.data)
+    _check_model(problems, config.model, config.data.input_size)
+    _check_optim(problems, config.optim, config.trainer.epochs)
+    _check_trainer(problems, config.trainer)
+    _check_stage2(problems, config.probe, config.eval)
+    problems.at_least("seed", config.seed, 0)
+    problems.check(bool(config.output_dir), "output_dir", "must not be empty")
     if config.method in methods:
         check_method = getattr(get_method(config.method), "check_config", None)
         problems += check_method(config) if check_method is not None else []
@@ -290,11 +257,125 @@ def validate(config: Config) -> None:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 
 
-def _check_range(check, key: str, value: Sequence[float]) -> None:
-    check(len(value) == 2 and 0 < value[0] <= value[1] <= 1, key, f"must be [min, max] with 0 < min <= max <= 1, got {list(value)}")
+def _check_data(problems: _Problems, d: DataConfig) -> None:
+    from dscl_plugin.data import DATASET_NAMES
+
+    problems.check(
+        d.name in DATASET_NAMES,
+        "data.name",
+        f"unknown dataset {d.name!r}; expected one of {list(DATASET_NAMES)}",
+    )
+    problems.at_least("data.input_size", d.input_size, 8)
+    problems.at_least("data.imbalance_factor", d.imbalance_factor, 1, allow_none=True)
+    problems.scale_range("data.crop_scale", d.crop_scale)
+    for key in ("hflip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
+        problems.within(f"data.{key}", getattr(d, key), 0, 1)
+    jitter = d.color_jitter
+    problems.check(
+        len(jitter) == 4 and min(jitter) >= 0 and jitter[3] <= 0.5,
+        "data.color_jitter",
+        f"must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, got {list(jitter)}",
+    )
+    problems.file("data.train_list", d.train_list)
+    problems.file("data.test_list", d.test_list)
+
+
+def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
+    problems.check(
+        m.alpha is None or m.beta is None,
+        "model.alpha/model.beta",
+        f"give alpha or beta, not both (got {m.alpha}, {m.beta})",
+    )
+    if m.alpha is not None:
+        problems.within("model.alpha", m.alpha, 0, 1)
+    problems.at_least("model.beta", m.beta, 0, allow_none=True)
+    problems.check(m.temperature > 0, "model.temperature", f"must be > 0, got {m.temperature}")
+    problems.at_least("model.proj_dim", m.proj_dim, 1)
+    problems.at_least("model.queue_size", m.queue_size, 0)
+    problems.within("model.momentum", m.momentum, 0, 1)
+    problems.at_least("model.pbsd_weight", m.pbsd_weight, 0)
+    problems.at_least("model.num_patches", m.num_patches, 0)
+    problems.check(
+        m.pbsd_weight == 0 or m.num_patches >= 1,
+        "model.num_patches",
+        "PBSD (pbsd_weight > 0) needs num_patches >= 1",
+    )
+    problems.check(
+        0 < m.patch_size <= input_size,
+        "model.patch_size",
+        f"must be in (0, data.input_size={input_size}], got {m.patch_size}",
+    )
+    problems.scale_range("model.patch_scale", m.patch_scale)
+    problems.file("model.init_from", m.init_from)
+    problems.check(
+        m.backbone == "small_cnn" or _is_torchvision_resnet(m.backbone),
+        "model.backbone",
+        f"unknown backbone {m.backbone!r}: use 'small_cnn' or a torchvision ResNet such as "
+        "'resnet18' or 'resnet50'",
+    )
+
+
+def _check_optim(problems: _Problems, o: OptimConfig, epochs: int) -> None:
+    problems.check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    problems.check(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
+    problems.at_least("optim.weight_decay", o.weight_decay, 0)
+    problems.within("optim.warmup_epochs", o.warmup_epochs, 0, epochs)
+    problems.one_of("optim.interval", o.interval, ("step", "epoch"))
+
+
+def _check_trainer(problems: _Problems, t: TrainerConfig) -> None:
+    problems.at_least("trainer.epochs", t.epochs, 1)
+    problems.at_least("trainer.devices", t.devices, 1)
+    problems.check(
+        t.batch_size >= 1 and t.batch_size % max(t.devices, 1) == 0,
+        "trainer.batch_size",
+        f"must be a positive multiple of trainer.devices={t.devices} (it is the global batch), "
+        f"got {t.batch_size}",
+    )
+    problems.at_least("trainer.num_workers", t.num_workers, 0)
+    problems.at_least("trainer.limit_train_batches", t.limit_train_batches, 1, allow_none=True)
+    problems.at_least("trainer.log_every_n_steps", t.log_every_n_steps, 1)
+    problems.one_of("trainer.strategy", t.strategy, STRATEGIES)
+    problems.one_of("trainer.precision", t.precision, PRECISIONS)
+    problems.one_of("trainer.accelerator", t.accelerator, ACCELERATORS)
+    if t.accelerator not in ACCELERATORS:
+        return
+    gpus = torch.cuda.device_count()
+    if _resolved_accelerator(t.accelerator) == "cpu":
+        problems.check(
+            t.precision not in ("16-mixed", "16-true"),
+            "trainer.precision",
+            f"{t.precision!r} needs a CUDA GPU (on CPU Lightning would silently use bf16); "
+            "use '32-true' or 'bf16-mixed' on CPU",
+        )
+    elif gpus == 0:
+        problems.append(
+            f"trainer.accelerator: {t.accelerator!r} needs a CUDA GPU, none is available"
+        )
+    else:
+        problems.check(
+            t.devices <= gpus, "trainer.devices", f"{t.devices} GPUs requested, {gpus} available"
+        )
+
+
+def _check_stage2(problems: _Problems, p: ProbeConfig, e: EvalConfig) -> None:
+    problems.at_least("probe.epochs", p.epochs, 1)
+    problems.check(p.lr > 0, "probe.lr", f"must be > 0, got {p.lr}")
+    problems.at_least("probe.batch_size", p.batch_size, 1)
+    problems.at_least("probe.weight_decay", p.weight_decay, 0)
+    milestones = list(p.milestones)
+    problems.check(
+        milestones == sorted(set(milestones)) and all(0 < x < p.epochs for x in milestones),
+        "probe.milestones",
+        f"must be increasing epochs in (0, probe.epochs={p.epochs}), got {milestones}",
+    )
+    problems.within("eval.few_threshold", e.few_threshold, 0, e.many_threshold)
+    problems.at_least("eval.knn_k", e.knn_k, 1, allow_none=True)
+    problems.at_least("eval.batch_size", e.batch_size, 1)
 
 
 def _is_torchvision_resnet(name: str) -> bool:
     import torchvision
 
-    return name.startswith(("resnet", "resnext", "wide_resnet")) and name in torchvision.models.list_models(module=torchvision.models)
+    resnets = torchvision.models.list_models(module=torchvision.models)
+    return name.startswith(("resnet", "resnext", "wide_resnet")) and name in resnets

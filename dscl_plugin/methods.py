@@ -93,7 +93,8 @@ class ContrastiveMethod(pl.LightningModule):
         m = self.config.model
         if not m.momentum_cosine:
             return m.momentum
-        return cosine_schedule(self.global_step, self.trainer.estimated_stepping_batches, m.momentum, 1.0)
+        total = self.trainer.estimated_stepping_batches
+        return cosine_schedule(self.global_step, total, m.momentum, 1.0)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> Tensor:
         view_q, view_k, patches, boxes, labels = batch
@@ -129,7 +130,9 @@ class ContrastiveMethod(pl.LightningModule):
     def configure_optimizers(self) -> Dict[str, Any]:
         o, epochs = self.config.optim, self.config.trainer.epochs
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        optimizer = torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
         if o.interval == "step":
             total = int(self.trainer.estimated_stepping_batches)
             warmup = round(o.warmup_epochs * total / epochs)
@@ -138,7 +141,10 @@ class ContrastiveMethod(pl.LightningModule):
         scheduler = CosineWarmupScheduler(
             optimizer, warmup_epochs=warmup, max_epochs=total, end_value=0.0 if o.cosine else 1.0
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": o.interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": o.interval},
+        }
 
 
 @register_method("dscl")
@@ -171,9 +177,13 @@ class SupConMethod(ContrastiveMethod):
     def check_config(cls, config: Config) -> List[str]:
         m, problems = config.model, []
         if m.alpha is not None or m.beta is not None:
-            problems.append("model.alpha/model.beta: supcon weights its positives equally; set both to null")
+            problems.append(
+                "model.alpha/model.beta: supcon weights its positives equally; set both to null"
+            )
         if m.pbsd_weight != 0:
-            problems.append(f"model.pbsd_weight: supcon has no PBSD term; set 0 (got {m.pbsd_weight})")
+            problems.append(
+                f"model.pbsd_weight: supcon has no PBSD term; set 0 (got {m.pbsd_weight})"
+            )
         return problems
 
     def build_model(self) -> nn.Module:

@@ -78,24 +78,29 @@ def _resolve_resume(config: Config, resume: Resume) -> Optional[Path]:
     return path
 
 
-# settings a resumed run must share with its checkpoint (the rest, e.g. num_workers, may change)
+# settings a resumed run must share with its checkpoint (others, e.g. num_workers, may change)
 _RESUME_KEYS = ("method", "data", "model", "optim", "seed", "trainer.epochs", "trainer.batch_size")
+_RESUME_FREE = ("data.root", "data.download")
 
 
 def _check_resume_config(config: Config, path: Path) -> None:
     """Refuse to resume ``path`` with different training settings (reads the file once,
     so a corrupt checkpoint fails here, naming it)."""
-    saved = load_file(path).get("hyper_parameters", {}).get("config")
+    checkpoint = load_file(path)
+    saved = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    saved = saved.get("config")
     if saved is None:
         raise CheckpointError(f"'{path}' has no saved config: it was not written by dscl-train.")
     current, changes = to_dict(config), []
     for key in _RESUME_KEYS:
         old, new = _flatten(_lookup(saved, key), key), _flatten(_lookup(current, key), key)
-        changes += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+        for k in sorted(old.keys() | new.keys()):
+            if old.get(k) != new.get(k) and k not in _RESUME_FREE:
+                changes.append(f"{k}: {old.get(k)!r} -> {new.get(k)!r}")
     if changes:
         raise ConfigError(
             f"Cannot resume '{path}' with changed settings:\n  " + "\n  ".join(changes)
-            + "\nResume with the checkpoint's settings (see its config.yaml) or start a new output_dir."
+            + "\nResume with the checkpoint's settings (its config.yaml) or use a new output_dir."
         )
 
 
@@ -107,7 +112,10 @@ def _lookup(tree: Dict, key: str):
 
 def _flatten(value, prefix: str) -> Dict[str, object]:
     if isinstance(value, dict):
-        return {k: v for name, sub in value.items() for k, v in _flatten(sub, f"{prefix}.{name}").items()}
+        flat: Dict[str, object] = {}
+        for name, sub in value.items():
+            flat.update(_flatten(sub, f"{prefix}.{name}"))
+        return flat
     return {prefix: value}
 
 
@@ -192,7 +200,9 @@ def load_for_eval(config: Config, checkpoint: Union[str, Path]) -> pl.LightningM
         try:
             module.load_state_dict(state["state_dict"])
         except RuntimeError as error:
-            raise CheckpointError(f"Checkpoint '{checkpoint}' does not fit the config's model: {error}") from error
+            raise CheckpointError(
+                f"Checkpoint '{checkpoint}' does not fit the config's model: {error}"
+            ) from error
     else:
         load_backbone_weights(module.backbone, config.model.backbone, checkpoint)
     return module
@@ -219,7 +229,9 @@ def evaluate(
     features = {}
     for split in ("train", "test"):
         dataset = build_dataset_split(config, split, transform)
-        loader = DataLoader(dataset, batch_size=e.batch_size, shuffle=False, num_workers=t.num_workers)
+        loader = DataLoader(
+            dataset, batch_size=e.batch_size, shuffle=False, num_workers=t.num_workers
+        )
         features[split] = extract_features(module.embed, loader, device)
         if split == "train":
             class_counts, num_classes = dataset.class_counts, dataset.num_classes
@@ -252,15 +264,19 @@ def evaluate(
     }
     out = Path(config.output_dir)
     write_metrics(metrics, out / "metrics.json")
+    plot = out / "per_class_accuracy.png"
     plot_per_class_accuracy(
-        probe["per_class"], class_counts, out / "per_class_accuracy.png", e.many_threshold, e.few_threshold
+        probe["per_class"], class_counts, plot, e.many_threshold, e.few_threshold
     )
     print(format_metrics_table({k: metrics[k] for k in ("linear_probe", "knn")}))
     return metrics
 
 
 def run(
-    config: Config, stage: Optional[int] = None, resume: Resume = None, checkpoint: Optional[str] = None
+    config: Config,
+    stage: Optional[int] = None,
+    resume: Resume = None,
+    checkpoint: Optional[str] = None,
 ) -> Optional[Dict[str, object]]:
     """Stage 1 then stage 2 (or only ``stage``); returns the metrics on the main process."""
     module = None

@@ -28,7 +28,9 @@ def register_method(name: str) -> Callable[[M], M]:
 
     def decorator(cls: M) -> M:
         if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
-            raise TypeError(f"register_method({name!r}) expects a LightningModule subclass, got {cls!r}.")
+            raise TypeError(
+                f"register_method({name!r}) expects a LightningModule subclass, got {cls!r}."
+            )
         registered = _METHODS.get(name)
         if registered is not None and registered is not cls:
             raise ValueError(

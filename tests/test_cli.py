@@ -62,25 +62,28 @@ def test_train_then_eval(tmp_path, capsys):
     log = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss_step", "loss_dscl", "loss_pbsd", "queue_fill", "lr"} <= set(log)
     checkpoint = load_file(out / "checkpoints" / "last.ckpt")
-    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 6 and "rng_states" in checkpoint
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 6)
+    assert "rng_states" in checkpoint
     backbone, _ = build_backbone("small_cnn")
     backbone.load_state_dict(torch.load(out / "backbone.pt", weights_only=True))  # exact keys
 
     # stage 2 alone from the training checkpoint reproduces the metrics
-    assert eval_main(["--config", CONFIG, *TINY, f"output_dir={out}", "--checkpoint", str(out / "checkpoints" / "last.ckpt")]) == 0
+    last = str(out / "checkpoints" / "last.ckpt")
+    assert eval_main(["--config", CONFIG, *TINY, f"output_dir={out}", "--checkpoint", last]) == 0
     assert json.loads((out / "metrics.json").read_text())["linear_probe"] == probe
 
     # a fresh run never silently overwrites an existing one; a resume keeps the settings
     assert main(["train", "--config", CONFIG, *TINY, f"output_dir={out}", "--stage", "1"]) == 1
     assert "pass --resume" in capsys.readouterr().err
-    assert train_main(["--config", CONFIG, *TINY, f"output_dir={out}", "--resume", "optim.lr=0.2"]) == 2
+    args = ["--config", CONFIG, *TINY, f"output_dir={out}"]
+    assert train_main([*args, "--resume", "optim.lr=0.2"]) == 2
     assert "optim.lr: 0.1 -> 0.2" in capsys.readouterr().err
 
     # model.init_from starts a new run from the exported backbone
     module = build_method(tiny(tmp_path, "init", f"model.init_from={out / 'backbone.pt'}"))
     exported = torch.load(out / "backbone.pt", weights_only=True)
-    assert all(torch.equal(v, exported[k]) for k, v in module.backbone.state_dict().items())
-    assert all(torch.equal(v, exported[k]) for k, v in module.model.backbone_momentum.state_dict().items())
+    for backbone in (module.backbone, module.model.backbone_momentum):
+        assert all(torch.equal(v, exported[k]) for k, v in backbone.state_dict().items())
 
 
 def test_resnet_export_loads_into_torchvision(tmp_path):
@@ -178,7 +181,8 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
         train(config)
     checkpoint = load_file(Path(config.output_dir) / "checkpoints" / "last.ckpt")
     assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == 3
-    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    weights = [v for v in checkpoint["state_dict"].values() if v.is_floating_point()]
+    assert all(torch.isfinite(v).all() for v in weights)
     assert not (Path(config.output_dir) / "backbone.pt").exists()
 
 
@@ -240,9 +244,11 @@ def test_ddp_two_cpu_processes_gather_keys_with_labels(tmp_path):
     assert torch.equal(rank0["bank"], rank1["bank"])  # both queues identical
     assert torch.equal(rank0["bank_labels"], rank1["bank_labels"])
     # each step enqueues [rank 0's keys, rank 1's keys], every key with its own label
-    chunks = lambda t: t.split(per_device)  # noqa: E731
-    expected_keys = torch.cat([k for pair in zip(chunks(rank0["keys"]), chunks(rank1["keys"])) for k in pair])
-    expected_labels = torch.cat([y for pair in zip(chunks(rank0["labels"]), chunks(rank1["labels"])) for y in pair])
+    def interleave(name):
+        pairs = zip(rank0[name].split(per_device), rank1[name].split(per_device))
+        return torch.cat([chunk for pair in pairs for chunk in pair])
+
+    expected_keys, expected_labels = interleave("keys"), interleave("labels")
     assert torch.equal(rank0["bank_labels"], expected_labels)
     torch.testing.assert_close(rank0["bank"], expected_keys)
     assert not torch.equal(rank0["labels"], rank1["labels"])  # the ranks saw different images
