@@ -8,7 +8,8 @@ The matmul floor times the three products that bound any such loss: ``q @ C.T``,
 ``G @ C`` and ``G.T @ q`` with ``C`` the (2B + K, D) candidates.
 
 Times are medians over ``--repeats`` rounds in one subprocess per (B, K) that runs
-the three methods round-robin (a load change on a shared machine hits all alike).
+the three methods round-robin (a load change on a shared machine hits all alike);
+for small configurations a sample averages as many calls as fill about 20 ms.
 Peak memory is measured in its own subprocess per (method, B, K): after a warm-up
 on tiny inputs (lazy set-up), the increase of ``ru_maxrss`` during one
 forward+backward over its value once the inputs are allocated (CPU), or of
@@ -21,6 +22,7 @@ forward+backward over its value once the inputs are allocated (CPU), or of
 import argparse
 import csv
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -89,21 +91,30 @@ def _step_fn(method: str, b: int, k: int, d: int, classes: int, device: str) -> 
 
 def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
     """Median forward+backward time (ms) of every method, run round-robin so that a
-    load change on a shared machine affects all of them alike."""
+    load change on a shared machine affects all of them alike. A sample times as
+    many back-to-back calls as fill about 20 ms (small configurations), divided out."""
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     steps = {
         m: _step_fn(m, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device)
         for m in METHODS
     }
+    calls = {}
+    for method, step in steps.items():  # warm-up, and the number of calls per sample
+        step()
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        calls[method] = max(1, math.ceil(0.02 / (time.perf_counter() - start)))
     times: Dict[str, List[float]] = {m: [] for m in METHODS}
-    for i in range(args.repeats + 1):  # the first round warms up and is not timed
+    for _ in range(args.repeats):
         for method, step in steps.items():
             sync()
             start = time.perf_counter()
-            step()
+            for _ in range(calls[method]):
+                step()
             sync()
-            if i > 0:
-                times[method].append(time.perf_counter() - start)
+            times[method].append((time.perf_counter() - start) / calls[method])
     return {m: 1000 * statistics.median(t) for m, t in times.items()}
 
 

@@ -2,9 +2,9 @@
 
 Every loss here is ``loss_r = logsumexp_c l_rc - sum_c w_rc l_rc`` over a row of
 logits ``l_r`` with a target distribution ``w_r``; its gradient is
-``softmax(l_r) - w_r``. The fused versions build the (rows, candidates) logit matrix
-once, turn it into that residual in place and keep nothing else of that size, so the
-backward pass is the matmuls alone.
+``softmax(l_r) - w_r``. The fused versions write the (rows, candidates) logit matrix
+once, turn it into its softmax (PBSD: the residual) in place and keep nothing else
+of that size, so the backward pass is little more than its matmuls.
 """
 
 from typing import List, Optional, Tuple
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 _QUEUE_CHUNK = 8192  # queue rows converted to float64 at a time for the class sums
+_NORM_EPS = 1e-12  # as torch.nn.functional.normalize
 
 
 def decoupled_cross_entropy(
@@ -40,35 +41,32 @@ def decoupled_cross_entropy(
     return _DecoupledCrossEntropy.apply(logits, own_index, positive_mask, alpha)
 
 
-def query_key_queue_cross_entropy(
-    anchors: Tensor,
+def dscl_cross_entropy(
     query: Tensor,
     key: Tensor,
     labels: Tensor,
     queue: Optional[Tensor],
     queue_labels: Optional[Tensor],
     alpha: Optional[float],
+    temperature: float,
 ) -> Tensor:
-    """:func:`decoupled_cross_entropy` of anchors against ``[queries, keys, queue]``.
+    """Mean :func:`decoupled_cross_entropy` of the queries against ``[queries, keys, queue]``.
 
-    ``l_ic = anchors_i . c`` over the candidates ``c`` in ``query`` (without the
-    anchor's own row), ``key`` (``key_i`` is the own positive) and ``queue``; the
-    class positives are the other candidates with label ``labels_i``.
+    Features are L2-normalised here; ``l_ic = q_i . c / T`` over the candidates ``c``
+    in ``query`` (without the anchor itself), ``key`` (``k_i`` is the own positive)
+    and ``queue``; the class positives are the other candidates labelled ``labels_i``.
 
     Args:
-        anchors: (B, D) scaled queries ``q / T``.
-        query, key: (B, D) normalised features; ``queue``: (K, D) or None.
-        labels: (B,) and ``queue_labels`` (K,) integer class ids.
+        query, key: (B, D) features; ``queue``: (K, D) with K > 0, or None.
+        labels: (B,) and ``queue_labels`` (K,) integer class ids, on the features' device.
         alpha: weight of the own positive, or None for SupCon.
+        temperature: T > 0.
 
     Returns:
-        (B,) loss of each anchor.
+        The loss averaged over the B anchors (a scalar).
     """
-    if queue is None:
-        return _QueryKeyQueueCrossEntropy.apply(alpha, labels, None, anchors, query, key)
-    return _QueryKeyQueueCrossEntropy.apply(
-        alpha, labels, queue_labels, anchors, query, key, queue
-    )
+    features = (query, key) if queue is None else (query, key, queue)
+    return _DSCLCrossEntropy.apply(alpha, temperature, labels, queue_labels, *features)
 
 
 def patch_distillation(
@@ -134,84 +132,94 @@ class _DecoupledCrossEntropy(torch.autograd.Function):
         return residual * grad_losses[:, None], None, None, None
 
 
-class _QueryKeyQueueCrossEntropy(torch.autograd.Function):
-    """Fused :func:`query_key_queue_cross_entropy`.
+class _DSCLCrossEntropy(torch.autograd.Function):
+    """Fused :func:`dscl_cross_entropy`: normalisation, logits, loss and backward.
 
-    Only the (B, N) logits are materialised and become ``softmax`` in place. The
-    class-positive part of the target never enters that matrix: with ``S_y`` the sum
-    of all candidates of class ``y``, the positives of anchor ``i`` sum to
-    ``v_i = S_{y_i} - q_i - k_i``, so ``sum_{c in P_i} l_ic = a_i . v_i`` and
+    Only the (B, N) logits are materialised (scaled by 1/T inside the matmul) and
+    become ``softmax`` in place. The class-positive part of the target never enters
+    that matrix: with ``S_y`` the sum of all candidates of class ``y``, the positives
+    of anchor ``i`` sum to ``v_i = S_{y_i} - q_i - k_i``, so
+    ``sum_{c in P_i} l_ic = q_i . v_i / T`` and, with ``g_i = g / B`` and ``a_i = q_i / T``,
 
     - ``dL/da_i = g_i (sum_c p_ic c - w_own_i k_i - w_each_i v_i)``,
-    - ``dL/dc = sum_i g_i p_ic a_i - A_{y(c)}`` with ``A_y = sum_{i: y_i = y} g_i w_each_i a_i``,
-      corrected for the anchor's own query (not a positive) and own key (``w_own``).
+    - ``dL/dc = sum_i g_i p_ic a_i - A_{y(c)}``, ``A_y = sum_{i: y_i = y} g_i w_each_i a_i``,
+      corrected for the anchor's own query (no positive) and own key (``w_own``),
 
-    ``S_y`` is accumulated in float64 (one pass over the queue), so a class with tens
-    of thousands of queue entries sums as accurately as a pairwise float32 sum.
-    Blocks without grad (the queue, EMA keys) get no ``N x D`` product.
+    followed by the backward pass of the normalisation. ``S_y`` is accumulated in
+    float64 (one pass over the queue), so a class with tens of thousands of queue
+    entries sums as accurately as a pairwise float32 sum. Inputs without grad (the
+    queue, EMA keys) get no ``N x D`` product.
     """
 
     @staticmethod
-    def forward(ctx, alpha, labels, queue_labels, anchors, *blocks):
+    def forward(ctx, alpha, temperature, labels, queue_labels, *features):
+        norms = [x.norm(dim=1, keepdim=True) for x in features]
+        blocks = [x / n.clamp_min(_NORM_EPS) for x, n in zip(features, norms)]
         query, key = blocks[0], blocks[1]
-        batch_size = anchors.shape[0]
-        logits = anchors.new_empty(batch_size, sum(block.shape[0] for block in blocks))
+        batch_size = query.shape[0]
+        logits = query.new_empty(batch_size, sum(block.shape[0] for block in blocks))
         for block, columns in zip(blocks, _column_blocks(logits, blocks)):
-            torch.mm(anchors, block.T, out=columns)
+            torch.addmm(columns, query, block.T, beta=0, alpha=1 / temperature, out=columns)
         own = logits[:, batch_size:].diagonal().clone()
         logits[:, :batch_size].diagonal().fill_(float("-inf"))  # never its own candidate
         lse = _softmax_and_logsumexp_(logits)
 
-        slots = _ClassSlots(labels)
-        own_slot = slots(labels)
-        class_sums = anchors.new_zeros(batch_size + 1, anchors.shape[1], dtype=torch.float64)
-        class_sums.index_add_(0, own_slot, query.double() + key.double())
-        counts = own_slot.new_zeros(batch_size + 1)
-        counts.index_add_(0, own_slot, torch.full_like(own_slot, 2))
+        labels = labels.long()
+        sorted_labels = labels.sort().values
+        own_slot = torch.searchsorted(sorted_labels, labels)
+        # 2 (query and key) per batch image of the class, minus the anchor's own pair
+        num_pos = 2 * (torch.searchsorted(sorted_labels, labels, right=True) - own_slot) - 2
+        pairs = query + key
+        class_sums = pairs.new_zeros(batch_size + 1, pairs.shape[1], dtype=torch.float64)
+        class_sums.index_add_(0, own_slot, pairs.double())
         queue_slot = None
         if len(blocks) == 3:
-            queue_slot = slots(queue_labels)
+            queue_slot = _queue_slots(sorted_labels, queue_labels)
             _index_add_float64_(class_sums, queue_slot, blocks[2])
-            counts.index_add_(0, queue_slot, torch.ones_like(queue_slot))
-        positives = class_sums[own_slot] - query.double() - key.double()
-        positives = positives.to(anchors.dtype)
-        num_pos = (counts[own_slot] - 2).to(anchors.dtype)
-        pos_sum = (anchors * positives).sum(dim=1)
+            queue_counts = own_slot.new_zeros(batch_size + 1)
+            queue_counts.index_add_(0, queue_slot, torch.ones_like(queue_slot))
+            num_pos = num_pos + queue_counts[own_slot]
+        positives = class_sums[own_slot].to(query.dtype) - pairs
+        num_pos = num_pos.to(query.dtype)
+        pos_sum = (query * positives).sum(dim=1) / temperature
         w_own, w_each = _decoupled_weights(num_pos, alpha)
-        if any(ctx.needs_input_grad[3:]):
+        if any(ctx.needs_input_grad[4:]):
+            ctx.temperature = temperature
             ctx.save_for_backward(
-                logits, anchors, positives, w_own, w_each, own_slot, queue_slot, *blocks
+                logits, positives, w_own, w_each, own_slot, queue_slot, *blocks, *norms
             )
-        return lse - w_own * own - w_each * pos_sum
+        return (lse - w_own * own - w_each * pos_sum).mean()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_losses):
-        prob, anchors, positives, w_own, w_each, own_slot, queue_slot, *blocks = (
-            ctx.saved_tensors
-        )
+    def backward(ctx, grad_loss):
+        prob, positives, w_own, w_each, own_slot, queue_slot, *saved = ctx.saved_tensors
+        num_blocks = len(saved) // 2
+        blocks, norms = saved[:num_blocks], saved[num_blocks:]
         query, key = blocks[0], blocks[1]
-        g = grad_losses[:, None]
-        needs = ctx.needs_input_grad[3:]
-        grads: List[Optional[Tensor]] = [None] * len(needs)
-        prob_blocks = _column_blocks(prob, blocks)
-        if needs[0]:
-            grad = -w_own[:, None] * key - w_each[:, None] * positives
-            for block, prob_block in zip(blocks, prob_blocks):
-                grad.addmm_(prob_block, block)
-            grads[0] = grad * g
-        weighted = anchors * g
-        class_target = anchors.new_zeros(anchors.shape[0] + 1, anchors.shape[1])
+        needs = ctx.needs_input_grad[4:]
+        scale = grad_loss / (query.shape[0] * ctx.temperature)  # g_i / T
+        weighted = query * scale  # g_i a_i
+        class_target = query.new_zeros(query.shape[0] + 1, query.shape[1])
         class_target.index_add_(0, own_slot, weighted * w_each[:, None])
         slots = (own_slot, own_slot, queue_slot)
+        prob_blocks = _column_blocks(prob, blocks)
+        grads: List[Optional[Tensor]] = [None] * num_blocks
         for j, (block, prob_block) in enumerate(zip(blocks, prob_blocks)):
-            if needs[1 + j]:
-                grads[1 + j] = prob_block.T @ weighted - class_target[slots[j]]
-        if needs[1]:  # the anchor itself is no positive of its own
-            grads[1] += weighted * w_each[:, None]
-        if needs[2]:  # the own key has weight w_own, not w_each
-            grads[2] += weighted * (w_each - w_own)[:, None]
-        return (None, None, None, *grads)
+            if needs[j]:
+                grads[j] = prob_block.T @ weighted - class_target[slots[j]]
+        if needs[0]:
+            grads[0] += weighted * w_each[:, None]  # the anchor is no positive of its own
+            grad_anchor = -w_own[:, None] * key - w_each[:, None] * positives
+            for block, prob_block in zip(blocks, prob_blocks):
+                grad_anchor.addmm_(prob_block, block)
+            grads[0] += grad_anchor * scale
+        if needs[1]:
+            grads[1] += weighted * (w_each - w_own)[:, None]  # the own key weighs w_own
+        for j in range(num_blocks):
+            if needs[j]:
+                grads[j] = _normalize_backward(grads[j], blocks[j], norms[j])
+        return (None, None, None, None, *grads)
 
 
 class _PatchDistillation(torch.autograd.Function):
@@ -269,19 +277,20 @@ def _patch_logits(rows: Tensor, key: Tensor, queue: Optional[Tensor], num_patche
     return logits
 
 
-class _ClassSlots:
-    """Maps class ids to a slot in [0, B]: the class's first position among the sorted
-    batch labels, or B for classes absent from the batch. Static shapes, no host sync.
-    """
+def _queue_slots(sorted_labels: Tensor, queue_labels: Tensor) -> Tensor:
+    """Class slot of each queue entry: the first position of its class among the
+    sorted batch labels (as for the batch), or B for classes absent from the batch.
+    Static shapes, no host sync."""
+    batch_size = sorted_labels.shape[0]
+    queue_labels = queue_labels.long()
+    slot = torch.searchsorted(sorted_labels, queue_labels).clamp_(max=batch_size - 1)
+    return torch.where(sorted_labels[slot] == queue_labels, slot, batch_size)
 
-    def __init__(self, labels: Tensor) -> None:
-        self.sorted_labels = labels.long().sort().values
-        self.batch_size = labels.shape[0]
 
-    def __call__(self, values: Tensor) -> Tensor:
-        values = values.to(device=self.sorted_labels.device, dtype=torch.long)
-        slot = torch.searchsorted(self.sorted_labels, values).clamp_(max=self.batch_size - 1)
-        return torch.where(self.sorted_labels[slot] == values, slot, self.batch_size)
+def _normalize_backward(grad: Tensor, normalized: Tensor, norm: Tensor) -> Tensor:
+    """Backward of ``x / max(|x|, eps)`` given its output and ``|x|`` (as F.normalize)."""
+    radial = (grad * normalized).sum(dim=1, keepdim=True) * (norm >= _NORM_EPS)
+    return (grad - radial * normalized) / norm.clamp_min(_NORM_EPS)
 
 
 def _index_add_float64_(sums: Tensor, slot: Tensor, rows: Tensor) -> None:

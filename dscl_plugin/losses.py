@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from dscl_plugin.functional import (
     decoupled_cross_entropy,
     patch_distillation,
-    query_key_queue_cross_entropy,
+    dscl_cross_entropy,
 )
 from dscl_plugin.memory import LabeledMemoryBank
 
@@ -132,17 +132,21 @@ class _LabeledContrastiveLoss(nn.Module):
         queue_labels: Optional[Tensor],
     ) -> Tensor:
         dtype = _compute_dtype(query)
+        if queue is not None and queue.shape[0] > 0:
+            queue = queue.to(device=query.device, dtype=dtype)
+            queue_labels = queue_labels.to(query.device)
+        else:
+            queue = queue_labels = None
         with torch.autocast(device_type=query.device.type, enabled=False):
-            q = F.normalize(query.to(dtype), dim=1)
-            k = F.normalize(key.to(dtype), dim=1)
-            if queue is not None and queue.shape[0] > 0:
-                queue = F.normalize(queue.to(device=q.device, dtype=dtype), dim=1)
-            else:
-                queue = queue_labels = None
-            loss = query_key_queue_cross_entropy(
-                q / self.temperature, q, k, labels, queue, queue_labels, self.alpha
+            return dscl_cross_entropy(
+                query.to(dtype),
+                key.to(dtype),
+                labels.to(query.device),
+                queue,
+                queue_labels,
+                self.alpha,
+                self.temperature,
             )
-        return loss.mean()
 
     def _check_inputs(
         self,
