@@ -170,8 +170,10 @@ class _DSCLCrossEntropy(torch.autograd.Function):
         # 2 (query and key) per batch image of the class, minus the anchor's own pair
         num_pos = 2 * (torch.searchsorted(sorted_labels, labels, right=True) - own_slot) - 2
         pairs = query + key
-        class_sums = pairs.new_zeros(batch_size + 1, pairs.shape[1], dtype=torch.float64)
-        class_sums.index_add_(0, own_slot, pairs.double())
+        # float64 sums when a queue adds many entries per class (2B alone are few)
+        sum_dtype = torch.float64 if len(blocks) == 3 else pairs.dtype
+        class_sums = pairs.new_zeros(batch_size + 1, pairs.shape[1], dtype=sum_dtype)
+        class_sums.index_add_(0, own_slot, pairs.to(sum_dtype))
         queue_slot = None
         if len(blocks) == 3:
             queue_slot = _queue_slots(sorted_labels, queue_labels)
@@ -198,7 +200,7 @@ class _DSCLCrossEntropy(torch.autograd.Function):
         blocks, norms = saved[:num_blocks], saved[num_blocks:]
         query, key = blocks[0], blocks[1]
         needs = ctx.needs_input_grad[4:]
-        scale = grad_loss / (query.shape[0] * ctx.temperature)  # g_i / T
+        scale = grad_loss * (1.0 / (query.shape[0] * ctx.temperature))  # g_i / T
         weighted = query * scale  # g_i a_i
         class_target = query.new_zeros(query.shape[0] + 1, query.shape[1])
         class_target.index_add_(0, own_slot, weighted * w_each[:, None])
