@@ -9,7 +9,7 @@ The matmul floor times the three products that bound any such loss: ``q @ C.T``,
 
 Times are medians over ``--repeats`` rounds in one subprocess per (B, K) that runs
 the three methods round-robin (a load change on a shared machine hits all alike);
-for small configurations a sample averages as many calls as fill about 20 ms.
+for small configurations a sample averages as many calls as fill about 50 ms.
 Peak memory is measured in its own subprocess per (method, B, K): after a warm-up
 on tiny inputs (lazy set-up), the increase of ``ru_maxrss`` during one
 forward+backward over its value once the inputs are allocated (CPU), or of
@@ -42,7 +42,7 @@ def _parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--queue-sizes", type=int, nargs="+", default=[0, 4096, 65536])
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--num-classes", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs (median, >= 5)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed runs (median, >= 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="B {16, 64}, K {0, 1024}, D 32")
     parser.add_argument("--json", help="also write the rows to this JSON file")
@@ -92,7 +92,7 @@ def _step_fn(method: str, b: int, k: int, d: int, classes: int, device: str) -> 
 def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
     """Median forward+backward time (ms) of every method, run round-robin so that a
     load change on a shared machine affects all of them alike. A sample times as
-    many back-to-back calls as fill about 20 ms (small configurations), divided out."""
+    many back-to-back calls as fill about 50 ms (small configurations), divided out."""
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     steps = {
         m: _step_fn(m, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device)
@@ -105,7 +105,7 @@ def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
         start = time.perf_counter()
         step()
         sync()
-        calls[method] = max(1, math.ceil(0.02 / (time.perf_counter() - start)))
+        calls[method] = max(1, math.ceil(0.05 / (time.perf_counter() - start)))
     times: Dict[str, List[float]] = {m: [] for m in METHODS}
     for _ in range(args.repeats):
         for method, step in steps.items():

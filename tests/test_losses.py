@@ -29,7 +29,7 @@ def naive_contrastive(
 ) -> torch.Tensor:
     """DSCL (alpha) or SupCon (alpha None), one anchor and one candidate at a time."""
     q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
-    # (feature, label, is_own_key_of_anchor, is_query_index)
+    # (feature, label, anchor whose own key it is, query row)
     cands = [(q[j], int(labels[j]), None, j) for j in range(len(q))]
     cands += [(k[j], int(labels[j]), j, None) for j in range(len(k))]
     if queue is not None:
@@ -291,7 +291,8 @@ def test_autocast_identical_features_large_queue_is_finite(amp_dtype):
         (grad,) = torch.autograd.grad(loss, query)
         assert torch.isfinite(grad).all()
     with torch.autocast("cpu", dtype=amp_dtype):
-        pbsd = PBSDLoss()(query[:, None].expand(b, 3, d), query[:, None].expand(b, 3, d), key, queue)
+        patches = query[:, None].expand(b, 3, d)
+        pbsd = PBSDLoss()(patches, patches, key, queue)
     assert torch.isfinite(pbsd)
 
 
@@ -373,11 +374,16 @@ def _good():
          r"query is empty"),
         (dict(labels=torch.zeros(4)), r"labels must be a 1-D integer tensor, got shape \(4,\)"),
         (dict(labels=torch.zeros(4, 1, dtype=torch.long)), r"labels must be a 1-D integer"),
-        (dict(labels=torch.zeros(3, dtype=torch.long)), r"labels must have one entry per feature row \(4\)"),
+        (dict(labels=torch.zeros(3, dtype=torch.long)),
+         r"labels must have one entry per feature row \(4\)"),
         (dict(queue_labels=None), r"queue and queue_labels must be given together"),
         (dict(queue=None), r"queue and queue_labels must be given together"),
-        (dict(queue=torch.randn(5, 3, dtype=torch.float64)), r"queue must have feature dimension 6"),
-        (dict(queue_labels=torch.zeros(4, dtype=torch.long)), r"queue_labels must have one entry per feature row \(5\)"),
+        (dict(queue=torch.randn(5, 3, dtype=torch.float64)),
+         r"queue must have feature dimension 6"),
+        (dict(queue=torch.randn(5), queue_labels=torch.zeros(5, dtype=torch.long)),
+         r"queue must be a 2-D floating point tensor"),
+        (dict(queue_labels=torch.zeros(4, dtype=torch.long)),
+         r"queue_labels must have one entry per feature row \(5\)"),
         (dict(queue_labels=torch.zeros(5)), r"queue_labels must be a 1-D integer tensor"),
     ],
 )  # fmt: skip
