@@ -145,10 +145,10 @@ class _DSCLCrossEntropy(torch.autograd.Function):
     - ``dL/dc = sum_i g_i p_ic a_i - A_{y(c)}``, ``A_y = sum_{i: y_i = y} g_i w_each_i a_i``,
       corrected for the anchor's own query (no positive) and own key (``w_own``),
 
-    followed by the backward pass of the normalisation. ``S_y`` is accumulated in
-    float64 (one pass over the queue), so a class with tens of thousands of queue
-    entries sums as accurately as a pairwise float32 sum. Inputs without grad (the
-    queue, EMA keys) get no ``N x D`` product.
+    followed by the backward pass of the normalisation. With a queue, ``S_y`` is
+    accumulated in float64 (one pass over the queue), so a class with tens of
+    thousands of queue entries sums as accurately as a pairwise float32 sum. Inputs
+    without grad (the queue, EMA keys) get no ``N x D`` product.
     """
 
     @staticmethod
