@@ -57,14 +57,14 @@ def _parse(prog: str, train: bool, argv: Optional[Sequence[str]]) -> argparse.Na
 def _main(prog: str, train: bool, argv: Optional[Sequence[str]]) -> int:
     args = _parse(prog, train, argv)
     from dscl_plugin.methods import NonFiniteLossError
-    from dscl_plugin.pipeline import evaluate, load_for_eval, run
+    from dscl_plugin.pipeline import run
 
     try:
         config = load_config(args.config, args.overrides)
         if train:
             run(config, stage=args.stage, resume=args.resume, checkpoint=args.checkpoint)
         else:
-            evaluate(config, load_for_eval(config, args.checkpoint))
+            run(config, stage=2, checkpoint=args.checkpoint)
     except ConfigError as error:
         print(f"{prog}: config error: {error}", file=sys.stderr)
         return 2

@@ -84,7 +84,9 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     """Lightning trainer. ``batch_size`` is global (split evenly across ``devices``);
-    ``limit_train_batches`` (batches per epoch) is for smoke tests."""
+    ``limit_train_batches`` (batches per epoch) is for smoke tests; ``num_threads`` sets
+    ``torch.set_num_threads`` during a run (null keeps torch's default; tiny models on few
+    CPU cores run several times faster with 1)."""
 
     epochs: int = 200
     batch_size: int = 256
@@ -96,6 +98,7 @@ class TrainerConfig:
     limit_train_batches: Optional[int] = None
     log_every_n_steps: int = 50
     progress_bar: bool = True
+    num_threads: Optional[int] = None
 
 
 @dataclass
@@ -335,6 +338,7 @@ def _check_trainer(problems: _Problems, t: TrainerConfig) -> None:
     problems.at_least("trainer.num_workers", t.num_workers, 0)
     problems.at_least("trainer.limit_train_batches", t.limit_train_batches, 1, allow_none=True)
     problems.at_least("trainer.log_every_n_steps", t.log_every_n_steps, 1)
+    problems.at_least("trainer.num_threads", t.num_threads, 1, allow_none=True)
     problems.one_of("trainer.strategy", t.strategy, STRATEGIES)
     problems.one_of("trainer.precision", t.precision, PRECISIONS)
     problems.one_of("trainer.accelerator", t.accelerator, ACCELERATORS)

@@ -5,8 +5,9 @@ Stage 1 writes ``output_dir/checkpoints/last.ckpt`` every epoch (atomically), CS
 writes ``metrics.json`` and ``per_class_accuracy.png`` to ``output_dir``.
 """
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Union
+from typing import Dict, Iterable, Iterator, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -272,18 +273,32 @@ def evaluate(
     return metrics
 
 
+@contextmanager
+def torch_threads(num_threads: Optional[int]) -> Iterator[None]:
+    """``torch.set_num_threads(num_threads)`` inside the block (None: unchanged)."""
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run(
     config: Config,
     stage: Optional[int] = None,
     resume: Resume = None,
     checkpoint: Optional[str] = None,
 ) -> Optional[Dict[str, object]]:
-    """Stage 1 then stage 2 (or only ``stage``); returns the metrics on the main process."""
-    module = None
-    if stage in (None, 1):
-        module = train(config, resume)
-        if module is None:  # a non-zero DDP rank: rank 0 evaluates
-            return None
-    if stage in (None, 2):
-        return evaluate(config, module, checkpoint)
+    """Stage 1 then stage 2 (or only ``stage``) with ``trainer.num_threads`` CPU threads;
+    returns the metrics on the main process."""
+    with torch_threads(config.trainer.num_threads):
+        module = None
+        if stage in (None, 1):
+            module = train(config, resume)
+            if module is None:  # a non-zero DDP rank: rank 0 evaluates
+                return None
+        if stage in (None, 2):
+            return evaluate(config, module, checkpoint)
     return None

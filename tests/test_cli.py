@@ -23,7 +23,7 @@ from dscl_plugin.cli import eval_main, main, train_main
 from dscl_plugin.config import load_config
 from dscl_plugin.methods import NonFiniteLossError
 from dscl_plugin.models import DSCLModel, build_backbone
-from dscl_plugin.pipeline import train
+from dscl_plugin.pipeline import torch_threads, train
 from dscl_plugin.registry import build_method
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml")
@@ -48,9 +48,20 @@ def tiny(tmp_path, name, *extra):
     return load_config(CONFIG, TINY + [f"output_dir={tmp_path / name}", *extra])
 
 
+def test_torch_threads_sets_and_restores():
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+
+
 def test_train_then_eval(tmp_path, capsys):
     out = tmp_path / "run"
+    threads = torch.get_num_threads()
     assert train_main(["--config", CONFIG, *TINY, f"output_dir={out}"]) == 0
+    assert torch.get_num_threads() == threads  # trainer.num_threads applies to the run only
     printed = capsys.readouterr().out
     assert "linear_probe/overall" in printed and "knn/precision_at_1" in printed
     metrics = json.loads((out / "metrics.json").read_text())

@@ -118,6 +118,7 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         (["probe.milestones=[30,20]"], "probe.milestones"),
         (["eval.few_threshold=200"], "eval.few_threshold"),
         (["trainer.precision=16"], "trainer.precision: must be one of"),
+        (["trainer.num_threads=0"], "trainer.num_threads: must be >= 1, got 0"),
     ],
 )
 def test_semantic_checks(overrides, expected):
