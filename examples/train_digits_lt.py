@@ -29,6 +29,8 @@ def main(overrides):
     config = load_config(CONFIG, overrides)
     resume = (checkpoint_dir(config) / "last.ckpt").exists()
     metrics = run(config, resume=resume)
+    if metrics is None:  # a non-zero DDP rank; rank 0 reports
+        return
     summary = ", ".join(f"{k} {_percent(v)}" for k, v in metrics["linear_probe"].items())
     print(f"\n{config.method} on {config.data.name}: {summary} ({config.output_dir}/metrics.json)")
 
