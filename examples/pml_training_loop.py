@@ -22,6 +22,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
 import dscl_plugin  # noqa: F401  (registers the names used below in PML)
+from lightly.models.utils import update_momentum
 from pytorch_metric_learning import losses, miners, reducers
 
 
@@ -104,9 +105,7 @@ def moco_mode(data, steps: int, batch_size: int, momentum: float = 0.99) -> None
     print(f"[moco]  accuracy before: {accuracy(model, *data)}")
     total = 0.0
     for step in range(steps):
-        with torch.no_grad():  # EMA update of the key encoder
-            for p_k, p_q in zip(key_model.parameters(), model.parameters()):
-                p_k.mul_(momentum).add_(p_q, alpha=1 - momentum)
+        update_momentum(model, key_model, m=momentum)  # EMA key encoder
         idx = torch.randint(len(x_tr), (batch_size,))
         x, y = x_tr[idx], y_tr[idx]
         query = model(augment(x))
