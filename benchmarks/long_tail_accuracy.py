@@ -133,6 +133,7 @@ def _overrides(args: argparse.Namespace, rho: float, seed: int) -> List[str]:
         overrides += [
             "trainer.epochs=1",
             "trainer.limit_train_batches=2",
+            "trainer.log_every_n_steps=1",
             "optim.warmup_epochs=0",
             "probe.epochs=2",
             "probe.milestones=[1]",

@@ -27,7 +27,9 @@ def build_backbone(
 
     Args:
         name: a torchvision ResNet (``"resnet18"``, ``"resnet50"``, ``"resnext50_32x4d"``,
-            ``"wide_resnet50_2"``, ...; never downloads weights) or ``"small_cnn"``.
+            ``"wide_resnet50_2"``, ...; never downloads weights) or a small plain CNN for
+            CPU-sized runs (:data:`PLAIN_CNNS`: ``"small_cnn"``, 3 blocks, for digits_lt;
+            ``"cnn5"``, 5 blocks, for Fashion-MNIST-LT).
         cifar_stem: replace the ResNet stem (7x7 stride-2 conv + max-pool) with a 3x3
             stride-1 conv and no max-pool, for 32 px inputs (stride 8 instead of 32).
         zero_init_residual: zero the last BN of every residual branch (official: True).
@@ -41,8 +43,8 @@ def build_backbone(
         module=torchvision.models
     ):
         raise ValueError(
-            f"Unknown backbone name {name!r}: use 'small_cnn' or a torchvision ResNet "
-            "such as 'resnet18' or 'resnet50'."
+            f"Unknown backbone name {name!r}: use one of {list(PLAIN_CNNS)} or a torchvision "
+            "ResNet such as 'resnet18' or 'resnet50'."
         )
     resnet = torchvision.models.get_model(
         name, weights=None, zero_init_residual=zero_init_residual
@@ -55,15 +57,14 @@ def build_backbone(
     return nn.Sequential(*list(resnet.children())[:-2]), feature_dim
 
 
-# name -> (channels, strides) of a stack of 3x3 conv-BN-ReLU blocks (overall stride 4)
-PLAIN_CNNS = {
+# name -> (output channels, strides) of a stack of 3x3 conv-BN-ReLU blocks (overall stride 4)
+PLAIN_CNNS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
     "small_cnn": ((32, 64, 128), (1, 2, 2)),
     "cnn5": ((32, 64, 64, 128, 128), (1, 2, 1, 2, 1)),
-    "cnn5w": ((64, 128, 128, 256, 256), (1, 2, 1, 2, 1)),
 }
 
 
-def _plain_cnn(widths, strides) -> nn.Sequential:
+def _plain_cnn(widths: Sequence[int], strides: Sequence[int]) -> nn.Sequential:
     """3x3 conv-BN-ReLU blocks with the given output channels and strides."""
     layers, in_channels = [], 3
     for width, stride in zip(widths, strides):

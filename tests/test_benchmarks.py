@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/long_tail_accuracy.py --quick (one seed, SupCon and DSCL+PBSD)."""
+"""Smoke test of benchmarks/long_tail_accuracy.py --quick (one seed, SupCon and DSCL+PBSD),
+its run log (parts skip recorded runs and merge) and its seed-count warning."""
 
 import csv
 import importlib.util
@@ -20,22 +21,43 @@ def long_tail_accuracy():
 
 def test_quick_run_writes_paired_summary(long_tail_accuracy, tmp_path, capsys):
     summary = long_tail_accuracy.main(
-        ["--quick", "--seeds", "1", "--methods", "supcon", "dscl_pbsd", "--output-dir", str(tmp_path)]
+        ["--quick", "--seeds", "0", "--methods", "supcon", "dscl_pbsd", "--output-dir", str(tmp_path)]
     )
 
     rows = {row["method"]: row for row in summary}
     assert list(rows) == ["raw_pixels", "supcon", "dscl_pbsd"]
     runs = {r["method"]: r for r in json.loads((tmp_path / "long_tail_accuracy_quick.json").read_text())["runs"]}
-    for metric in ("overall", "many", "medium", "few"):  # one seed: paired difference = plain difference
+    for metric in ("overall", "many", "medium", "few", "knn_p1"):  # one seed: paired = plain difference
         expected = runs["dscl_pbsd"][metric] - runs["supcon"][metric]
         assert rows["dscl_pbsd"][f"{metric}_diff_mean"] == pytest.approx(expected)
     assert rows["supcon"]["overall_diff_mean"] is None
     assert all(0.0 <= rows[m]["overall_mean"] <= 1.0 for m in rows)
     with open(tmp_path / "long_tail_accuracy_quick_runs.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
-    assert "| SupCon |" in capsys.readouterr().out
+    assert runs["dscl_pbsd"]["loss_pbsd"] > 0 and runs["supcon"]["loss_pbsd"] == 0
+    assert runs["raw_pixels"]["loss_dscl"] is None and 0 <= runs["raw_pixels"]["knn_p1"] <= 1
+    assert "| SupCon | 1 |" in capsys.readouterr().out
+
+    # a second part skips what is recorded and merges: only DSCL is trained now
+    merged = long_tail_accuracy.main(
+        ["--quick", "--seeds", "0", "--methods", "supcon", "dscl", "--output-dir", str(tmp_path)]
+    )
+    assert [row["method"] for row in merged] == ["raw_pixels", "supcon", "dscl", "dscl_pbsd"]
+    assert "1 new run(s)" in capsys.readouterr().out
+    log = tmp_path / "long_tail_accuracy_quick_runs.jsonl"
+    assert len(log.read_text().splitlines()) == 4
+    assert long_tail_accuracy.main(["--quick", "--summarise", "--output-dir", str(tmp_path)]) == merged
 
 
-def test_needs_five_seeds_without_quick(long_tail_accuracy):
-    with pytest.raises(SystemExit):
-        long_tail_accuracy.main(["--seeds", "3"])
+def test_read_runs_keeps_the_latest_record(long_tail_accuracy, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    key = {"dataset": "digits_lt", "imbalance_factor": 10.0, "method": "dscl", "seed": 0}
+    log.write_text("\n".join(json.dumps(key | {"overall": v}) for v in (0.5, 0.7)) + "\n")
+    assert long_tail_accuracy.read_runs(log) == [key | {"overall": 0.7}]
+
+
+def test_warns_about_too_few_paired_seeds(long_tail_accuracy):
+    summary = [{"dataset": "fashion_mnist_lt", "imbalance_factor": 10.0, "method": "dscl", "seeds": 2},
+               {"dataset": "fashion_mnist_lt", "imbalance_factor": 10.0, "method": "supcon", "seeds": 3}]
+    (warning,) = long_tail_accuracy.missing_seeds(summary, 3)
+    assert warning.startswith("fashion_mnist_lt rho=10 dscl: 2 seed(s)")

@@ -74,6 +74,10 @@ def test_resnet50_and_small_cnn_dims():
     assert build_backbone("resnet50")[1] == 2048
     backbone, dim = build_backbone("small_cnn")
     assert dim == 128 and backbone(torch.randn(2, 3, 32, 32)).shape == (2, 128, 8, 8)
+    backbone, dim = build_backbone("cnn5")
+    convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 64, 128, 128]
+    assert dim == 128 and backbone(torch.randn(2, 3, 28, 28)).shape == (2, 128, 7, 7)
 
 
 @pytest.mark.parametrize("name", ["vit_b_16", "resnet7", "mlp"])
