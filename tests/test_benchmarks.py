@@ -61,3 +61,18 @@ def test_warns_about_too_few_paired_seeds(long_tail_accuracy):
                {"dataset": "fashion_mnist_lt", "imbalance_factor": 10.0, "method": "supcon", "seeds": 3}]
     (warning,) = long_tail_accuracy.missing_seeds(summary, 3)
     assert warning.startswith("fashion_mnist_lt rho=10 dscl: 2 seed(s)")
+
+
+def test_pbsd_distribution_stats_against_hand_values():
+    spec = importlib.util.spec_from_file_location("pbsd_diagnostics", SCRIPT.with_name("pbsd_diagnostics.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import torch
+
+    same = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [50.0, 0.0, 0.0, 0.0]])  # uniform; all on own
+    stats = module.distribution_stats(logits, torch.zeros(2, dtype=torch.long), same, "t")
+    assert stats["t_entropy"][0].item() == pytest.approx(1.0)
+    assert stats["t_entropy"][1].item() == pytest.approx(0.0, abs=1e-6)
+    assert stats["t_own"].tolist() == pytest.approx([0.25, 1.0])
+    assert stats["t_class"].tolist() == pytest.approx([0.5, 1.0])
