@@ -106,6 +106,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--fresh", action="store_true", help="forget the runs recorded in <name>_runs.jsonl")
     parser.add_argument("--summarise", action="store_true", help="train nothing: merge the recorded runs into the tables")
+    parser.add_argument("--keep-dir", help="keep each run's output_dir (checkpoints, logs) under this folder")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _, default_rhos, min_seeds = DATASETS[args.dataset]
@@ -188,9 +189,17 @@ def _method_run(config: Config) -> Dict[str, object]:
         **_last_epoch_losses(config.output_dir)}
 
 
+def _output_dir(args: argparse.Namespace, rho: float, seed: int, method: str):
+    """A temporary folder, or ``--keep-dir/<dataset>_rho<rho>_seed<seed>_<method>``."""
+    if args.keep_dir is None:
+        return tempfile.TemporaryDirectory(prefix="dscl_lt_")
+    path = Path(args.keep_dir) / f"{args.dataset}_rho{rho:g}_seed{seed}_{method}"
+    return contextlib.nullcontext(str(path))
+
+
 def _one_run(args: argparse.Namespace, rho: float, seed: int, method: str) -> Dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="dscl_lt_") as tmp:
-        config = _config(args, rho, seed, method, tmp)
+    with _output_dir(args, rho, seed, method) as output_dir:
+        config = _config(args, rho, seed, method, output_dir)
         start = time.perf_counter()
         result = _raw_pixel_run(config) if method == "raw_pixels" else _method_run(config)
         seconds = time.perf_counter() - start
