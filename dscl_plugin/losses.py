@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dscl_plugin import checks
+from dscl_plugin.checks import DEFAULT_ALPHA, alpha_from
 from dscl_plugin.functional import (
     decoupled_cross_entropy,
     patch_distillation,
@@ -18,9 +20,14 @@ from dscl_plugin.functional import (
 )
 from dscl_plugin.memory import LabeledMemoryBank
 
-__all__ = ["DSCLLoss", "PBSDLoss", "SupConLoss", "alpha_from", "decoupled_cross_entropy"]
-
-DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DSCLLoss",
+    "PBSDLoss",
+    "SupConLoss",
+    "alpha_from",
+    "decoupled_cross_entropy",
+]
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -56,8 +63,7 @@ def _check_finite(**tensors: Optional[Tensor]) -> None:
 
 
 def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    checks.positive("temperature", temperature)
 
 
 class _LabeledContrastiveLoss(nn.Module):
@@ -224,21 +230,6 @@ class DSCLLoss(_LabeledContrastiveLoss):
     ) -> None:
         super().__init__(temperature, memory_bank_size, gather_distributed, check_finite)
         self.alpha = alpha_from(alpha, beta)
-
-
-def alpha_from(alpha: Optional[float], beta: Optional[float]) -> float:
-    """The own-view weight from ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``)."""
-    if alpha is not None and beta is not None:
-        raise ValueError(f"Give alpha or beta, not both (got alpha={alpha}, beta={beta}).")
-    if beta is not None:
-        if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta}.")
-        alpha = 1.0 / (1.0 + beta)
-    if alpha is None:
-        alpha = DEFAULT_ALPHA
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
-    return float(alpha)
 
 
 class SupConLoss(_LabeledContrastiveLoss):

@@ -219,7 +219,7 @@ def test_beta_constructor():
     assert DSCLLoss().alpha == pytest.approx(1.0 / 9.0)
     assert DSCLLoss(beta=0).alpha == 1.0
     assert alpha_from(0.25, None) == 0.25
-    with pytest.raises(ValueError, match="Give alpha or beta, not both"):
+    with pytest.raises(ValueError, match="give alpha or beta, not both"):
         DSCLLoss(alpha=0.5, beta=8)
     with pytest.raises(ValueError, match="beta must be >= 0"):
         DSCLLoss(beta=-1)
