@@ -318,7 +318,13 @@ class PBSDLoss(nn.Module):
                 f"patch_features {tuple(patch_features.shape)} and region_features "
                 f"{tuple(region_features.shape)}."
             )
-        b, _, d = patch_features.shape
+        b, num_patches, d = patch_features.shape
+        if b == 0 or num_patches == 0:
+            raise ValueError(
+                f"patch_features must hold B >= 1 images with L >= 1 patches each, got shape "
+                f"{tuple(patch_features.shape)} (B, L, D); without patches skip PBSD "
+                "(pbsd_weight=0)."
+            )
         if key.shape != (b, d):
             raise ValueError(
                 f"key must have shape (B, D) = {(b, d)} to match patch_features "
