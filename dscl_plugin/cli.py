@@ -3,6 +3,9 @@
     dscl-train --config configs/X.yaml [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
     dscl-eval  --config configs/X.yaml --checkpoint outputs/.../backbone.pt [key.path=value ...]
     python -m dscl_plugin.cli [train|eval] ...
+
+``--import MODULE`` (repeatable) imports a module that registers a method of your own;
+installed packages can instead declare an entry point in the group ``dscl_plugin.methods``.
 """
 
 import argparse
@@ -16,15 +19,27 @@ from dscl_plugin.config import ConfigError, load_config
 _OVERRIDES_HELP = "config overrides such as trainer.epochs=5 model.beta=4 (OmegaConf dotlist)"
 
 
-def _parser(prog: str, train: bool) -> argparse.ArgumentParser:
+def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.ArgumentParser:
     description = (
         "Train (stage 1) and evaluate with a frozen linear probe and kNN (stage 2)."
         if train
         else "Evaluate a trained backbone (stage 2): linear probe, kNN, shot-group accuracy."
     )
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", required=True, help="YAML, e.g. configs/dscl_digits_lt.yaml")
+    if default_config is None:
+        parser.add_argument("--config", required=True, help="YAML, e.g. configs/dscl_digits_lt.yaml")
+    else:
+        parser.add_argument("--config", default=default_config, help="YAML (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=_OVERRIDES_HELP)
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (a dotted name or a .py file) first, e.g. one that registers "
+        "a method with @dscl_plugin.register_method; repeatable",
+    )
     if train:
         parser.add_argument("--stage", type=int, choices=(1, 2), help="run only stage 1 or 2")
         parser.add_argument(
@@ -32,7 +47,8 @@ def _parser(prog: str, train: bool) -> argparse.ArgumentParser:
             nargs="?",
             const="last",
             metavar="CKPT",
-            help="resume stage 1 from CKPT (default: output_dir/checkpoints/last.ckpt)",
+            help="resume stage 1 from CKPT (default: output_dir/checkpoints/last.ckpt); "
+            "a finished run is only re-evaluated",
         )
         parser.add_argument(
             "--checkpoint", help="weights for --stage 2 (default: output_dir/backbone.pt)"
@@ -44,8 +60,10 @@ def _parser(prog: str, train: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def _parse(prog: str, train: bool, argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    args = _parser(prog, train).parse_intermixed_args(argv)
+def _parse(
+    prog: str, train: bool, argv: Optional[Sequence[str]], default_config: Optional[str]
+) -> argparse.Namespace:
+    args = _parser(prog, train, default_config).parse_intermixed_args(argv)
     resume = getattr(args, "resume", None)
     if resume not in (None, "last") and "=" in resume and not Path(resume).is_file():
         # ``--resume key=value``: the bare flag followed by an override
@@ -54,29 +72,53 @@ def _parse(prog: str, train: bool, argv: Optional[Sequence[str]]) -> argparse.Na
     return args
 
 
-def _main(prog: str, train: bool, argv: Optional[Sequence[str]]) -> int:
-    args = _parse(prog, train, argv)
+def _main(
+    prog: str,
+    train: bool,
+    argv: Optional[Sequence[str]],
+    default_config: Optional[str] = None,
+    resume_existing: bool = False,
+) -> int:
+    args = _parse(prog, train, argv, default_config)
     from dscl_plugin.methods import NonFiniteLossError
-    from dscl_plugin.pipeline import run
+    from dscl_plugin.pipeline import checkpoint_dir, run
+    from dscl_plugin.registry import load_plugins
 
     try:
+        load_plugins(args.imports)
         config = load_config(args.config, args.overrides)
-        if train:
-            run(config, stage=args.stage, resume=args.resume, checkpoint=args.checkpoint)
-        else:
+        if not train:
             run(config, stage=2, checkpoint=args.checkpoint)
-    except ConfigError as error:
-        print(f"{prog}: config error: {error}", file=sys.stderr)
+            return 0
+        resume = args.resume
+        if resume is None and resume_existing and (checkpoint_dir(config) / "last.ckpt").exists():
+            resume = "last"
+        run(config, stage=args.stage, resume=resume, checkpoint=args.checkpoint)
+    except (ConfigError, ImportError) as error:
+        kind = "config error" if isinstance(error, ConfigError) else "import error"
+        print(f"{prog}: {kind}: {error}", file=sys.stderr)
         return 2
     except (CheckpointError, NonFiniteLossError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted.", file=sys.stderr)
+        return 130
     return 0
 
 
-def train_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``dscl-train``: stage 1 then stage 2 (or ``--stage``)."""
-    return _main("dscl-train", True, argv)
+def train_main(
+    argv: Optional[Sequence[str]] = None,
+    prog: str = "dscl-train",
+    default_config: Optional[str] = None,
+    resume_existing: bool = False,
+) -> int:
+    """``dscl-train``: stage 1 then stage 2 (or ``--stage``).
+
+    ``default_config`` makes ``--config`` optional; ``resume_existing`` resumes
+    ``output_dir``'s ``last.ckpt`` without ``--resume`` (the examples use both).
+    """
+    return _main(prog, True, argv, default_config, resume_existing)
 
 
 def eval_main(argv: Optional[Sequence[str]] = None) -> int:

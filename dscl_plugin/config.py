@@ -6,16 +6,20 @@ type, missing value, out-of-range setting, precision the device cannot run) rais
 """
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from dscl_plugin.models import PLAIN_CNNS
+from dscl_plugin import checks
+from dscl_plugin.checks import InvalidValue, alpha_from
+from dscl_plugin.models import check_backbone_name
+from dscl_plugin.transforms import check_jitter, check_patch_size
 
 
 class ConfigError(ValueError):
@@ -183,13 +187,44 @@ def to_yaml(config: Config) -> str:
 
 def _describe(error: OmegaConfBaseException, path: Optional[Path]) -> str:
     key = getattr(error, "full_key", None) or ""
-    message = str(getattr(error, "msg", error)).split("\n")[0]
+    message = str(getattr(error, "msg", error)).split("\n")[0].rstrip(".")
     where = f" (in '{path}' or the overrides)" if path is not None else ""
+    if isinstance(error, MissingMandatoryValue):
+        return f"Missing value for config key '{key}'{where}: set it in the file or as {key}=..."
+    if isinstance(error, ValidationError) and key:
+        return f"Wrong type for config key '{key}'{where}: expected {_expected_type(key)}; {message}."
     section, allowed = _section_keys(key)
+    if not key:
+        return f"Invalid config{where}: {message}."
+    name = key.split(".")[len(section.split(".")) if section else 0]
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" Did you mean '{'.'.join(filter(None, (section, close[0])))}'?" if close else ""
     return (
-        f"Invalid config key '{key or '<root>'}'{where}: {message}. "
+        f"Unknown config key '{key}'{where}.{hint} "
         f"Allowed keys in '{section or '<root>'}': {', '.join(allowed)}."
     )
+
+
+def _expected_type(key: str) -> str:
+    """The schema type of ``key`` in words: ``int``, ``float or null``, ``list of float``."""
+    schema, hint = Config, None
+    for part in key.split("."):
+        hints = typing.get_type_hints(schema) if dataclasses.is_dataclass(schema) else {}
+        if part not in hints:
+            return "the schema's type"
+        hint = schema = hints[part]
+    return _type_name(hint)
+
+
+def _type_name(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is Union:
+        return f"{_type_name(args[0])} or null"
+    if typing.get_origin(hint) in (list, List):
+        return f"a list of {_type_name(args[0])}"
+    if hint is bool:
+        return "true or false"
+    return getattr(hint, "__name__", str(hint))
 
 
 def _section_keys(key: str) -> "tuple[str, List[str]]":
@@ -211,43 +246,46 @@ def _resolved_accelerator(accelerator: str) -> str:
 
 
 class _Problems(list):
-    """Collects ``"key: message"`` lines."""
+    """Collects ``"key: message"`` lines; the range rules are :mod:`dscl_plugin.checks`."""
 
     def check(self, ok: bool, key: str, message: str) -> None:
         if not ok:
             self.append(f"{key}: {message}")
 
+    def rule(self, section: str, check: Callable[..., Any], *args: Any) -> None:
+        """Runs a shared check (the one the constructors run); an :class:`InvalidValue`
+        for argument ``name`` is reported as ``"<section>.<name>: <rule>"``."""
+        try:
+            check(*args)
+        except InvalidValue as error:
+            self.append(f"{'.'.join(filter(None, (section, error.name)))}: {error.rule}")
+
     def at_least(
         self, key: str, value: Optional[float], low: float, allow_none: bool = False
     ) -> None:
-        if not (value is None and allow_none):
-            self.check(value is not None and value >= low, key, f"must be >= {low}, got {value}")
+        self.rule("", checks.at_least, key, value, low, allow_none)
 
     def within(self, key: str, value: float, low: float, high: float) -> None:
-        self.check(low <= value <= high, key, f"must be in [{low}, {high}], got {value}")
+        self.rule("", checks.within, key, value, low, high)
 
     def scale_range(self, key: str, value: Sequence[float]) -> None:
-        ok = len(value) == 2 and 0 < value[0] <= value[1] <= 1
-        self.check(ok, key, f"must be [min, max] with 0 < min <= max <= 1, got {list(value)}")
+        self.rule("", checks.scale_range, key, value)
 
     def one_of(self, key: str, value: str, allowed: Sequence[str]) -> None:
-        self.check(value in allowed, key, f"must be one of {list(allowed)}, got {value!r}")
+        self.rule("", checks.one_of, key, value, allowed)
 
     def file(self, key: str, value: Optional[str]) -> None:
         self.check(value is None or Path(value).is_file(), key, f"file not found: '{value}'")
 
 
 def validate(config: Config) -> None:
-    """Semantic checks; raises one :class:`ConfigError` listing every problem."""
-    from dscl_plugin.registry import available_methods, get_method
+    """Schema-level checks; raises one :class:`ConfigError` listing every problem.
 
+    Whether ``method`` names a registered method, and that method's own rules, are
+    checked where the run is composed (:func:`dscl_plugin.pipeline.build_module`).
+    """
     problems = _Problems()
-    methods = available_methods()
-    problems.check(
-        config.method in methods,
-        "method",
-        f"unknown method {config.method!r}; registered: {methods}",
-    )
+    problems.check(bool(config.method), "method", "must not be empty")
     _check_data(problems, config.data)
     _check_model(problems, config.model, config.data.input_size)
     _check_optim(problems, config.optim, config.trainer.epochs)
@@ -255,9 +293,11 @@ def validate(config: Config) -> None:
     _check_stage2(problems, config.probe, config.eval)
     problems.at_least("seed", config.seed, 0)
     problems.check(bool(config.output_dir), "output_dir", "must not be empty")
-    if config.method in methods:
-        check_method = getattr(get_method(config.method), "check_config", None)
-        problems += check_method(config) if check_method is not None else []
+    raise_problems(problems)
+
+
+def raise_problems(problems: Sequence[str]) -> None:
+    """Raises one :class:`ConfigError` listing ``problems`` (``"key: message"``), if any."""
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 
@@ -275,50 +315,28 @@ def _check_data(problems: _Problems, d: DataConfig) -> None:
     problems.scale_range("data.crop_scale", d.crop_scale)
     for key in ("hflip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
         problems.within(f"data.{key}", getattr(d, key), 0, 1)
-    jitter = d.color_jitter
-    problems.check(
-        len(jitter) == 4 and min(jitter) >= 0 and jitter[3] <= 0.5,
-        "data.color_jitter",
-        f"must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, got {list(jitter)}",
-    )
+    problems.rule("data", check_jitter, "color_jitter", d.color_jitter)
     problems.file("data.train_list", d.train_list)
     problems.file("data.test_list", d.test_list)
 
 
 def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
-    problems.check(
-        m.alpha is None or m.beta is None,
-        "model.alpha/model.beta",
-        f"give alpha or beta, not both (got {m.alpha}, {m.beta})",
-    )
-    if m.alpha is not None:
-        problems.within("model.alpha", m.alpha, 0, 1)
-    problems.at_least("model.beta", m.beta, 0, allow_none=True)
-    problems.check(m.temperature > 0, "model.temperature", f"must be > 0, got {m.temperature}")
+    problems.rule("model", alpha_from, m.alpha, m.beta)
+    problems.rule("model", checks.positive, "temperature", m.temperature)
     problems.at_least("model.proj_dim", m.proj_dim, 1)
     problems.at_least("model.queue_size", m.queue_size, 0)
-    problems.within("model.momentum", m.momentum, 0, 1)
-    problems.at_least("model.pbsd_weight", m.pbsd_weight, 0)
-    problems.at_least("model.num_patches", m.num_patches, 0)
+    problems.rule("model", checks.within, "momentum", m.momentum, 0.0, 1.0)
+    problems.rule("model", checks.at_least, "pbsd_weight", m.pbsd_weight, 0)
+    problems.rule("model", checks.at_least, "num_patches", m.num_patches, 0)
     problems.check(
         m.pbsd_weight == 0 or m.num_patches >= 1,
         "model.num_patches",
         "PBSD (pbsd_weight > 0) needs num_patches >= 1",
     )
-    problems.check(
-        0 < m.patch_size <= input_size,
-        "model.patch_size",
-        f"must be in (0, data.input_size={input_size}], got {m.patch_size}",
-    )
-    problems.scale_range("model.patch_scale", m.patch_scale)
+    problems.rule("model", check_patch_size, m.patch_size, input_size)
+    problems.rule("model", checks.scale_range, "patch_scale", m.patch_scale)
     problems.file("model.init_from", m.init_from)
-    problems.check(
-        m.backbone in PLAIN_CNNS or _is_torchvision_resnet(m.backbone),
-        "model.backbone",
-        f"unknown backbone {m.backbone!r}: use one of {list(PLAIN_CNNS)} or a torchvision "
-        "ResNet such as "
-        "'resnet18' or 'resnet50'",
-    )
+    problems.rule("model", check_backbone_name, "backbone", m.backbone)
 
 
 def _check_optim(problems: _Problems, o: OptimConfig, epochs: int) -> None:
@@ -379,10 +397,3 @@ def _check_stage2(problems: _Problems, p: ProbeConfig, e: EvalConfig) -> None:
     problems.within("eval.few_threshold", e.few_threshold, 0, e.many_threshold)
     problems.at_least("eval.knn_k", e.knn_k, 1, allow_none=True)
     problems.at_least("eval.batch_size", e.batch_size, 1)
-
-
-def _is_torchvision_resnet(name: str) -> bool:
-    import torchvision
-
-    resnets = torchvision.models.list_models(module=torchvision.models)
-    return name.startswith(("resnet", "resnext", "wide_resnet")) and name in resnets

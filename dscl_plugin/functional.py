@@ -14,6 +14,7 @@ from torch import Tensor
 
 _QUEUE_CHUNK = 8192  # queue rows converted to float64 at a time for the class sums
 _NORM_EPS = 1e-12  # as torch.nn.functional.normalize
+_ROW_DOT_ELEMENTS = 1 << 22  # elements per block of the float64 row sums
 
 
 def decoupled_cross_entropy(
@@ -240,13 +241,18 @@ class _PatchDistillation(torch.autograd.Function):
         student_rows = student.reshape(-1, dim)
         student_logits = _patch_logits(student_rows, key, queue, num_patches)
         teacher_prob = _patch_logits(teacher.reshape(-1, dim), key, queue, num_patches)
-        torch.softmax(teacher_prob, dim=1, out=teacher_prob)
-        cross = torch.einsum("rc,rc->r", teacher_prob, student_logits)
-        lse = _softmax_and_logsumexp_(student_logits)
+        # loss_r = sum_c t_rc (lse_r - l_rc) = log sum_c exp(l_rc - m_r) - sum_c t_rc (l_rc - m_r)
+        # with m_r = max_c l_rc. Row sums run in float64: float32 sums over 65k near-equal
+        # terms drift by ~1e-4 and the loss could fall below its bound log(1 + K).
+        _softmax_float64_sums_(teacher_prob)
+        cross = _row_dot_float64(teacher_prob, student_logits)
+        mass = teacher_prob.sum(dim=1, dtype=torch.float64)
+        row_max, log_total = _softmax_float64_sums_(student_logits)
+        loss = log_total - (cross / mass - row_max)
         if any(ctx.needs_input_grad):
             residual = student_logits.sub_(teacher_prob)
             ctx.save_for_backward(residual, student_rows, key, queue)
-        return (lse - cross).view(batch_size, num_patches)
+        return loss.to(student.dtype).view(batch_size, num_patches)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -277,6 +283,28 @@ def _patch_logits(rows: Tensor, key: Tensor, queue: Optional[Tensor], num_patche
     if queue is not None:
         torch.mm(rows, queue.T, out=logits[:, 1:])
     return logits
+
+
+def _softmax_float64_sums_(logits: Tensor) -> Tuple[Tensor, Tensor]:
+    """Turns ``logits`` (rows, N) into their softmax in place, the row sums of
+    ``exp(l - max)`` accumulated in float64; returns the float64 row maxima and the logs
+    of those sums (``logsumexp = max + log sum``)."""
+    row_max = logits.amax(dim=1, keepdim=True)
+    logits.sub_(row_max).exp_()
+    total = logits.sum(dim=1, dtype=torch.float64)
+    logits.div_(total.to(logits.dtype)[:, None])
+    return row_max.squeeze(1).double(), total.log()
+
+
+def _row_dot_float64(a: Tensor, b: Tensor) -> Tensor:
+    """``(a * b).sum(dim=1)`` accumulated in float64, a block of rows at a time (no
+    full-size temporary)."""
+    out = a.new_empty(a.shape[0], dtype=torch.float64)
+    rows = max(1, _ROW_DOT_ELEMENTS // max(a.shape[1], 1))
+    for start in range(0, a.shape[0], rows):
+        block = slice(start, start + rows)
+        out[block] = (a[block] * b[block]).sum(dim=1, dtype=torch.float64)
+    return out
 
 
 def _queue_slots(sorted_labels: Tensor, queue_labels: Tensor) -> Tensor:

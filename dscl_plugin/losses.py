@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dscl_plugin import checks
+from dscl_plugin.checks import DEFAULT_ALPHA, alpha_from
 from dscl_plugin.functional import (
     decoupled_cross_entropy,
     patch_distillation,
@@ -18,9 +20,14 @@ from dscl_plugin.functional import (
 )
 from dscl_plugin.memory import LabeledMemoryBank
 
-__all__ = ["DSCLLoss", "PBSDLoss", "SupConLoss", "alpha_from", "decoupled_cross_entropy"]
-
-DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DSCLLoss",
+    "PBSDLoss",
+    "SupConLoss",
+    "alpha_from",
+    "decoupled_cross_entropy",
+]
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -56,8 +63,7 @@ def _check_finite(**tensors: Optional[Tensor]) -> None:
 
 
 def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    checks.positive("temperature", temperature)
 
 
 class _LabeledContrastiveLoss(nn.Module):
@@ -226,21 +232,6 @@ class DSCLLoss(_LabeledContrastiveLoss):
         self.alpha = alpha_from(alpha, beta)
 
 
-def alpha_from(alpha: Optional[float], beta: Optional[float]) -> float:
-    """The own-view weight from ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``)."""
-    if alpha is not None and beta is not None:
-        raise ValueError(f"Give alpha or beta, not both (got alpha={alpha}, beta={beta}).")
-    if beta is not None:
-        if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta}.")
-        alpha = 1.0 / (1.0 + beta)
-    if alpha is None:
-        alpha = DEFAULT_ALPHA
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
-    return float(alpha)
-
-
 class SupConLoss(_LabeledContrastiveLoss):
     """Supervised contrastive loss (Khosla et al., 2020) with the DSCL call.
 
@@ -327,7 +318,13 @@ class PBSDLoss(nn.Module):
                 f"patch_features {tuple(patch_features.shape)} and region_features "
                 f"{tuple(region_features.shape)}."
             )
-        b, _, d = patch_features.shape
+        b, num_patches, d = patch_features.shape
+        if b == 0 or num_patches == 0:
+            raise ValueError(
+                f"patch_features must hold B >= 1 images with L >= 1 patches each, got shape "
+                f"{tuple(patch_features.shape)} (B, L, D); without patches skip PBSD "
+                "(pbsd_weight=0)."
+            )
         if key.shape != (b, d):
             raise ValueError(
                 f"key must have shape (B, D) = {(b, d)} to match patch_features "

@@ -1,6 +1,6 @@
 """A FIFO memory bank of features together with their class labels."""
 
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import torch
 from lightly.models import utils
@@ -23,7 +23,7 @@ class LabeledMemoryBank(MemoryBankModule):
     - with ``gather_distributed=True`` keys and labels are gathered together.
 
     Attributes:
-        size: ``(K, dim)``; ``K = 0`` disables the bank.
+        size: ``(K, dim)``; ``0`` or ``K = 0`` disables the bank.
         gather_distributed: gather keys and labels from all processes before
             enqueueing them.
 
@@ -33,18 +33,20 @@ class LabeledMemoryBank(MemoryBankModule):
         >>> bank.enqueue(keys, batch_labels)
     """
 
-    def __init__(self, size: Sequence[int], gather_distributed: bool = False) -> None:
+    def __init__(self, size: Union[int, Sequence[int]], gather_distributed: bool = False) -> None:
         size = (size,) if isinstance(size, int) else tuple(size)
-        if len(size) != 2:
+        if size != (0,) and (len(size) != 2 or min(size) < 0):
             raise ValueError(
-                f"LabeledMemoryBank size must be a (num_entries, dim) tuple, got {size}."
+                f"LabeledMemoryBank size must be (num_entries, dim) with entries >= 0, or 0 "
+                f"to disable the bank (as Lightly's MemoryBankModule), got {size}."
             )
         super().__init__(
             size=size, gather_distributed=gather_distributed, feature_dim_first=False
         )
-        self.register_buffer("bank", torch.zeros(size), persistent=True)
+        shape = size if len(size) == 2 else (0, 0)
+        self.register_buffer("bank", torch.zeros(shape), persistent=True)
         self.register_buffer("bank_ptr", torch.zeros(1, dtype=torch.long))
-        self.register_buffer("labels", torch.zeros(size[0], dtype=torch.long))
+        self.register_buffer("labels", torch.zeros(shape[0], dtype=torch.long))
         self.register_buffer("num_filled", torch.zeros(1, dtype=torch.long))
 
     def forward(
@@ -65,27 +67,36 @@ class LabeledMemoryBank(MemoryBankModule):
 
     @torch.no_grad()
     def enqueue(self, features: Tensor, labels: Tensor) -> None:
-        """Writes ``features`` (B, dim) and ``labels`` (B,) at the pointer, wrapping."""
-        if features.ndim != 2 or features.shape[1] != self.size[1]:
+        """Writes ``features`` (B, dim) and integer ``labels`` (B,) at the pointer,
+        wrapping; both are moved to the bank's device.
+
+        Raises:
+            ValueError: wrong shapes, or labels that are not integers (never truncated).
+        """
+        capacity, dim = self.bank.shape
+        if features.ndim != 2 or (capacity > 0 and features.shape[1] != dim):
             raise ValueError(
-                f"enqueue expects features of shape (B, {self.size[1]}), "
-                f"got {tuple(features.shape)}."
+                f"enqueue expects features of shape (B, {dim}), got {tuple(features.shape)}."
             )
         if labels.shape != features.shape[:1]:
             raise ValueError(
                 f"enqueue expects one label per feature row: features "
                 f"{tuple(features.shape)}, labels {tuple(labels.shape)}."
             )
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(
+                f"enqueue expects integer class labels, got dtype {labels.dtype}; convert "
+                "them with labels.long() only if they hold whole numbers."
+            )
         if self.gather_distributed and dist.world_size() > 1:
             features = utils.concat_all_gather(features.contiguous())
             labels = utils.concat_all_gather(labels.contiguous())
-        capacity = self.size[0]
         if capacity == 0:
             return
         features, labels = features[-capacity:], labels[-capacity:]
         num = features.shape[0]
         slots = (int(self.bank_ptr) + torch.arange(num, device=self.bank.device)) % capacity
-        self.bank[slots] = features.detach().to(self.bank.dtype)
+        self.bank[slots] = features.detach().to(self.bank.device, self.bank.dtype)
         self.labels[slots] = labels.to(self.labels.device, torch.long)
         self.bank_ptr[0] = (int(self.bank_ptr) + num) % capacity
         self.num_filled[0] = min(capacity, int(self.num_filled) + num)

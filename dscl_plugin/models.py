@@ -14,6 +14,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from dscl_plugin import checks
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
 
@@ -37,15 +38,9 @@ def build_backbone(
     Returns:
         ``(backbone, C)``.
     """
+    check_backbone_name("backbone", name)
     if name in PLAIN_CNNS:
         return _plain_cnn(*PLAIN_CNNS[name]), PLAIN_CNNS[name][0][-1]
-    if not name.startswith(_RESNET_PREFIXES) or name not in torchvision.models.list_models(
-        module=torchvision.models
-    ):
-        raise ValueError(
-            f"Unknown backbone name {name!r}: use one of {list(PLAIN_CNNS)} or a torchvision "
-            "ResNet such as 'resnet18' or 'resnet50'."
-        )
     resnet = torchvision.models.get_model(
         name, weights=None, zero_init_residual=zero_init_residual
     )
@@ -55,6 +50,21 @@ def build_backbone(
         resnet.maxpool = nn.Identity()
     feature_dim = resnet.fc.in_features
     return nn.Sequential(*list(resnet.children())[:-2]), feature_dim
+
+
+def check_backbone_name(argument: str, name: str) -> None:
+    """Raises :class:`~dscl_plugin.checks.InvalidValue` naming ``argument`` unless
+    :func:`build_backbone` knows ``name``."""
+    known = name in PLAIN_CNNS or (
+        name.startswith(_RESNET_PREFIXES)
+        and name in torchvision.models.list_models(module=torchvision.models)
+    )
+    checks.require(
+        known,
+        argument,
+        f"names an unknown backbone {name!r}: use one of {list(PLAIN_CNNS)} or a torchvision "
+        "ResNet such as 'resnet18' or 'resnet50'",
+    )
 
 
 # name -> (output channels, strides) of a stack of 3x3 conv-BN-ReLU blocks (overall stride 4)
@@ -185,8 +195,7 @@ class _MomentumContrastModel(nn.Module):
         gather_distributed: bool,
     ) -> None:
         super().__init__()
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}.")
+        checks.within("momentum", momentum, 0.0, 1.0)
         self.backbone = backbone
         self.projection_head = MoCoProjectionHead(feature_dim, feature_dim, proj_dim)
         self.backbone_momentum = copy.deepcopy(backbone)
@@ -267,8 +276,7 @@ class DSCLModel(_MomentumContrastModel):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__(backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed)
-        if not pbsd_weight >= 0:
-            raise ValueError(f"pbsd_weight must be >= 0, got {pbsd_weight}.")
+        checks.at_least("pbsd_weight", pbsd_weight, 0)
         self.criterion = DSCLLoss(alpha=alpha, beta=beta, temperature=temperature)
         self.pbsd_criterion = PBSDLoss(temperature=temperature)
         self.pbsd_weight = pbsd_weight

@@ -23,7 +23,8 @@ from dscl_plugin.checkpoints import (
     load_backbone_weights,
     load_file,
 )
-from dscl_plugin.config import Config, ConfigError, to_dict, to_yaml
+from dscl_plugin import methods as _builtin_methods  # noqa: F401  (registers dscl, supcon)
+from dscl_plugin.config import Config, ConfigError, raise_problems, to_dict, to_yaml
 from dscl_plugin.data import build_dataset
 from dscl_plugin.evaluation import (
     extract_features,
@@ -34,7 +35,7 @@ from dscl_plugin.evaluation import (
     shot_metrics,
     write_metrics,
 )
-from dscl_plugin.registry import build_method
+from dscl_plugin.registry import available_methods, get_method, load_plugins
 from dscl_plugin.transforms import eval_transform
 
 Resume = Union[None, bool, str, Path]
@@ -46,6 +47,30 @@ def checkpoint_dir(config: Config) -> Path:
 
 def backbone_path(config: Config) -> Path:
     return Path(config.output_dir) / "backbone.pt"
+
+
+def check_method(config: Config) -> type:
+    """The class registered as ``config.method`` (after loading the installed method
+    plugins), once its ``check_config`` found no problem.
+
+    Raises:
+        ConfigError: unknown method, or the method's own problems with the config.
+    """
+    load_plugins()
+    if config.method not in available_methods():
+        raise_problems(
+            [f"method: unknown method {config.method!r}; registered: {available_methods()}"
+             " (a method of your own: dscl-train --import MODULE)"]
+        )
+    cls = get_method(config.method)
+    check_config = getattr(cls, "check_config", None)
+    raise_problems(check_config(config) if check_config is not None else [])
+    return cls
+
+
+def build_method(config: Config) -> pl.LightningModule:
+    """The run's method module, ``cls(config)`` for the class :func:`check_method` returns."""
+    return check_method(config)(config)
 
 
 def build_dataset_split(config: Config, split: str, transform) -> torch.utils.data.Dataset:
@@ -293,6 +318,7 @@ def run(
 ) -> Optional[Dict[str, object]]:
     """Stage 1 then stage 2 (or only ``stage``) with ``trainer.num_threads`` CPU threads;
     returns the metrics on the main process."""
+    check_method(config)
     with torch_threads(config.trainer.num_threads):
         module = None
         if stage in (None, 1):

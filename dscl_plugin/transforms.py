@@ -14,14 +14,27 @@ from PIL.Image import Image
 from torch import Tensor
 from torchvision.transforms import RandomResizedCrop as _RandomResizedCropV1
 
+from dscl_plugin import checks
+
 NormalizeSpec = Optional[Dict[str, Sequence[float]]]
 
 
-def _check_range(name: str, value: Sequence[float], low: float, high: float) -> None:
-    if len(value) != 2 or not low <= value[0] <= value[1] <= high:
-        raise ValueError(
-            f"{name} must be (min, max) with {low} <= min <= max <= {high}, got {value}."
-        )
+def check_jitter(name: str, jitter: Sequence[float]) -> None:
+    """Colour jitter strengths ``(brightness, contrast, saturation, hue)``."""
+    ok = len(jitter) == 4 and min(jitter) >= 0 and jitter[3] <= 0.5
+    checks.require(
+        ok,
+        name,
+        f"must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, got {list(jitter)}",
+    )
+
+
+def check_patch_size(patch_size: int, input_size: int) -> None:
+    checks.require(
+        0 < patch_size <= input_size,
+        "patch_size",
+        f"must be in (0, input_size={input_size}], got {patch_size}",
+    )
 
 
 def _to_tensor(normalize: NormalizeSpec) -> List[Any]:
@@ -91,15 +104,25 @@ class DSCLTransform:
         key_jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.0),
         key_jitter_prob: float = 1.0,
     ) -> None:
-        if not 0 < patch_size <= input_size:
-            raise ValueError(
-                f"patch_size must be in (0, input_size={input_size}], got {patch_size}."
-            )
-        if num_patches < 0:
-            raise ValueError(f"num_patches must be >= 0, got {num_patches}.")
-        _check_range("patch_scale", patch_scale, 0.0, 1.0)
-        _check_range("crop_scale", crop_scale, 0.0, 1.0)
-        _check_range("patch_ratio", patch_ratio, 0.0, float("inf"))
+        check_patch_size(patch_size, input_size)
+        checks.at_least("num_patches", num_patches, 0)
+        checks.scale_range("patch_scale", patch_scale)
+        checks.scale_range("crop_scale", crop_scale)
+        ratio_ok = len(patch_ratio) == 2 and 0 < patch_ratio[0] <= patch_ratio[1]
+        checks.require(
+            ratio_ok, "patch_ratio", f"must be (min, max) with 0 < min <= max, got {patch_ratio}"
+        )
+        probabilities = dict(
+            hflip_prob=hflip_prob,
+            jitter_prob=jitter_prob,
+            grayscale_prob=grayscale_prob,
+            blur_prob=blur_prob,
+            key_jitter_prob=key_jitter_prob,
+        )
+        for name, probability in probabilities.items():
+            checks.within(name, probability, 0.0, 1.0)
+        check_jitter("jitter", jitter)
+        check_jitter("key_jitter", key_jitter)
         self.input_size = input_size
         self.patch_size = patch_size
         self.num_patches = num_patches

@@ -5,6 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from torch import nn
+
+from dscl_plugin import DSCLLoss, DSCLModel, DSCLTransform, build_backbone
+from dscl_plugin.checks import InvalidValue
 from dscl_plugin.config import Config, ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -74,24 +78,30 @@ def test_output_dir_defaults_to_method_and_dataset():
 
 def test_unknown_key_names_path_and_allowed_keys(tmp_path):
     message = _error("model.queue=5")
-    assert "'model.queue'" in message and "Allowed keys in 'model'" in message
-    assert "queue_size" in message
+    assert "Unknown config key 'model.queue'" in message and "Allowed keys in 'model'" in message
+    assert "Did you mean 'model.queue_size'?" in message
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: dscl\ndata: {name: digits_lt}\noptim: {lrr: 0.1}\n")
     message = _error(path=bad)
     assert "'optim.lrr'" in message and str(bad) in message and "warmup_epochs" in message
-    assert "Allowed keys in '<root>'" in _error("modle.beta=3")
+    message = _error("modle.beta=3")
+    assert "Allowed keys in '<root>'" in message and "Did you mean 'model'?" in message
+    assert "Did you mean" not in _error("model.zzz=3")  # no near name: no guess
 
 
-def test_wrong_type_names_path():
+def test_wrong_type_is_worded_as_a_type_error():
     message = _error("trainer.epochs=many")
-    assert "'trainer.epochs'" in message and "many" in message and "batch_size" in message
+    assert message.startswith("Wrong type for config key 'trainer.epochs'")
+    assert "expected int" in message and "'many'" in message and "Allowed keys" not in message
+    assert "expected true or false" in _error("trainer.progress_bar=maybe")
+    assert "expected a list of float" in _error("model.patch_scale=3")
+    assert "expected int or null" in _error("eval.knn_k=five")
 
 
 def test_missing_key_names_path(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("method: dscl\ndata: {input_size: 16}\n")
-    assert "'data.name'" in _error(path=cfg)
+    assert "Missing value for config key 'data.name'" in _error(path=cfg)
     cfg.write_text("data: {name: digits_lt}\n")
     assert "'method'" in _error(path=cfg)
 
@@ -105,14 +115,18 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
     "overrides, expected",
     [
         (["model.alpha=1.5", "model.beta=null"], "model.alpha: must be in [0, 1]"),
-        (["model.alpha=0.5"], "give alpha or beta, not both"),
+        (["model.alpha=0.5"], "model.alpha/beta: must not both be set: give alpha or beta"),
+        (["model.beta=-1"], "model.beta: must be >= 0, got -1"),
         (["model.temperature=0"], "model.temperature: must be > 0"),
-        (["model.patch_size=32"], "model.patch_size: must be in (0, data.input_size=16]"),
-        (["model.patch_scale=[0.6,0.2]"], "model.patch_scale"),
+        (["model.patch_size=32"], "model.patch_size: must be in (0, input_size=16], got 32"),
+        (["model.patch_scale=[0.6,0.2]"], "model.patch_scale: must be (min, max) with 0 < min"),
+        (["model.patch_scale=[0,0.5]"], "model.patch_scale: must be (min, max) with 0 < min"),
+        (["model.momentum=1.5"], "model.momentum: must be in [0.0, 1.0], got 1.5"),
+        (["model.pbsd_weight=-1"], "model.pbsd_weight: must be >= 0, got -1"),
+        (["data.color_jitter=[0.4,0.4,0.4,0.9]"], "data.color_jitter: must be [brightness"),
         (["model.num_patches=0"], "PBSD (pbsd_weight > 0) needs num_patches >= 1"),
-        (["model.backbone=vgg16"], "model.backbone: unknown backbone 'vgg16'"),
+        (["model.backbone=vgg16"], "model.backbone: names an unknown backbone 'vgg16'"),
         (["model.init_from=/no/such/weights.pt"], "/no/such/weights.pt"),
-        (["method=simclr"], "unknown method 'simclr'; registered: ['dscl', 'supcon']"),
         (["data.name=mnist"], "data.name: unknown dataset 'mnist'"),
         (["optim.warmup_epochs=99"], "optim.warmup_epochs"),
         (["trainer.batch_size=63", "trainer.devices=2"], "multiple of trainer.devices=2"),
@@ -131,11 +145,47 @@ def test_all_problems_reported_together():
     assert "model.temperature" in message and "optim.lr" in message
 
 
-def test_supcon_rejects_dscl_only_settings():
+def _method_error(*overrides, path=DIGITS) -> str:
+    from dscl_plugin.pipeline import check_method
+
+    config = load_config(path, overrides)  # schema checks pass: the method's rules come later
+    with pytest.raises(ConfigError) as info:
+        check_method(config)
+    return str(info.value)
+
+
+def test_method_checks_run_where_the_run_is_composed():
     supcon = CONFIGS / "supcon_digits_lt.yaml"
-    message = _error("model.pbsd_weight=1.5", "model.num_patches=2", path=supcon)
+    message = _method_error("model.pbsd_weight=1.5", "model.num_patches=2", path=supcon)
     assert "supcon has no PBSD term" in message
-    assert "model.alpha/model.beta" in _error("model.beta=8", path=supcon)
+    assert "model.alpha/model.beta" in _method_error("model.beta=8", path=supcon)
+    message = _method_error("method=simclr")
+    assert "method: unknown method 'simclr'; registered: ['dscl', 'supcon']" in message
+    assert "--import MODULE" in message
+
+
+@pytest.mark.parametrize(
+    "override, build",
+    [
+        ("model.patch_scale=[0,0.5]", lambda: DSCLTransform(patch_scale=(0, 0.5))),
+        ("data.crop_scale=[0,1]", lambda: DSCLTransform(crop_scale=(0, 1))),
+        ("model.temperature=0", lambda: DSCLLoss(temperature=0)),
+        ("model.alpha=2 model.beta=null", lambda: DSCLLoss(alpha=2)),
+        ("model.beta=-1", lambda: DSCLLoss(beta=-1)),
+        ("model.momentum=2", lambda: DSCLModel(nn.Conv2d(3, 4, 1), 4, momentum=2)),
+        ("model.pbsd_weight=-1", lambda: DSCLModel(nn.Conv2d(3, 4, 1), 4, pbsd_weight=-1)),
+        ("model.backbone=vgg16", lambda: build_backbone("vgg16")),
+        ("data.color_jitter=[0,0,0,0.7]", lambda: DSCLTransform(jitter=(0, 0, 0, 0.7))),
+        ("model.patch_size=99", lambda: DSCLTransform(input_size=16, patch_size=99)),
+    ],
+)
+def test_config_and_constructor_share_each_rule(override, build):
+    """The config runs the constructors' own checks: same verdict, same rule text."""
+    with pytest.raises(InvalidValue) as info:
+        build()
+    rule = info.value.rule.split(", got")[0]  # the config shows its own (float) value
+    key = override.split("=")[0]
+    assert f"{key}: {rule}" in _error(*override.split(), "data.input_size=16")
 
 
 def test_precision_and_devices_checked_against_hardware(monkeypatch):

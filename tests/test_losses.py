@@ -1,5 +1,6 @@
 """DSCLLoss, SupConLoss and PBSDLoss against naive references written with explicit loops."""
 
+import math
 from typing import List, Optional
 
 import pytest
@@ -219,7 +220,7 @@ def test_beta_constructor():
     assert DSCLLoss().alpha == pytest.approx(1.0 / 9.0)
     assert DSCLLoss(beta=0).alpha == 1.0
     assert alpha_from(0.25, None) == 0.25
-    with pytest.raises(ValueError, match="Give alpha or beta, not both"):
+    with pytest.raises(ValueError, match="give alpha or beta, not both"):
         DSCLLoss(alpha=0.5, beta=8)
     with pytest.raises(ValueError, match="beta must be >= 0"):
         DSCLLoss(beta=-1)
@@ -344,6 +345,42 @@ def test_pbsd_matches_naive(b, l, k, dtype):
         torch.testing.assert_close(g, w, **tol)
     (region_grad,) = torch.autograd.grad(loss, region, allow_unused=True)
     assert region_grad is None  # the teacher is detached
+
+
+def _pbsd_float64(patch, region, key, queue, temperature=T):
+    """PBSD in float64, vectorised: the reference for large queues."""
+    s, t, k, m = (F.normalize(x.double(), dim=-1) for x in (patch, region, key, queue))
+    cands = torch.cat([k[:, None, None, :].expand(-1, s.shape[1], 1, -1),
+                       m.expand(*s.shape[:2], *m.shape)], dim=2)  # (B, L, 1 + K, D)
+    student = (cands @ s[..., None]).squeeze(-1) / temperature
+    teacher = (cands @ t[..., None]).squeeze(-1) / temperature
+    return -(teacher.softmax(-1) * student.log_softmax(-1)).sum(-1).mean()
+
+
+@pytest.mark.parametrize("spread", [1.0, 1e-3])  # random features; nearly collapsed ones
+def test_pbsd_value_accurate_at_k_65536(spread):
+    """float32 PBSD within 1e-5 (relative) of float64 with a 65536 queue and a
+    near-uniform teacher, and never below the bound log(1 + K) of a uniform teacher."""
+    k, gen = 65536, torch.Generator().manual_seed(3)
+    base = torch.randn(32, generator=gen)
+
+    def features(*shape):
+        return base + spread * torch.randn(*shape, 32, generator=gen)
+
+    patch, key, queue = features(4, 2), features(4), features(k)
+    region = features(4, 2) if spread < 1 else 1e-3 * torch.randn(4, 2, 32, generator=gen)
+    loss = PBSDLoss()(patch, region, key, queue)
+    want = _pbsd_float64(patch, region, key, queue)
+    assert abs(loss.item() - want.item()) <= 1e-5 * want.item()
+    if spread < 1:  # the teacher is (close to) uniform over the 1 + K candidates
+        assert loss.item() >= math.log(1 + k) * (1 - 1e-6)
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 6), (3, 0, 6)])
+def test_pbsd_empty_batch_or_no_patches_is_a_value_error(shape):
+    empty = torch.zeros(shape)
+    with pytest.raises(ValueError, match=r"patch_features must hold B >= 1 images with L >= 1"):
+        PBSDLoss()(empty, empty, torch.zeros(shape[0], 6), torch.randn(5, 6))
 
 
 def test_pbsd_gradcheck_and_empty_queue():

@@ -110,10 +110,36 @@ def test_zero_size_bank_stays_empty():
     assert bank.get()[0].shape == (0, 3)
 
 
-@pytest.mark.parametrize("size", [(4,), (4, 3, 2), 4])
+@pytest.mark.parametrize("size", [(4,), (4, 3, 2), 4, (-1, 3)])
 def test_bad_size_raises(size):
     with pytest.raises(ValueError, match="size"):
         LabeledMemoryBank(size=size)
+
+
+def test_int_size_zero_disables_the_bank_as_in_lightly():
+    bank = LabeledMemoryBank(size=0)
+    assert bank.size == (0,)
+    bank.enqueue(*_keys(0, 2))
+    features, labels = bank.get()
+    assert features.shape[0] == 0 and labels.shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool])
+def test_non_integer_labels_are_refused_not_truncated(dtype):
+    bank = LabeledMemoryBank(size=(4, 3))
+    with pytest.raises(ValueError, match=f"integer class labels, got dtype {dtype}"):
+        bank.enqueue(torch.zeros(2, 3), torch.tensor([1.7, 0.0]).to(dtype))
+    assert int(bank.num_filled) == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (CUDA)")
+def test_features_are_moved_to_the_bank_device():
+    bank = LabeledMemoryBank(size=(4, 3))  # on the CPU
+    features, labels = _keys(0, 2)
+    bank.enqueue(features.cuda(), labels.cuda())
+    stored, stored_labels = bank.get()
+    assert stored.device.type == "cpu" and torch.equal(stored, features)
+    assert torch.equal(stored_labels, labels)
 
 
 def test_bad_enqueue_inputs_raise():

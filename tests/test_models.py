@@ -82,7 +82,7 @@ def test_resnet50_and_small_cnn_dims():
 
 @pytest.mark.parametrize("name", ["vit_b_16", "resnet7", "mlp"])
 def test_unknown_backbone_raises(name):
-    with pytest.raises(ValueError, match="Unknown backbone name"):
+    with pytest.raises(ValueError, match="backbone names an unknown backbone"):
         build_backbone(name)
 
 

@@ -1,5 +1,9 @@
 """Method registry (built-ins and a third-party method) and Lightly namespace registration."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightly.loss
@@ -15,10 +19,17 @@ from dscl_plugin.lightly_registration import register_lightly_names
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.methods import ContrastiveMethod, DSCLMethod, SupConMethod
 from dscl_plugin.models import DSCLModel, SupConModel
+from dscl_plugin.pipeline import build_method
 from dscl_plugin.transforms import DSCLTransform
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 TINY = ["model.queue_size=32", "model.proj_dim=16"]
+RUN_TINY = TINY + [
+    "trainer.epochs=1", "trainer.batch_size=16", "trainer.limit_train_batches=2",
+    "trainer.num_workers=0", "trainer.progress_bar=false", "optim.warmup_epochs=0",
+    "probe.epochs=2", "probe.milestones=[1]", "probe.batch_size=128", "eval.batch_size=300",
+]
 
 
 @pytest.fixture
@@ -39,8 +50,8 @@ def _batch(module, n=4):
 
 def test_builtin_methods():
     assert {"dscl", "supcon"} <= set(dscl_plugin.available_methods())
-    dscl = registry.build_method(load_config(CONFIGS / "dscl_digits_lt.yaml", TINY))
-    supcon = registry.build_method(load_config(CONFIGS / "supcon_digits_lt.yaml", TINY))
+    dscl = build_method(load_config(CONFIGS / "dscl_digits_lt.yaml", TINY))
+    supcon = build_method(load_config(CONFIGS / "supcon_digits_lt.yaml", TINY))
     assert isinstance(dscl, DSCLMethod) and isinstance(dscl.model, DSCLModel)
     assert isinstance(supcon, SupConMethod) and isinstance(supcon.model, SupConModel)
     assert dscl.model.pbsd_weight == 1.5 and dscl.model.criterion.alpha == pytest.approx(1 / 9)
@@ -52,7 +63,7 @@ def test_builtin_methods():
 
 def test_dscl_only_has_no_patches():
     config = load_config(CONFIGS / "dscl_digits_lt.yaml", TINY + ["model.pbsd_weight=0"])
-    module = registry.build_method(config)
+    module = build_method(config)
     view_q, view_k, patches, boxes, labels = _batch(module)
     assert patches is None and boxes is None
     out = module.model(view_q, view_k, patches, boxes, labels)
@@ -78,15 +89,16 @@ def test_third_party_method(isolated_registry):
     assert "own_view_only" in registry.available_methods()
     overrides = TINY + ["method=own_view_only", "model.beta=null", "model.pbsd_weight=0"]
     config = load_config(CONFIGS / "dscl_digits_lt.yaml", overrides)
-    module = registry.build_method(config)
+    module = build_method(config)
     assert type(module) is OwnViewOnly and module.model.criterion.alpha == 1.0
     batch = _batch(module)
     assert batch[2] is None
     module.model.update_momentum()
     module.model(*batch)["loss"].backward()
     assert module.model.memory_bank.num_filled.item() == 4
+    config = load_config(CONFIGS / "dscl_digits_lt.yaml", overrides[:-1] + ["model.pbsd_weight=1"])
     with pytest.raises(ConfigError, match="model.pbsd_weight: must be 0"):
-        load_config(CONFIGS / "dscl_digits_lt.yaml", overrides[:-1] + ["model.pbsd_weight=1"])
+        build_method(config)
 
 
 def test_registry_errors(isolated_registry):
@@ -119,3 +131,54 @@ def test_lightly_names_are_never_overwritten(monkeypatch):
     assert register_lightly_names() == ["lightly.transforms.DSCLTransform"]
     assert lightly.loss.DSCLLoss is sentinel and lightly.loss.NTXentLoss is ntxent
     assert lightly.transforms.DSCLTransform is DSCLTransform
+
+
+def _readme_block(after_heading):
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(after_heading):]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_own_method_runs_through_dscl_train(tmp_path, monkeypatch, isolated_registry):
+    """The README's "Your own method" module, as printed, trained and evaluated by
+    ``dscl-train --import my_method`` (from the current directory)."""
+    from dscl_plugin.cli import train_main
+
+    (tmp_path / "my_method.py").write_text(_readme_block("### Your own method"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_method", raising=False)
+    config = str(CONFIGS / "dscl_digits_lt.yaml")
+    args = ["--config", config, "method=my_dscl", *RUN_TINY, f"output_dir={tmp_path / 'out'}"]
+    assert train_main(args) == 2  # not imported: a config error naming --import
+    assert train_main(["--import", "my_method", *args]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["method"] == "my_dscl"
+    assert issubclass(registry.get_method("my_dscl"), DSCLMethod)
+    assert train_main(["--import", "no_such_module", *args]) == 2
+
+
+def test_entry_point_group_registers_methods(tmp_path):
+    """An installed package's entry point in ``dscl_plugin.methods`` reaches the CLI."""
+    (tmp_path / "plugin_methods.py").write_text(
+        "from dscl_plugin import register_method\n"
+        "from dscl_plugin.methods import DSCLMethod\n\n"
+        "@register_method('ep_dscl')\nclass EntryPointDSCL(DSCLMethod):\n    pass\n"
+    )
+    info = tmp_path / "plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[dscl_plugin.methods]\nep_dscl = plugin_methods\n")
+    code = (
+        "import sys\n"
+        "from dscl_plugin.config import load_config\n"
+        "from dscl_plugin.pipeline import check_method\n"
+        "config = load_config(sys.argv[1], ['method=ep_dscl', 'model.queue_size=8'])\n"
+        "print(check_method(config).__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(CONFIGS / "dscl_digits_lt.yaml")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "EntryPointDSCL"

@@ -1,0 +1,90 @@
+"""Package shape: one-way layers, no import cycle, a light ``import dscl_plugin``, true pins."""
+
+import configparser
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dscl_plugin
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CORE = ("checks", "functional", "losses", "memory", "pml", "models", "transforms",
+        "lightly_registration")
+HEAVY = ("pytorch_lightning", "lightning", "lightning_fabric", "omegaconf", "matplotlib")
+
+
+def _imports(path):
+    """Top-level names of every module ``path`` imports (at any depth of the file)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            if node.module == "dscl_plugin":
+                names |= {f"dscl_plugin.{alias.name}" for alias in node.names}
+    return names
+
+
+def _package_graph():
+    package = ROOT / "dscl_plugin"
+    graph = {}
+    for path in package.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        deps = {n.split(".")[1] for n in _imports(path) if n.startswith("dscl_plugin.")}
+        graph[path.stem] = (deps - {path.stem}, _imports(path))
+    return graph
+
+
+def test_layers_point_one_way():
+    graph = _package_graph()
+    assert not graph["registry"][0], "registry.py must import nothing from dscl_plugin"
+    for module in CORE:  # the core imports only the core and no training library
+        deps, imports = graph[module]
+        assert deps <= set(CORE), (module, deps - set(CORE))
+        assert not {n.split(".")[0] for n in imports} & set(HEAVY), module
+    assert "registry" not in graph["config"][0] and "methods" not in graph["config"][0]
+
+    def visit(module, path):  # depth-first search for a cycle
+        assert module not in path, f"import cycle: {' -> '.join(path + [module])}"
+        for dep in graph.get(module, ((), ()))[0]:
+            visit(dep, path + [module])
+
+    for module in graph:
+        visit(module, [])
+
+
+def test_import_dscl_plugin_loads_no_training_stack():
+    code = (
+        "import sys, dscl_plugin\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+        "print(dscl_plugin.available_methods())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == ["[]", "['dscl', 'supcon']"]
+
+
+def _requirements():
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    lines = parser["options"]["install_requires"].strip().splitlines()
+    return {re.split(r"[<>=!~ ]", line, 1)[0]: line for line in map(str.strip, lines)}
+
+
+def test_version_pins_are_true():
+    requirements = _requirements()
+    # trainer.fit(..., weights_only=True) exists from pytorch-lightning 2.6 on
+    assert requirements["pytorch-lightning"] == "pytorch-lightning>=2.6"
+    for line in requirements.values():  # an upper cap only at a next major release
+        for op, version in re.findall(r"(<=?)\s*([\d.]+)", line):
+            assert op == "<" and re.fullmatch(r"\d+", version), line
