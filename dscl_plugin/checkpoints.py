@@ -2,14 +2,16 @@
 
 import os
 import random
+from itertools import islice
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from torch import nn
+from torch.utils.data import DataLoader
 
 from dscl_plugin.models import PLAIN_CNNS
 
@@ -118,6 +120,96 @@ class RNGStateCallback(pl.Callback):
     ) -> None:
         if "rng_states" in checkpoint:
             _restore_rng(checkpoint["rng_states"], self.generators)
+
+
+class _SkipFirst:
+    """``sampler`` without its first ``skip`` items (same length, so Lightning's counts
+    of the epoch stay those of the full epoch)."""
+
+    def __init__(self, sampler: Iterable, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self) -> Iterator:
+        return islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class LoaderPosition:
+    """Where a :class:`ResumableDataLoader` stands: the generator state its current epoch
+    started from and the batches the next ``iter()`` skips. Shared with the copies
+    Lightning makes of the loader (e.g. to add a ``DistributedSampler``)."""
+
+    def __init__(self) -> None:
+        self.epoch_start_state: Optional[torch.Tensor] = None
+        self.skip_batches = 0
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` (with a ``generator``) that can resume inside an epoch.
+
+    Each ``iter()`` records in ``position`` the generator state it starts from (which
+    fixes the epoch's shuffling and worker seeds); :meth:`resume_at` restores such a
+    state and makes the next ``iter()`` skip the batches already trained on, at the
+    sampler level (skipped images are never loaded). Used through
+    :class:`MidEpochResumeCallback`.
+    """
+
+    def __init__(self, *args: Any, position: Optional[LoaderPosition] = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.generator is None:
+            raise ValueError("ResumableDataLoader needs generator=torch.Generator().")
+        self.position = LoaderPosition() if position is None else position
+        self._skipping = 0
+
+    def resume_at(self, epoch_start_state: torch.Tensor, batches_done: int) -> None:
+        """Start the next epoch from ``epoch_start_state`` without its first batches."""
+        self.generator.set_state(epoch_start_state)
+        self.position.skip_batches = batches_done
+
+    def __iter__(self) -> Iterator:
+        self.position.epoch_start_state = self.generator.get_state()
+        self._skipping, self.position.skip_batches = self.position.skip_batches, 0
+        try:
+            return super().__iter__()
+        finally:
+            self._skipping = 0
+
+    @property
+    def _index_sampler(self) -> Iterable:
+        sampler = super()._index_sampler
+        if self._skipping and self._auto_collation:
+            return _SkipFirst(sampler, self._skipping)
+        return sampler
+
+
+class MidEpochResumeCallback(pl.Callback):
+    """Saves, in a checkpoint written inside an epoch, the loader's epoch-start generator
+    state and the number of batches done; on resume the loader replays that epoch's order
+    without those batches, so training continues at the right step with the images an
+    uninterrupted run would see next (their augmentations are drawn from the restored RNG
+    state, so they are not bit-identical). Put it after :class:`RNGStateCallback`."""
+
+    def __init__(self, loader: ResumableDataLoader) -> None:
+        self.loader = loader
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]
+    ) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if 0 < done < trainer.num_training_batches:
+            checkpoint["loader_position"] = {
+                "epoch_start_state": self.loader.position.epoch_start_state,
+                "batches_done": done,
+            }
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]
+    ) -> None:
+        position = checkpoint.get("loader_position")
+        if position is not None:
+            self.loader.resume_at(position["epoch_start_state"], int(position["batches_done"]))
 
 
 def export_backbone(backbone: nn.Module, backbone_name: str, path: PathLike) -> Path:

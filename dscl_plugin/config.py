@@ -55,7 +55,10 @@ class ModelConfig:
     """Backbone, heads, queue and loss. Give ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``),
     not both; both null means beta 8. ``pbsd_weight: 0`` is DSCL only. ``momentum_cosine``
     ramps the EMA momentum from ``momentum`` to 1 (Lightly ``cosine_schedule``).
-    ``init_from``: a local ``state_dict`` file (torchvision ResNet keys) for the backbone."""
+    ``init_from``: a local ``state_dict`` file (torchvision ResNet keys) for the backbone.
+    ``shuffle_bn``: shuffle the key batch (across processes under DDP) for the EMA forward,
+    as the official code. ``roi_aligned``: ``roi_align(aligned=...)`` of the PBSD teacher
+    (official: false)."""
 
     backbone: str = "resnet50"
     cifar_stem: bool = False
@@ -72,6 +75,8 @@ class ModelConfig:
     patch_size: int = 64
     patch_scale: List[float] = field(default_factory=lambda: [0.05, 0.6])
     init_from: Optional[str] = None
+    shuffle_bn: bool = True
+    roi_aligned: bool = False
 
 
 @dataclass
@@ -89,10 +94,15 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning trainer. ``batch_size`` is global (split evenly across ``devices``);
-    ``limit_train_batches`` (batches per epoch) is for smoke tests; ``num_threads`` sets
-    ``torch.set_num_threads`` during a run (null keeps torch's default; tiny models on few
-    CPU cores run several times faster with 1)."""
+    """Lightning trainer. ``batch_size`` is global (split evenly across the
+    ``devices x num_nodes`` processes; several nodes start through Lightning's launchers,
+    e.g. torchrun or SLURM); ``limit_train_batches`` (batches per epoch) is for smoke
+    tests; ``num_threads`` sets ``torch.set_num_threads`` during a run (null keeps torch's
+    default; tiny models on few CPU cores run several times faster with 1).
+    ``sync_batchnorm``: Lightning's synchronised BN (an alternative to
+    ``model.shuffle_bn``). ``checkpoint_every_n_steps``: also write ``last.ckpt`` every n
+    optimizer steps (null: at epoch ends only); a run resumed from it continues inside
+    the epoch."""
 
     epochs: int = 200
     batch_size: int = 256
@@ -105,11 +115,18 @@ class TrainerConfig:
     log_every_n_steps: int = 50
     progress_bar: bool = True
     num_threads: Optional[int] = None
+    sync_batchnorm: bool = False
+    num_nodes: int = 1
+    checkpoint_every_n_steps: Optional[int] = None
 
 
 @dataclass
 class ProbeConfig:
-    """Stage 2 linear probe: lr x 0.1 at each milestone epoch."""
+    """Stage 2 linear probe on the frozen backbone (BN in eval mode): lr x 0.1 at each
+    milestone epoch, the last epoch's classifier is evaluated. ``protocol``: ``features``
+    (fast: features of the centre crops extracted once) or ``augmented`` (official: the
+    backbone embeds freshly augmented images, the q-view augmentation of ``data``, every
+    epoch)."""
 
     epochs: int = 40
     lr: float = 10.0
@@ -117,6 +134,7 @@ class ProbeConfig:
     milestones: List[int] = field(default_factory=lambda: [20, 30])
     class_balanced: bool = True
     weight_decay: float = 0.0
+    protocol: str = "features"
 
 
 @dataclass
@@ -146,6 +164,7 @@ class Config:
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 STRATEGIES = ("auto", "ddp")
+PROBE_PROTOCOLS = ("features", "augmented")
 
 
 def load_config(
@@ -350,11 +369,16 @@ def _check_optim(problems: _Problems, o: OptimConfig, epochs: int) -> None:
 def _check_trainer(problems: _Problems, t: TrainerConfig) -> None:
     problems.at_least("trainer.epochs", t.epochs, 1)
     problems.at_least("trainer.devices", t.devices, 1)
+    problems.at_least("trainer.num_nodes", t.num_nodes, 1)
+    processes = max(t.devices, 1) * max(t.num_nodes, 1)
     problems.check(
-        t.batch_size >= 1 and t.batch_size % max(t.devices, 1) == 0,
+        t.batch_size >= 1 and t.batch_size % processes == 0,
         "trainer.batch_size",
-        f"must be a positive multiple of trainer.devices={t.devices} (it is the global batch), "
-        f"got {t.batch_size}",
+        f"must be a positive multiple of trainer.devices x trainer.num_nodes = {processes} "
+        f"(it is the global batch), got {t.batch_size}",
+    )
+    problems.at_least(
+        "trainer.checkpoint_every_n_steps", t.checkpoint_every_n_steps, 1, allow_none=True
     )
     problems.at_least("trainer.num_workers", t.num_workers, 0)
     problems.at_least("trainer.limit_train_batches", t.limit_train_batches, 1, allow_none=True)
@@ -388,6 +412,7 @@ def _check_stage2(problems: _Problems, p: ProbeConfig, e: EvalConfig) -> None:
     problems.check(p.lr > 0, "probe.lr", f"must be > 0, got {p.lr}")
     problems.at_least("probe.batch_size", p.batch_size, 1)
     problems.at_least("probe.weight_decay", p.weight_decay, 0)
+    problems.one_of("probe.protocol", p.protocol, PROBE_PROTOCOLS)
     milestones = list(p.milestones)
     problems.check(
         milestones == sorted(set(milestones)) and all(0 < x < p.epochs for x in milestones),

@@ -3,7 +3,17 @@
 import json
 import math
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 import torch
@@ -51,11 +61,10 @@ def linear_probe(
 ) -> Tensor:
     """Train ``nn.Linear(D, num_classes)`` on frozen features, return test logits (N_test, C).
 
-    Cross-entropy, SGD(lr, momentum, weight_decay), lr x 0.1 at each epoch in
-    ``milestones``. An epoch is ``ceil(N / b)`` steps of ``b = min(batch_size, N)``
-    samples, drawn class-balanced (:class:`ClassBalancedSampler`) or as a random
-    permutation. Weights ~ N(0, 0.01^2), bias 0, all randomness from ``seed``. The
-    classifier after the last epoch is used: no selection on the test set.
+    The fast stage 2 (``probe.protocol: features``): features extracted once. An epoch is
+    ``ceil(N / b)`` steps of ``b = min(batch_size, N)`` samples, drawn class-balanced
+    (:class:`ClassBalancedSampler`) or as a random permutation; training as in
+    :func:`train_linear_classifier`, all randomness from ``seed``.
     """
     if train_feats.ndim != 2 or test_feats.ndim != 2 or test_feats.shape[1] != train_feats.shape[1]:
         raise ValueError(
@@ -73,7 +82,91 @@ def linear_probe(
         )
     device = train_feats.device
     generator = torch.Generator().manual_seed(seed)
-    classifier = nn.Linear(train_feats.shape[1], num_classes).to(device)
+    n = len(train_feats)
+    batch_size = min(batch_size, n)
+    sampler = ClassBalancedSampler(train_labels.tolist(), n, generator) if class_balanced else None
+    labels = train_labels.to(device)
+
+    def epoch_batches() -> Iterator[Tuple[Tensor, Tensor]]:
+        if sampler is not None:
+            order = torch.tensor(list(sampler))
+        else:
+            order = torch.randperm(n, generator=generator)
+        for step in order.to(device).split(batch_size):
+            yield train_feats[step], labels[step]
+
+    classifier = train_linear_classifier(
+        epoch_batches, train_feats.shape[1], num_classes, epochs, lr, milestones,
+        weight_decay, momentum, generator, device,
+    )
+    with torch.no_grad():
+        return classifier(test_feats.to(device)).cpu()
+
+
+def augmented_linear_probe(
+    embed_fn: Callable[[Tensor], Tensor],
+    train_loader: Iterable,
+    test_feats: Tensor,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    milestones: Sequence[int],
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    momentum: float = 0.9,
+    device: Union[str, torch.device] = "cpu",
+) -> Tensor:
+    """The official stage 2 (``probe.protocol: augmented``); returns test logits (N_test, C).
+
+    Every epoch is one pass over ``train_loader``, whose images are augmented afresh on
+    each pass (e.g. :func:`dscl_plugin.transforms.probe_transform`) and drawn by its
+    sampler (class-balanced for the official recipe); ``embed_fn`` (the frozen backbone,
+    in eval mode: the caller's job) embeds them without gradients and the classifier is
+    trained as in :func:`train_linear_classifier`. ``test_feats`` are the centre-crop
+    features of the test set; the last epoch's classifier is used.
+    """
+    if test_feats.ndim != 2:
+        raise ValueError(f"test_feats must be (N, D), got {tuple(test_feats.shape)}")
+    if epochs < 1:
+        raise ValueError(f"need epochs >= 1, got {epochs}")
+
+    def epoch_batches() -> Iterator[Tuple[Tensor, Tensor]]:
+        for batch in train_loader:
+            with torch.no_grad():
+                feats = embed_fn(batch[0].to(device)).float()
+            yield feats, torch.as_tensor(batch[1], dtype=torch.long).to(device)
+
+    generator = torch.Generator().manual_seed(seed)
+    classifier = train_linear_classifier(
+        epoch_batches, test_feats.shape[1], num_classes, epochs, lr, milestones,
+        weight_decay, momentum, generator, device,
+    )
+    with torch.no_grad():
+        return classifier(test_feats.to(device)).cpu()
+
+
+def train_linear_classifier(
+    epoch_batches: Callable[[], Iterable[Tuple[Tensor, Tensor]]],
+    feature_dim: int,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    milestones: Sequence[int],
+    weight_decay: float,
+    momentum: float,
+    generator: torch.Generator,
+    device: Union[str, torch.device],
+) -> nn.Linear:
+    """``nn.Linear(feature_dim, num_classes)`` trained with cross-entropy,
+    SGD(lr, momentum, weight_decay) and lr x 0.1 at each epoch in ``milestones``, one
+    ``epoch_batches()`` pass of ``(features, labels)`` per epoch. Weights ~ N(0, 0.01^2)
+    from ``generator``, bias 0. The classifier after the last epoch is returned: no
+    selection on the test set.
+
+    Raises:
+        FloatingPointError: the loss becomes NaN or Inf (lr too high).
+    """
+    classifier = nn.Linear(feature_dim, num_classes).to(device)
     with torch.no_grad():
         classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=generator) * 0.01)
         classifier.bias.zero_()
@@ -81,17 +174,9 @@ def linear_probe(
         classifier.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma=0.1)
-    n = len(train_feats)
-    batch_size = min(batch_size, n)
-    sampler = ClassBalancedSampler(train_labels.tolist(), n, generator) if class_balanced else None
-    labels = train_labels.to(device)
     for epoch in range(epochs):
-        if sampler is not None:
-            order = torch.tensor(list(sampler))
-        else:
-            order = torch.randperm(n, generator=generator)
-        for step in order.to(device).split(batch_size):
-            loss = F.cross_entropy(classifier(train_feats[step]), labels[step])
+        for feats, targets in epoch_batches():
+            loss = F.cross_entropy(classifier(feats), targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"linear probe loss is {loss.item()} in epoch {epoch}: "
@@ -101,8 +186,7 @@ def linear_probe(
             loss.backward()
             optimizer.step()
         scheduler.step()
-    with torch.no_grad():
-        return classifier(test_feats.to(device)).cpu()
+    return classifier
 
 
 def shot_metrics(

@@ -50,10 +50,13 @@ def dscl_cross_entropy(
     queue_labels: Optional[Tensor],
     alpha: Optional[float],
     temperature: float,
+    queue_normalized: bool = False,
 ) -> Tensor:
     """Mean :func:`decoupled_cross_entropy` of the queries against ``[queries, keys, queue]``.
 
-    Features are L2-normalised here; ``l_ic = q_i . c / T`` over the candidates ``c``
+    Features are L2-normalised here (the queue only if ``queue_normalized`` is False: a
+    queue of unit-norm keys is used as it is, with no K x D copy);
+    ``l_ic = q_i . c / T`` over the candidates ``c``
     in ``query`` (without the anchor itself), ``key`` (``k_i`` is the own positive)
     and ``queue``; the class positives are the other candidates labelled ``labels_i``.
 
@@ -67,7 +70,9 @@ def dscl_cross_entropy(
         The loss averaged over the B anchors (a scalar).
     """
     features = (query, key) if queue is None else (query, key, queue)
-    return _DSCLCrossEntropy.apply(alpha, temperature, labels, queue_labels, *features)
+    return _DSCLCrossEntropy.apply(
+        alpha, temperature, labels, queue_labels, queue_normalized, *features
+    )
 
 
 def patch_distillation(
@@ -153,9 +158,12 @@ class _DSCLCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, alpha, temperature, labels, queue_labels, *features):
-        norms = [x.norm(dim=1, keepdim=True) for x in features]
-        blocks = [x / n.clamp_min(_NORM_EPS) for x, n in zip(features, norms)]
+    def forward(ctx, alpha, temperature, labels, queue_labels, queue_normalized, *features):
+        normalize = (True, True, not queue_normalized)[: len(features)]
+        norms = [x.norm(dim=1, keepdim=True) if n else None for x, n in zip(features, normalize)]
+        blocks = [
+            x if n is None else x / n.clamp_min(_NORM_EPS) for x, n in zip(features, norms)
+        ]
         query, key = blocks[0], blocks[1]
         batch_size = query.shape[0]
         logits = query.new_empty(batch_size, sum(block.shape[0] for block in blocks))
@@ -186,43 +194,53 @@ class _DSCLCrossEntropy(torch.autograd.Function):
         num_pos = num_pos.to(query.dtype)
         pos_sum = (query * positives).sum(dim=1) / temperature
         w_own, w_each = _decoupled_weights(num_pos, alpha)
-        if any(ctx.needs_input_grad[4:]):
+        needs = ctx.needs_input_grad[5:]
+        if any(needs):
+            expected = None  # sum_c p_ic c, the query's gradient needs it
+            if needs[0]:
+                expected = torch.zeros_like(query)
+                for block, prob_block in zip(blocks, _column_blocks(logits, blocks)):
+                    expected.addmm_(prob_block, block)
+            # no candidate block without grad is saved: the queue may be a view of a
+            # memory bank that is updated before the backward pass
+            saved = [block if j < 2 or needs[j] else None for j, block in enumerate(blocks)]
             ctx.temperature = temperature
+            ctx.block_sizes = [block.shape[0] for block in blocks]
             ctx.save_for_backward(
-                logits, positives, w_own, w_each, own_slot, queue_slot, *blocks, *norms
+                logits, positives, w_own, w_each, own_slot, queue_slot, expected, *saved, *norms
             )
         return (lse - w_own * own - w_each * pos_sum).mean()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
-        prob, positives, w_own, w_each, own_slot, queue_slot, *saved = ctx.saved_tensors
+        prob, positives, w_own, w_each, own_slot, queue_slot, expected, *saved = (
+            ctx.saved_tensors
+        )
         num_blocks = len(saved) // 2
         blocks, norms = saved[:num_blocks], saved[num_blocks:]
         query, key = blocks[0], blocks[1]
-        needs = ctx.needs_input_grad[4:]
+        needs = ctx.needs_input_grad[5:]
         scale = grad_loss * (1.0 / (query.shape[0] * ctx.temperature))  # g_i / T
         weighted = query * scale  # g_i a_i
         class_target = query.new_zeros(query.shape[0] + 1, query.shape[1])
         class_target.index_add_(0, own_slot, weighted * w_each[:, None])
         slots = (own_slot, own_slot, queue_slot)
-        prob_blocks = _column_blocks(prob, blocks)
+        prob_blocks = prob.split(ctx.block_sizes, dim=1)
         grads: List[Optional[Tensor]] = [None] * num_blocks
-        for j, (block, prob_block) in enumerate(zip(blocks, prob_blocks)):
+        for j, prob_block in enumerate(prob_blocks):
             if needs[j]:
                 grads[j] = prob_block.T @ weighted - class_target[slots[j]]
         if needs[0]:
             grads[0] += weighted * w_each[:, None]  # the anchor is no positive of its own
-            grad_anchor = -w_own[:, None] * key - w_each[:, None] * positives
-            for block, prob_block in zip(blocks, prob_blocks):
-                grad_anchor.addmm_(prob_block, block)
+            grad_anchor = expected - w_own[:, None] * key - w_each[:, None] * positives
             grads[0] += grad_anchor * scale
         if needs[1]:
             grads[1] += weighted * (w_each - w_own)[:, None]  # the own key weighs w_own
         for j in range(num_blocks):
-            if needs[j]:
+            if needs[j] and norms[j] is not None:
                 grads[j] = _normalize_backward(grads[j], blocks[j], norms[j])
-        return (None, None, None, None, *grads)
+        return (None, None, None, None, None, *grads)
 
 
 class _PatchDistillation(torch.autograd.Function):
@@ -251,25 +269,32 @@ class _PatchDistillation(torch.autograd.Function):
         loss = log_total - (cross / mass - row_max)
         if any(ctx.needs_input_grad):
             residual = student_logits.sub_(teacher_prob)
-            ctx.save_for_backward(residual, student_rows, key, queue)
+            direction = None  # r_r0 k_i + r_r,1: @ M, the student's gradient per unit g_r
+            if ctx.needs_input_grad[0]:
+                direction = residual[:, :1] * key.repeat_interleave(num_patches, dim=0)
+                if queue is not None:
+                    direction.addmm_(residual[:, 1:], queue)
+            # the queue (maybe a view of a bank updated before backward) is kept only
+            # when it needs a gradient
+            queue_grad = queue is not None and ctx.needs_input_grad[3]
+            if not queue_grad:
+                residual, queue = residual[:, :1].clone(), None
+            ctx.save_for_backward(residual, direction, student_rows)
         return loss.to(student.dtype).view(batch_size, num_patches)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_losses):
-        residual, student_rows, key, queue = ctx.saved_tensors
+        residual, direction, student_rows = ctx.saved_tensors
         batch_size, num_patches = grad_losses.shape
         g = grad_losses.reshape(-1, 1)
         grad_student = grad_key = grad_queue = None
         if ctx.needs_input_grad[0]:
-            grad_student = residual[:, :1] * key.repeat_interleave(num_patches, dim=0)
-            if queue is not None:
-                grad_student.addmm_(residual[:, 1:], queue)
-            grad_student = (grad_student * g).view(batch_size, num_patches, -1)
+            grad_student = (direction * g).view(batch_size, num_patches, -1)
         if ctx.needs_input_grad[2]:
             grad_key = residual[:, :1] * g * student_rows
             grad_key = grad_key.view(batch_size, num_patches, -1).sum(dim=1)
-        if queue is not None and ctx.needs_input_grad[3]:
+        if ctx.needs_input_grad[3]:
             grad_queue = residual[:, 1:].T @ (student_rows * g)
         return grad_student, None, grad_key, grad_queue
 

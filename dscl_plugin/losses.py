@@ -98,6 +98,7 @@ class _LabeledContrastiveLoss(nn.Module):
         labels: Tensor,
         queue: Optional[Tensor] = None,
         queue_labels: Optional[Tensor] = None,
+        queue_normalized: bool = False,
     ) -> Tensor:
         """Mean loss over the B query anchors.
 
@@ -107,10 +108,14 @@ class _LabeledContrastiveLoss(nn.Module):
             labels: (B,) integer class ids.
             queue: optional (K, D) memory entries, every row a real entry.
             queue_labels: (K,) class ids of ``queue``; required with ``queue``.
+            queue_normalized: the queue rows have unit L2 norm already (as in a
+                ``LabeledMemoryBank`` filled by ``DSCLModel``), so the loss uses them as
+                they are instead of normalising a K x D copy. Query and key are always
+                normalised.
 
         If the loss owns a memory bank (``memory_bank_size``), its filled rows are the
-        queue and ``key`` is enqueued with ``labels`` after the loss whenever
-        ``query`` requires grad (and grad mode is on), i.e. in training steps.
+        queue and the L2-normalised ``key`` is enqueued with ``labels`` after the loss
+        whenever ``query`` requires grad (and grad mode is on), i.e. in training steps.
         """
         self._check_inputs(query, key, labels, queue, queue_labels)
         update_bank = False
@@ -123,10 +128,11 @@ class _LabeledContrastiveLoss(nn.Module):
             queue, queue_labels = self.memory_bank.get()
             queue = queue.to(query.device)
             queue_labels = queue_labels.to(labels.device)
+            queue_normalized = True  # the bank holds normalised keys
             update_bank = query.requires_grad and torch.is_grad_enabled()
-        loss = self._loss(query, key, labels, queue, queue_labels)
+        loss = self._loss(query, key, labels, queue, queue_labels, queue_normalized)
         if update_bank:
-            self.memory_bank.enqueue(key.detach(), labels)
+            self.memory_bank.enqueue(F.normalize(key.detach(), dim=1), labels)
         return loss
 
     def _loss(
@@ -136,6 +142,7 @@ class _LabeledContrastiveLoss(nn.Module):
         labels: Tensor,
         queue: Optional[Tensor],
         queue_labels: Optional[Tensor],
+        queue_normalized: bool,
     ) -> Tensor:
         dtype = _compute_dtype(query)
         if queue is not None and queue.shape[0] > 0:
@@ -152,6 +159,7 @@ class _LabeledContrastiveLoss(nn.Module):
                 queue_labels,
                 self.alpha,
                 self.temperature,
+                queue_normalized,
             )
 
     def _check_inputs(
@@ -283,12 +291,14 @@ class PBSDLoss(nn.Module):
         region_features: Tensor,
         key: Tensor,
         queue: Optional[Tensor] = None,
+        queue_normalized: bool = False,
     ) -> Tensor:
         """Args:
         patch_features: (B, L, D) student features of the patches.
         region_features: (B, L, D) teacher features of the same regions.
         key: (B, D) each image's own key.
         queue: optional (K, D) memory entries.
+        queue_normalized: the queue rows have unit norm already (used as they are).
         """
         self._check_inputs(patch_features, region_features, key, queue)
         dtype = _compute_dtype(patch_features)
@@ -296,7 +306,8 @@ class PBSDLoss(nn.Module):
             k = F.normalize(key.to(dtype), dim=-1)
             m = None
             if queue is not None and queue.shape[0] > 0:
-                m = F.normalize(queue.to(device=k.device, dtype=dtype), dim=-1)
+                m = queue.to(device=k.device, dtype=dtype)
+                m = m if queue_normalized else F.normalize(m, dim=-1)
             student = F.normalize(patch_features.to(dtype), dim=-1) / self.temperature
             teacher = F.normalize(region_features.detach().to(dtype), dim=-1) / self.temperature
             loss = patch_distillation(student, teacher, k, m)

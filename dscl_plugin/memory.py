@@ -15,7 +15,7 @@ class LabeledMemoryBank(MemoryBankModule):
     Differences from the parent class, all needed by supervised contrastive losses:
 
     - only the rows filled so far are returned (never the random initial rows,
-      which would act as fake positives with random labels);
+      which would act as fake positives with random labels), as views (no copy);
     - a batch that runs past the end of the bank wraps around, so every key is kept
       (a batch larger than the bank keeps its newest ``K`` keys);
     - features, labels, the write pointer and the fill count are persistent
@@ -55,15 +55,21 @@ class LabeledMemoryBank(MemoryBankModule):
         """Returns ``(output, features, labels)`` of the filled rows as they were
         before this call, then enqueues ``output`` with ``labels`` if ``update``."""
         features, bank_labels = self.get()
-        if update:
+        if update:  # copies: the enqueue would overwrite the views
+            features, bank_labels = features.clone(), bank_labels.clone()
             self.enqueue(output, labels)
         return output, features, bank_labels
 
     @torch.no_grad()
     def get(self) -> Tuple[Tensor, Tensor]:
-        """The filled rows, ``(n, dim)`` features and ``(n,)`` labels, as copies."""
+        """The filled rows, ``(n, dim)`` features and ``(n,)`` labels.
+
+        Views of the bank, not copies (no K x D pass per step): the next
+        :meth:`enqueue` overwrites them, so clone what must outlive it. The losses of
+        this package never keep the queue for their backward pass unless it requires grad.
+        """
         n = int(self.num_filled)
-        return self.bank[:n].clone(), self.labels[:n].clone()
+        return self.bank[:n], self.labels[:n]
 
     @torch.no_grad()
     def enqueue(self, features: Tensor, labels: Tensor) -> None:

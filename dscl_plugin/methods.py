@@ -127,6 +127,23 @@ class ContrastiveMethod(pl.LightningModule):
                 "last good checkpoint is kept. Lower optim.lr or use trainer.precision=32-true."
             )
 
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """A resumed run keeps the lr schedule built from the current config, so a larger
+        ``trainer.epochs`` stretches the warm-up + cosine over the new length (the step
+        count continues; the lr jumps to the longer schedule's value at that step)."""
+        for state in checkpoint.get("lr_schedulers", []):
+            for key in ("max_epochs", "warmup_epochs"):
+                state.pop(key, None)
+
+    def on_train_start(self) -> None:
+        """Sets the lr of the schedule at the current step (after a resume the optimizer
+        holds the lr saved with it, which differs when ``trainer.epochs`` grew)."""
+        for scheduler_config in self.trainer.lr_scheduler_configs:
+            scheduler = scheduler_config.scheduler
+            groups = scheduler.optimizer.param_groups
+            for group, base_lr, scale in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base_lr * scale(scheduler.last_epoch)
+
     def configure_optimizers(self) -> Dict[str, Any]:
         o, epochs = self.config.optim, self.config.trainer.epochs
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -164,6 +181,8 @@ class DSCLMethod(ContrastiveMethod):
             beta=m.beta,
             temperature=m.temperature,
             pbsd_weight=m.pbsd_weight,
+            shuffle_bn=m.shuffle_bn,
+            roi_aligned=m.roi_aligned,
         )
 
 
@@ -196,4 +215,5 @@ class SupConMethod(ContrastiveMethod):
             queue_size=m.queue_size,
             momentum=m.momentum,
             temperature=m.temperature,
+            shuffle_bn=m.shuffle_bn,
         )

@@ -1,16 +1,24 @@
 """DSCL and SupCon training models built from Lightly parts.
 
 Online net ``f`` (backbone + ``MoCoProjectionHead``), EMA net ``f_m`` (a deep copy,
-``theta_m <- m theta_m + (1 - m) theta``), and a ``LabeledMemoryBank`` of past keys.
+``theta_m <- m theta_m + (1 - m) theta``, run with shuffle-BN), and a
+``LabeledMemoryBank`` of past L2-normalised keys.
 """
 
 import copy
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from lightly.models.modules import MoCoProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.models.utils import (
+    batch_shuffle,
+    batch_unshuffle,
+    deactivate_requires_grad,
+    update_momentum,
+)
+from lightly.utils import dist
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
@@ -88,13 +96,15 @@ def _plain_cnn(widths: Sequence[int], strides: Sequence[int]) -> nn.Sequential:
 
 
 def pool_regions(
-    feature_map: Tensor, boxes: Tensor, image_size: Sequence[int]
+    feature_map: Tensor, boxes: Tensor, image_size: Sequence[int], aligned: bool = False
 ) -> Tensor:
     """Mean of the 2x2 ``roi_align`` of every box: (B, C, h, w), (B, L, 4) -> (B, L, C).
 
-    Boxes are ``(x1, y1, x2, y2)`` in pixels of the image the map was computed from,
-    ``spatial_scale = w / image_width`` and ``aligned=True`` (continuous pixel
-    coordinates, so a box maps onto exactly the feature cells it covers).
+    Boxes are ``(x1, y1, x2, y2)`` in pixels of the image the map was computed from and
+    ``spatial_scale = w / image_width``. ``aligned=False`` is the official DSCL pooling
+    (torchvision's default: box corners scaled as they are, boxes at least one cell
+    wide); ``aligned=True`` shifts them by half a cell (continuous coordinates, so a box
+    maps onto exactly the feature cells it covers).
     """
     b, num_boxes, _ = boxes.shape
     index = torch.arange(b, device=feature_map.device).repeat_interleave(num_boxes)
@@ -106,7 +116,7 @@ def pool_regions(
         rois,
         output_size=2,
         spatial_scale=feature_map.shape[-1] / image_size[-1],
-        aligned=True,
+        aligned=aligned,
     )
     return regions.mean(dim=(2, 3)).reshape(b, num_boxes, -1)
 
@@ -193,6 +203,7 @@ class _MomentumContrastModel(nn.Module):
         queue_size: int,
         momentum: float,
         gather_distributed: bool,
+        shuffle_bn: bool,
     ) -> None:
         super().__init__()
         checks.within("momentum", momentum, 0.0, 1.0)
@@ -206,6 +217,7 @@ class _MomentumContrastModel(nn.Module):
             size=(queue_size, proj_dim), gather_distributed=gather_distributed
         )
         self.momentum = momentum
+        self.shuffle_bn = shuffle_bn
 
     def update_momentum(self, m: Optional[float] = None) -> None:
         """EMA step ``theta_m <- m theta_m + (1 - m) theta`` (``m = self.momentum`` if None).
@@ -232,14 +244,26 @@ class _MomentumContrastModel(nn.Module):
 
     @torch.no_grad()
     def _key(self, view_k: Tensor) -> Tensor:
+        """``k = f_m(view_k)``; with ``shuffle_bn`` the batch is shuffled before the EMA
+        forward and unshuffled after (MoCo's shuffle-BN, Lightly's ``batch_shuffle``),
+        across all processes when ``torch.distributed`` runs several, so the keys' BN
+        statistics come from other images than the queries' (every process must call
+        it). In eval mode (running statistics) the keys are the same either way."""
+        if not self.shuffle_bn:
+            return self._key_forward(view_k)
+        distributed = dist.world_size() > 1
+        shuffled, shuffle = batch_shuffle(view_k, distributed=distributed)
+        return batch_unshuffle(self._key_forward(shuffled), shuffle, distributed=distributed)
+
+    def _key_forward(self, view_k: Tensor) -> Tensor:
         return self.projection_head_momentum(
             _pool(_feature_map(self.backbone_momentum, view_k))
         )
 
     def _enqueue(self, key: Tensor, labels: Tensor) -> None:
-        """Adds this step's keys to the queue (training steps only)."""
+        """Adds this step's L2-normalised keys to the queue (training steps only)."""
         if self.training and torch.is_grad_enabled():
-            self.memory_bank.enqueue(key, labels)
+            self.memory_bank.enqueue(F.normalize(key, dim=1), labels)
 
 
 class DSCLModel(_MomentumContrastModel):
@@ -247,10 +271,13 @@ class DSCLModel(_MomentumContrastModel):
 
     - ``q = f(view_q)``, ``k = f_m(view_k)`` (no grad), ``L_dscl = DSCLLoss(q, k, y, M)``;
     - teacher ``t_l``: ``roi_align`` (2x2, mean) of box ``l`` on the q-view feature
-      map, through the online head; student ``s_l = f(patch_l)``, all ``B * L``
-      patches in one forward that leaves BN running statistics unchanged;
-      ``L_pbsd = PBSDLoss(s, t, k, M)``;
-    - keys are enqueued with their labels after the loss, in training mode only.
+      map (``roi_aligned=False``: the official pooling), through the online head;
+      student ``s_l = f(patch_l)``, all ``B * L`` patches in one forward that leaves
+      BN running statistics unchanged; ``L_pbsd = PBSDLoss(s, t, k, M)``;
+    - ``shuffle_bn``: the key batch is shuffled (across processes under DDP) for the
+      EMA forward, as the official code does;
+    - keys are L2-normalised and enqueued with their labels after the loss, in
+      training mode only; the losses use the queue as it is (no copy).
 
     With ``pbsd_weight=0`` patches and boxes may be None and no patch work is done.
 
@@ -274,12 +301,17 @@ class DSCLModel(_MomentumContrastModel):
         temperature: float = 0.07,
         pbsd_weight: float = 1.5,
         gather_distributed: bool = False,
+        shuffle_bn: bool = True,
+        roi_aligned: bool = False,
     ) -> None:
-        super().__init__(backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed)
+        super().__init__(
+            backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed, shuffle_bn
+        )
         checks.at_least("pbsd_weight", pbsd_weight, 0)
         self.criterion = DSCLLoss(alpha=alpha, beta=beta, temperature=temperature)
         self.pbsd_criterion = PBSDLoss(temperature=temperature)
         self.pbsd_weight = pbsd_weight
+        self.roi_aligned = roi_aligned
 
     def forward(
         self,
@@ -306,7 +338,7 @@ class DSCLModel(_MomentumContrastModel):
         feature_map, query = self._query(view_q)
         key = self._key(view_k)
         queue, queue_labels = self.memory_bank.get()
-        loss_dscl = self.criterion(query, key, labels, queue, queue_labels)
+        loss_dscl = self.criterion(query, key, labels, queue, queue_labels, queue_normalized=True)
         if use_patches:
             loss_pbsd = self._pbsd(feature_map, view_q.shape[-2:], patches, boxes, key, queue)
             loss = loss_dscl + self.pbsd_weight * loss_pbsd
@@ -327,11 +359,11 @@ class DSCLModel(_MomentumContrastModel):
     ) -> Tensor:
         b, num_patches = patches.shape[:2]
         with torch.no_grad():  # the teacher distribution carries no gradient
-            regions = pool_regions(feature_map.detach(), boxes, view_size)
+            regions = pool_regions(feature_map.detach(), boxes, view_size, self.roi_aligned)
             teacher = self.projection_head(regions)
         patch_map = _feature_map(self.backbone, patches.flatten(0, 1), keep_buffers=True)
         student = self.projection_head(_pool(patch_map)).reshape(b, num_patches, -1)
-        return self.pbsd_criterion(student, teacher, key, queue)
+        return self.pbsd_criterion(student, teacher, key, queue, queue_normalized=True)
 
 
 class SupConModel(_MomentumContrastModel):
@@ -350,8 +382,11 @@ class SupConModel(_MomentumContrastModel):
         momentum: float = 0.999,
         temperature: float = 0.07,
         gather_distributed: bool = False,
+        shuffle_bn: bool = True,
     ) -> None:
-        super().__init__(backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed)
+        super().__init__(
+            backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed, shuffle_bn
+        )
         self.criterion = SupConLoss(temperature=temperature)
 
     def forward(
@@ -366,6 +401,7 @@ class SupConModel(_MomentumContrastModel):
         _check_inputs(view_q, view_k, labels)
         _, query = self._query(view_q)
         key = self._key(view_k)
-        loss = self.criterion(query, key, labels, *self.memory_bank.get())
+        queue, queue_labels = self.memory_bank.get()
+        loss = self.criterion(query, key, labels, queue, queue_labels, queue_normalized=True)
         self._enqueue(key, labels)
         return dict(loss=loss, loss_dscl=loss, loss_pbsd=loss.new_zeros(()))

@@ -1,10 +1,12 @@
 """The two stages of a run: contrastive training (Lightning) and frozen evaluation.
 
-Stage 1 writes ``output_dir/checkpoints/last.ckpt`` every epoch (atomically), CSV logs in
-``output_dir/logs`` and finally the online backbone to ``output_dir/backbone.pt``. Stage 2
-writes ``metrics.json`` and ``per_class_accuracy.png`` to ``output_dir``.
+Stage 1 writes ``output_dir/checkpoints/last.ckpt`` every epoch (and every
+``trainer.checkpoint_every_n_steps`` steps; atomically), CSV logs in ``output_dir/logs`` and
+finally the online backbone to ``output_dir/backbone.pt``. Stage 2 writes ``metrics.json``
+and ``per_class_accuracy.png`` to ``output_dir``.
 """
 
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, Optional, Union
@@ -18,6 +20,8 @@ from torch.utils.data import DataLoader
 from dscl_plugin.checkpoints import (
     AtomicCheckpointIO,
     CheckpointError,
+    MidEpochResumeCallback,
+    ResumableDataLoader,
     RNGStateCallback,
     export_backbone,
     load_backbone_weights,
@@ -26,7 +30,9 @@ from dscl_plugin.checkpoints import (
 from dscl_plugin import methods as _builtin_methods  # noqa: F401  (registers dscl, supcon)
 from dscl_plugin.config import Config, ConfigError, raise_problems, to_dict, to_yaml
 from dscl_plugin.data import build_dataset
+from dscl_plugin.data.samplers import ClassBalancedSampler
 from dscl_plugin.evaluation import (
+    augmented_linear_probe,
     extract_features,
     format_metrics_table,
     knn_metrics,
@@ -36,7 +42,7 @@ from dscl_plugin.evaluation import (
     write_metrics,
 )
 from dscl_plugin.registry import available_methods, get_method, load_plugins
-from dscl_plugin.transforms import eval_transform
+from dscl_plugin.transforms import eval_transform, probe_transform
 
 Resume = Union[None, bool, str, Path]
 
@@ -104,8 +110,9 @@ def _resolve_resume(config: Config, resume: Resume) -> Optional[Path]:
     return path
 
 
-# settings a resumed run must share with its checkpoint (others, e.g. num_workers, may change)
-_RESUME_KEYS = ("method", "data", "model", "optim", "seed", "trainer.epochs", "trainer.batch_size")
+# settings a resumed run must share with its checkpoint (others, e.g. num_workers, may change;
+# trainer.epochs may grow, which extends the run)
+_RESUME_KEYS = ("method", "data", "model", "optim", "seed", "trainer.batch_size")
 _RESUME_FREE = ("data.root", "data.download")
 
 
@@ -123,6 +130,11 @@ def _check_resume_config(config: Config, path: Path) -> None:
         for k in sorted(old.keys() | new.keys()):
             if old.get(k) != new.get(k) and k not in _RESUME_FREE:
                 changes.append(f"{k}: {old.get(k)!r} -> {new.get(k)!r}")
+    old_epochs, new_epochs = _lookup(saved, "trainer.epochs"), config.trainer.epochs
+    if old_epochs is not None and new_epochs < old_epochs:
+        changes.append(
+            f"trainer.epochs: {old_epochs!r} -> {new_epochs!r} (may only grow, to extend a run)"
+        )
     if changes:
         raise ConfigError(
             f"Cannot resume '{path}' with changed settings:\n  " + "\n  ".join(changes)
@@ -145,23 +157,40 @@ def _flatten(value, prefix: str) -> Dict[str, object]:
     return {prefix: value}
 
 
-def build_trainer(
-    config: Config, generators: Dict[str, torch.Generator], callbacks: Iterable[pl.Callback] = ()
-) -> pl.Trainer:
-    """Lightning trainer: per-epoch atomic ``last.ckpt``, RNG state, CSV logs."""
-    t = config.trainer
-    strategy = "ddp" if t.strategy == "auto" and t.devices > 1 else t.strategy
-    checkpoint = ModelCheckpoint(
+def _last_checkpoint(config: Config, **every: int) -> ModelCheckpoint:
+    """``ModelCheckpoint`` writing ``checkpoints/last.ckpt`` (``every_n_epochs`` or
+    ``every_n_train_steps``)."""
+    return ModelCheckpoint(
         dirpath=checkpoint_dir(config),
         filename="last",
         save_top_k=1,
-        every_n_epochs=1,
         enable_version_counter=False,
+        **every,
     )
+
+
+def build_trainer(
+    config: Config,
+    generators: Dict[str, torch.Generator],
+    callbacks: Iterable[pl.Callback] = (),
+    loader: Optional[ResumableDataLoader] = None,
+) -> pl.Trainer:
+    """Lightning trainer: atomic ``last.ckpt`` per epoch (and every
+    ``trainer.checkpoint_every_n_steps`` steps, resumable inside the epoch when the
+    train ``loader`` is given), RNG state, CSV logs."""
+    t = config.trainer
+    distributed = t.devices > 1 or t.num_nodes > 1
+    strategy = "ddp" if t.strategy == "auto" and distributed else t.strategy
+    checkpoints = [_last_checkpoint(config, every_n_epochs=1)]
+    if t.checkpoint_every_n_steps is not None:
+        checkpoints.append(_last_checkpoint(config, every_n_train_steps=t.checkpoint_every_n_steps))
+    resume = [MidEpochResumeCallback(loader)] if loader is not None else []
     return pl.Trainer(
         max_epochs=t.epochs,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
+        sync_batchnorm=t.sync_batchnorm,
         strategy=strategy,
         precision=t.precision,
         limit_train_batches=t.limit_train_batches,
@@ -171,7 +200,7 @@ def build_trainer(
         num_sanity_val_steps=0,
         default_root_dir=config.output_dir,
         logger=CSVLogger(config.output_dir, name="logs"),
-        callbacks=[RNGStateCallback(generators), *callbacks, checkpoint],
+        callbacks=[RNGStateCallback(generators), *resume, *callbacks, *checkpoints],
         plugins=[AtomicCheckpointIO()],
     )
 
@@ -189,14 +218,15 @@ def train(
     module = build_method(config)
     dataset = build_dataset_split(config, "train", module.train_transform())
     t = config.trainer
-    per_device = t.batch_size // t.devices
-    if len(dataset) // t.devices < per_device:
+    processes = t.devices * t.num_nodes
+    per_device = t.batch_size // processes
+    if len(dataset) // processes < per_device:
         raise ConfigError(
             f"trainer.batch_size: {t.batch_size} is larger than the training set "
-            f"({len(dataset)} images over {t.devices} device(s)); every epoch would be empty."
+            f"({len(dataset)} images over {processes} process(es)); every epoch would be empty."
         )
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
+    loader = ResumableDataLoader(
         dataset,
         batch_size=per_device,
         shuffle=True,
@@ -206,11 +236,13 @@ def train(
         generator=generator,
         pin_memory=torch.cuda.is_available(),
     )
-    trainer = build_trainer(config, {"train_loader": generator}, callbacks)
+    trainer = build_trainer(config, {"train_loader": generator}, callbacks, loader)
     if trainer.is_global_zero:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(config.output_dir) / "config.yaml").write_text(to_yaml(config))
-    trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)
+    with warnings.catch_warnings():  # MidEpochResumeCallback resumes the loader itself
+        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
+        trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)
     if not trainer.is_global_zero:
         return None
     export_backbone(module.backbone, config.model.backbone, backbone_path(config))
@@ -244,8 +276,10 @@ def evaluate(
     module: Optional[pl.LightningModule] = None,
     checkpoint: Optional[Union[str, Path]] = None,
 ) -> Dict[str, object]:
-    """Stage 2 on frozen online-backbone features (BN in eval mode): class-balanced linear
-    probe and kNN retrieval; writes ``metrics.json`` and the per-class plot, prints a table."""
+    """Stage 2 on the frozen online backbone (BN in eval mode): class-balanced linear probe
+    (``probe.protocol``: on centre-crop features, or the official one on freshly augmented
+    images every epoch) and kNN retrieval on centre-crop features; writes
+    ``metrics.json`` and the per-class plot, prints a table."""
     if module is None:
         module = load_for_eval(config, checkpoint or backbone_path(config))
     device = _eval_device(config)
@@ -262,19 +296,33 @@ def evaluate(
         if split == "train":
             class_counts, num_classes = dataset.class_counts, dataset.num_classes
     (train_feats, train_labels), (test_feats, test_labels) = features["train"], features["test"]
-    logits = linear_probe(
-        train_feats.to(device),
-        train_labels,
-        test_feats,
-        num_classes,
-        epochs=p.epochs,
-        lr=p.lr,
-        batch_size=p.batch_size,
-        milestones=p.milestones,
-        class_balanced=p.class_balanced,
-        weight_decay=p.weight_decay,
-        seed=config.seed,
-    )
+    if p.protocol == "augmented":
+        logits = augmented_linear_probe(
+            module.embed,
+            _augmented_loader(config),
+            test_feats,
+            num_classes,
+            epochs=p.epochs,
+            lr=p.lr,
+            milestones=p.milestones,
+            weight_decay=p.weight_decay,
+            seed=config.seed,
+            device=device,
+        )
+    else:
+        logits = linear_probe(
+            train_feats.to(device),
+            train_labels,
+            test_feats,
+            num_classes,
+            epochs=p.epochs,
+            lr=p.lr,
+            batch_size=p.batch_size,
+            milestones=p.milestones,
+            class_balanced=p.class_balanced,
+            weight_decay=p.weight_decay,
+            seed=config.seed,
+        )
     probe = shot_metrics(logits, test_labels, class_counts, e.many_threshold, e.few_threshold)
     knn = knn_metrics(
         train_feats, train_labels, test_feats, test_labels, k=e.knn_k or "max_bin_count"
@@ -296,6 +344,35 @@ def evaluate(
     )
     print(format_metrics_table({k: metrics[k] for k in ("linear_probe", "knn")}))
     return metrics
+
+
+def _augmented_loader(config: Config) -> DataLoader:
+    """Training images for ``probe.protocol: augmented``: the q-view augmentation of
+    ``data`` (official: RandomResizedCrop, jitter p 0.8, grayscale, blur, flip), drawn
+    class-balanced (``probe.class_balanced``), seeded by ``seed``."""
+    d, p = config.data, config.probe
+    transform = probe_transform(
+        d.input_size,
+        crop_scale=tuple(d.crop_scale),
+        hflip_prob=d.hflip_prob,
+        jitter=tuple(d.color_jitter),
+        jitter_prob=d.jitter_prob,
+        grayscale_prob=d.grayscale_prob,
+        blur_prob=d.blur_prob,
+    )
+    dataset = build_dataset_split(config, "train", transform)
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = None
+    if p.class_balanced:
+        sampler = ClassBalancedSampler(dataset.targets, len(dataset), generator)
+    return DataLoader(
+        dataset,
+        batch_size=min(p.batch_size, len(dataset)),
+        sampler=sampler,
+        shuffle=sampler is None,
+        num_workers=config.trainer.num_workers,
+        generator=generator,
+    )
 
 
 @contextmanager

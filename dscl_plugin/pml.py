@@ -11,15 +11,18 @@ Row layouts shared by :class:`DSCLLoss` and :class:`DSCLMiner`:
    ``labels = cat([y, y])``; the augmentation partner of row i is row
    ``(i + B) mod 2B`` and every row is compared with every other row.
 2. ``ref_emb`` given: ``ref_emb[i]`` is the partner of ``embeddings[i]`` for
-   ``i < len(embeddings)``; further rows of ``ref_emb`` are memory entries and anchors
-   are compared with ``ref_emb`` rows only (MoCo style: queries vs [keys, memory]).
+   ``i < len(embeddings)``; further rows of ``ref_emb`` are memory entries. Anchors are
+   compared with the other queries and every ``ref_emb`` row (MoCo style, the official
+   DSCL candidates ``cat(q, k, queue)``); ``DSCLLoss(query_candidates=False)`` compares
+   them with the ``ref_emb`` rows only (queries vs [keys, memory]).
 
 Distributed training: layout 1 cannot be used under PML's ``DistributedLossWrapper``
 (the gathered rows no longer follow the partner rule; this is detected and raises).
 Layout 2 with one ``ref_emb`` row per embedding works with ``efficient=False`` and
 ``efficient=True``; with extra memory rows in ``ref_emb`` only ``efficient=True``
 keeps the partners aligned (``efficient=False`` interleaves ranks' memories; detected
-when the labels disagree). :class:`DSCLCrossBatchMemory` works with
+when the labels disagree); with ``efficient=True`` the other queries are this
+process's queries only. :class:`DSCLCrossBatchMemory` works with
 ``efficient=False`` (PML's only mode for memories). For DDP training the Lightning path
 (``dscl_plugin.models.DSCLModel`` with ``gather_distributed=True``) is the reference.
 """
@@ -116,11 +119,14 @@ class DSCLLoss(BaseMetricLossFunction):
     ``L_i = -[alpha log p(o_i) + (1 - alpha) / |P_i| sum_{c in P_i} log p(c)]``
 
     (``alpha = 1`` when ``P_i`` is empty). ``C_i`` is every row but the anchor itself
-    in layout 1 (see the module docstring) and every ``ref_emb`` row in layout 2. With
-    an ``indices_tuple`` (pairs or triplets, e.g. from :class:`DSCLMiner`), only its
-    positive pairs are class positives and only its pairs are candidates; the partner is
-    always a candidate and the own positive. Logits are computed in float32 (or float64)
-    with autocast disabled.
+    in layout 1 (see the module docstring) and, in layout 2, every other query and every
+    ``ref_emb`` row (``query_candidates=False``: the ``ref_emb`` rows only). With an
+    ``indices_tuple`` (pairs or triplets, e.g. from :class:`DSCLMiner`), only its
+    positive pairs are class positives and only its pairs are candidates among the
+    ``ref_emb`` rows (the other queries of layout 2 stay candidates, positives by label);
+    the partner is always a candidate and the own positive. Logits are computed in
+    float32 (or float64) with autocast disabled. On the same queries, keys, labels and
+    memory, layout 2 gives the value and gradients of ``dscl_plugin.DSCLLoss``.
 
     Unlike PML's ``SupConLoss``, which returns 0 for a batch without a negative pair
     (e.g. a single-class batch, frequent for head classes of long-tailed data), anchors
@@ -131,6 +137,8 @@ class DSCLLoss(BaseMetricLossFunction):
         alpha: weight of the own partner, default 1/9 (official beta = 8).
         temperature: T, default 0.07.
         beta: alternative to ``alpha``, ``alpha = 1 / (1 + beta)``; give at most one.
+        query_candidates: in layout 2, the other queries are candidates too (official
+            DSCL, default); False compares queries with the ``ref_emb`` rows only.
         **kwargs: PML options: ``distance`` (default ``CosineSimilarity()``),
             ``reducer`` (default ``AvgNonZeroReducer()``; per-anchor losses with
             "element" reduction, so ``ClassWeightedReducer`` weights by anchor label),
@@ -153,12 +161,14 @@ class DSCLLoss(BaseMetricLossFunction):
         alpha: Optional[float] = None,
         temperature: float = 0.07,
         beta: Optional[float] = None,
+        query_candidates: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         _check_temperature(temperature)
         self.alpha = alpha_from(alpha, beta)
         self.temperature = temperature
+        self.query_candidates = query_candidates
         self.add_to_recordable_attributes(list_of_names=["alpha", "temperature"], is_stat=False)
         self.add_to_recordable_attributes(
             list_of_names=["avg_num_class_positives", "avg_num_candidates"], is_stat=True
@@ -181,10 +191,16 @@ class DSCLLoss(BaseMetricLossFunction):
             labels, ref_labels, ref_emb.shape[0], indices_tuple, own_index, layout1
         )
         dtype = _compute_dtype(embeddings)
+        with_queries = self.query_candidates and not layout1
+        if with_queries:
+            positive, candidate = self._with_query_block(labels, positive, candidate)
+            own_index = own_index + embeddings.shape[0]
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             mat = self.distance(
                 embeddings.to(dtype), None if layout1 else ref_emb.to(dtype)
             )
+            if with_queries:
+                mat = torch.cat([self.distance(embeddings.to(dtype)), mat], dim=1)
             if not self.distance.is_inverted:
                 mat = -mat
             logits = (mat / self.temperature).masked_fill(~candidate, float("-inf"))
@@ -236,6 +252,20 @@ class DSCLLoss(BaseMetricLossFunction):
         positive[rows, own_index] = False
         candidate[rows, own_index] = True
         return positive, candidate
+
+    @staticmethod
+    def _with_query_block(
+        labels: Tensor, positive: Tensor, candidate: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Prepends the (n, n) query block: every other query is a candidate and a class
+        positive if it has the anchor's label."""
+        n = labels.shape[0]
+        other = ~torch.eye(n, dtype=torch.bool, device=positive.device)
+        same = labels[:, None] == labels[None, :]
+        return (
+            torch.cat([same & other, positive], dim=1),
+            torch.cat([other, candidate], dim=1),
+        )
 
     def get_default_reducer(self) -> AvgNonZeroReducer:
         return AvgNonZeroReducer()
@@ -320,9 +350,12 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
     (e.g. from an EMA encoder), the others queries, with the same images in the same
     order. The keys are enqueued with their labels first; then each query is an anchor
     whose partner is the memory slot its key was just written to, and every other
-    memory entry is a class positive or negative by label (layout 2 of
-    :class:`DSCLLoss`, with ``ref_emb`` the memory rotated to start at this step's
-    keys). An optional ``miner`` is applied to (queries, memory) in that layout.
+    memory entry and (with the loss's default ``query_candidates=True``) every other
+    query is a class positive or negative by label (layout 2 of :class:`DSCLLoss`, with
+    ``ref_emb`` the memory rotated to start at this step's keys): the official
+    candidates ``cat(q, k, queue)``, so with a memory of ``K + B`` entries it matches
+    ``dscl_plugin.DSCLLoss`` with a queue of the ``K`` previous keys. An optional
+    ``miner`` is applied to (queries, memory) in that layout.
 
     ``enqueue_mask`` is required (DSCL needs each query's partner) and
     ``indices_tuple`` is not accepted (use ``miner``). The state dict holds the memory,

@@ -164,6 +164,32 @@ class DSCLTransform:
         return views + [torch.stack(patches), torch.tensor(boxes, dtype=torch.float32)]
 
 
+def probe_transform(
+    input_size: int,
+    crop_scale: Tuple[float, float] = (0.08, 1.0),
+    hflip_prob: float = 0.5,
+    jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
+    jitter_prob: float = 0.8,
+    grayscale_prob: float = 0.2,
+    blur_prob: float = 0.5,
+    blur_sigmas: Tuple[float, float] = (0.1, 2.0),
+    normalize: NormalizeSpec = IMAGENET_NORMALIZE,
+) -> T.Compose:
+    """Training images of the official stage 2 (``probe.protocol: augmented``):
+    ``RandomResizedCrop(input_size, crop_scale)``, flip, then the q-view colour
+    augmentation (jitter p 0.8, grayscale 0.2, blur 0.5), to tensor, normalise."""
+    _check_range("crop_scale", crop_scale, 0.0, 1.0)
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size=input_size, scale=crop_scale),
+            T.RandomHorizontalFlip(p=hflip_prob),
+            _colour_transform(
+                jitter, jitter_prob, grayscale_prob, blur_prob, blur_sigmas, normalize
+            ),
+        ]
+    )
+
+
 def eval_transform(
     input_size: int,
     normalize: NormalizeSpec = IMAGENET_NORMALIZE,

@@ -2,6 +2,7 @@
 safety of checkpoints, non-finite loss, and a 2-process CPU DDP run gathering the queue."""
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ from dscl_plugin.checkpoints import (
     load_file,
 )
 from dscl_plugin.cli import eval_main, main, train_main
-from dscl_plugin.config import load_config
+from dscl_plugin.config import ConfigError, load_config
 from dscl_plugin.methods import NonFiniteLossError
 from dscl_plugin.models import DSCLModel, build_backbone
 from dscl_plugin.pipeline import torch_threads, train
@@ -97,6 +98,33 @@ def test_train_then_eval(tmp_path, capsys):
         assert all(torch.equal(v, exported[k]) for k, v in backbone.state_dict().items())
 
 
+def test_augmented_probe_protocol_keeps_bn_frozen(tmp_path, monkeypatch):
+    """probe.protocol=augmented: class-balanced loader of augmented training images,
+    the backbone in eval mode (BN running statistics unchanged)."""
+    import dscl_plugin.pipeline as pipeline
+    from dscl_plugin.data.samplers import ClassBalancedSampler
+    from dscl_plugin.pipeline import evaluate
+
+    config = tiny(tmp_path, "augmented", "probe.protocol=augmented", "probe.batch_size=64")
+    loaders, real = [], pipeline.augmented_linear_probe
+
+    def spy(embed_fn, loader, *args, **kwargs):
+        loaders.append(loader)
+        return real(embed_fn, loader, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "augmented_linear_probe", spy)
+    module = build_method(config)
+    before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
+    metrics = evaluate(config, module)
+    (loader,) = loaders
+    assert isinstance(loader.sampler, ClassBalancedSampler) and loader.batch_size == 64
+    crop = loader.dataset.transform.transforms[0]
+    assert type(crop).__name__ == "RandomResizedCrop" and list(crop.scale) == [0.4, 1.0]
+    after = module.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert 0.0 <= metrics["linear_probe"]["overall"] <= 1.0
+
+
 def test_resnet_export_loads_into_torchvision(tmp_path):
     backbone, _ = build_backbone("resnet18")
     export_backbone(backbone, "resnet18", tmp_path / "backbone.pt")
@@ -142,6 +170,62 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not different, different
     assert int(resumed["model.memory_bank.num_filled"]) == 4 * 16
+
+
+class RecordSteps(pl.Callback):
+    """(global step, batch index, labels, lr) of every training batch."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.steps.append((trainer.global_step, batch_idx, batch[4].tolist(), lr))
+
+
+class CrashAt(pl.Callback):
+    def __init__(self, epoch, batch_idx):
+        self.epoch, self.batch_idx = epoch, batch_idx
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch_idx):
+            raise RuntimeError("simulated crash")
+
+
+def test_mid_epoch_checkpoint_resumes_at_the_right_step(tmp_path):
+    every_step = ["trainer.checkpoint_every_n_steps=1", "trainer.limit_train_batches=4"]
+    straight = RecordSteps()
+    train(tiny(tmp_path, "straight", *every_step), callbacks=[straight])
+    config = tiny(tmp_path, "resumed", *every_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, callbacks=[CrashAt(epoch=0, batch_idx=2)])  # 2 steps done and saved
+    checkpoint = load_file(Path(config.output_dir) / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 2 and checkpoint["loader_position"]["batches_done"] == 2
+    resumed = RecordSteps()
+    module = train(config, resume=True, callbacks=[resumed])
+    # continues at step 2, batch 2 of epoch 0, with the images the straight run saw next
+    # (same order, labels identical) and the same learning rates
+    assert [s[:3] for s in resumed.steps] == [s[:3] for s in straight.steps[2:]]
+    for got, want in zip(resumed.steps, straight.steps[2:]):
+        assert got[3] == pytest.approx(want[3])
+    assert module.global_step == 8
+    assert int(module.model.memory_bank.num_filled) == 64  # 8 steps of 16 keys, no replay
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
+    short = "trainer.limit_train_batches=2"
+    config = tiny(tmp_path, "extend", short)
+    train(config)  # 2 epochs, 4 steps: the cosine has reached 0
+    with pytest.raises(ConfigError, match=r"trainer.epochs: 2 -> 1 \(may only grow"):
+        train(tiny(tmp_path, "extend", short, "trainer.epochs=1"), resume=True)
+    record = RecordSteps()
+    longer = tiny(tmp_path, "extend", short, "trainer.epochs=4")
+    module = train(longer, resume=True, callbacks=[record])
+    assert [s[0] for s in record.steps] == [4, 5, 6, 7]
+    scheduler = module.trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.max_epochs == 8  # the schedule of the longer run, not the saved one
+    # lr after step 4 of 8: warm-up 2 steps, then cosine from 0.1 to 0 over the 8 steps
+    assert record.steps[0][3] == pytest.approx(0.1 * (1 + math.cos(math.pi * 4 / 7)) / 2)
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path, capsys):
@@ -202,7 +286,7 @@ DDP_SCRIPT = textwrap.dedent(
     import sys
     import pytorch_lightning as pl
     import torch
-    from dscl_plugin.config import load_config
+    from dscl_plugin.config import ConfigError, load_config
     from dscl_plugin.models import forward_without_stat_update
     from dscl_plugin.pipeline import train
 

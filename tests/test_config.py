@@ -51,6 +51,10 @@ def test_official_imagenet_lt_recipe():
     assert (p.milestones, p.class_balanced) == ([20, 30], True)
     assert (c.eval.many_threshold, c.eval.few_threshold) == (100, 20)
     assert c.data.color_jitter == [0.4, 0.4, 0.4, 0.1] and c.data.crop_scale == [0.08, 1.0]
+    assert (p.protocol, p.weight_decay, m.shuffle_bn, m.roi_aligned) == ("augmented", 0, True, False)
+    assert c.trainer.sync_batchnorm is False
+    twin = load_config(CONFIGS / "supcon_imagenet_lt.yaml")
+    assert twin.probe == p and (twin.model.shuffle_bn, twin.model.roi_aligned) == (True, False)
 
 
 @pytest.mark.parametrize("dataset", ["cifar10_lt", "cifar100_lt"])
@@ -129,8 +133,12 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         (["model.init_from=/no/such/weights.pt"], "/no/such/weights.pt"),
         (["data.name=mnist"], "data.name: unknown dataset 'mnist'"),
         (["optim.warmup_epochs=99"], "optim.warmup_epochs"),
-        (["trainer.batch_size=63", "trainer.devices=2"], "multiple of trainer.devices=2"),
+        (["trainer.batch_size=63", "trainer.devices=2"], "trainer.devices x trainer.num_nodes = 2"),
         (["probe.milestones=[30,20]"], "probe.milestones"),
+        (["probe.protocol=centre"], "probe.protocol"),
+        (["trainer.num_nodes=0"], "trainer.num_nodes"),
+        (["trainer.devices=1", "trainer.num_nodes=3", "trainer.batch_size=64"], "trainer.batch_size"),
+        (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps"),
         (["eval.few_threshold=200"], "eval.few_threshold"),
         (["trainer.precision=16"], "trainer.precision: must be one of"),
         (["trainer.num_threads=0"], "trainer.num_threads: must be >= 1, got 0"),

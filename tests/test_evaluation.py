@@ -170,3 +170,47 @@ def test_write_metrics_null_and_table(tmp_path):
     assert any(l.split() == ["knn/precision_at_1", "25.00%"] for l in lines)
     assert any(l.split() == ["epochs", "2"] for l in lines)
     assert "per_class" not in table
+
+
+class NoisyTemplates(torch.utils.data.Dataset):
+    """Class c's images are a fixed template plus fresh noise on every access (like a
+    random augmentation): ``counts[c]`` images per class."""
+
+    def __init__(self, counts, dim=12, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.templates = torch.randn(len(counts), dim, generator=g) * 3
+        self.targets = [c for c, n in enumerate(counts) for _ in range(n)]
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        c = self.targets[i]
+        return self.templates[c] + 0.5 * torch.randn(self.templates.shape[1]), c
+
+
+def test_augmented_probe_embeds_fresh_images_every_epoch_and_learns():
+    from dscl_plugin.data.samplers import ClassBalancedSampler
+    from dscl_plugin.evaluation import augmented_linear_probe
+
+    torch.manual_seed(0)
+    dataset = NoisyTemplates([40, 8, 2])
+    sampler = ClassBalancedSampler(dataset.targets, len(dataset), torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=16, sampler=sampler)
+    seen, grad_modes = [], set()
+
+    def embed(images):
+        grad_modes.add(torch.is_grad_enabled())
+        seen.append(images.clone())
+        return images
+
+    test_x = dataset.templates.repeat(5, 1) + 0.5 * torch.randn(15, 12)
+    test_y = torch.arange(3).repeat(5)
+    logits = augmented_linear_probe(
+        embed, loader, test_x, num_classes=3, epochs=4, lr=0.1, milestones=[3], seed=0
+    )
+    assert logits.shape == (15, 3) and grad_modes == {False}
+    assert len(seen) == 4 * len(loader)  # one pass over the loader per epoch
+    first, second = seen[0], seen[len(loader)]
+    assert not torch.equal(first, second)  # new draws and new augmentations each epoch
+    assert (logits.argmax(1) == test_y).float().mean().item() == 1.0

@@ -305,14 +305,15 @@ def test_memory_bank_owning_loss(size):
     first = loss_fn(q1, k1, y1)  # empty bank: no queue
     torch.testing.assert_close(first, DSCLLoss(alpha=0.3)(q1, k1, y1))
     features, labels = loss_fn.memory_bank.get()
-    torch.testing.assert_close(features, k1.detach().to(features.dtype))
+    unit_k1 = torch.nn.functional.normalize(k1.detach(), dim=1)
+    torch.testing.assert_close(features, unit_k1.to(features.dtype))  # stored normalised
     assert torch.equal(labels, y1)
     loss_fn(q2.detach(), k2, y2)  # query without grad: the bank is not updated
     with torch.no_grad():
         loss_fn(q2, k2, y2)  # nor in no-grad mode
     assert loss_fn.memory_bank.get()[0].shape[0] == 3
     second = loss_fn(q2, k2, y2)
-    want = DSCLLoss(alpha=0.3)(q2, k2, y2, k1.detach().float().double(), y1)
+    want = DSCLLoss(alpha=0.3)(q2, k2, y2, k1.detach().float().double(), y1)  # unnormalised
     torch.testing.assert_close(second, want, rtol=1e-6, atol=1e-6)
     assert loss_fn.memory_bank.get()[0].shape[0] == 4  # wrapped: 4 slots, 6 keys seen
     with pytest.raises(ValueError, match="owns a memory bank"):
@@ -474,3 +475,36 @@ def test_pbsd_input_errors():
     with pytest.raises(ValueError, match="patch_features contains NaN or Inf"):
         PBSDLoss(check_finite=True)(bad, region, key, queue)
     assert torch.isnan(loss_fn(bad, region, key, queue))
+
+
+# --- a queue of unit-norm keys (the model's bank) ---------------------------------
+
+
+@pytest.mark.parametrize("loss_fn", [DSCLLoss(alpha=0.2), SupConLoss(), PBSDLoss()])
+def test_normalized_queue_is_used_as_it_is_and_may_change_before_backward(loss_fn):
+    """``queue_normalized=True`` gives the value and gradients of normalising the queue,
+    and the backward pass does not read the queue (a bank view overwritten by the next
+    enqueue before ``backward`` would otherwise give wrong gradients or an error)."""
+    query, key, labels, raw, queue_labels = _inputs(5, 9, seed=21, grad=False)
+    query.requires_grad_(True)
+    unit = F.normalize(raw, dim=1)
+    if isinstance(loss_fn, PBSDLoss):
+        patches = torch.randn(5, 2, 6, dtype=torch.float64, requires_grad=True)
+        regions = torch.randn(5, 2, 6, dtype=torch.float64)
+        inputs = [patches, query]
+
+        def call(queue, **kwargs):
+            return loss_fn(patches, regions, query, queue, **kwargs)
+    else:
+        inputs = [query]
+
+        def call(queue, **kwargs):
+            return loss_fn(query, key, labels, queue, queue_labels, **kwargs)
+
+    expected = call(raw)  # the loss normalises an unnormalised user queue itself
+    bank = unit.clone()
+    loss = call(bank, queue_normalized=True)
+    bank.normal_()  # the next enqueue overwrites the view before backward
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(_grads(loss, inputs), _grads(expected, inputs)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -150,7 +150,7 @@ def test_spatial_scale_is_computed_from_the_map_and_view(map_width):
     feature_map = torch.zeros(1, 1, map_width // 2, map_width)
     feature_map[..., : map_width // 2] = 1.0  # left half of the image
     boxes = torch.tensor([[[0.0, 0.0, 12.0, 16.0], [20.0, 0.0, 32.0, 16.0]]])
-    regions = pool_regions(feature_map, boxes, (16, 32))
+    regions = pool_regions(feature_map, boxes, (16, 32), aligned=True)
     torch.testing.assert_close(regions.flatten(), torch.tensor([1.0, 0.0]))
 
 
@@ -194,7 +194,7 @@ def test_losses_match_the_loss_modules_on_manual_features():
         q = model.projection_head(fmap.mean(dim=(2, 3)))
         k = model.projection_head_momentum(model.backbone_momentum(view_k).mean(dim=(2, 3)))
         regions = roi_align(
-            fmap, list(boxes), output_size=2, spatial_scale=fmap.shape[-1] / VIEW, aligned=True
+            fmap, list(boxes), output_size=2, spatial_scale=fmap.shape[-1] / VIEW, aligned=False
         ).mean(dim=(2, 3))
         teacher = model.projection_head(regions).reshape(B, L, -1)
         student = model.projection_head(
@@ -217,7 +217,7 @@ def test_keys_are_enqueued_with_labels_in_training_only():
         keys = model.projection_head_momentum(ema(view_k).mean(dim=(2, 3)))
     model(view_q, view_k, patches, boxes, labels)
     features, bank_labels = model.memory_bank.get()
-    torch.testing.assert_close(features, keys)
+    torch.testing.assert_close(features, nn.functional.normalize(keys, dim=1))
     assert bank_labels.tolist() == labels.tolist()
     with torch.no_grad():
         model(view_q, view_k, patches, boxes, labels)
@@ -343,3 +343,82 @@ def test_train_step_benchmark_parts_run(one_thread):
     for fn in parts.values():
         fn()
     assert int(bench.model.memory_bank.num_filled) == 8
+
+
+# --- shuffle-BN of the key encoder ------------------------------------------------
+
+
+def test_shuffle_bn_permutes_the_key_batch_and_keeps_eval_keys(monkeypatch):
+    import dscl_plugin.models as models
+
+    model = _model()
+    model.eval()
+    view_k = _batch()[1]
+    shuffles, seen = [], []
+    real_shuffle, real_forward = models.batch_shuffle, model._key_forward
+
+    def spy_shuffle(batch, distributed=False):
+        shuffled, shuffle = real_shuffle(batch, distributed)
+        shuffles.append(shuffle)
+        return shuffled, shuffle
+
+    def spy_forward(images):
+        seen.append(images)
+        return real_forward(images)
+
+    monkeypatch.setattr(models, "batch_shuffle", spy_shuffle)
+    monkeypatch.setattr(model, "_key_forward", spy_forward)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        shuffled_keys = model._key(view_k)
+        model.shuffle_bn = False
+        plain_keys = model._key(view_k)
+    (shuffle,) = shuffles
+    assert not torch.equal(shuffle, torch.arange(B))  # the EMA net saw a permuted batch
+    assert torch.equal(seen[0], view_k[shuffle]) and torch.equal(seen[1], view_k)
+    torch.testing.assert_close(shuffled_keys, plain_keys, rtol=0, atol=0)  # eval: same keys
+
+
+def _shuffle_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        model = _model(queue_size=8)  # the same weights on both ranks
+        model.train()
+        view_k = _batch(seed=50 + rank)[1]
+        seen = []
+        forward = model._key_forward
+        model._key_forward = lambda images: (seen.append(images), forward(images))[1]
+        torch.manual_seed(7)
+        with torch.no_grad():
+            keys = model._key(view_k)
+        torch.save(dict(view_k=view_k, seen=seen[0], keys=keys), f"{out_dir}/shuffle{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shuffle_bn_permutes_across_two_gloo_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        _shuffle_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+        join=True, start_method="fork",
+    )
+    ranks = [torch.load(tmp_path / f"shuffle{r}.pt", weights_only=True) for r in range(2)]
+    model = _model(queue_size=8)
+    model.train()
+    with torch.no_grad():  # each rank's EMA forward in train mode: BN over the batch it saw
+        outputs = [model._key_forward(r["seen"]) for r in ranks]
+    crossed = 0
+    for rank, r in enumerate(ranks):
+        for j, image in enumerate(r["view_k"]):
+            (where,) = [
+                (other, i) for other in range(2) for i in range(B)
+                if torch.equal(ranks[other]["seen"][i], image)
+            ]
+            crossed += where[0] != rank
+            # its key was computed on the rank that received it and sent back in place
+            torch.testing.assert_close(r["keys"][j], outputs[where[0]][where[1]])
+    assert crossed > 0  # images really moved between the ranks

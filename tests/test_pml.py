@@ -65,6 +65,20 @@ def layout2_sets(labels, ref_labels):
     return cands, list(range(n)), pos
 
 
+def with_queries(anchors, labels, refs, cands, own, pos):
+    """Layout 2 with ``query_candidates``: the other anchors (queries) as extra candidates
+    before the ref columns, class positives by label. Returns refs and the shifted sets."""
+    n = len(anchors)
+    refs = list(anchors) + [refs[c] for c in range(len(refs))]
+    others = [[j for j in range(n) if j != i] for i in range(n)]
+    cands = [others[i] + [n + c for c in cands[i]] for i in range(n)]
+    pos = [
+        [j for j in others[i] if labels[j] == labels[i]] + [n + c for c in pos[i]]
+        for i in range(n)
+    ]
+    return refs, cands, [n + o for o in own], pos
+
+
 def tuple_sets(indices_tuple, n, own, layout1):
     """Candidates and class positives given by an (a1, p, a2, n) tuple."""
     a1, p, a2, neg = (x.tolist() for x in indices_tuple)
@@ -112,8 +126,16 @@ def test_layout2_with_memory_matches_naive_reference():
     mem, mem_y = torch.randn(7, 8, generator=g), torch.randint(0, 4, (7,), generator=g)
     ref, ref_y = torch.cat([k, mem]), torch.cat([y, mem_y])
     loss = DSCLLoss(beta=8, reducer=MeanReducer())(q, y, ref_emb=ref, ref_labels=ref_y)
-    expected = naive_loss(q, ref, ALPHA, *layout2_sets(y.tolist(), ref_y.tolist()))
+    sets = layout2_sets(y.tolist(), ref_y.tolist())
+    refs, *query_sets = with_queries(q, y.tolist(), ref, *sets)
+    expected = naive_loss(q, refs, ALPHA, *query_sets)
     torch.testing.assert_close(loss.double(), expected.mean(), rtol=1e-5, atol=1e-5)
+    keys_only = DSCLLoss(beta=8, reducer=MeanReducer(), query_candidates=False)
+    expected = naive_loss(q, ref, ALPHA, *sets)
+    torch.testing.assert_close(
+        keys_only(q, y, ref_emb=ref, ref_labels=ref_y).double(), expected.mean(),
+        rtol=1e-5, atol=1e-5,
+    )
 
 
 def test_supcon_setting_equals_pml_supcon_loss():
@@ -361,7 +383,8 @@ def test_miner_with_ref_emb_and_loss_matches_naive():
     assert all(0 <= b < 10 for _, b in pos + neg)
     loss = DSCLLoss(reducer=MeanReducer())(q, y, indices, ref, ref_y)
     cands, pos_sets = tuple_sets(indices, 4, list(range(4)), layout1=False)
-    expected = naive_loss(q, ref, ALPHA, cands, list(range(4)), pos_sets)
+    refs, cands, own, pos_sets = with_queries(q, y.tolist(), ref, cands, list(range(4)), pos_sets)
+    expected = naive_loss(q, refs, ALPHA, cands, own, pos_sets)
     torch.testing.assert_close(loss.double(), expected.mean(), rtol=1e-5, atol=1e-5)
 
 
@@ -396,13 +419,22 @@ class NaiveRing:
         return [(start + i) % len(self.slots) for i in range(len(keys))]
 
     def expected(self, queries, labels, partner_slots, alpha):
+        """The loss of ``queries`` against the other queries and the filled slots."""
+        n = len(queries)
         filled = [s for s in range(len(self.slots)) if self.slots[s] is not None]
-        refs = {s: self.slots[s][0] for s in filled}
+        refs = {n + s: self.slots[s][0] for s in filled}
+        refs.update(enumerate(queries))
+        cands = [[j for j in range(n) if j != i] + [n + s for s in filled] for i in range(n)]
         pos = [
-            [s for s in filled if s != partner_slots[i] and self.slots[s][1] == labels[i]]
-            for i in range(len(queries))
+            [c for c in cands[i] if c != n + partner_slots[i] and self._label(c, n, labels)
+             == labels[i]]
+            for i in range(n)
         ]
-        return naive_loss(queries, refs, alpha, [filled] * len(queries), partner_slots, pos)
+        own = [n + s for s in partner_slots]
+        return naive_loss(queries, refs, alpha, cands, own, pos)
+
+    def _label(self, column, n, labels):
+        return labels[column] if column < n else self.slots[column - n][1]
 
 
 def _step_batch(step, b=4, d=6, classes=3):
@@ -453,7 +485,8 @@ def test_cross_batch_memory_with_miner_matches_naive():
     torch.manual_seed(2)
     indices = miner(q, y, ref, ref_y)
     cands, pos = tuple_sets(indices, 4, list(range(4)), layout1=False)
-    expected = naive_loss(q, ref, ALPHA, cands, list(range(4)), pos).mean()
+    refs, cands, own, pos = with_queries(q, y.tolist(), ref, cands, list(range(4)), pos)
+    expected = naive_loss(q, refs, ALPHA, cands, own, pos).mean()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -501,6 +534,41 @@ def test_cross_batch_memory_errors():
         DSCLCrossBatchMemory(pml_losses.SupConLoss(), embedding_size=6)
 
 
+def test_every_path_gives_the_official_candidates_value_and_gradients():
+    """PML's registered DSCLCrossBatchMemory, the PML partner layout and
+    dscl_plugin.DSCLLoss on the same queries, keys, labels and queue: the official
+    candidates cat(q, k, queue), the same loss and the same gradients."""
+    g = torch.Generator().manual_seed(40)
+    b, d, num_queue = 6, 8, 10
+    q = torch.randn(b, d, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(b, d, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 3, (b,), generator=g)
+    queue = torch.randn(num_queue, d, generator=g, dtype=torch.float64)
+    queue_y = torch.randint(0, 4, (num_queue,), generator=g)
+
+    core = dscl_plugin.DSCLLoss()(q, k, y, queue, queue_y)
+    partner = pml_losses.DSCLLoss()(q, y, ref_emb=torch.cat([k, queue]),
+                                    ref_labels=torch.cat([y, queue_y]))
+    memory = pml_losses.DSCLCrossBatchMemory(
+        pml_losses.DSCLLoss(), d, memory_size=num_queue + b  # K + B: nothing evicted
+    )
+    memory.embedding_memory = memory.embedding_memory.double()
+    memory.add_to_memory(queue, queue_y, num_queue)  # the same queue state
+    crossbatch = memory(torch.cat([q, k]), torch.cat([y, y]),
+                        enqueue_mask=torch.arange(2 * b) >= b)
+    torch.testing.assert_close(partner, core, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(crossbatch, core, rtol=1e-12, atol=1e-12)
+    grads = [torch.autograd.grad(loss, [q, k], allow_unused=True) for loss in (core, partner)]
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    (grad_q,) = torch.autograd.grad(crossbatch, [q])  # the memory holds keys detached
+    torch.testing.assert_close(grad_q, grads[0][0], rtol=1e-10, atol=1e-12)
+    keys_only = pml_losses.DSCLLoss(query_candidates=False)(
+        q, y, ref_emb=torch.cat([k, queue]), ref_labels=torch.cat([y, queue_y])
+    )
+    assert abs((keys_only - core).item()) > 1e-3  # the switch really drops the queries
+
+
 # ----------------------------------------------------------------------------- distributed
 @pytest.fixture
 def two_fake_ranks(monkeypatch):
@@ -526,7 +594,9 @@ def test_distributed_layout2_partner_rows(two_fake_ranks, efficient):
     loss = wrapper(q, y, ref_emb=k, ref_labels=y)
     all_k, all_y = torch.cat([k, k.flip(0)]), torch.cat([y, y.flip(0)])
     anchors, anchor_y = (q, y) if efficient else (torch.cat([q, q.flip(0)]), all_y)
-    expected = naive_loss(anchors, all_k, ALPHA, *layout2_sets(anchor_y.tolist(), all_y.tolist()))
+    sets = layout2_sets(anchor_y.tolist(), all_y.tolist())
+    refs, *sets = with_queries(anchors, anchor_y.tolist(), all_k, *sets)  # efficient: own queries
+    expected = naive_loss(anchors, refs, ALPHA, *sets)
     torch.testing.assert_close(loss.double(), 2 * expected.mean(), rtol=1e-5, atol=1e-5)
 
 
@@ -540,7 +610,8 @@ def test_distributed_layout2_with_memory_rows(two_fake_ranks):
         q, y, ref_emb=ref, ref_labels=ref_y
     )
     all_ref, all_y = torch.cat([ref, ref.flip(0)]), torch.cat([ref_y, ref_y.flip(0)])
-    expected = naive_loss(q, all_ref, ALPHA, *layout2_sets(y.tolist(), all_y.tolist()))
+    refs, *sets = with_queries(q, y.tolist(), all_ref, *layout2_sets(y.tolist(), all_y.tolist()))
+    expected = naive_loss(q, refs, ALPHA, *sets)
     torch.testing.assert_close(loss.double(), 2 * expected.mean(), rtol=1e-5, atol=1e-5)
 
 
