@@ -16,17 +16,30 @@ from dscl_plugin.data.shots import shot_groups
 GROUPS = ("many", "medium", "few")
 
 
+def _progress(iterable, description: Optional[str], **kwargs):
+    """``iterable`` wrapped in a tqdm bar on stderr labelled ``description`` (None: no bar)."""
+    if description is None:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True, **kwargs)
+
+
 @torch.no_grad()
 def extract_features(
-    embed_fn: Callable[[Tensor], Tensor], loader, device: Union[str, torch.device]
+    embed_fn: Callable[[Tensor], Tensor],
+    loader,
+    device: Union[str, torch.device],
+    progress: Optional[str] = None,
 ) -> Tuple[Tensor, Tensor]:
     """``(features (N, D), labels (N,))`` on the CPU for every batch ``(images, labels, ...)``.
 
-    Runs ``embed_fn(images.to(device))`` without gradients. Putting the model in eval mode
-    (BatchNorm running statistics, no dropout) is the caller's job.
+    Runs ``embed_fn(images.to(device))`` without gradients, with a progress bar labelled
+    ``progress`` if given. Putting the model in eval mode (BatchNorm running statistics,
+    no dropout) is the caller's job.
     """
     feats, labels = [], []
-    for batch in loader:
+    for batch in _progress(loader, progress, unit="batch"):
         images, targets = batch[0], batch[1]
         feats.append(embed_fn(images.to(device)).float().cpu())
         labels.append(torch.as_tensor(targets, dtype=torch.long).cpu())
@@ -48,6 +61,7 @@ def linear_probe(
     weight_decay: float = 0.0,
     seed: int = 0,
     momentum: float = 0.9,
+    progress: Optional[str] = None,
 ) -> Tensor:
     """Train ``nn.Linear(D, num_classes)`` on frozen features, return test logits (N_test, C).
 
@@ -55,7 +69,8 @@ def linear_probe(
     ``milestones``. An epoch is ``ceil(N / b)`` steps of ``b = min(batch_size, N)``
     samples, drawn class-balanced (:class:`ClassBalancedSampler`) or as a random
     permutation. Weights ~ N(0, 0.01^2), bias 0, all randomness from ``seed``. The
-    classifier after the last epoch is used: no selection on the test set.
+    classifier after the last epoch is used: no selection on the test set. ``progress``:
+    label of a per-epoch progress bar (None: silent).
     """
     if train_feats.ndim != 2 or test_feats.ndim != 2 or test_feats.shape[1] != train_feats.shape[1]:
         raise ValueError(
@@ -85,7 +100,7 @@ def linear_probe(
     batch_size = min(batch_size, n)
     sampler = ClassBalancedSampler(train_labels.tolist(), n, generator) if class_balanced else None
     labels = train_labels.to(device)
-    for epoch in range(epochs):
+    for epoch in _progress(range(epochs), progress, unit="epoch"):
         if sampler is not None:
             order = torch.tensor(list(sampler))
         else:
@@ -190,37 +205,59 @@ def plot_per_class_accuracy(
     path: Union[str, Path],
     many_threshold: Optional[float] = None,
     few_threshold: Optional[float] = None,
+    title: Optional[str] = None,
 ) -> Path:
     """Write a PNG scatter of per-class accuracy (%) against training class size (log x).
 
-    Classes without test samples (None) or without training samples are left out; the
-    shot thresholds, when given, are drawn as dashed lines.
+    Each point is labelled with its class id (up to 40 classes); x ticks sit at the real
+    class sizes (at most 12 of them); the shot thresholds, when given, are dashed lines
+    named in the legend. Classes without test samples (None) or without training
+    samples are left out.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogFormatter
+    from matplotlib.ticker import NullFormatter, NullLocator
 
     if len(per_class) != len(class_counts):
         raise ValueError(
             f"per_class ({len(per_class)}) and class_counts ({len(class_counts)}) differ"
         )
-    points = [(n, 100 * a) for a, n in zip(per_class, class_counts) if a is not None and n > 0]
-    fig = Figure(figsize=(6, 4), dpi=100)
+    points = [
+        (n, 100 * a, c) for c, (a, n) in enumerate(zip(per_class, class_counts))
+        if a is not None and n > 0
+    ]
+    fig = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if points:
-        xs, ys = zip(*points)
-        ax.scatter(xs, ys, s=12, alpha=0.7)
-    for threshold in (few_threshold, many_threshold):
+        xs, ys, _ = zip(*points)
+        labelled = len(points) <= 40
+        ax.scatter(xs, ys, s=18, alpha=0.8, zorder=3,
+                   label="a class (its id beside it)" if labelled else "a class")
+        if labelled:
+            for x, y, c in points:
+                ax.annotate(str(c), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=8)
+        sizes = sorted(set(xs))
+        if len(sizes) > 12:  # keep 12 sizes spread over the range
+            sizes = [sizes[round(i * (len(sizes) - 1) / 11)] for i in range(12)]
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes], rotation=45 if len(sizes) > 8 else 0)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    lines = [
+        (many_threshold, f"many-shot: > {many_threshold:g} images", "tab:green"),
+        (few_threshold, f"few-shot: < {few_threshold:g} images", "tab:red"),
+    ]
+    for threshold, label, colour in lines:
         if threshold is not None:
-            ax.axvline(threshold, color="grey", linestyle="--", linewidth=1)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(LogFormatter())  # 20, 100 rather than 2x10^1, 10^2
-    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
-    ax.set_xlabel("training images of the class")
+            ax.axvline(threshold, color=colour, linestyle="--", linewidth=1, label=label)
+    ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(True, which="both", alpha=0.3)
+    ax.set_ylim(-2, 105)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
