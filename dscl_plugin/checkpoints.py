@@ -2,6 +2,7 @@
 
 import os
 import random
+import shutil
 from itertools import islice
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Union
@@ -25,9 +26,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint or weights file is missing, unreadable or does not fit the model."""
 
 
-def atomic_save(obj: Any, path: PathLike) -> Path:
+def atomic_save(obj: Any, path: PathLike, keep_previous: bool = False) -> Path:
     """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``:
-    a crash mid-write leaves any previous file at ``path`` intact."""
+    a crash mid-write leaves any previous file at ``path`` intact. ``keep_previous``
+    first keeps the file being replaced as :func:`previous_path` (hard link or copy)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -36,35 +38,82 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.is_file():
+            _replace_with_copy(path, previous_path(path))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
+def previous_path(path: PathLike) -> Path:
+    """``last.ckpt`` -> ``last.prev.ckpt``: the checkpoint before ``path``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _replace_with_copy(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source`` (a hard link where possible), atomically."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
 def load_file(path: PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; errors name the file."""
+    """``torch.load(path, weights_only=True)`` on the CPU; errors name the file and what
+    to do (an older good checkpoint next to it, if there is one)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file not found: '{path}'.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(
-            f"Cannot read checkpoint '{path}' (corrupt, truncated or not a torch file): {error}"
-        ) from error
+        raise CheckpointError(f"Cannot read checkpoint '{path}': {_reason(error)}. "
+                              f"{_what_to_do(path)}") from None
+
+
+def _reason(error: Exception) -> str:
+    """Why ``torch.load`` failed, without torch's advice to load with ``weights_only=False``
+    (which would run arbitrary code from the file)."""
+    message = str(error)
+    if "Weights only load failed" in message:
+        return (
+            "it holds Python objects other than tensors and plain containers, which are "
+            "not loaded (loading them could run arbitrary code)"
+        )
+    first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    return f"the file is corrupt, truncated or not a torch file ({first_line[:200]})"
+
+
+def _what_to_do(path: Path) -> str:
+    previous = previous_path(path)
+    if previous.is_file() and previous != path:
+        return (
+            f"The previous checkpoint '{previous}' is kept: resume from it with "
+            f"--resume {previous}, or start over in a new output_dir."
+        )
+    return "Resume from another checkpoint with --resume PATH, or start over in a new output_dir."
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning ``CheckpointIO`` writing local files with :func:`atomic_save` and
-    raising :class:`CheckpointError` naming the file when one cannot be read."""
+    raising :class:`CheckpointError` naming the file when one cannot be read.
+    ``keep_previous`` keeps the replaced checkpoint as ``<name>.prev.ckpt``."""
+
+    def __init__(self, keep_previous: bool = False) -> None:
+        super().__init__()
+        self.keep_previous = keep_previous
 
     def save_checkpoint(
         self, checkpoint: Dict[str, Any], path: PathLike, storage_options: Optional[Any] = None
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} does not support storage_options.")
-        atomic_save(checkpoint, path)
+        atomic_save(checkpoint, path, keep_previous=self.keep_previous)
 
     def load_checkpoint(
         self, path: PathLike, map_location: Any = None, weights_only: Optional[bool] = None

@@ -9,6 +9,7 @@ installed packages can instead declare an entry point in the group ``dscl_plugin
 """
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -101,10 +102,24 @@ def _main(
     except (CheckpointError, NonFiniteLossError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted.", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        print(f"{prog}: {_resume_hint(prog, argv, error, resume_existing)}", file=sys.stderr)
         return 130
     return 0
+
+
+def _resume_hint(
+    prog: str, argv: Optional[Sequence[str]], error: KeyboardInterrupt, resume_existing: bool
+) -> str:
+    """What an interrupted user runs next: the same command, with ``--resume``."""
+    checkpoint = getattr(error, "checkpoint", None)
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return "interrupted before the first checkpoint; run the same command to start again."
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not resume_existing and "--resume" not in args:
+        args.append("--resume")
+    command = " ".join([prog, *map(shlex.quote, args)])
+    return f"interrupted; the last complete checkpoint is '{checkpoint}'. Resume with:\n  {command}"
 
 
 def train_main(

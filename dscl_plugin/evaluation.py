@@ -26,17 +26,30 @@ from dscl_plugin.data.shots import shot_groups
 GROUPS = ("many", "medium", "few")
 
 
+def _progress(iterable, description: Optional[str], **kwargs):
+    """``iterable`` wrapped in a tqdm bar on stderr labelled ``description`` (None: no bar)."""
+    if description is None:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True, **kwargs)
+
+
 @torch.no_grad()
 def extract_features(
-    embed_fn: Callable[[Tensor], Tensor], loader, device: Union[str, torch.device]
+    embed_fn: Callable[[Tensor], Tensor],
+    loader,
+    device: Union[str, torch.device],
+    progress: Optional[str] = None,
 ) -> Tuple[Tensor, Tensor]:
     """``(features (N, D), labels (N,))`` on the CPU for every batch ``(images, labels, ...)``.
 
-    Runs ``embed_fn(images.to(device))`` without gradients. Putting the model in eval mode
-    (BatchNorm running statistics, no dropout) is the caller's job.
+    Runs ``embed_fn(images.to(device))`` without gradients, with a progress bar labelled
+    ``progress`` if given. Putting the model in eval mode (BatchNorm running statistics,
+    no dropout) is the caller's job.
     """
     feats, labels = [], []
-    for batch in loader:
+    for batch in _progress(loader, progress, unit="batch"):
         images, targets = batch[0], batch[1]
         feats.append(embed_fn(images.to(device)).float().cpu())
         labels.append(torch.as_tensor(targets, dtype=torch.long).cpu())
@@ -58,13 +71,15 @@ def linear_probe(
     weight_decay: float = 0.0,
     seed: int = 0,
     momentum: float = 0.9,
+    progress: Optional[str] = None,
 ) -> Tensor:
     """Train ``nn.Linear(D, num_classes)`` on frozen features, return test logits (N_test, C).
 
     The fast stage 2 (``probe.protocol: features``): features extracted once. An epoch is
     ``ceil(N / b)`` steps of ``b = min(batch_size, N)`` samples, drawn class-balanced
     (:class:`ClassBalancedSampler`) or as a random permutation; training as in
-    :func:`train_linear_classifier`, all randomness from ``seed``.
+    :func:`train_linear_classifier`, all randomness from ``seed``. ``progress``: label of
+    a per-epoch progress bar (None: silent).
     """
     if train_feats.ndim != 2 or test_feats.ndim != 2 or test_feats.shape[1] != train_feats.shape[1]:
         raise ValueError(
@@ -97,7 +112,7 @@ def linear_probe(
 
     classifier = train_linear_classifier(
         epoch_batches, train_feats.shape[1], num_classes, epochs, lr, milestones,
-        weight_decay, momentum, generator, device,
+        weight_decay, momentum, generator, device, progress,
     )
     with torch.no_grad():
         return classifier(test_feats.to(device)).cpu()
@@ -115,6 +130,7 @@ def augmented_linear_probe(
     seed: int = 0,
     momentum: float = 0.9,
     device: Union[str, torch.device] = "cpu",
+    progress: Optional[str] = None,
 ) -> Tensor:
     """The official stage 2 (``probe.protocol: augmented``); returns test logits (N_test, C).
 
@@ -139,7 +155,7 @@ def augmented_linear_probe(
     generator = torch.Generator().manual_seed(seed)
     classifier = train_linear_classifier(
         epoch_batches, test_feats.shape[1], num_classes, epochs, lr, milestones,
-        weight_decay, momentum, generator, device,
+        weight_decay, momentum, generator, device, progress,
     )
     with torch.no_grad():
         return classifier(test_feats.to(device)).cpu()
@@ -156,12 +172,13 @@ def train_linear_classifier(
     momentum: float,
     generator: torch.Generator,
     device: Union[str, torch.device],
+    progress: Optional[str] = None,
 ) -> nn.Linear:
     """``nn.Linear(feature_dim, num_classes)`` trained with cross-entropy,
     SGD(lr, momentum, weight_decay) and lr x 0.1 at each epoch in ``milestones``, one
     ``epoch_batches()`` pass of ``(features, labels)`` per epoch. Weights ~ N(0, 0.01^2)
     from ``generator``, bias 0. The classifier after the last epoch is returned: no
-    selection on the test set.
+    selection on the test set. ``progress``: label of a per-epoch progress bar.
 
     Raises:
         FloatingPointError: the loss becomes NaN or Inf (lr too high).
@@ -174,7 +191,7 @@ def train_linear_classifier(
         classifier.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma=0.1)
-    for epoch in range(epochs):
+    for epoch in _progress(range(epochs), progress, unit="epoch"):
         for feats, targets in epoch_batches():
             loss = F.cross_entropy(classifier(feats), targets)
             if not torch.isfinite(loss):
@@ -274,37 +291,59 @@ def plot_per_class_accuracy(
     path: Union[str, Path],
     many_threshold: Optional[float] = None,
     few_threshold: Optional[float] = None,
+    title: Optional[str] = None,
 ) -> Path:
     """Write a PNG scatter of per-class accuracy (%) against training class size (log x).
 
-    Classes without test samples (None) or without training samples are left out; the
-    shot thresholds, when given, are drawn as dashed lines.
+    Each point is labelled with its class id (up to 40 classes); x ticks sit at the real
+    class sizes (at most 12 of them); the shot thresholds, when given, are dashed lines
+    named in the legend. Classes without test samples (None) or without training
+    samples are left out.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogFormatter
+    from matplotlib.ticker import NullFormatter, NullLocator
 
     if len(per_class) != len(class_counts):
         raise ValueError(
             f"per_class ({len(per_class)}) and class_counts ({len(class_counts)}) differ"
         )
-    points = [(n, 100 * a) for a, n in zip(per_class, class_counts) if a is not None and n > 0]
-    fig = Figure(figsize=(6, 4), dpi=100)
+    points = [
+        (n, 100 * a, c) for c, (a, n) in enumerate(zip(per_class, class_counts))
+        if a is not None and n > 0
+    ]
+    fig = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if points:
-        xs, ys = zip(*points)
-        ax.scatter(xs, ys, s=12, alpha=0.7)
-    for threshold in (few_threshold, many_threshold):
+        xs, ys, _ = zip(*points)
+        labelled = len(points) <= 40
+        ax.scatter(xs, ys, s=18, alpha=0.8, zorder=3,
+                   label="a class (its id beside it)" if labelled else "a class")
+        if labelled:
+            for x, y, c in points:
+                ax.annotate(str(c), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=8)
+        sizes = sorted(set(xs))
+        if len(sizes) > 12:  # keep 12 sizes spread over the range
+            sizes = [sizes[round(i * (len(sizes) - 1) / 11)] for i in range(12)]
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes], rotation=45 if len(sizes) > 8 else 0)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    lines = [
+        (many_threshold, f"many-shot: > {many_threshold:g} images", "tab:green"),
+        (few_threshold, f"few-shot: < {few_threshold:g} images", "tab:red"),
+    ]
+    for threshold, label, colour in lines:
         if threshold is not None:
-            ax.axvline(threshold, color="grey", linestyle="--", linewidth=1)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(LogFormatter())  # 20, 100 rather than 2x10^1, 10^2
-    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
-    ax.set_xlabel("training images of the class")
+            ax.axvline(threshold, color=colour, linestyle="--", linewidth=1, label=label)
+    ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(True, which="both", alpha=0.3)
+    ax.set_ylim(-2, 105)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -103,7 +103,10 @@ class ContrastiveMethod(pl.LightningModule):
         self._check_finite(out["loss"], batch_idx)
         bank = self.model.memory_bank
         fill = bank.num_filled.float() / max(bank.size[0], 1)
-        self.log("loss", out["loss"], prog_bar=True, on_step=True, on_epoch=True)
+        batch_size = view_q.shape[0]
+        self.log(
+            "loss", out["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size
+        )
         self.log_dict(
             {
                 "loss_dscl": out["loss_dscl"].detach(),
@@ -113,6 +116,7 @@ class ContrastiveMethod(pl.LightningModule):
             },
             on_step=True,
             on_epoch=False,
+            batch_size=batch_size,
         )
         return out["loss"]
 

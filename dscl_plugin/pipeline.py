@@ -1,11 +1,17 @@
 """The two stages of a run: contrastive training (Lightning) and frozen evaluation.
 
 Stage 1 writes ``output_dir/checkpoints/last.ckpt`` every epoch (and every
-``trainer.checkpoint_every_n_steps`` steps; atomically), CSV logs in ``output_dir/logs`` and
-finally the online backbone to ``output_dir/backbone.pt``. Stage 2 writes ``metrics.json``
-and ``per_class_accuracy.png`` to ``output_dir``.
+``trainer.checkpoint_every_n_steps`` steps; atomically, keeping the previous one as
+``last.prev.ckpt``), one CSV log ``output_dir/logs/metrics.csv`` (continued by a resumed
+run) and finally the online backbone to ``output_dir/backbone.pt``. Stage 2 writes
+``metrics.json`` and ``per_class_accuracy.png`` to ``output_dir`` when it scores the run's
+own ``backbone.pt``, else next to the checkpoint it scores (:func:`results_dir`).
 """
 
+import logging
+import signal
+import subprocess
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +21,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from torch.utils.data import DataLoader
 
 from dscl_plugin.checkpoints import (
@@ -178,6 +186,7 @@ def build_trainer(
     """Lightning trainer: atomic ``last.ckpt`` per epoch (and every
     ``trainer.checkpoint_every_n_steps`` steps, resumable inside the epoch when the
     train ``loader`` is given), RNG state, CSV logs."""
+    _silence_lightning_tips()
     t = config.trainer
     distributed = t.devices > 1 or t.num_nodes > 1
     strategy = "ddp" if t.strategy == "auto" and distributed else t.strategy
@@ -199,10 +208,48 @@ def build_trainer(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=config.output_dir,
-        logger=CSVLogger(config.output_dir, name="logs"),
+        logger=_ContinuedCSVLogger(config.output_dir, name="", version="logs"),
         callbacks=[RNGStateCallback(generators), *resume, *callbacks, *checkpoints],
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(keep_previous=True)],
     )
+
+
+class _ContinuedExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued (its columns
+    kept), not deleted: a resumed run keeps one log."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = file.readline().strip()
+            self.metrics_keys = sorted(filter(None, header.split(",")))
+
+
+class _ContinuedCSVLogger(CSVLogger):
+    """``CSVLogger`` writing ``save_dir/version/metrics.csv`` with
+    :class:`_ContinuedExperimentWriter` (no ``version_N`` per resume)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuedExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising tips (``💡 Tip: ... litlogger / litmodels``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()
+
+
+def _silence_lightning_tips() -> None:
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in logger.filters):
+            logger.addFilter(_NoTips())
 
 
 def train(
@@ -240,13 +287,37 @@ def train(
     if trainer.is_global_zero:
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(config.output_dir) / "config.yaml").write_text(to_yaml(config))
-    with warnings.catch_warnings():  # MidEpochResumeCallback resumes the loader itself
-        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
-        trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)
+    sigint_handler = signal.getsignal(signal.SIGINT)
+    try:
+        with warnings.catch_warnings():  # MidEpochResumeCallback resumes the loader itself
+            warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
+            trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after a clean shutdown
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, sigint_handler)  # Lightning ignores further Ctrl-C
+            raise TrainingInterrupted(checkpoint_dir(config) / "last.ckpt") from None
+        raise
     if not trainer.is_global_zero:
         return None
     export_backbone(module.backbone, config.model.backbone, backbone_path(config))
     return module
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Stage 1 stopped by Ctrl-C; ``checkpoint`` is the last complete checkpoint."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        super().__init__(str(checkpoint))
+        self.checkpoint = checkpoint
+
+
+def training_finished(config: Config) -> bool:
+    """Whether ``output_dir`` holds a finished stage 1: ``backbone.pt`` written after the
+    last checkpoint."""
+    last, backbone = checkpoint_dir(config) / "last.ckpt", backbone_path(config)
+    return (
+        last.is_file() and backbone.is_file() and backbone.stat().st_mtime >= last.stat().st_mtime
+    )
 
 
 def load_for_eval(config: Config, checkpoint: Union[str, Path]) -> pl.LightningModule:
@@ -278,10 +349,16 @@ def evaluate(
 ) -> Dict[str, object]:
     """Stage 2 on the frozen online backbone (BN in eval mode): class-balanced linear probe
     (``probe.protocol``: on centre-crop features, or the official one on freshly augmented
-    images every epoch) and kNN retrieval on centre-crop features; writes
-    ``metrics.json`` and the per-class plot, prints a table."""
+    images every epoch) and kNN retrieval on centre-crop features; writes ``metrics.json``
+    (with the checkpoint, the config and the package version) and the per-class plot to
+    :func:`results_dir`, prints a table.
+
+    ``module``: the trained module of this run (then ``checkpoint`` only names its weights).
+    """
+    scored = Path(checkpoint) if checkpoint is not None else backbone_path(config)
     if module is None:
-        module = load_for_eval(config, checkpoint or backbone_path(config))
+        module = load_for_eval(config, scored)
+    progress = config.trainer.progress_bar
     device = _eval_device(config)
     module = module.to(device).eval()
     d, e, p, t = config.data, config.eval, config.probe, config.trainer
@@ -292,10 +369,13 @@ def evaluate(
         loader = DataLoader(
             dataset, batch_size=e.batch_size, shuffle=False, num_workers=t.num_workers
         )
-        features[split] = extract_features(module.embed, loader, device)
+        features[split] = extract_features(
+            module.embed, loader, device, progress=f"stage 2: {split} features" if progress else None
+        )
         if split == "train":
             class_counts, num_classes = dataset.class_counts, dataset.num_classes
     (train_feats, train_labels), (test_feats, test_labels) = features["train"], features["test"]
+    probe_progress = "stage 2: linear probe" if progress else None
     if p.protocol == "augmented":
         logits = augmented_linear_probe(
             module.embed,
@@ -308,6 +388,7 @@ def evaluate(
             weight_decay=p.weight_decay,
             seed=config.seed,
             device=device,
+            progress=probe_progress,
         )
     else:
         logits = linear_probe(
@@ -322,8 +403,12 @@ def evaluate(
             class_balanced=p.class_balanced,
             weight_decay=p.weight_decay,
             seed=config.seed,
+            progress=probe_progress,
         )
     probe = shot_metrics(logits, test_labels, class_counts, e.many_threshold, e.few_threshold)
+    if progress:
+        print(f"stage 2: kNN retrieval ({len(test_labels)} queries, {len(train_labels)} references)",
+              file=sys.stderr)
     knn = knn_metrics(
         train_feats, train_labels, test_feats, test_labels, k=e.knn_k or "max_bin_count"
     )
@@ -335,14 +420,22 @@ def evaluate(
         "shot_thresholds": {"many": e.many_threshold, "few": e.few_threshold},
         "per_class_accuracy": probe["per_class"],
         "train_class_counts": list(class_counts),
+        "checkpoint": str(scored.resolve()),
+        "config": to_dict(config),
+        "package": _package_version(),
     }
-    out = Path(config.output_dir)
+    out = results_dir(config, scored)
     write_metrics(metrics, out / "metrics.json")
-    plot = out / "per_class_accuracy.png"
     plot_per_class_accuracy(
-        probe["per_class"], class_counts, plot, e.many_threshold, e.few_threshold
+        probe["per_class"],
+        class_counts,
+        out / "per_class_accuracy.png",
+        e.many_threshold,
+        e.few_threshold,
+        title=f"{config.method} on {d.name}: linear probe top-1 {probe['overall']:.1%}",
     )
     print(format_metrics_table({k: metrics[k] for k in ("linear_probe", "knn")}))
+    print(f"results: {out / 'metrics.json'}, {out / 'per_class_accuracy.png'}")
     return metrics
 
 
@@ -375,6 +468,41 @@ def _augmented_loader(config: Config) -> DataLoader:
     )
 
 
+def results_dir(config: Config, checkpoint: Union[str, Path]) -> Path:
+    """Where stage 2 writes: ``output_dir`` for the run's own ``backbone.pt``, else
+    ``<checkpoint stem>_eval/`` next to the scored file, so scoring another checkpoint
+    never overwrites a run's results."""
+    checkpoint = Path(checkpoint).resolve()
+    if checkpoint == backbone_path(config).resolve():
+        return Path(config.output_dir)
+    return checkpoint.with_name(f"{checkpoint.stem}_eval")
+
+
+def _package_version() -> Dict[str, Optional[str]]:
+    """``dscl_plugin.__version__`` and, for a git checkout, the commit of its sources."""
+    from dscl_plugin import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        git_commit = commit.stdout.strip() if commit.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        git_commit = None
+    return {"version": __version__, "git_commit": git_commit}
+
+
+def _resumes_finished(config: Config, resume: Resume) -> bool:
+    """``resume`` names this run's last checkpoint and that run has finished stage 1
+    (its settings are checked as for any resume)."""
+    path = _resolve_resume(config, resume)
+    return path == checkpoint_dir(config) / "last.ckpt" and training_finished(config)
+
+
 @contextmanager
 def torch_threads(num_threads: Optional[int]) -> Iterator[None]:
     """``torch.set_num_threads(num_threads)`` inside the block (None: unchanged)."""
@@ -398,7 +526,9 @@ def run(
     check_method(config)
     with torch_threads(config.trainer.num_threads):
         module = None
-        if stage in (None, 1):
+        if stage in (None, 1) and resume not in (None, False) and _resumes_finished(config, resume):
+            print(f"{config.output_dir}: training finished; re-evaluating", file=sys.stderr)
+        elif stage in (None, 1):
             module = train(config, resume)
             if module is None:  # a non-zero DDP rank: rank 0 evaluates
                 return None

@@ -3,6 +3,8 @@ safety of checkpoints, non-finite loss, and a 2-process CPU DDP run gathering th
 
 import json
 import math
+import shlex
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 import torchvision
 
+import dscl_plugin
 from dscl_plugin.checkpoints import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -24,8 +27,7 @@ from dscl_plugin.cli import eval_main, main, train_main
 from dscl_plugin.config import ConfigError, load_config
 from dscl_plugin.methods import NonFiniteLossError
 from dscl_plugin.models import DSCLModel, build_backbone
-from dscl_plugin.pipeline import torch_threads, train
-from dscl_plugin.registry import build_method
+from dscl_plugin.pipeline import build_method, torch_threads, train
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml")
 TINY = [
@@ -63,15 +65,22 @@ def test_train_then_eval(tmp_path, capsys):
     threads = torch.get_num_threads()
     assert train_main(["--config", CONFIG, *TINY, f"output_dir={out}"]) == 0
     assert torch.get_num_threads() == threads  # trainer.num_threads applies to the run only
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "linear_probe/overall" in printed and "knn/precision_at_1" in printed
+    assert "Tip" not in captured.out + captured.err  # Lightning's advertising is filtered
     metrics = json.loads((out / "metrics.json").read_text())
     probe = metrics["linear_probe"]
     assert set(probe) == {"overall", "many", "medium", "few"}
-    assert all(0.0 <= probe[k] <= 1.0 for k in probe)  # digits_lt has all three groups
+    # the trained features carry the classes: kNN far above chance (10 classes)
+    assert metrics["knn"]["precision_at_1"] > 0.5
     assert len(metrics["per_class_accuracy"]) == 10 and metrics["train_class_counts"][0] == 144
+    assert metrics["checkpoint"] == str((out / "backbone.pt").resolve())
+    assert metrics["config"]["model"]["queue_size"] == 64
+    assert metrics["package"]["version"] == dscl_plugin.__version__
     assert (out / "per_class_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    log = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["hparams.yaml", "metrics.csv"]
+    log = (out / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss_step", "loss_dscl", "loss_pbsd", "queue_fill", "lr"} <= set(log)
     checkpoint = load_file(out / "checkpoints" / "last.ckpt")
     assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 6)
@@ -79,10 +88,19 @@ def test_train_then_eval(tmp_path, capsys):
     backbone, _ = build_backbone("small_cnn")
     backbone.load_state_dict(torch.load(out / "backbone.pt", weights_only=True))  # exact keys
 
-    # stage 2 alone from the training checkpoint reproduces the metrics
-    last = str(out / "checkpoints" / "last.ckpt")
-    assert eval_main(["--config", CONFIG, *TINY, f"output_dir={out}", "--checkpoint", last]) == 0
-    assert json.loads((out / "metrics.json").read_text())["linear_probe"] == probe
+    # stage 2 alone from the training checkpoint reproduces the metrics, next to that
+    # checkpoint: the run's own metrics.json is not overwritten
+    own = (out / "metrics.json").read_text()
+    last = out / "checkpoints" / "last.ckpt"
+    shown = ["trainer.progress_bar=true"]  # stage 2 progress goes with the progress bar
+    assert eval_main(["--config", CONFIG, *TINY, *shown, f"output_dir={out}", "--checkpoint", str(last)]) == 0
+    scored = json.loads((out / "checkpoints" / "last_eval" / "metrics.json").read_text())
+    assert scored["linear_probe"] == probe and scored["checkpoint"] == str(last.resolve())
+    assert (out / "checkpoints" / "last_eval" / "per_class_accuracy.png").is_file()
+    assert (out / "metrics.json").read_text() == own
+    err = capsys.readouterr().err
+    assert "stage 2: train features" in err and "stage 2: linear probe" in err
+    assert "stage 2: kNN retrieval" in err
 
     # a fresh run never silently overwrites an existing one; a resume keeps the settings
     assert main(["train", "--config", CONFIG, *TINY, f"output_dir={out}", "--stage", "1"]) == 1
@@ -90,6 +108,13 @@ def test_train_then_eval(tmp_path, capsys):
     args = ["--config", CONFIG, *TINY, f"output_dir={out}"]
     assert train_main([*args, "--resume", "optim.lr=0.2"]) == 2
     assert "optim.lr: 0.1 -> 0.2" in capsys.readouterr().err
+
+    # re-running a finished run (as the examples do) only re-evaluates it
+    stamp = last.stat().st_mtime_ns
+    assert train_main(args, resume_existing=True) == 0
+    assert "training finished; re-evaluating" in capsys.readouterr().err
+    assert last.stat().st_mtime_ns == stamp
+    assert json.loads((out / "metrics.json").read_text())["linear_probe"] == probe
 
     # model.init_from starts a new run from the exported backbone
     module = build_method(tiny(tmp_path, "init", f"model.init_from={out / 'backbone.pt'}"))
@@ -145,7 +170,25 @@ def test_resnet_export_loads_into_torchvision(tmp_path):
 def test_cli_reports_config_errors(capsys):
     assert train_main(["--config", CONFIG, "model.queue=3"]) == 2
     err = capsys.readouterr().err
-    assert "'model.queue'" in err and "queue_size" in err
+    assert "'model.queue'" in err and "Did you mean 'model.queue_size'?" in err
+
+
+EXAMPLE = Path(CONFIG).parents[1] / "examples" / "train_digits_lt.py"
+
+
+def test_example_behaves_like_the_cli(tmp_path):
+    """--help works; a config error is one line on stderr with exit code 2."""
+    def example(*args):
+        return subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+
+    helped = example("--help")
+    assert helped.returncode == 0 and "key.path=value" in helped.stdout
+    assert "dscl_digits_lt.yaml" in helped.stdout  # the example's own default config
+    failed = example("model.queue=3")
+    assert failed.returncode == 2 and failed.stdout == ""
+    assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr
+    assert failed.stderr.startswith(f"python {EXAMPLE.as_posix()}: config error: Unknown config key")
 
 
 def _state(module):
@@ -166,6 +209,11 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         train(config, callbacks=[Crash()])  # epoch 0 done and saved, crash inside epoch 1
     assert not (Path(config.output_dir) / "backbone.pt").exists()
     resumed = _state(train(config, resume=True))
+    logs = Path(config.output_dir) / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["hparams.yaml", "metrics.csv"]  # one log
+    steps = [row.split(",") for row in (logs / "metrics.csv").read_text().splitlines()]
+    column = steps[0].index("step")
+    assert {int(row[column]) for row in steps[1:]} >= {0, 3}  # before the crash and after resume
     assert straight.keys() == resumed.keys()
     different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not different, different
@@ -238,9 +286,55 @@ def test_corrupt_checkpoint_names_the_file(tmp_path, capsys):
     args = ["--config", CONFIG, *TINY, f"output_dir={config.output_dir}"]
     assert train_main([*args, "--resume"]) == 1
     assert eval_main([*args, "--checkpoint", str(last)]) == 1
-    assert capsys.readouterr().err.count(str(last)) == 2
+    err = capsys.readouterr().err
+    assert err.count(str(last)) == 2 and "--resume PATH" in err
     assert train_main([*args, "--resume", str(tmp_path / "missing.ckpt")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_points_to_the_previous_one(tmp_path):
+    io = AtomicCheckpointIO(keep_previous=True)
+    last = tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(1)}}, last)
+    io.save_checkpoint({"state_dict": {"w": torch.full((1,), 2.0)}}, last)
+    previous = tmp_path / "last.prev.ckpt"
+    assert io.load_checkpoint(previous)["state_dict"]["w"].item() == 1.0
+    last.write_bytes(last.read_bytes()[:100])  # truncated
+    with pytest.raises(CheckpointError) as info:
+        load_file(last)
+    assert f"--resume {previous}" in str(info.value)
+
+
+def test_unsafe_checkpoint_message_gives_no_weights_only_false_advice(tmp_path):
+    path = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "extra": Crash()}, path)  # an arbitrary Python object
+    with pytest.raises(CheckpointError) as info:
+        load_file(path)
+    message = str(info.value)
+    assert "weights_only" not in message and "arbitrary code" in message
+    assert str(path) in message and "--resume PATH" in message
+
+
+def test_ctrl_c_prints_how_to_resume(tmp_path, monkeypatch, capsys):
+    forward, calls = DSCLModel.forward, []
+
+    def interrupt_on_fifth_step(self, *args):
+        calls.append(1)
+        if len(calls) == 5:  # epoch 1, after epoch 0's checkpoint
+            raise KeyboardInterrupt
+        return forward(self, *args)
+
+    monkeypatch.setattr(DSCLModel, "forward", interrupt_on_fifth_step)
+    handler = signal.getsignal(signal.SIGINT)
+    args = ["--config", CONFIG, *TINY, f"output_dir={tmp_path / 'run'}"]
+    assert train_main(args) == 130
+    assert signal.getsignal(signal.SIGINT) is handler  # restored after Lightning's shutdown
+    err = capsys.readouterr().err
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert f"the last complete checkpoint is '{last}'" in err
+    assert err.rstrip().endswith(shlex.join(["dscl-train", *args, "--resume"]))
+    monkeypatch.setattr(DSCLModel, "forward", forward)
+    assert train_main([*args, "--resume"]) == 0  # and that command does resume
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

@@ -214,3 +214,26 @@ def test_augmented_probe_embeds_fresh_images_every_epoch_and_learns():
     first, second = seen[0], seen[len(loader)]
     assert not torch.equal(first, second)  # new draws and new augmentations each epoch
     assert (logits.argmax(1) == test_y).float().mean().item() == 1.0
+
+
+def test_per_class_plot_stands_on_its_own(tmp_path, monkeypatch):
+    """Title, legend naming the thresholds, class ids on the points, ticks at the real
+    class sizes (what a reader needs without the code)."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k)))
+    counts = [144, 111, 86, 66, 51, 40, 31, 24, 18, 14]
+    accuracy = [0.97, 1.0, 0.93, 0.9, 0.97, 0.83, None, 0.8, 0.73, 0.6]
+    title = "dscl on digits_lt: linear probe top-1 85.7%"
+    plot_per_class_accuracy(accuracy, counts, tmp_path / "p.png", 60, 20, title=title)
+    (ax,) = saved[0].axes
+    assert ax.get_title() == title
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "many-shot: > 60 images" in legend and "few-shot: < 20 images" in legend
+    ids = sorted(int(t.get_text()) for t in ax.texts)
+    assert ids == [0, 1, 2, 3, 4, 5, 7, 8, 9]  # class 6 has no test images
+    shown = sorted(c for c, a in zip(counts, accuracy) if a is not None)
+    assert list(ax.get_xticks()) == shown
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(n) for n in shown]

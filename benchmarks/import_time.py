@@ -1,0 +1,87 @@
+"""What ``import dscl_plugin`` costs on top of the libraries it plugs into.
+
+Each sample is a fresh interpreter that imports ``lightly.loss, lightly.models,
+lightly.transforms, pytorch_metric_learning.losses`` (the baseline a Lightly or PML
+user already pays), then ``dscl_plugin``, timing both with ``time.perf_counter``;
+it also records whether PyTorch Lightning, OmegaConf or matplotlib got imported.
+Reports the median over ``--repeats`` interpreters. Target: <= 0.3 s added.
+
+    python benchmarks/import_time.py                # 7 interpreters, writes results/import_time.json
+    python benchmarks/import_time.py --repeats 3 --module dscl_plugin.pipeline
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "lightly.loss, lightly.models, lightly.transforms, pytorch_metric_learning.losses"
+HEAVY = ("pytorch_lightning", "omegaconf", "matplotlib")
+TARGET_S = 0.3
+
+SAMPLE = """
+import json, sys, time
+t0 = time.perf_counter()
+import {baseline}
+t1 = time.perf_counter()
+import {module}
+t2 = time.perf_counter()
+print(json.dumps({{"baseline_s": t1 - t0, "added_s": t2 - t1,
+                  "heavy": sorted(m for m in {heavy!r} if m in sys.modules)}}))
+"""
+
+
+def sample(module: str) -> dict:
+    code = SAMPLE.format(baseline=BASELINE, module=module, heavy=HEAVY)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--module", default="dscl_plugin")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "import_time.json")
+    args = parser.parse_args(argv)
+
+    samples = [sample(args.module) for _ in range(args.repeats)]
+    added = statistics.median(s["added_s"] for s in samples)
+    result = {
+        "module": args.module,
+        "baseline": BASELINE,
+        "repeats": args.repeats,
+        "baseline_median_s": statistics.median(s["baseline_s"] for s in samples),
+        "added_median_s": added,
+        "added_all_s": [s["added_s"] for s in samples],
+        "heavy_modules_imported": samples[0]["heavy"],
+        "target_added_s": TARGET_S,
+        "target_met": added <= TARGET_S and not samples[0]["heavy"],
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "commit": git_commit(),
+    }
+    print(f"| module | baseline s | added s (median of {args.repeats}) | heavy imports | target <= {TARGET_S} s |")
+    print("|---|---|---|---|---|")
+    print(f"| {args.module} | {result['baseline_median_s']:.2f} | {added:.3f} | "
+          f"{', '.join(result['heavy_modules_imported']) or 'none'} | "
+          f"{'met' if result['target_met'] else 'missed'} |")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
