@@ -96,8 +96,9 @@ class _Bench:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
         g = torch.Generator().manual_seed(0)
         bank = self.model.memory_bank
-        bank.enqueue(
-            torch.randn(bank.size[0], bank.size[1], generator=g).to(device),
+        bank.enqueue(  # unit-norm keys, as DSCLModel stores them
+            torch.nn.functional.normalize(torch.randn(bank.size[0], bank.size[1], generator=g))
+            .to(device),
             torch.randint(args.num_classes, (bank.size[0],), generator=g).to(device),
         )
         self.view_q = torch.randn(b, 3, view, view, generator=g).to(device)
@@ -125,7 +126,7 @@ class _Bench:
         m = self.model
         key, (queue, queue_labels) = self._key, m.memory_bank.get()
         query = m.projection_head(m.embed(self.view_q))
-        m.criterion(query, key, self.labels, queue, queue_labels).backward()
+        m.criterion(query, key, self.labels, queue, queue_labels, queue_normalized=True).backward()
 
     def patch_forward_backward(self, separate: bool) -> None:
         m, b, num_patches = self.model, *self.patches.shape[:2]
@@ -145,7 +146,8 @@ class _Bench:
             pooled = forward_without_stat_update(m.backbone, self.patches.flatten(0, 1))
             pooled = pooled.mean(dim=(2, 3)).reshape(b, num_patches, -1)
         student = m.projection_head(pooled)
-        m.pbsd_criterion(student, teacher, self._key, m.memory_bank.get()[0]).backward()
+        queue = m.memory_bank.get()[0]
+        m.pbsd_criterion(student, teacher, self._key, queue, queue_normalized=True).backward()
 
     def parts(self) -> Dict[str, Callable[[], None]]:
         """The timed parts; keys and the q-view map are computed once, untimed."""

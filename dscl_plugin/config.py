@@ -397,6 +397,12 @@ def _check_trainer(problems: _Problems, t: TrainerConfig) -> None:
             f"{t.precision!r} needs a CUDA GPU (on CPU Lightning would silently use bf16); "
             "use '32-true' or 'bf16-mixed' on CPU",
         )
+        problems.check(
+            not t.sync_batchnorm,
+            "trainer.sync_batchnorm",
+            "needs CUDA GPUs (torch's SyncBatchNorm does not run on CPU); "
+            "use model.shuffle_bn on CPU",
+        )
     elif gpus == 0:
         problems.append(
             f"trainer.accelerator: {t.accelerator!r} needs a CUDA GPU, none is available"

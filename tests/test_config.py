@@ -139,6 +139,7 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         (["trainer.num_nodes=0"], "trainer.num_nodes"),
         (["trainer.devices=1", "trainer.num_nodes=3", "trainer.batch_size=64"], "trainer.batch_size"),
         (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps"),
+        (["trainer.sync_batchnorm=true"], "trainer.sync_batchnorm: needs CUDA GPUs"),
         (["eval.few_threshold=200"], "eval.few_threshold"),
         (["trainer.precision=16"], "trainer.precision: must be one of"),
         (["trainer.num_threads=0"], "trainer.num_threads: must be >= 1, got 0"),
