@@ -85,7 +85,7 @@ class LabeledMemoryBank(MemoryBankModule):
         features, labels = features[-capacity:], labels[-capacity:]
         num = features.shape[0]
         slots = (int(self.bank_ptr) + torch.arange(num, device=self.bank.device)) % capacity
-        self.bank[slots] = features.detach().to(self.bank.dtype)
+        self.bank[slots] = features.detach().to(self.bank.device, self.bank.dtype)
         self.labels[slots] = labels.to(self.labels.device, torch.long)
         self.bank_ptr[0] = (int(self.bank_ptr) + num) % capacity
         self.num_filled[0] = min(capacity, int(self.num_filled) + num)
