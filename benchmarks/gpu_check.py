@@ -5,7 +5,7 @@ unused passes to the next ones; a stage past its share is killed and reported):
 
 1. ``pytest tests/test_devices.py`` (the CUDA cases run where a GPU is present);
 2. ``benchmarks/loss_speed.py`` at B {256, 1024} x K {4096, 65536}, D 128, in float32
-   and under bf16 autocast;
+   and under bf16 autocast, with a ``torch.profiler`` table per method and size in the log;
 3. ``benchmarks/train_step.py``: ResNet-50, 224 px views, 5 patches of 64 px, B 64,
    a 65536-key queue, bf16 autocast, in NCHW and in channels-last memory format.
 
@@ -18,8 +18,9 @@ stage's output). The printed table gives PASS/MISS for every target of issue 10:
 - train step: DSCL <= 1.05x SupCon, DSCL+PBSD <= 1.6x SupCon.
 
 ``--device cpu`` is a smoke mode with tiny sizes that runs every stage in a few minutes
-on a CPU; its ratios say nothing about a GPU. The exit status is 1 if a stage failed or
-timed out (tests included), else 0: a missed target is a measurement, reported as MISS.
+on a CPU; its ratios say nothing about a GPU. The exit status is 2 without a CUDA device
+(and no ``--device cpu``), 1 if a stage failed or timed out (tests included), else 0: a
+missed target is a measurement, reported as MISS.
 
     python benchmarks/gpu_check.py /tmp/gpu_check            # CUDA
     python benchmarks/gpu_check.py /tmp/smoke --device cpu   # smoke test of the script
@@ -74,7 +75,7 @@ def _commands(device: str, tmp: Path) -> Dict[str, List[str]]:
     tests += [f"--junitxml={tmp / 'pytest.xml'}", str(REPO / "tests" / "test_devices.py")]
     if not cuda:
         tests += ["-k", "cpu and float32"]  # the smoke run: one precision
-    loss = [python, str(BENCHMARKS / "loss_speed.py"), "--device", device]
+    loss = [python, str(BENCHMARKS / "loss_speed.py"), "--device", device, "--profile"]
     if cuda:
         loss += ["--batch-sizes", "256", "1024", "--queue-sizes", "4096", "65536", "--dim", "128"]
     else:
@@ -213,6 +214,12 @@ def _environment(device: str) -> Dict[str, object]:
 
 def main(argv: Sequence[str]) -> int:
     args = _parse_args(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("gpu_check: no CUDA device; use --device cpu for the smoke run", file=sys.stderr)
+            return 2
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget

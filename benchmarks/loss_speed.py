@@ -59,6 +59,9 @@ def _parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument(
         "--autocast", choices=list(AUTOCAST), default="none", help="autocast dtype of the losses"
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="print a torch.profiler table per method (stderr)"
+    )
     parser.add_argument("--quick", action="store_true", help="B {16, 64}, K {0, 1024}, D 32")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
@@ -173,12 +176,32 @@ def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
             sync()
             times[method].append((time.perf_counter() - start) / calls[method])
     result.update({m: 1000 * statistics.median(t) for m, t in times.items()})
+    if args.profile:
+        _print_profiles(args, steps)
     return result
 
 
-def _memory_worker(args: argparse.Namespace, method: str) -> float:
-    """Peak memory (MiB) of one forward+backward above the inputs, alone in a process."""
+def _print_profiles(args: argparse.Namespace, steps: Dict[str, Callable]) -> None:
+    """A ``torch.profiler`` table of one forward+backward of every method, on stderr."""
+    from torch.profiler import ProfilerActivity, profile
+
     cuda = args.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    for method, step in steps.items():
+        with profile(activities=activities) as prof:
+            step()
+            if cuda:
+                torch.cuda.synchronize()
+        sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+        print(
+            f"profile: {method}, B={args.batch_size} K={args.queue_size} D={args.dim} "
+            f"autocast {args.autocast}\n{prof.key_averages().table(sort_by=sort, row_limit=12)}",
+            file=sys.stderr,
+        )
+
+
+def _memory_worker(args: argparse.Namespace, method: str) -> float:
+    """Peak memory (MiB) of one forward+backward above the inputs, alone in a process (CPU)."""
     amp = AUTOCAST[args.autocast]
     tiny = _step_fn(method, 4, 4, args.dim, args.num_classes, args.device, amp)
     tiny()  # lazy imports and kernel set-up, kept out of the baseline
@@ -186,13 +209,6 @@ def _memory_worker(args: argparse.Namespace, method: str) -> float:
     step = _step_fn(
         method, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device, amp
     )
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     step()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
@@ -205,7 +221,9 @@ def _subprocess(args: argparse.Namespace, worker: str, b: int, k: int):
         "--num-classes", str(args.num_classes), "--repeats", str(args.repeats),
         "--threads", str(args.threads), "--autocast", args.autocast,
     ]  # fmt: skip
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    if args.profile and worker == "time":
+        cmd.append("--profile")
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -101,3 +101,10 @@ def test_main_runs_stages_merges_results_and_kills_a_stage_past_its_share(
         "summary.json", "summary.csv", "loss_speed.csv", "train_step.csv", "pytest.xml",
         "gpu_check.log",
     }  # fmt: skip
+
+
+def test_cuda_run_without_a_gpu_stops_at_once(gpu_check, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert gpu_check.main([str(tmp_path / "out"), "--budget", "1"]) == 2
+    assert "use --device cpu" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
