@@ -5,18 +5,28 @@ and ``pytorch_metric_learning.losses.SupConLoss`` with ``embeddings = query``,
 ``ref_emb = cat(key, queue)``, ``ref_labels = cat(labels, queue_labels)`` (built
 outside the timed region). Only ``query`` requires grad, as in MoCo-style training.
 The matmul floor times the three products that bound any such loss: ``q @ C.T``,
-``G @ C`` and ``G.T @ q`` with ``C`` the (2B + K, D) candidates.
+``G @ C`` and ``G.T @ q`` with ``C`` the (2B + K, D) candidates, in float32.
+
+``--autocast bf16`` (or fp16) runs both losses under ``torch.autocast`` with ``query``
+and ``key`` in that dtype, as an autocast model's head returns them, and the queue in
+float32, as ``LabeledMemoryBank`` stores it. DSCLLoss still computes in float32, so
+the floor stays float32; PML's SupConLoss computes its similarities in the autocast
+dtype.
 
 Times are medians over ``--repeats`` rounds in one subprocess per (B, K) that runs
 the three methods round-robin (a load change on a shared machine hits all alike);
 for small configurations a sample averages as many calls as fill about 50 ms.
-Peak memory is measured in its own subprocess per (method, B, K): after a warm-up
-on tiny inputs (lazy set-up), the increase of ``ru_maxrss`` during one
-forward+backward over its value once the inputs are allocated (CPU), or of
-``torch.cuda.max_memory_allocated`` over the allocation after the inputs (CUDA).
+Peak memory on the CPU is measured in its own subprocess per (method, B, K): after a
+warm-up on tiny inputs (lazy set-up), the increase of ``ru_maxrss`` during one
+forward+backward over its value once the inputs are allocated. On CUDA it is measured
+in the timing subprocess after the warm-up: the increase of
+``torch.cuda.max_memory_allocated`` during one forward+backward over the allocation
+before it (``reset_peak_memory_stats`` isolates the methods).
 
     python benchmarks/loss_speed.py                 # B {64, 256} x K {0, 4096, 65536}
     python benchmarks/loss_speed.py --quick --json out.json
+    python benchmarks/loss_speed.py --device cuda --batch-sizes 256 1024 \
+        --queue-sizes 4096 65536 --autocast bf16 --csv out.csv
 """
 
 import argparse
@@ -28,11 +38,13 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List
+from contextlib import nullcontext
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 METHODS = ("dscl", "pml_supcon", "matmul_floor")
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _parse_args(argv: List[str]) -> argparse.Namespace:
@@ -44,6 +56,12 @@ def _parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=9, help="timed runs (median, >= 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument(
+        "--autocast", choices=list(AUTOCAST), default="none", help="autocast dtype of the losses"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="print a torch.profiler table per method (stderr)"
+    )
     parser.add_argument("--quick", action="store_true", help="B {16, 64}, K {0, 1024}, D 32")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
@@ -58,28 +76,56 @@ def _parse_args(argv: List[str]) -> argparse.Namespace:
     return args
 
 
-def _step_fn(method: str, b: int, k: int, d: int, classes: int, device: str) -> Callable:
-    """Allocates the inputs and returns a closure running one forward+backward."""
+def _step_fn(
+    method: str,
+    b: int,
+    k: int,
+    d: int,
+    classes: int,
+    device: str,
+    amp: Optional[torch.dtype] = None,
+) -> Callable:
+    """Allocates the inputs and returns a closure running one forward+backward
+    (the losses under ``torch.autocast(amp)`` unless ``amp`` is None)."""
     gen = torch.Generator().manual_seed(0)
-    query = torch.randn(b, d, generator=gen).to(device).requires_grad_()
-    key = torch.randn(b, d, generator=gen).to(device)
+    feature_dtype = amp or torch.float32
+    query = torch.randn(b, d, generator=gen).to(device, feature_dtype).requires_grad_()
+    key = torch.randn(b, d, generator=gen).to(device, feature_dtype)
     labels = torch.randint(classes, (b,), generator=gen).to(device)
     queue = torch.randn(k, d, generator=gen).to(device)
     queue_labels = torch.randint(classes, (k,), generator=gen).to(device)
+
+    def autocast():
+        if amp is None:
+            return nullcontext()
+        return torch.autocast(torch.device(device).type, dtype=amp)
+
     if method == "dscl":
         from dscl_plugin.losses import DSCLLoss
 
         loss_fn = DSCLLoss(beta=8.0)
-        return lambda: loss_fn(query, key, labels, queue, queue_labels).backward()
+
+        def dscl() -> None:
+            with autocast():
+                loss = loss_fn(query, key, labels, queue, queue_labels)
+            loss.backward()
+
+        return dscl
     if method == "pml_supcon":
         from pytorch_metric_learning.losses import SupConLoss
 
         loss_fn = SupConLoss(temperature=0.07)
         ref_emb, ref_labels = torch.cat([key, queue]), torch.cat([labels, queue_labels])
-        return lambda: loss_fn(query, labels, ref_emb=ref_emb, ref_labels=ref_labels).backward()
+
+        def pml_supcon() -> None:
+            with autocast():
+                loss = loss_fn(query, labels, ref_emb=ref_emb, ref_labels=ref_labels)
+            loss.backward()
+
+        return pml_supcon
     candidates = torch.randn(2 * b + k, d, generator=gen).to(device)
     grad_logits = torch.randn(b, 2 * b + k, generator=gen).to(device)
-    q = query.detach()
+    q = query.detach().float()
 
     def floor() -> None:
         q @ candidates.T
@@ -92,10 +138,15 @@ def _step_fn(method: str, b: int, k: int, d: int, classes: int, device: str) -> 
 def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
     """Median forward+backward time (ms) of every method, run round-robin so that a
     load change on a shared machine affects all of them alike. A sample times as
-    many back-to-back calls as fill about 50 ms (small configurations), divided out."""
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    many back-to-back calls as fill about 50 ms (small configurations), divided out.
+    On CUDA also the peak memory (MiB) of one forward+backward of each loss."""
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    amp = AUTOCAST[args.autocast]
     steps = {
-        m: _step_fn(m, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device)
+        m: _step_fn(
+            m, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device, amp
+        )
         for m in METHODS
     }
     calls = {}
@@ -106,6 +157,15 @@ def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
         step()
         sync()
         calls[method] = max(1, math.ceil(0.05 / (time.perf_counter() - start)))
+    result = {}
+    if cuda:
+        for method in METHODS[:2]:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            steps[method]()
+            torch.cuda.synchronize()
+            result[f"{method}_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
     times: Dict[str, List[float]] = {m: [] for m in METHODS}
     for _ in range(args.repeats):
         for method, step in steps.items():
@@ -115,25 +175,40 @@ def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
                 step()
             sync()
             times[method].append((time.perf_counter() - start) / calls[method])
-    return {m: 1000 * statistics.median(t) for m, t in times.items()}
+    result.update({m: 1000 * statistics.median(t) for m, t in times.items()})
+    if args.profile:
+        _print_profiles(args, steps)
+    return result
+
+
+def _print_profiles(args: argparse.Namespace, steps: Dict[str, Callable]) -> None:
+    """A ``torch.profiler`` table of one forward+backward of every method, on stderr."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = args.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    for method, step in steps.items():
+        with profile(activities=activities) as prof:
+            step()
+            if cuda:
+                torch.cuda.synchronize()
+        sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+        print(
+            f"profile: {method}, B={args.batch_size} K={args.queue_size} D={args.dim} "
+            f"autocast {args.autocast}\n{prof.key_averages().table(sort_by=sort, row_limit=12)}",
+            file=sys.stderr,
+        )
 
 
 def _memory_worker(args: argparse.Namespace, method: str) -> float:
-    """Peak memory (MiB) of one forward+backward above the inputs, alone in a process."""
-    cuda = args.device.startswith("cuda")
-    tiny = _step_fn(method, 4, 4, args.dim, args.num_classes, args.device)
+    """Peak memory (MiB) of one forward+backward above the inputs, alone in a process (CPU)."""
+    amp = AUTOCAST[args.autocast]
+    tiny = _step_fn(method, 4, 4, args.dim, args.num_classes, args.device, amp)
     tiny()  # lazy imports and kernel set-up, kept out of the baseline
     del tiny
     step = _step_fn(
-        method, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device
+        method, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device, amp
     )
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     step()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
@@ -144,9 +219,11 @@ def _subprocess(args: argparse.Namespace, worker: str, b: int, k: int):
         sys.executable, __file__, "--worker", worker, "--batch-size", str(b),
         "--queue-size", str(k), "--dim", str(args.dim), "--device", args.device,
         "--num-classes", str(args.num_classes), "--repeats", str(args.repeats),
-        "--threads", str(args.threads),
+        "--threads", str(args.threads), "--autocast", args.autocast,
     ]  # fmt: skip
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    if args.profile and worker == "time":
+        cmd.append("--profile")
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -162,10 +239,15 @@ def main(argv: List[str]) -> None:
     rows = []
     for b in args.batch_sizes:
         for k in args.queue_sizes:
-            dscl, pml, floor = (_subprocess(args, "time", b, k)[m] for m in METHODS)
-            peak = {m: _subprocess(args, m, b, k) for m in METHODS[:2]}
+            result = _subprocess(args, "time", b, k)
+            dscl, pml, floor = (result[m] for m in METHODS)
+            if args.device.startswith("cuda"):
+                peak = {m: result[f"{m}_peak_mib"] for m in METHODS[:2]}
+            else:
+                peak = {m: _subprocess(args, m, b, k) for m in METHODS[:2]}
             rows.append({
-                "device": args.device, "B": b, "K": k, "D": args.dim,
+                "device": args.device, "autocast": args.autocast,
+                "B": b, "K": k, "D": args.dim,
                 "dscl_ms": round(dscl, 2), "pml_ms": round(pml, 2),
                 "floor_ms": round(floor, 2), "dscl/pml": round(dscl / pml, 2),
                 "dscl/floor": round(dscl / floor, 2), "pml/floor": round(pml / floor, 2),
@@ -173,7 +255,11 @@ def main(argv: List[str]) -> None:
                 "pml_peak_mib": round(peak["pml_supcon"], 1),
             })  # fmt: skip
             print(f"done B={b} K={k}", file=sys.stderr, flush=True)
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} runs")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(
+        f"torch {torch.__version__}, {where}, {args.threads} threads, autocast "
+        f"{args.autocast}, median of {args.repeats} runs"
+    )
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))
     for row in rows:

@@ -14,13 +14,21 @@ the batched patch pass + PBSD loss + backward), and the same patch work as L
 separate passes of B patches (as the official code does). All methods of a setting
 run round-robin in one subprocess, so a load change on a shared machine hits all alike.
 
-Peak memory is measured in its own subprocess per (setting, method): the increase
-of ``torch.cuda.max_memory_allocated`` (CUDA) or of ``ru_maxrss`` (CPU) during the
-first step over its value once the model and the batch are allocated (CPU numbers
-include the allocator's and the SGD momentum buffers' first-touch growth).
+Peak memory is the increase during the first step over the value once the model and
+the batch are allocated: of ``ru_maxrss`` on the CPU, measured in its own subprocess
+per (setting, method) (it includes the allocator's and the SGD momentum buffers'
+first-touch growth), and of ``torch.cuda.max_memory_allocated`` on CUDA, measured in
+the timing subprocess before its rounds (``reset_peak_memory_stats`` isolates the
+methods).
+
+``--autocast bf16`` runs every forward under ``torch.autocast`` (bf16 needs no
+GradScaler); ``--channels-last`` puts the models and the views in channels-last memory
+format (the patches reach the backbone as NCHW, as a data loader delivers them).
 
     python benchmarks/train_step.py                      # both settings
     python benchmarks/train_step.py --quick --json out.json --csv out.csv
+    python benchmarks/train_step.py --device cuda --settings resnet50_224px \
+        --autocast bf16 --channels-last --csv out.csv
 """
 
 import argparse
@@ -31,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from typing import Callable, Dict, List
 
 import torch
@@ -61,6 +70,8 @@ def _parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--autocast", choices=("none", "bf16"), default="none")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last models/views")
     parser.add_argument("--quick", action="store_true", help="resnet18 32 px only, B 4, 3 repeats")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
@@ -93,6 +104,8 @@ class _Bench:
             pbsd = 1.5 if method == "dscl_pbsd" else 0.0
             self.model = DSCLModel(backbone, dim, pbsd_weight=pbsd, **common)
         self.model.to(device).train()
+        self.amp = args.autocast == "bf16"
+        self.device_type = torch.device(device).type
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
         g = torch.Generator().manual_seed(0)
         bank = self.model.memory_bank
@@ -109,10 +122,21 @@ class _Bench:
             self.patches = torch.randn(b, num_patches, 3, patch, patch, generator=g).to(device)
             xy = torch.randint(0, view // 2, (b, num_patches, 2), generator=g)
             self.boxes = torch.cat([xy, xy + view // 2], dim=-1).float().to(device)
+        if args.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            self.view_q = self.view_q.contiguous(memory_format=torch.channels_last)
+            self.view_k = self.view_k.contiguous(memory_format=torch.channels_last)
+
+    def autocast(self):
+        """bf16 autocast for ``--autocast bf16``, else nothing."""
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16)
 
     def step(self) -> None:
         self.model.update_momentum()
-        out = self.model(self.view_q, self.view_k, self.patches, self.boxes, self.labels)
+        with self.autocast():
+            out = self.model(self.view_q, self.view_k, self.patches, self.boxes, self.labels)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         self.optimizer.step()
@@ -120,15 +144,23 @@ class _Bench:
     @torch.no_grad()
     def ema_forward(self) -> torch.Tensor:
         m = self.model
-        return m.projection_head_momentum(m.backbone_momentum(self.view_k).mean(dim=(2, 3)))
+        with self.autocast():
+            return m.projection_head_momentum(m.backbone_momentum(self.view_k).mean(dim=(2, 3)))
 
     def online_forward_backward(self) -> None:
         m = self.model
         key, (queue, queue_labels) = self._key, m.memory_bank.get()
-        query = m.projection_head(m.embed(self.view_q))
-        m.criterion(query, key, self.labels, queue, queue_labels, queue_normalized=True).backward()
+        with self.autocast():
+            query = m.projection_head(m.embed(self.view_q))
+            loss = m.criterion(query, key, self.labels, queue, queue_labels, queue_normalized=True)
+        loss.backward()
 
     def patch_forward_backward(self, separate: bool) -> None:
+        with self.autocast():
+            loss = self._patch_loss(separate)
+        loss.backward()
+
+    def _patch_loss(self, separate: bool) -> torch.Tensor:
         m, b, num_patches = self.model, *self.patches.shape[:2]
         with torch.no_grad():
             teacher = m.projection_head(
@@ -147,12 +179,12 @@ class _Bench:
             pooled = pooled.mean(dim=(2, 3)).reshape(b, num_patches, -1)
         student = m.projection_head(pooled)
         queue = m.memory_bank.get()[0]
-        m.pbsd_criterion(student, teacher, self._key, queue, queue_normalized=True).backward()
+        return m.pbsd_criterion(student, teacher, self._key, queue, queue_normalized=True)
 
     def parts(self) -> Dict[str, Callable[[], None]]:
         """The timed parts; keys and the q-view map are computed once, untimed."""
         self._key = self.ema_forward()
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             self._feature_map = self.model.backbone(self.view_q)
         parts = {
             "step": self.step,
@@ -166,9 +198,17 @@ class _Bench:
 
 
 def _time_worker(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
-    """Median time (ms) of every part of every method, run round-robin."""
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    parts = {m: _Bench(m, args.setting, args).parts() for m in METHODS}
+    """Median time (ms) of every part of every method, run round-robin; on CUDA also
+    ``peak_mib``, the peak memory of each method's first step."""
+    cuda = args.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    benches = {m: _Bench(m, args.setting, args) for m in METHODS}
+    peaks = {}
+    if cuda:
+        benches[METHODS[0]].ema_forward()  # persistent cuBLAS/cuDNN set-up, before any peak
+        for method, bench in benches.items():
+            peaks[method] = _cuda_peak_of_first_step(bench)
+    parts = {m: bench.parts() for m, bench in benches.items()}
     times: Dict[str, Dict[str, List[float]]] = {
         m: {p: [] for p in method_parts} for m, method_parts in parts.items()
     }
@@ -182,22 +222,28 @@ def _time_worker(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
                 if i > 0:
                     times[method][part].append(time.perf_counter() - start)
         print(f"  {args.setting}: round {i}/{args.repeats}", file=sys.stderr, flush=True)
-    return {
+    result: Dict[str, Dict[str, float]] = {
         m: {p: 1000 * statistics.median(t) for p, t in part_times.items()}
         for m, part_times in times.items()
     }
+    if cuda:
+        result["peak_mib"] = peaks
+    return result
+
+
+def _cuda_peak_of_first_step(bench: _Bench) -> float:
+    """Peak CUDA memory (MiB) of ``bench``'s first step above what was allocated before."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    bench.step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def _memory_worker(args: argparse.Namespace, method: str) -> float:
-    """Peak memory (MiB) of the first training step above the model and batch."""
+    """Peak memory (MiB) of the first training step above the model and batch (CPU)."""
     bench = _Bench(method, args.setting, args)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        bench.step()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     bench.step()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
@@ -209,9 +255,12 @@ def _subprocess(args: argparse.Namespace, worker: str, setting: str):
         "--device", args.device, "--num-patches", str(args.num_patches),
         "--queue-size", str(args.queue_size), "--num-classes", str(args.num_classes),
         "--repeats", str(args.repeats), "--threads", str(args.threads),
+        "--autocast", args.autocast,
     ]  # fmt: skip
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
+    if args.channels_last:
+        cmd += ["--channels-last"]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -222,8 +271,13 @@ def _rows(args: argparse.Namespace, setting: str) -> List[Dict[str, object]]:
     rows = []
     for method in METHODS:
         t = times[method]
+        if "peak_mib" in times:
+            peak = times["peak_mib"][method]
+        else:
+            peak = _subprocess(args, method, setting)
         rows.append({
-            "device": args.device, "setting": setting, "method": method, "B": b,
+            "device": args.device, "setting": setting, "autocast": args.autocast,
+            "channels_last": args.channels_last, "method": method, "B": b,
             "L": args.num_patches if method == "dscl_pbsd" else 0, "K": args.queue_size,
             "images_per_s": round(1000 * b / t["step"], 1),
             "step_ms": round(t["step"], 1),
@@ -232,7 +286,7 @@ def _rows(args: argparse.Namespace, setting: str) -> List[Dict[str, object]]:
             "ema_fwd_ms": round(t["ema_fwd"], 1),
             "patch_fwd_bwd_ms": round(t.get("patch_fwd_bwd", 0.0), 1),
             "patch_separate_ms": round(t.get("patch_separate_fwd_bwd", 0.0), 1),
-            "peak_mib": round(_subprocess(args, method, setting), 1),
+            "peak_mib": round(peak, 1),
         })  # fmt: skip
     return rows
 
@@ -245,7 +299,8 @@ def main(argv: List[str]) -> None:
         print(json.dumps(result))
         return
     rows = [row for setting in args.settings for row in _rows(args, setting)]
-    print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, "
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"torch {torch.__version__}, {where}, {args.threads} threads, "
           f"median of {args.repeats} runs")
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))

@@ -105,14 +105,16 @@ def pool_regions(
     (torchvision's default: box corners scaled as they are, boxes at least one cell
     wide); ``aligned=True`` shifts them by half a cell (continuous coordinates, so a box
     maps onto exactly the feature cells it covers).
+    The pooling runs in float32 (float64 for float64 maps) whatever the map's dtype: a
+    bf16 map under autocast would round batch indices above 256 (pooling another image's
+    region) and box corners to whole pixels above 128.
     """
     b, num_boxes, _ = boxes.shape
-    index = torch.arange(b, device=feature_map.device).repeat_interleave(num_boxes)
-    rois = torch.cat(
-        [index[:, None].to(feature_map.dtype), boxes.reshape(-1, 4).to(feature_map)], dim=1
-    )
+    dtype = torch.promote_types(feature_map.dtype, torch.float32)
+    index = torch.arange(b, device=feature_map.device, dtype=dtype).repeat_interleave(num_boxes)
+    rois = torch.cat([index[:, None], boxes.reshape(-1, 4).to(index)], dim=1)
     regions = roi_align(
-        feature_map,
+        feature_map.to(dtype),
         rois,
         output_size=2,
         spatial_scale=feature_map.shape[-1] / image_size[-1],
