@@ -49,7 +49,12 @@ class ModelConfig:
     """Backbone, heads, queue and loss. Give ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``),
     not both; both null means beta 8. ``pbsd_weight: 0`` is DSCL only. ``momentum_cosine``
     ramps the EMA momentum from ``momentum`` to 1 (Lightly ``cosine_schedule``).
-    ``init_from``: a local ``state_dict`` file (torchvision ResNet keys) for the backbone."""
+    ``init_from``: a local ``state_dict`` file (torchvision ResNet or ViT keys) for the backbone.
+    ViT backbones (``vit_tiny``, ``vit_small``, ``vit_b_16``, ...; ``cifar_stem`` and
+    ``zero_init_residual`` are ResNet-only): ``vit_pool`` ``mean`` (of the patch tokens) or
+    ``cls``; ``vit_patch_size``/``vit_depth``/``vit_width``/``vit_heads`` replace the preset's
+    sizes (null keeps them; other backbones ignore them). ``data.input_size`` and, with PBSD,
+    ``patch_size`` must be multiples of the ViT patch size."""
 
     backbone: str = "resnet50"
     cifar_stem: bool = False
@@ -66,12 +71,19 @@ class ModelConfig:
     patch_size: int = 64
     patch_scale: List[float] = field(default_factory=lambda: [0.05, 0.6])
     init_from: Optional[str] = None
+    vit_pool: str = "mean"
+    vit_patch_size: Optional[int] = None
+    vit_depth: Optional[int] = None
+    vit_width: Optional[int] = None
+    vit_heads: Optional[int] = None
 
 
 @dataclass
 class OptimConfig:
-    """SGD; ``lr`` is absolute (not scaled by batch size); linear warm-up, then cosine
-    (``cosine: false`` keeps ``lr``); the schedule steps per ``interval`` (step or epoch)."""
+    """``name``: ``sgd`` (with ``momentum``) or ``adamw`` (decoupled ``weight_decay``, default
+    betas; for ViTs); ``lr`` is absolute (not scaled by batch size); linear warm-up, then
+    cosine (``cosine: false`` keeps ``lr``); the schedule steps per ``interval`` (step or
+    epoch)."""
 
     lr: float = 0.1
     momentum: float = 0.9
@@ -79,6 +91,7 @@ class OptimConfig:
     warmup_epochs: float = 10.0
     cosine: bool = True
     interval: str = "step"
+    name: str = "sgd"
 
 
 @dataclass
@@ -140,6 +153,7 @@ class Config:
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 STRATEGIES = ("auto", "ddp")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def load_config(
@@ -284,6 +298,8 @@ def _check_data(problems: _Problems, d: DataConfig) -> None:
 
 
 def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
+    from dscl_plugin.vit import VIT_POOLS, VIT_PRESETS, is_vit
+
     problems.check(
         m.alpha is None or m.beta is None,
         "model.alpha/model.beta",
@@ -311,14 +327,38 @@ def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
     problems.scale_range("model.patch_scale", m.patch_scale)
     problems.file("model.init_from", m.init_from)
     problems.check(
-        m.backbone == "small_cnn" or _is_torchvision_resnet(m.backbone),
+        m.backbone == "small_cnn" or _is_torchvision_resnet(m.backbone) or is_vit(m.backbone),
         "model.backbone",
-        f"unknown backbone {m.backbone!r}: use 'small_cnn' or a torchvision ResNet such as "
-        "'resnet18' or 'resnet50'",
+        f"unknown backbone {m.backbone!r}: use 'small_cnn', a torchvision ResNet such as "
+        f"'resnet18' or 'resnet50', or a ViT: {list(VIT_PRESETS)}",
     )
+    problems.one_of("model.vit_pool", m.vit_pool, VIT_POOLS)
+    if is_vit(m.backbone):
+        _check_vit(problems, m, input_size)
+
+
+def _check_vit(problems: _Problems, m: ModelConfig, input_size: int) -> None:
+    """ViT sizes, and views (and PBSD patches) that are multiples of its patch size."""
+    from dscl_plugin.vit import token_grid, vit_spec
+
+    try:
+        spec = vit_spec(m.backbone, m.vit_patch_size, m.vit_depth, m.vit_width, m.vit_heads)
+    except ValueError as error:
+        problems.append(f"model.vit_*: {error}")
+        return
+    sizes = {"data.input_size": input_size}
+    if m.pbsd_weight > 0:
+        sizes["model.patch_size"] = m.patch_size
+    native = input_size // spec.patch_size
+    for key, size in sizes.items():
+        try:
+            token_grid(size, spec.patch_size, native)
+        except ValueError as error:
+            problems.append(f"{key}: {error}")
 
 
 def _check_optim(problems: _Problems, o: OptimConfig, epochs: int) -> None:
+    problems.one_of("optim.name", o.name, OPTIMIZERS)
     problems.check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     problems.check(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
     problems.at_least("optim.weight_decay", o.weight_decay, 0)

@@ -76,7 +76,7 @@ def test_resnet50_and_small_cnn_dims():
     assert dim == 128 and backbone(torch.randn(2, 3, 32, 32)).shape == (2, 128, 8, 8)
 
 
-@pytest.mark.parametrize("name", ["vit_b_16", "resnet7", "mlp"])
+@pytest.mark.parametrize("name", ["vit_b_99", "resnet7", "mlp"])
 def test_unknown_backbone_raises(name):
     with pytest.raises(ValueError, match="Unknown backbone name"):
         build_backbone(name)
