@@ -106,8 +106,8 @@ class ViTBackbone(nn.Module):
     """Patch tokens of a ViT as a feature map: images (B, 3, H, H) -> (B, C, H/p, H/p).
 
     Args:
-        vit: a torchvision ``VisionTransformer`` (its ``heads`` are not used). It is
-            wrapped in Lightly's ``MaskedVisionTransformerTorchvision``, which
+        vit: a torchvision ``VisionTransformer`` (its ``heads`` are replaced by
+            ``nn.Identity``: unused). It is wrapped in Lightly's ``MaskedVisionTransformerTorchvision``, which
             re-initialises it (Xavier linear layers, fixed 2-D sin-cos positional
             encoding; ``initialize=False`` keeps its weights).
         pool: the pooled (B, C) feature of :meth:`forward_features`: ``"mean"`` of the
