@@ -16,6 +16,8 @@ from torch.utils.data import DataLoader
 
 from dscl_plugin.models import PLAIN_CNNS
 
+from dscl_plugin.vit import ViTBackbone
+
 PathLike = Union[str, Path]
 
 # torchvision ResNet children in order; ``build_backbone`` keeps the first eight.
@@ -264,9 +266,15 @@ class MidEpochResumeCallback(pl.Callback):
 def export_backbone(backbone: nn.Module, backbone_name: str, path: PathLike) -> Path:
     """Save the backbone ``state_dict``; ResNets get torchvision key names (``conv1.weight``,
     ``layer1.0.bn1.running_mean``, ...), so ``torchvision.models.resnet50().load_state_dict(sd,
-    strict=False)`` loads every feature layer and leaves ``fc`` untouched."""
+    strict=False)`` loads every feature layer and leaves ``fc`` untouched. A
+    :class:`~dscl_plugin.vit.ViTBackbone` saves its torchvision ``VisionTransformer``'s keys
+    (``conv_proj.weight``, ``encoder.layers...``; no ``heads``), which load the same way into
+    a torchvision ViT of the same sizes and image size."""
+    is_vit = isinstance(backbone, ViTBackbone)
+    if is_vit:
+        backbone = backbone.torchvision_vit  # its heads are nn.Identity
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    if backbone_name not in PLAIN_CNNS:
+    if not is_vit and backbone_name not in PLAIN_CNNS:
         state = {_to_torchvision_key(k): v for k, v in state.items()}
     return atomic_save(state, path)
 
@@ -274,13 +282,16 @@ def export_backbone(backbone: nn.Module, backbone_name: str, path: PathLike) -> 
 def load_backbone_weights(backbone: nn.Module, backbone_name: str, path: PathLike) -> None:
     """Load a local ``state_dict`` file into ``backbone`` (exactly, every feature layer).
 
-    Accepts :func:`export_backbone` files and torchvision ResNet ``state_dict`` s (``fc.*`` is
-    ignored). Never downloads; errors name the file.
+    Accepts :func:`export_backbone` files and torchvision ResNet or ViT ``state_dict`` s
+    (``fc.*`` and ``heads.*`` are ignored). Never downloads; errors name the file.
     """
     state = load_file(path)
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"'{path}' is not a state_dict of tensors.")
-    if backbone_name not in PLAIN_CNNS:
+    if isinstance(backbone, ViTBackbone):
+        backbone = backbone.torchvision_vit
+        state = {k: v for k, v in state.items() if not k.startswith("heads.")}
+    elif backbone_name not in PLAIN_CNNS:
         state = {_from_torchvision_key(k): v for k, v in state.items() if not k.startswith("fc.")}
     try:
         backbone.load_state_dict(state, strict=True)

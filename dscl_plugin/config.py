@@ -55,10 +55,15 @@ class ModelConfig:
     """Backbone, heads, queue and loss. Give ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``),
     not both; both null means beta 8. ``pbsd_weight: 0`` is DSCL only. ``momentum_cosine``
     ramps the EMA momentum from ``momentum`` to 1 (Lightly ``cosine_schedule``).
-    ``init_from``: a local ``state_dict`` file (torchvision ResNet keys) for the backbone.
+    ``init_from``: a local ``state_dict`` file (torchvision ResNet or ViT keys) for the backbone.
     ``shuffle_bn``: shuffle the key batch (across processes under DDP) for the EMA forward,
     as the official code. ``roi_aligned``: ``roi_align(aligned=...)`` of the PBSD teacher
-    (official: false)."""
+    (official: false).
+    ViT backbones (``vit_tiny``, ``vit_small``, ``vit_b_16``, ...; ``cifar_stem`` and
+    ``zero_init_residual`` are ResNet-only): ``vit_pool`` ``mean`` (of the patch tokens) or
+    ``cls``; ``vit_patch_size``/``vit_depth``/``vit_width``/``vit_heads`` replace the preset's
+    sizes (null keeps them; other backbones ignore them). ``data.input_size`` and, with PBSD,
+    ``patch_size`` must be multiples of the ViT patch size."""
 
     backbone: str = "resnet50"
     cifar_stem: bool = False
@@ -77,12 +82,19 @@ class ModelConfig:
     init_from: Optional[str] = None
     shuffle_bn: bool = True
     roi_aligned: bool = False
+    vit_pool: str = "mean"
+    vit_patch_size: Optional[int] = None
+    vit_depth: Optional[int] = None
+    vit_width: Optional[int] = None
+    vit_heads: Optional[int] = None
 
 
 @dataclass
 class OptimConfig:
-    """SGD; ``lr`` is absolute (not scaled by batch size); linear warm-up, then cosine
-    (``cosine: false`` keeps ``lr``); the schedule steps per ``interval`` (step or epoch)."""
+    """``name``: ``sgd`` (with ``momentum``) or ``adamw`` (decoupled ``weight_decay``, default
+    betas; for ViTs); ``lr`` is absolute (not scaled by batch size); linear warm-up, then
+    cosine (``cosine: false`` keeps ``lr``); the schedule steps per ``interval`` (step or
+    epoch)."""
 
     lr: float = 0.1
     momentum: float = 0.9
@@ -90,6 +102,7 @@ class OptimConfig:
     warmup_epochs: float = 10.0
     cosine: bool = True
     interval: str = "step"
+    name: str = "sgd"
 
 
 @dataclass
@@ -165,6 +178,7 @@ PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-m
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 STRATEGIES = ("auto", "ddp")
 PROBE_PROTOCOLS = ("features", "augmented")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def load_config(
@@ -340,6 +354,8 @@ def _check_data(problems: _Problems, d: DataConfig) -> None:
 
 
 def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
+    from dscl_plugin.vit import VIT_POOLS, is_vit
+
     problems.rule("model", alpha_from, m.alpha, m.beta)
     problems.rule("model", checks.positive, "temperature", m.temperature)
     problems.at_least("model.proj_dim", m.proj_dim, 1)
@@ -356,9 +372,33 @@ def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
     problems.rule("model", checks.scale_range, "patch_scale", m.patch_scale)
     problems.file("model.init_from", m.init_from)
     problems.rule("model", check_backbone_name, "backbone", m.backbone)
+    problems.one_of("model.vit_pool", m.vit_pool, VIT_POOLS)
+    if is_vit(m.backbone):
+        _check_vit(problems, m, input_size)
+
+
+def _check_vit(problems: _Problems, m: ModelConfig, input_size: int) -> None:
+    """ViT sizes, and views (and PBSD patches) that are multiples of its patch size."""
+    from dscl_plugin.vit import token_grid, vit_spec
+
+    try:
+        spec = vit_spec(m.backbone, m.vit_patch_size, m.vit_depth, m.vit_width, m.vit_heads)
+    except ValueError as error:
+        problems.append(f"model.vit_*: {error}")
+        return
+    sizes = {"data.input_size": input_size}
+    if m.pbsd_weight > 0:
+        sizes["model.patch_size"] = m.patch_size
+    native = input_size // spec.patch_size
+    for key, size in sizes.items():
+        try:
+            token_grid(size, spec.patch_size, native)
+        except ValueError as error:
+            problems.append(f"{key}: {error}")
 
 
 def _check_optim(problems: _Problems, o: OptimConfig, epochs: int) -> None:
+    problems.one_of("optim.name", o.name, OPTIMIZERS)
     problems.check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     problems.check(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
     problems.at_least("optim.weight_decay", o.weight_decay, 0)

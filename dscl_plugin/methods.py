@@ -2,9 +2,9 @@
 
 Each training step: EMA update ``theta_m <- m theta_m + (1 - m) theta`` (constant ``m`` or
 Lightly's ``cosine_schedule`` from ``m`` to 1), forward of the model (loss, then the keys
-enter the labelled queue), a finite-loss check, logging. SGD with linear warm-up and
-cosine decay (Lightly's ``CosineWarmupScheduler``) per step or per epoch. Under DDP the
-queue gathers keys with their labels from every process.
+enter the labelled queue), a finite-loss check, logging. SGD or AdamW (``optim.name``) with
+linear warm-up and cosine decay (Lightly's ``CosineWarmupScheduler``) per step or per epoch.
+Under DDP the queue gathers keys with their labels from every process.
 """
 
 from typing import Any, Callable, Dict, List, Sequence, Tuple
@@ -52,7 +52,17 @@ class ContrastiveMethod(pl.LightningModule):
     def build_backbone(self) -> Tuple[nn.Module, int]:
         """``build_backbone`` from ``config.model``, loading ``model.init_from`` if set."""
         m = self.config.model
-        backbone, feature_dim = build_backbone(m.backbone, m.cifar_stem, m.zero_init_residual)
+        backbone, feature_dim = build_backbone(
+            m.backbone,
+            m.cifar_stem,
+            m.zero_init_residual,
+            image_size=self.config.data.input_size,
+            vit_pool=m.vit_pool,
+            vit_patch_size=m.vit_patch_size,
+            vit_depth=m.vit_depth,
+            vit_width=m.vit_width,
+            vit_heads=m.vit_heads,
+        )
         if m.init_from:
             load_backbone_weights(backbone, m.backbone, m.init_from)
         return backbone, feature_dim
@@ -151,9 +161,12 @@ class ContrastiveMethod(pl.LightningModule):
     def configure_optimizers(self) -> Dict[str, Any]:
         o, epochs = self.config.optim, self.config.trainer.epochs
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
+        if o.name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(
+                params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+            )
         if o.interval == "step":
             total = int(self.trainer.estimated_stepping_batches)
             warmup = round(o.warmup_epochs * total / epochs)

@@ -25,28 +25,53 @@ from torchvision.ops import roi_align
 from dscl_plugin import checks
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
+from dscl_plugin.vit import VIT_PRESETS, ViTBackbone, build_vit, is_vit
 
 _RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
 
 
 def build_backbone(
-    name: str, cifar_stem: bool = False, zero_init_residual: bool = True
+    name: str,
+    cifar_stem: bool = False,
+    zero_init_residual: bool = True,
+    *,
+    image_size: int = 224,
+    vit_pool: str = "mean",
+    vit_patch_size: Optional[int] = None,
+    vit_depth: Optional[int] = None,
+    vit_width: Optional[int] = None,
+    vit_heads: Optional[int] = None,
 ) -> Tuple[nn.Module, int]:
     """A randomly initialised backbone mapping images (B, 3, H, W) to a feature map (B, C, h, w).
 
     Args:
         name: a torchvision ResNet (``"resnet18"``, ``"resnet50"``, ``"resnext50_32x4d"``,
-            ``"wide_resnet50_2"``, ...; never downloads weights) or a small plain CNN for
+            ``"wide_resnet50_2"``, ...; never downloads weights), a small plain CNN for
             CPU-sized runs (:data:`PLAIN_CNNS`: ``"small_cnn"``, 3 blocks, for digits_lt;
-            ``"cnn5"``, 5 blocks, for Fashion-MNIST-LT).
+            ``"cnn5"``, 5 blocks, for Fashion-MNIST-LT) or a ViT (``"vit_tiny"``,
+            ``"vit_small"``, ``"vit_b_16"``, ...: a torchvision ``VisionTransformer`` in
+            Lightly's wrapper, see :mod:`dscl_plugin.vit`).
         cifar_stem: replace the ResNet stem (7x7 stride-2 conv + max-pool) with a 3x3
             stride-1 conv and no max-pool, for 32 px inputs (stride 8 instead of 32).
         zero_init_residual: zero the last BN of every residual branch (official: True).
+        image_size: ViT only: the native size of its positional grid (other multiples of
+            the patch size are interpolated).
+        vit_pool: ViT only: pooled feature, ``"mean"`` of the patch tokens or ``"cls"``.
+        vit_patch_size, vit_depth, vit_width, vit_heads: ViT only: replace the preset's
+            sizes (None keeps them).
 
     Returns:
         ``(backbone, C)``.
+
+    Raises:
+        ValueError: an unknown name or invalid ViT sizes.
     """
     check_backbone_name("backbone", name)
+    if is_vit(name):
+        vit = build_vit(
+            name, image_size, vit_pool, vit_patch_size, vit_depth, vit_width, vit_heads
+        )
+        return vit, vit.feature_dim
     if name in PLAIN_CNNS:
         return _plain_cnn(*PLAIN_CNNS[name]), PLAIN_CNNS[name][0][-1]
     resnet = torchvision.models.get_model(
@@ -63,15 +88,15 @@ def build_backbone(
 def check_backbone_name(argument: str, name: str) -> None:
     """Raises :class:`~dscl_plugin.checks.InvalidValue` naming ``argument`` unless
     :func:`build_backbone` knows ``name``."""
-    known = name in PLAIN_CNNS or (
+    known = name in PLAIN_CNNS or is_vit(name) or (
         name.startswith(_RESNET_PREFIXES)
         and name in torchvision.models.list_models(module=torchvision.models)
     )
     checks.require(
         known,
         argument,
-        f"names an unknown backbone {name!r}: use one of {list(PLAIN_CNNS)} or a torchvision "
-        "ResNet such as 'resnet18' or 'resnet50'",
+        f"names an unknown backbone {name!r}: use one of {list(PLAIN_CNNS)}, a torchvision "
+        f"ResNet such as 'resnet18' or 'resnet50', or a ViT: {list(VIT_PRESETS)}",
     )
 
 
@@ -151,6 +176,18 @@ def _feature_map(backbone: nn.Module, images: Tensor, keep_buffers: bool = False
 def _pool(feature_map: Tensor) -> Tensor:
     """Global average pooling, (B, C, h, w) -> (B, C)."""
     return feature_map.mean(dim=(2, 3))
+
+
+def _features(
+    backbone: nn.Module, images: Tensor, keep_buffers: bool = False
+) -> Tuple[Tensor, Tensor]:
+    """The feature map (B, C, h, w) and the pooled feature (B, C): a ``ViTBackbone``'s own
+    pooling (mean of patch tokens or class token; it has no buffers to keep), else
+    global average pooling of the map."""
+    if isinstance(backbone, ViTBackbone):
+        return backbone.forward_features(images)
+    feature_map = _feature_map(backbone, images, keep_buffers)
+    return feature_map, _pool(feature_map)
 
 
 def _check_inputs(view_q: Tensor, view_k: Tensor, labels: Tensor) -> None:
@@ -237,12 +274,12 @@ class _MomentumContrastModel(nn.Module):
         For evaluation: call in eval mode (in train mode BatchNorm updates its
         running statistics and normalises with batch statistics).
         """
-        return _pool(_feature_map(self.backbone, images))
+        return _features(self.backbone, images)[1]
 
     def _query(self, view_q: Tensor) -> Tuple[Tensor, Tensor]:
         """The q-view feature map and its projection ``q``."""
-        feature_map = _feature_map(self.backbone, view_q)
-        return feature_map, self.projection_head(_pool(feature_map))
+        feature_map, pooled = _features(self.backbone, view_q)
+        return feature_map, self.projection_head(pooled)
 
     @torch.no_grad()
     def _key(self, view_k: Tensor) -> Tensor:
@@ -258,9 +295,7 @@ class _MomentumContrastModel(nn.Module):
         return batch_unshuffle(self._key_forward(shuffled), shuffle, distributed=distributed)
 
     def _key_forward(self, view_k: Tensor) -> Tensor:
-        return self.projection_head_momentum(
-            _pool(_feature_map(self.backbone_momentum, view_k))
-        )
+        return self.projection_head_momentum(_features(self.backbone_momentum, view_k)[1])
 
     def _enqueue(self, key: Tensor, labels: Tensor) -> None:
         """Adds this step's L2-normalised keys to the queue (training steps only)."""
@@ -363,8 +398,8 @@ class DSCLModel(_MomentumContrastModel):
         with torch.no_grad():  # the teacher distribution carries no gradient
             regions = pool_regions(feature_map.detach(), boxes, view_size, self.roi_aligned)
             teacher = self.projection_head(regions)
-        patch_map = _feature_map(self.backbone, patches.flatten(0, 1), keep_buffers=True)
-        student = self.projection_head(_pool(patch_map)).reshape(b, num_patches, -1)
+        _, pooled = _features(self.backbone, patches.flatten(0, 1), keep_buffers=True)
+        student = self.projection_head(pooled).reshape(b, num_patches, -1)
         return self.pbsd_criterion(student, teacher, key, queue, queue_normalized=True)
 
 

@@ -80,7 +80,7 @@ def test_resnet50_and_small_cnn_dims():
     assert dim == 128 and backbone(torch.randn(2, 3, 28, 28)).shape == (2, 128, 7, 7)
 
 
-@pytest.mark.parametrize("name", ["vit_b_16", "resnet7", "mlp"])
+@pytest.mark.parametrize("name", ["vit_b_99", "resnet7", "mlp"])
 def test_unknown_backbone_raises(name):
     with pytest.raises(ValueError, match="backbone names an unknown backbone"):
         build_backbone(name)
