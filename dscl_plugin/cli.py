@@ -2,6 +2,7 @@
 
     dscl-train --config configs/X.yaml [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
     dscl-eval  --config configs/X.yaml --checkpoint outputs/.../backbone.pt [key.path=value ...]
+               [--retrieval]
     python -m dscl_plugin.cli [train|eval] ...
 """
 
@@ -41,6 +42,12 @@ def _parser(prog: str, train: bool) -> argparse.ArgumentParser:
         parser.add_argument(
             "--checkpoint", required=True, help="backbone.pt (state_dict) or a training *.ckpt"
         )
+        parser.add_argument(
+            "--retrieval",
+            action="store_true",
+            help="also write retrieval.png and patch_retrieval.png (nearest training images "
+            "of head/medium/tail test queries) to output_dir",
+        )
     return parser
 
 
@@ -65,6 +72,8 @@ def _main(prog: str, train: bool, argv: Optional[Sequence[str]]) -> int:
             run(config, stage=args.stage, resume=args.resume, checkpoint=args.checkpoint)
         else:
             run(config, stage=2, checkpoint=args.checkpoint)
+            if args.retrieval:
+                _retrieval(config, args.checkpoint)
     except ConfigError as error:
         print(f"{prog}: config error: {error}", file=sys.stderr)
         return 2
@@ -72,6 +81,15 @@ def _main(prog: str, train: bool, argv: Optional[Sequence[str]]) -> int:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _retrieval(config, checkpoint: str) -> None:
+    from dscl_plugin.diagnostics import write_retrieval_pictures
+    from dscl_plugin.pipeline import load_for_eval, torch_threads
+
+    with torch_threads(config.trainer.num_threads):
+        paths = write_retrieval_pictures(config, load_for_eval(config, checkpoint))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def train_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -86,7 +86,8 @@ class TrainerConfig:
     """Lightning trainer. ``batch_size`` is global (split evenly across ``devices``);
     ``limit_train_batches`` (batches per epoch) is for smoke tests; ``num_threads`` sets
     ``torch.set_num_threads`` during a run (null keeps torch's default; tiny models on few
-    CPU cores run several times faster with 1)."""
+    CPU cores run several times faster with 1). ``log_grad_ratio`` logs the pull-gradient
+    ratio (paper Fig. 2) per class, shot group and epoch (``grad_ratio/...`` in the CSV logs)."""
 
     epochs: int = 200
     batch_size: int = 256
@@ -99,6 +100,7 @@ class TrainerConfig:
     log_every_n_steps: int = 50
     progress_bar: bool = True
     num_threads: Optional[int] = None
+    log_grad_ratio: bool = False
 
 
 @dataclass

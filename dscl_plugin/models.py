@@ -191,6 +191,7 @@ class _MomentumContrastModel(nn.Module):
             size=(queue_size, proj_dim), gather_distributed=gather_distributed
         )
         self.momentum = momentum
+        self.track_grad_ratio = False
 
     def update_momentum(self, m: Optional[float] = None) -> None:
         """EMA step ``theta_m <- m theta_m + (1 - m) theta`` (``m = self.momentum`` if None).
@@ -219,6 +220,25 @@ class _MomentumContrastModel(nn.Module):
     def _key(self, view_k: Tensor) -> Tensor:
         return self.projection_head_momentum(
             _pool(_feature_map(self.backbone_momentum, view_k))
+        )
+
+    def _grad_ratio(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Optional[Tensor],
+        queue_labels: Optional[Tensor],
+    ) -> Dict[str, Tensor]:
+        """``grad_ratio``, ``grad_ratio_aligned`` and ``grad_ratio_valid`` per anchor
+        (``criterion.pull_gradient_ratio``) if ``track_grad_ratio`` is set, else nothing."""
+        if not self.track_grad_ratio:
+            return {}
+        ratio = self.criterion.pull_gradient_ratio(
+            query.detach(), key, labels, queue, queue_labels
+        )
+        return dict(
+            grad_ratio=ratio.ratio, grad_ratio_aligned=ratio.aligned, grad_ratio_valid=ratio.valid
         )
 
     def _enqueue(self, key: Tensor, labels: Tensor) -> None:
@@ -299,8 +319,9 @@ class DSCLModel(_MomentumContrastModel):
         else:
             loss_pbsd = loss_dscl.new_zeros(())
             loss = loss_dscl
+        diagnostics = self._grad_ratio(query, key, labels, queue, queue_labels)
         self._enqueue(key, labels)
-        return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd)
+        return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd, **diagnostics)
 
     def _pbsd(
         self,
@@ -352,6 +373,8 @@ class SupConModel(_MomentumContrastModel):
         _check_inputs(view_q, view_k, labels)
         _, query = self._query(view_q)
         key = self._key(view_k)
-        loss = self.criterion(query, key, labels, *self.memory_bank.get())
+        queue, queue_labels = self.memory_bank.get()
+        loss = self.criterion(query, key, labels, queue, queue_labels)
+        diagnostics = self._grad_ratio(query, key, labels, queue, queue_labels)
         self._enqueue(key, labels)
-        return dict(loss=loss, loss_dscl=loss, loss_pbsd=loss.new_zeros(()))
+        return dict(loss=loss, loss_dscl=loss, loss_pbsd=loss.new_zeros(()), **diagnostics)
