@@ -4,35 +4,43 @@ Training and evaluation run through the project's own pipeline: one config file 
 dataset (``configs/dscl_<dataset>.yaml``) loaded with :func:`dscl_plugin.config.load_config`
 and per-method overrides, then :func:`dscl_plugin.pipeline.train` and
 :func:`dscl_plugin.pipeline.evaluate` (frozen backbone, class-balanced linear probe,
-shot-group top-1). The three methods share every setting (backbone, views, epochs,
-optimiser, probe) and differ only in:
+shot-group top-1, kNN precision@1). The three methods share every setting (backbone, views,
+epochs, optimiser, probe) and differ only in:
 
 - ``supcon``:    ``method=supcon model.beta=null model.pbsd_weight=0``
 - ``dscl``:      ``method=dscl model.pbsd_weight=0`` (beta from the config, 8)
 - ``dscl_pbsd``: ``method=dscl`` (pbsd_weight from the config, 1.5)
 
-Seeds are paired: ``seed=s`` fixes the long-tailed train subset, the test split, the
-initial weights, the batch order and the probe for every method, so each method's
-difference to SupCon is taken per seed (mean +- std of the per-seed differences).
-``raw_pixels`` is the same probe on the flattened, normalised input pixels of the same
-split (a reference: learned features should beat it). std is the sample std (ddof 1).
+plus PBSD ablations (``pbsd_w0.5``, ``pbsd_scale0.3``, ``pbsd_patch8``; see ``METHODS``).
+Seeds are paired: ``seed=s`` fixes the long-tailed train subset, the initial weights, the
+batch order and the probe for every method, so each method's difference to SupCon is taken
+per seed (mean +- std of the per-seed differences). ``raw_pixels`` is the same probe (and
+kNN) on the flattened, normalised input pixels of the same split: learned features should
+beat it. std is the sample std (ddof 1).
 
-digits_lt shot groups use many ``n_c > 60``, few ``n_c < 20`` (its largest class has
-144 images; 100 would leave 1-2 many-shot classes). ``torch.set_num_threads(--threads)``
-(default 1: on the shared 2-core machine 2 threads ran 5-10x slower under load).
+Every finished run is appended to ``<name>_runs.jsonl``; a later call skips the runs already
+there (``--fresh`` starts over), so parts (``--imbalance-factors``, ``--methods``,
+``--seeds``) can run one after another or side by side, and ``--summarise`` merges them into
+one table without training. ``torch.set_num_threads(--threads)`` (default 1: on a shared
+2-core machine, two 1-thread runs side by side beat one 2-thread run).
 
     python benchmarks/long_tail_accuracy.py                  # digits_lt, rho 10 and 50, 5 seeds
+    python benchmarks/long_tail_accuracy.py --dataset fashion_mnist_lt   # rho 100 and 10, 3 seeds
+    python benchmarks/long_tail_accuracy.py --dataset fashion_mnist_lt --imbalance-factors 10 \
+        --seeds 2 --methods supcon dscl               # one part of it
+    python benchmarks/long_tail_accuracy.py --dataset fashion_mnist_lt --summarise
     python benchmarks/long_tail_accuracy.py --quick          # smoke test (< 1 min)
-    python benchmarks/long_tail_accuracy.py --cifar --data-root data   # + CIFAR-10/100-LT if present
 
-Writes ``<output-dir>/<name>.json``, ``<name>.csv`` (summary) and ``<name>_runs.csv``
-(one row per run, written as runs finish), ``<name>`` = ``long_tail_accuracy`` (or
-``long_tail_accuracy_quick``).
+Writes ``<output-dir>/<name>.json``, ``<name>.csv`` (summary: one row per dataset x rho x
+method), ``<name>_runs.csv`` (one row per run) and ``<name>_runs.jsonl``; ``<name>`` is
+``long_tail_accuracy`` for digits_lt and ``long_tail_accuracy_<dataset>`` otherwise
+(``_quick`` appended with ``--quick``).
 """
 
 import argparse
 import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
@@ -50,7 +58,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from dscl_plugin.config import Config, load_config
-from dscl_plugin.evaluation import linear_probe, shot_metrics
+from dscl_plugin.evaluation import knn_metrics, linear_probe, shot_metrics
 from dscl_plugin.pipeline import build_dataset_split, evaluate, train
 from dscl_plugin.transforms import eval_transform
 
@@ -59,49 +67,64 @@ METHODS = {
     "supcon": ["method=supcon", "model.alpha=null", "model.beta=null", "model.pbsd_weight=0"],
     "dscl": ["method=dscl", "model.pbsd_weight=0"],
     "dscl_pbsd": ["method=dscl"],
+    # PBSD ablations (DSCL + PBSD with one setting changed)
+    "pbsd_w0.5": ["method=dscl", "model.pbsd_weight=0.5"],
+    "pbsd_scale0.3": ["method=dscl", "model.patch_scale=[0.3,0.6]"],
+    "pbsd_patch8": ["method=dscl", "model.patch_size=8"],
 }
-LABELS = {"raw_pixels": "raw pixels", "supcon": "SupCon", "dscl": "DSCL", "dscl_pbsd": "DSCL+PBSD"}
-METRICS = ("overall", "many", "medium", "few")
-# dataset -> (config file, many threshold, few threshold)
+MAIN_METHODS = ["supcon", "dscl", "dscl_pbsd"]
+LABELS = {
+    "raw_pixels": "raw pixels",
+    "supcon": "SupCon",
+    "dscl": "DSCL",
+    "dscl_pbsd": "DSCL+PBSD",
+    "pbsd_w0.5": "DSCL+PBSD, λ 0.5",
+    "pbsd_scale0.3": "DSCL+PBSD, patch area 0.3–0.6",
+    "pbsd_patch8": "DSCL+PBSD, 8 px patches",
+}
+SHOTS = ("overall", "many", "medium", "few")
+METRICS = (*SHOTS, "knn_p1")
+# dataset -> (config file, default imbalance factors, default and minimum number of seeds)
 DATASETS = {
-    "digits_lt": ("configs/dscl_digits_lt.yaml", 60, 20),
-    "cifar10_lt": ("configs/dscl_cifar10_lt.yaml", 100, 20),
-    "cifar100_lt": ("configs/dscl_cifar100_lt.yaml", 100, 20),
+    "digits_lt": ("configs/dscl_digits_lt.yaml", [10.0, 50.0], 5),
+    "fashion_mnist_lt": ("configs/dscl_fashion_mnist_lt.yaml", [100.0, 10.0], 3),
+    "cifar10_lt": ("configs/dscl_cifar10_lt.yaml", [100.0], 3),
+    "cifar100_lt": ("configs/dscl_cifar100_lt.yaml", [100.0], 3),
 }
 
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=5, help="paired seeds 0..N-1 (>= 5 unless --quick)")
-    parser.add_argument("--imbalance-factors", type=float, nargs="+", default=[10.0, 50.0], help="digits_lt rho")
-    parser.add_argument("--epochs", type=int, help="trainer.epochs (default: the config's, 15 for digits_lt)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--dataset", choices=list(DATASETS), default="digits_lt")
+    parser.add_argument("--seeds", type=int, nargs="+", help="paired seeds to run (default 0..N-1: 5 for digits_lt, else 3)")
+    parser.add_argument("--imbalance-factors", type=float, nargs="+", help="rho values (default: digits_lt 10 50, fashion_mnist_lt 100 10, CIFAR 100)")
+    parser.add_argument("--epochs", type=int, help="trainer.epochs (default: the config's)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=MAIN_METHODS)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument("--quick", action="store_true", help="rho 10, 2 seeds, 1 epoch of 2 batches, 2 probe epochs")
-    parser.add_argument("--cifar", action="store_true", help="also CIFAR-10-LT / CIFAR-100-LT if present under --data-root")
-    parser.add_argument("--data-root", default="data", help="CIFAR location (never downloads)")
-    parser.add_argument("--cifar-imbalance-factors", type=float, nargs="+", default=[100.0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: first rho, 1 epoch of 2 batches, 2 probe epochs")
+    parser.add_argument("--data-root", default="data", help="data.root (CIFAR, Fashion-MNIST); never downloads")
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--fresh", action="store_true", help="forget the runs recorded in <name>_runs.jsonl")
+    parser.add_argument("--summarise", action="store_true", help="train nothing: merge the recorded runs into the tables")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.quick:
-        args.imbalance_factors, args.seeds = [10.0], min(args.seeds, 2)
-    elif args.seeds < 5:
-        parser.error(f"--seeds must be >= 5 for a paired comparison (got {args.seeds}); use --quick to smoke-test")
-    if "supcon" not in args.methods:
-        parser.error("--methods must include supcon (the paired baseline)")
+    _, default_rhos, min_seeds = DATASETS[args.dataset]
+    args.min_seeds = 1 if args.quick else min_seeds
+    if args.seeds is None:
+        args.seeds = list(range(2 if args.quick else min_seeds))
+    if args.imbalance_factors is None:
+        args.imbalance_factors = default_rhos[:1] if args.quick else default_rhos
+    if any(seed < 0 for seed in args.seeds):
+        parser.error(f"--seeds must be >= 0, got {args.seeds}")
     return args
 
 
-def _overrides(args: argparse.Namespace, dataset: str, rho: float, seed: int) -> List[str]:
-    _, many, few = DATASETS[dataset]
+def _overrides(args: argparse.Namespace, rho: float, seed: int) -> List[str]:
     overrides = [
         f"data.imbalance_factor={rho}",
         f"data.root={args.data_root}",
         "data.download=false",
         f"seed={seed}",
-        f"eval.many_threshold={many}",
-        f"eval.few_threshold={few}",
         "trainer.progress_bar=false",
     ]
     if args.epochs is not None:
@@ -117,14 +140,14 @@ def _overrides(args: argparse.Namespace, dataset: str, rho: float, seed: int) ->
     return overrides
 
 
-def _config(args: argparse.Namespace, dataset: str, rho: float, seed: int, method: str, output_dir: str) -> Config:
-    path = REPO / DATASETS[dataset][0]
+def _config(args: argparse.Namespace, rho: float, seed: int, method: str, output_dir: str) -> Config:
     extra = [] if method == "raw_pixels" else METHODS[method]
-    return load_config(path, _overrides(args, dataset, rho, seed) + extra + [f"output_dir={output_dir}"])
+    path = REPO / DATASETS[args.dataset][0]
+    return load_config(path, _overrides(args, rho, seed) + extra + [f"output_dir={output_dir}"])
 
 
 def _raw_pixel_run(config: Config) -> Dict[str, object]:
-    """The linear probe of ``config.probe`` on flattened normalised pixels."""
+    """The linear probe of ``config.probe`` and the kNN on flattened normalised pixels."""
     transform = eval_transform(config.data.input_size)
     data = {}
     for split in ("train", "test"):
@@ -133,14 +156,25 @@ def _raw_pixel_run(config: Config) -> Dict[str, object]:
         data[split] = (torch.stack(images).flatten(1), torch.tensor(labels))
         if split == "train":
             class_counts, num_classes = dataset.class_counts, dataset.num_classes
-    p = config.probe
+    p, e = config.probe, config.eval
     logits = linear_probe(
         data["train"][0], data["train"][1], data["test"][0], num_classes, epochs=p.epochs, lr=p.lr,
         batch_size=p.batch_size, milestones=p.milestones, class_balanced=p.class_balanced,
         weight_decay=p.weight_decay, seed=config.seed,
     )
-    metrics = shot_metrics(logits, data["test"][1], class_counts, config.eval.many_threshold, config.eval.few_threshold)
-    return {key: metrics[key] for key in METRICS} | {"class_counts": list(class_counts)}
+    metrics = shot_metrics(logits, data["test"][1], class_counts, e.many_threshold, e.few_threshold)
+    knn = knn_metrics(*data["train"], *data["test"], k=e.knn_k or "max_bin_count")
+    return {key: metrics[key] for key in SHOTS} | {
+        "knn_p1": knn["precision_at_1"], "class_counts": list(class_counts)}
+
+
+def _last_epoch_losses(output_dir: str) -> Dict[str, Optional[float]]:
+    """Mean ``loss_dscl`` and ``loss_pbsd`` over the last epoch's logged steps."""
+    with open(Path(output_dir) / "logs" / "version_0" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("loss_dscl")]
+    last = [r for r in rows if r["epoch"] == rows[-1]["epoch"]] if rows else []
+    return {key: statistics.fmean(float(r[key]) for r in last) if last else None
+            for key in ("loss_dscl", "loss_pbsd")}
 
 
 def _method_run(config: Config) -> Dict[str, object]:
@@ -148,28 +182,23 @@ def _method_run(config: Config) -> Dict[str, object]:
     with contextlib.redirect_stdout(io.StringIO()):
         module = train(config)
         metrics = evaluate(config, module)
-    return dict(metrics["linear_probe"]) | {"class_counts": metrics["train_class_counts"]}
+    return dict(metrics["linear_probe"]) | {
+        "knn_p1": metrics["knn"]["precision_at_1"], "class_counts": metrics["train_class_counts"],
+        **_last_epoch_losses(config.output_dir)}
 
 
-def _one_run(args: argparse.Namespace, dataset: str, rho: float, seed: int, method: str) -> Dict[str, object]:
+def _one_run(args: argparse.Namespace, rho: float, seed: int, method: str) -> Dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="dscl_lt_") as tmp:
-        config = _config(args, dataset, rho, seed, method, tmp)
+        config = _config(args, rho, seed, method, tmp)
         start = time.perf_counter()
         result = _raw_pixel_run(config) if method == "raw_pixels" else _method_run(config)
         seconds = time.perf_counter() - start
-    return {"dataset": dataset, "imbalance_factor": rho, "method": method, "seed": seed,
+    return {"dataset": args.dataset, "imbalance_factor": rho, "method": method, "seed": seed,
             **{key: result[key] for key in METRICS}, "seconds": round(seconds, 2),
-            "epochs": config.trainer.epochs, "class_counts": result["class_counts"]}
-
-
-def _cifar_present(name: str, root: str) -> bool:
-    from dscl_plugin.data import build_dataset
-
-    try:
-        build_dataset(name, "test", root=root, download=False)
-    except FileNotFoundError:
-        return False
-    return True
+            "epochs": config.trainer.epochs, "class_counts": result["class_counts"],
+            "loss_dscl": result.get("loss_dscl"), "loss_pbsd": result.get("loss_pbsd"),
+            "threads": args.threads, "git": args.git,
+            "command": " ".join(["python", "benchmarks/long_tail_accuracy.py", *args.argv])}
 
 
 def _mean_std(values: List[Optional[float]]) -> Dict[str, Optional[float]]:
@@ -183,7 +212,7 @@ def _mean_std(values: List[Optional[float]]) -> Dict[str, Optional[float]]:
 def summarise(runs: List[Dict[str, object]]) -> List[Dict[str, object]]:
     """Mean +- std per (dataset, rho, method, metric) and of the per-seed differences to SupCon."""
     rows = []
-    settings = sorted({(r["dataset"], r["imbalance_factor"]) for r in runs}, key=lambda s: (s[0] != "digits_lt", s))
+    settings = sorted({(r["dataset"], r["imbalance_factor"]) for r in runs}, key=lambda s: (s[0], -s[1]))
     for dataset, rho in settings:
         group = [r for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)]
         baseline = {r["seed"]: r for r in group if r["method"] == "supcon"}
@@ -209,44 +238,57 @@ def _pct(mean: Optional[float], std: Optional[float], signed: bool = False) -> s
 
 
 def format_table(summary: List[Dict[str, object]], runs: List[Dict[str, object]]) -> str:
-    """Markdown table: top-1 % (mean ± std over seeds) and the paired difference to SupCon."""
+    """Markdown tables: top-1 % and kNN precision@1 % (mean ± std over seeds) and the paired
+    difference to SupCon, one table per dataset and rho."""
     lines = []
     for dataset, rho in dict.fromkeys((r["dataset"], r["imbalance_factor"]) for r in summary):
         counts = next(r["class_counts"] for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho))
         rows = [r for r in summary if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)]
+        seeds = sorted({r["seed"] for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)})
         lines += [
-            f"{dataset}, imbalance {rho:g} (train class sizes {counts}; {rows[0]['seeds']} seeds)",
+            f"{dataset}, imbalance {rho:g} (train class sizes {counts}; seeds {seeds})",
             "",
-            "| method | overall | many | medium | few |",
-            "|---|---|---|---|---|",
+            "| method | seeds | overall | many | medium | few | kNN P@1 |",
+            "|---|---|---|---|---|---|---|",
         ]
-        lines += ["| " + LABELS[r["method"]] + " | " + " | ".join(
+        lines += [f"| {LABELS[r['method']]} | {r['seeds']} | " + " | ".join(
             _pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS) + " |" for r in rows]
-        lines += ["| " + f"{LABELS[r['method']]} − SupCon (paired)" + " | " + " | ".join(
+        lines += [f"| {LABELS[r['method']]} − SupCon (paired) | {r['seeds']} | " + " | ".join(
             _pct(r[f"{m}_diff_mean"], r[f"{m}_diff_std"], signed=True) for m in METRICS) + " |"
                   for r in rows if r["method"] not in ("supcon", "raw_pixels")]
         lines.append("")
     return "\n".join(lines)
 
 
-def _write(path_stem: Path, args: argparse.Namespace, runs: List[Dict[str, object]],
-           summary: List[Dict[str, object]], wall: float, table: str) -> None:
-    with open(f"{path_stem}.csv", "w", newline="") as f:
+def missing_seeds(summary: List[Dict[str, object]], min_seeds: int) -> List[str]:
+    """Settings with fewer than ``min_seeds`` paired seeds, as readable warnings."""
+    return [f"{r['dataset']} rho={r['imbalance_factor']:g} {r['method']}: {r['seeds']} seed(s), "
+            f"fewer than the {min_seeds} a comparison needs" for r in summary if r["seeds"] < min_seeds]
+
+
+def _write(stem: Path, args: argparse.Namespace, runs: List[Dict[str, object]],
+           summary: List[Dict[str, object]], table: str) -> None:
+    with open(f"{stem}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(summary[0]))
         writer.writeheader()
         writer.writerows(summary)
+    with open(f"{stem}_runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(runs[0]), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({**r, "git": r["git"]["commit"]} for r in runs)
     settings = {
-        "command": " ".join(["python", "benchmarks/long_tail_accuracy.py", *args.argv]),
-        "threads": args.threads,
+        "commands": sorted({r["command"] for r in runs}),
+        "commits": sorted({r["git"]["commit"] for r in runs}),
+        "modified_files": sorted({f for r in runs for f in r["git"]["modified"]}),
+        "threads": sorted({r["threads"] for r in runs}),
         "machine": f"{os.cpu_count()} CPU cores, {platform.platform()}",
         "torch": torch.__version__,
-        "git": args.git,
-        "wall_seconds": round(wall, 1),
-        "configs": {d: DATASETS[d][0] for d in dict.fromkeys(r["dataset"] for r in runs)},
+        "run_seconds_total": round(sum(r["seconds"] for r in runs), 1),
+        "config": DATASETS[args.dataset][0],
         "method_overrides": METHODS,
-        "common_overrides_example": _overrides(args, runs[0]["dataset"], runs[0]["imbalance_factor"], 0),
+        "common_overrides_example": _overrides(args, runs[0]["imbalance_factor"], 0),
     }
-    Path(f"{path_stem}.json").write_text(
+    Path(f"{stem}.json").write_text(
         json.dumps({"settings": settings, "summary": summary, "runs": runs, "table": table}, indent=2) + "\n"
     )
 
@@ -259,12 +301,24 @@ def _git_state() -> Dict[str, object]:
     return {"commit": git("rev-parse", "HEAD"), "modified": git("diff", "--name-only", "HEAD").split()}
 
 
-def _append_run(path: Path, run: Dict[str, object], first: bool) -> None:
-    with open(path, "w" if first else "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(run))
-        if first:
-            writer.writeheader()
-        writer.writerow(run)
+def read_runs(path: Path) -> List[Dict[str, object]]:
+    """The runs recorded in ``path`` (JSON lines); a later record of the same
+    (dataset, rho, method, seed) replaces an earlier one."""
+    if not path.exists():
+        return []
+    runs = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            run = json.loads(line)
+            runs[(run["dataset"], run["imbalance_factor"], run["method"], run["seed"])] = run
+    return list(runs.values())
+
+
+def _record(path: Path, run: Dict[str, object]) -> None:
+    """Append one run to ``path`` under an exclusive lock (parts may run side by side)."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(run) + "\n")
 
 
 def _quiet() -> None:
@@ -278,32 +332,36 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     torch.set_num_threads(args.threads)
     args.git = _git_state()  # at start: the code imported for every run
     _quiet()
-    settings = [("digits_lt", rho) for rho in args.imbalance_factors]
-    if args.cifar:
-        for name in ("cifar10_lt", "cifar100_lt"):
-            if _cifar_present(name, args.data_root):
-                settings += [(name, rho) for rho in args.cifar_imbalance_factors]
-            else:
-                print(f"{name}: not found under '{args.data_root}', skipped (this script never downloads)")
-    stem = Path(args.output_dir) / ("long_tail_accuracy_quick" if args.quick else "long_tail_accuracy")
+    name = "long_tail_accuracy" if args.dataset == "digits_lt" else f"long_tail_accuracy_{args.dataset}"
+    stem = Path(args.output_dir) / (f"{name}_quick" if args.quick else name)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    jobs = [(d, rho, seed, method) for d, rho in settings for seed in range(args.seeds)
-            for method in ["raw_pixels", *args.methods]]
-    runs, start = [], time.perf_counter()
-    for i, (dataset, rho, seed, method) in enumerate(jobs):
-        runs.append(_one_run(args, dataset, rho, seed, method))
-        _append_run(Path(f"{stem}_runs.csv"), runs[-1], first=i == 0)
-        r, elapsed = runs[-1], time.perf_counter() - start
-        print(f"[{i + 1}/{len(jobs)} {elapsed:6.0f}s] {dataset} rho={rho:g} seed={seed} {method:<10} "
-              + "  ".join(f"{m} {_pct(r[m], None)}" for m in METRICS) + f"  ({r['seconds']:.0f}s)", flush=True)
-    wall = time.perf_counter() - start
+    log = Path(f"{stem}_runs.jsonl")
+    if args.fresh:
+        log.unlink(missing_ok=True)
+    done = {(r["imbalance_factor"], r["method"], r["seed"]) for r in read_runs(log)}
+    jobs = [] if args.summarise else [
+        (rho, seed, method) for rho in args.imbalance_factors for seed in args.seeds
+        for method in ["raw_pixels", *args.methods] if (rho, method, seed) not in done]
+    start = time.perf_counter()
+    for i, (rho, seed, method) in enumerate(jobs):
+        run = _one_run(args, rho, seed, method)
+        _record(log, run)
+        print(f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] {args.dataset} rho={rho:g} seed={seed} "
+              f"{method:<13} " + "  ".join(f"{m} {_pct(run[m], None)}" for m in METRICS)
+              + f"  ({run['seconds']:.0f}s)", flush=True)
+    runs = [r for r in read_runs(log) if r["dataset"] == args.dataset]
+    if not runs:
+        print(f"no runs recorded in {log}")
+        return []
     summary = summarise(runs)
     table = format_table(summary, runs)
-    print(f"\nTop-1 % of a class-balanced linear probe, mean ± std over paired seeds; "
-          f"{torch.get_num_threads()} torch thread(s), wall {wall / 60:.1f} min\n")
+    print(f"\nTop-1 % of a class-balanced linear probe and kNN precision@1 %, mean ± std over paired "
+          f"seeds; {len(jobs)} new run(s) in {(time.perf_counter() - start) / 60:.1f} min\n")
     print(table)
-    _write(stem, args, runs, summary, wall, table)
-    print(f"wrote {stem}.csv, {stem}.json, {stem}_runs.csv")
+    for warning in missing_seeds(summary, args.min_seeds):
+        print(f"warning: {warning}")
+    _write(stem, args, runs, summary, table)
+    print(f"wrote {stem}.csv, {stem}.json, {stem}_runs.csv ({len(runs)} runs from {log.name})")
     return summary
 
 

@@ -11,6 +11,8 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from torch import nn
 
+from dscl_plugin.models import PLAIN_CNNS
+
 PathLike = Union[str, Path]
 
 # torchvision ResNet children in order; ``build_backbone`` keeps the first eight.
@@ -123,7 +125,7 @@ def export_backbone(backbone: nn.Module, backbone_name: str, path: PathLike) -> 
     ``layer1.0.bn1.running_mean``, ...), so ``torchvision.models.resnet50().load_state_dict(sd,
     strict=False)`` loads every feature layer and leaves ``fc`` untouched."""
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    if backbone_name != "small_cnn":
+    if backbone_name not in PLAIN_CNNS:
         state = {_to_torchvision_key(k): v for k, v in state.items()}
     return atomic_save(state, path)
 
@@ -137,7 +139,7 @@ def load_backbone_weights(backbone: nn.Module, backbone_name: str, path: PathLik
     state = load_file(path)
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"'{path}' is not a state_dict of tensors.")
-    if backbone_name != "small_cnn":
+    if backbone_name not in PLAIN_CNNS:
         state = {_from_torchvision_key(k): v for k, v in state.items() if not k.startswith("fc.")}
     try:
         backbone.load_state_dict(state, strict=True)

@@ -15,6 +15,8 @@ import torch
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dscl_plugin.models import PLAIN_CNNS
+
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names the key path(s)."""
@@ -313,9 +315,10 @@ def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
     problems.scale_range("model.patch_scale", m.patch_scale)
     problems.file("model.init_from", m.init_from)
     problems.check(
-        m.backbone == "small_cnn" or _is_torchvision_resnet(m.backbone),
+        m.backbone in PLAIN_CNNS or _is_torchvision_resnet(m.backbone),
         "model.backbone",
-        f"unknown backbone {m.backbone!r}: use 'small_cnn' or a torchvision ResNet such as "
+        f"unknown backbone {m.backbone!r}: use one of {list(PLAIN_CNNS)} or a torchvision "
+        "ResNet such as "
         "'resnet18' or 'resnet50'",
     )
 

@@ -35,8 +35,8 @@ def build_backbone(
     Returns:
         ``(backbone, C)``.
     """
-    if name == "small_cnn":
-        return _small_cnn(), _SMALL_CNN_WIDTHS[-1]
+    if name in PLAIN_CNNS:
+        return _plain_cnn(*PLAIN_CNNS[name]), PLAIN_CNNS[name][0][-1]
     if not name.startswith(_RESNET_PREFIXES) or name not in torchvision.models.list_models(
         module=torchvision.models
     ):
@@ -55,15 +55,20 @@ def build_backbone(
     return nn.Sequential(*list(resnet.children())[:-2]), feature_dim
 
 
-_SMALL_CNN_WIDTHS = (32, 64, 128)
+# name -> (channels, strides) of a stack of 3x3 conv-BN-ReLU blocks (overall stride 4)
+PLAIN_CNNS = {
+    "small_cnn": ((32, 64, 128), (1, 2, 2)),
+    "cnn5": ((32, 64, 64, 128, 128), (1, 2, 1, 2, 1)),
+    "cnn5w": ((64, 128, 128, 256, 256), (1, 2, 1, 2, 1)),
+}
 
 
-def _small_cnn() -> nn.Sequential:
-    """Three 3x3 conv-BN-ReLU blocks (32, 64, 128 channels; strides 1, 2, 2)."""
+def _plain_cnn(widths, strides) -> nn.Sequential:
+    """3x3 conv-BN-ReLU blocks with the given output channels and strides."""
     layers, in_channels = [], 3
-    for i, width in enumerate(_SMALL_CNN_WIDTHS):
+    for width, stride in zip(widths, strides):
         layers += [
-            nn.Conv2d(in_channels, width, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+            nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
         ]

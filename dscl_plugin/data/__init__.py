@@ -10,6 +10,7 @@ from typing import Callable, Optional, Union
 from dscl_plugin.data.base import ArrayImageDataset, FileImageDataset, ImageDataset
 from dscl_plugin.data.cifar_lt import CIFAR_SOURCES, cifar_lt
 from dscl_plugin.data.digits_lt import digits_lt
+from dscl_plugin.data.fashion_mnist_lt import fashion_mnist_lt
 from dscl_plugin.data.image_folder import image_folder
 from dscl_plugin.data.list_file import (
     LIST_FILE_SOURCES,
@@ -21,7 +22,13 @@ from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 from dscl_plugin.data.samplers import ClassBalancedSampler
 from dscl_plugin.data.shots import shot_groups
 
-DATASET_NAMES = ("digits_lt", *CIFAR_SOURCES, *LIST_FILE_SOURCES, "image_folder")
+DATASET_NAMES = (
+    "digits_lt",
+    "fashion_mnist_lt",
+    *CIFAR_SOURCES,
+    *LIST_FILE_SOURCES,
+    "image_folder",
+)
 
 
 def build_dataset(
@@ -41,9 +48,11 @@ def build_dataset(
         name: one of :data:`DATASET_NAMES`.
         split: "train" or "test" ("val" too for the list-file datasets and ``image_folder``).
         transform: applied to each PIL RGB image.
-        root: data directory (unused by ``digits_lt``).
+        root: data directory (unused by ``digits_lt``; ``fashion_mnist_lt`` falls back to
+            Debian's ``/usr/share/datasets/fashion-mnist``).
         imbalance_factor: rho = n_max / n_min of the train split; None = the dataset's
-            standard (``digits_lt`` 10, CIFAR-LT 100, ``image_folder`` no subsampling).
+            standard (``digits_lt`` 10, ``fashion_mnist_lt`` and CIFAR-LT 100,
+            ``image_folder`` no subsampling).
             Must be None for the list-file datasets, which are long-tailed already.
         input_size: image side of ``digits_lt`` (default 32); other datasets leave sizing
             to ``transform``.
@@ -53,7 +62,7 @@ def build_dataset(
     """
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset name {name!r}; expected one of {list(DATASET_NAMES)}")
-    fixed_splits = name == "digits_lt" or name in CIFAR_SOURCES
+    fixed_splits = name in ("digits_lt", "fashion_mnist_lt") or name in CIFAR_SOURCES
     splits = ("train", "test") if fixed_splits else ("train", "val", "test")
     if split not in splits:
         raise ValueError(f"unknown split {split!r} for {name}; expected one of {list(splits)}")
@@ -65,8 +74,10 @@ def build_dataset(
             input_size=32 if input_size is None else input_size,
             seed=seed,
         )
+    rho = 100.0 if imbalance_factor is None else imbalance_factor
+    if name == "fashion_mnist_lt":
+        return fashion_mnist_lt(split, transform, root, rho, seed)
     if name in CIFAR_SOURCES:
-        rho = 100.0 if imbalance_factor is None else imbalance_factor
         return cifar_lt(name, split, transform, str(root), rho, download, seed)
     if name == "image_folder":
         return image_folder(root, split, transform, imbalance_factor, seed)
