@@ -190,10 +190,10 @@ def write_sweep_reports(
     runs: Sequence[Mapping[str, object]],
     grid: Mapping[str, Sequence[str]],
     labels: Mapping[str, str],
-    output_dir: Path,
+    stem: Path,
 ) -> List[str]:
-    """:func:`write_sweep` for every (dataset, imbalance factor) of ``runs`` and every swept
-    key, as ``sweep_<dataset>_rho<rho>_<key>.{csv,md,png}``; returns the titled tables."""
+    """:func:`write_sweep` for every imbalance factor of ``runs`` (one dataset) and every
+    swept key, as ``<stem>_rho<rho>_<key>.{csv,md,png}``; returns the titled tables."""
     tables = []
     for dataset, rho in dict.fromkeys((r["dataset"], r["imbalance_factor"]) for r in runs):
         mine = [r for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)]
@@ -201,6 +201,6 @@ def write_sweep_reports(
         for key in grid:
             rows = summarise_sweep(mine, key)
             title = f"{dataset}, imbalance {rho:g}: {key} sweep, top-1 % over {seeds} paired seeds"
-            write_sweep(rows, labels, Path(output_dir) / f"sweep_{dataset}_rho{rho:g}_{key}", title)
+            write_sweep(rows, labels, stem.with_name(f"{stem.name}_rho{rho:g}_{key}"), title)
             tables.append(f"{title}\n\n{format_sweep_table(rows, labels)}")
     return tables
