@@ -31,7 +31,8 @@ class ContrastiveMethod(pl.LightningModule):
 
     The model must provide ``forward(view_q, view_k, patches, boxes, labels) ->
     dict(loss, loss_dscl, loss_pbsd)``, ``update_momentum(m)``, ``embed(images)``,
-    ``backbone`` and ``memory_bank`` (see :class:`dscl_plugin.models.DSCLModel`).
+    ``backbone`` and ``memory_bank`` (see :class:`dscl_plugin.models.DSCLModel`); for
+    ``trainer.log_grad_ratio`` also ``track_grad_ratio`` and the ``grad_ratio`` outputs.
     """
 
     uses_patches = True

@@ -308,7 +308,9 @@ class DSCLModel(_MomentumContrastModel):
             labels: (B,) integer class ids.
 
         Returns:
-            ``dict(loss=..., loss_dscl=..., loss_pbsd=...)``.
+            ``dict(loss=..., loss_dscl=..., loss_pbsd=...)``, plus the per-anchor
+            ``grad_ratio``, ``grad_ratio_aligned`` and ``grad_ratio_valid`` (B,) when
+            ``track_grad_ratio`` is set (``DSCLLoss.pull_gradient_ratio``, no gradient).
         """
         _check_inputs(view_q, view_k, labels)
         use_patches = self.pbsd_weight > 0
@@ -350,7 +352,8 @@ class SupConModel(_MomentumContrastModel):
     """SupCon baseline with the DSCL harness (EMA keys, labelled queue), no patches.
 
     ``forward`` has the ``DSCLModel`` signature; ``patches`` and ``boxes`` are ignored.
-    Returns ``dict(loss, loss_dscl=loss, loss_pbsd=0)``.
+    Returns ``dict(loss, loss_dscl=loss, loss_pbsd=0)`` (and the ``grad_ratio`` entries of
+    :class:`DSCLModel` when ``track_grad_ratio`` is set).
     """
 
     def __init__(

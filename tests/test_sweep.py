@@ -1,6 +1,7 @@
 """benchmarks/sweep.py: the --sweep grid parser, per-run overrides, summary, table and plot."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,27 @@ def test_summary_table_and_plot(sweep, tmp_path):
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
     header = paths["csv"].read_text().splitlines()[0]
     assert header.startswith("key,value,method,seeds,overall_mean")
+
+
+@pytest.fixture(scope="module")
+def long_tail_accuracy():
+    spec = importlib.util.spec_from_file_location("lta", BENCHMARKS / "long_tail_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ("model.alpha=0.1,x", "value 'x' is not a finite number"),
+        ("model.alfa=0.1", "Invalid config key 'model.alfa'"),
+        ("model.alpha=1.5", r"model.alpha: must be in \[0, 1\], got 1.5"),
+    ],
+)
+def test_benchmark_rejects_bad_sweeps_before_training(long_tail_accuracy, capsys, grid, message):
+    with pytest.raises(SystemExit) as exit_info:
+        long_tail_accuracy.main(["--methods", "supcon", "dscl", "--sweep", grid])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
