@@ -30,6 +30,8 @@ one table without training. ``torch.set_num_threads(--threads)`` (default 1: on 
         --seeds 2 --methods supcon dscl               # one part of it
     python benchmarks/long_tail_accuracy.py --dataset fashion_mnist_lt --summarise
     python benchmarks/long_tail_accuracy.py --quick          # smoke test (< 1 min)
+    python benchmarks/long_tail_accuracy.py --methods supcon dscl --seeds 0 1 \
+        --imbalance-factors 10 --sweep model.alpha=0.05,0.11,0.2,0.5   # Fig. 5: see sweep.py
 
 Writes ``<output-dir>/<name>.json``, ``<name>.csv`` (summary: one row per dataset x rho x
 method), ``<name>_runs.csv`` (one row per run) and ``<name>_runs.jsonl``; ``<name>`` is
@@ -41,6 +43,7 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import importlib.util
 import io
 import json
 import logging
@@ -107,6 +110,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--fresh", action="store_true", help="forget the runs recorded in <name>_runs.jsonl")
     parser.add_argument("--summarise", action="store_true", help="train nothing: merge the recorded runs into the tables")
     parser.add_argument("--keep-dir", help="keep each run's output_dir (checkpoints, logs) under this folder")
+    parser.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", help="sweep config keys one at a time for the non-SupCon --methods, e.g. model.alpha=0.05,0.11,0.2,0.5 (sweep.py)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _, default_rhos, min_seeds = DATASETS[args.dataset]
@@ -117,7 +121,24 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         args.imbalance_factors = default_rhos[:1] if args.quick else default_rhos
     if any(seed < 0 for seed in args.seeds):
         parser.error(f"--seeds must be >= 0, got {args.seeds}")
+    args.grid = None
+    if args.sweep:
+        sweep = _sweep_module()
+        try:
+            args.grid = sweep.parse_sweep(args.sweep)
+            for method, key, value in sweep.sweep_jobs(args.grid, args.methods):
+                _config(args, args.imbalance_factors[0], 0, method, "unused", (key, value))
+        except ValueError as error:  # ConfigError is a ValueError
+            parser.error(str(error))
     return args
+
+
+def _sweep_module():
+    """``benchmarks/sweep.py`` (a sibling file: ``benchmarks`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("sweep", Path(__file__).with_name("sweep.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _overrides(args: argparse.Namespace, rho: float, seed: int) -> List[str]:
@@ -142,8 +163,11 @@ def _overrides(args: argparse.Namespace, rho: float, seed: int) -> List[str]:
     return overrides
 
 
-def _config(args: argparse.Namespace, rho: float, seed: int, method: str, output_dir: str) -> Config:
+def _config(args: argparse.Namespace, rho: float, seed: int, method: str, output_dir: str,
+            swept: Optional[tuple] = None) -> Config:
     extra = [] if method == "raw_pixels" else METHODS[method]
+    if swept is not None and swept[0] is not None:  # (key, value) of a --sweep run
+        extra = extra + _sweep_module().sweep_overrides(*swept)
     path = REPO / DATASETS[args.dataset][0]
     return load_config(path, _overrides(args, rho, seed) + extra + [f"output_dir={output_dir}"])
 
@@ -189,17 +213,18 @@ def _method_run(config: Config) -> Dict[str, object]:
         **_last_epoch_losses(config.output_dir)}
 
 
-def _output_dir(args: argparse.Namespace, rho: float, seed: int, method: str):
-    """A temporary folder, or ``--keep-dir/<dataset>_rho<rho>_seed<seed>_<method>``."""
+def _output_dir(args: argparse.Namespace, rho: float, seed: int, method: str, swept: Optional[tuple]):
+    """A temporary folder, or ``--keep-dir/<dataset>_rho<rho>_seed<seed>_<method>[_<key>=<value>]``."""
     if args.keep_dir is None:
         return tempfile.TemporaryDirectory(prefix="dscl_lt_")
-    path = Path(args.keep_dir) / f"{args.dataset}_rho{rho:g}_seed{seed}_{method}"
-    return contextlib.nullcontext(str(path))
+    name = f"{args.dataset}_rho{rho:g}_seed{seed}_{method}" + ("" if swept is None else "_" + "=".join(swept))
+    return contextlib.nullcontext(str(Path(args.keep_dir) / name))
 
 
-def _one_run(args: argparse.Namespace, rho: float, seed: int, method: str) -> Dict[str, object]:
-    with _output_dir(args, rho, seed, method) as output_dir:
-        config = _config(args, rho, seed, method, output_dir)
+def _one_run(args: argparse.Namespace, rho: float, seed: int, method: str,
+             swept: Optional[tuple] = None) -> Dict[str, object]:
+    with _output_dir(args, rho, seed, method, swept) as output_dir:
+        config = _config(args, rho, seed, method, output_dir, swept)
         start = time.perf_counter()
         result = _raw_pixel_run(config) if method == "raw_pixels" else _method_run(config)
         seconds = time.perf_counter() - start
@@ -208,6 +233,7 @@ def _one_run(args: argparse.Namespace, rho: float, seed: int, method: str) -> Di
             "epochs": config.trainer.epochs, "class_counts": result["class_counts"],
             "loss_dscl": result.get("loss_dscl"), "loss_pbsd": result.get("loss_pbsd"),
             "threads": args.threads, "git": args.git,
+            **({} if swept is None else {"sweep_key": swept[0], "sweep_value": swept[1]}),
             "command": " ".join(["python", "benchmarks/long_tail_accuracy.py", *args.argv])}
 
 
@@ -320,7 +346,8 @@ def read_runs(path: Path) -> List[Dict[str, object]]:
     for line in path.read_text().splitlines():
         if line.strip():
             run = json.loads(line)
-            runs[(run["dataset"], run["imbalance_factor"], run["method"], run["seed"])] = run
+            key = (run["dataset"], run["imbalance_factor"], run["method"], run["seed"])
+            runs[key + (run.get("sweep_key"), run.get("sweep_value"))] = run
     return list(runs.values())
 
 
@@ -337,11 +364,42 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
+def _run_sweep(args: argparse.Namespace) -> List[str]:
+    """``--sweep``: SupCon once per seed, every other method at every swept value; runs are
+    recorded in ``sweep_<dataset>_runs.jsonl`` (resumable like the main runs); one table and
+    plot per rho and swept key (:func:`sweep.write_sweep_reports`)."""
+    sweep = _sweep_module()
+    stem = Path(args.output_dir) / f"sweep_{args.dataset}{'_quick' if args.quick else ''}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    log = Path(f"{stem}_runs.jsonl")
+    if args.fresh:
+        log.unlink(missing_ok=True)
+    done = {(r["imbalance_factor"], r["method"], r["seed"], r.get("sweep_key"), r.get("sweep_value"))
+            for r in read_runs(log)}
+    jobs = [] if args.summarise else [
+        (rho, seed, method, (key, value)) for rho in args.imbalance_factors for seed in args.seeds
+        for method, key, value in sweep.sweep_jobs(args.grid, args.methods)
+        if (rho, method, seed, key, value) not in done]
+    start = time.perf_counter()
+    for i, (rho, seed, method, swept) in enumerate(jobs):
+        run = _one_run(args, rho, seed, method, swept if swept[0] is not None else None)
+        _record(log, run)
+        print(f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] rho={rho:g} seed={seed} {method} "
+              f"{'' if swept[0] is None else '='.join(swept)}  overall {_pct(run['overall'], None)}", flush=True)
+    runs = [r for r in read_runs(log) if r["dataset"] == args.dataset and r["seed"] in args.seeds]
+    tables = sweep.write_sweep_reports(runs, args.grid, LABELS, stem) if runs else []
+    print("\n\n".join(tables) + f"\nwrote {stem}_rho<rho>_<key>.{{csv,md,png}}")
+    return tables
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List:
+    """The summary rows, or with ``--sweep`` the sweep tables."""
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
     args.git = _git_state()  # at start: the code imported for every run
     _quiet()
+    if args.grid:
+        return _run_sweep(args)
     name = "long_tail_accuracy" if args.dataset == "digits_lt" else f"long_tail_accuracy_{args.dataset}"
     stem = Path(args.output_dir) / (f"{name}_quick" if args.quick else name)
     stem.parent.mkdir(parents=True, exist_ok=True)

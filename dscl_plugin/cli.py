@@ -2,6 +2,7 @@
 
     dscl-train --config configs/X.yaml [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
     dscl-eval  --config configs/X.yaml --checkpoint outputs/.../backbone.pt [key.path=value ...]
+               [--retrieval]
     python -m dscl_plugin.cli [train|eval] ...
 
 ``--import MODULE`` (repeatable) imports a module that registers a method of your own;
@@ -58,6 +59,12 @@ def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.A
         parser.add_argument(
             "--checkpoint", required=True, help="backbone.pt (state_dict) or a training *.ckpt"
         )
+        parser.add_argument(
+            "--retrieval",
+            action="store_true",
+            help="also write retrieval.png and patch_retrieval.png (nearest training images "
+            "of head/medium/tail test queries) to output_dir",
+        )
     return parser
 
 
@@ -90,6 +97,8 @@ def _main(
         config = load_config(args.config, args.overrides)
         if not train:
             run(config, stage=2, checkpoint=args.checkpoint)
+            if args.retrieval:
+                _retrieval(config, args.checkpoint)
             return 0
         resume = args.resume
         if resume is None and resume_existing and (checkpoint_dir(config) / "last.ckpt").exists():
@@ -106,6 +115,15 @@ def _main(
         print(f"{prog}: {_resume_hint(prog, argv, error, resume_existing)}", file=sys.stderr)
         return 130
     return 0
+
+
+def _retrieval(config, checkpoint: str) -> None:
+    from dscl_plugin.diagnostics import write_retrieval_pictures
+    from dscl_plugin.pipeline import load_for_eval, torch_threads
+
+    with torch_threads(config.trainer.num_threads):
+        paths = write_retrieval_pictures(config, load_for_eval(config, checkpoint))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def _resume_hint(

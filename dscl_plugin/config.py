@@ -115,7 +115,8 @@ class TrainerConfig:
     ``sync_batchnorm``: Lightning's synchronised BN (an alternative to
     ``model.shuffle_bn``). ``checkpoint_every_n_steps``: also write ``last.ckpt`` every n
     optimizer steps (null: at epoch ends only); a run resumed from it continues inside
-    the epoch."""
+    the epoch. ``log_grad_ratio`` logs the pull-gradient ratio (paper Fig. 2) per class,
+    shot group and epoch (``grad_ratio/...`` in the CSV logs)."""
 
     epochs: int = 200
     batch_size: int = 256
@@ -131,6 +132,7 @@ class TrainerConfig:
     sync_batchnorm: bool = False
     num_nodes: int = 1
     checkpoint_every_n_steps: Optional[int] = None
+    log_grad_ratio: bool = False
 
 
 @dataclass

@@ -7,9 +7,10 @@ once, turn it into its softmax (PBSD: the residual) in place and keep nothing el
 of that size, so the backward pass is little more than its matmuls.
 """
 
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 _QUEUE_CHUNK = 8192  # queue rows converted to float64 at a time for the class sums
@@ -90,6 +91,55 @@ def patch_distillation(
         (B, L) loss of each patch.
     """
     return _PatchDistillation.apply(student, teacher.detach(), key, queue)
+
+
+class PullRatio(NamedTuple):
+    """Per-anchor output of :func:`pull_gradient_ratio`; ``ratio`` and ``aligned`` are 0
+    where ``valid`` is False (no class positive: the ratio is undefined)."""
+
+    ratio: Tensor
+    aligned: Tensor
+    valid: Tensor
+
+
+@torch.no_grad()
+def pull_gradient_ratio(
+    query: Tensor,
+    key: Tensor,
+    labels: Tensor,
+    queue: Optional[Tensor],
+    queue_labels: Optional[Tensor],
+    alpha: Optional[float],
+) -> PullRatio:
+    """How much more the class positives pull an anchor than its own key (paper, Fig. 2).
+
+    The pull part of ``dL_i / dq_i`` is ``-(1/T) sum_c w_ic c`` over the target weights of
+    :func:`dscl_cross_entropy`; it splits into the own-key term ``w_own_i k_i`` and the
+    class term ``w_each_i v_i``, ``v_i = sum_{c in P_i} c``:
+
+    ``ratio_i = ||w_each_i v_i|| / ||w_own_i k_i||``
+
+    For aligned features (every class positive equal to ``k_i``) this is
+    ``aligned_i = w_each_i |P_i| / w_own_i``: ``|P_i|`` for SupCon, ``(1 - alpha) / alpha``
+    for DSCL. Features are L2-normalised here; nothing is differentiated.
+
+    Args:
+        query, key, labels, queue, queue_labels, alpha: as :func:`dscl_cross_entropy`.
+
+    Returns:
+        :class:`PullRatio` of (B,) tensors ``ratio``, ``aligned`` and ``valid`` (bool:
+        ``|P_i| > 0`` and ``w_own_i > 0``, i.e. not alpha = 0).
+    """
+    query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
+    if queue is not None:
+        queue = F.normalize(queue, dim=1)
+    positives, num_pos, _, _ = _class_positives(query, key, labels, queue, queue_labels)
+    w_own, w_each = _decoupled_weights(num_pos, alpha)
+    valid = (num_pos > 0) & (w_own > 0)
+    zero = query.new_zeros(())
+    own_norm = (w_own * key.norm(dim=1)).clamp_min(_NORM_EPS)
+    ratio = torch.where(valid, w_each * positives.norm(dim=1) / own_norm, zero)
+    return PullRatio(ratio, torch.where(valid, w_each * num_pos / w_own, zero), valid)
 
 
 def _decoupled_weights(num_pos: Tensor, alpha: Optional[float]) -> Tuple[Tensor, Tensor]:
@@ -173,25 +223,10 @@ class _DSCLCrossEntropy(torch.autograd.Function):
         logits[:, :batch_size].diagonal().fill_(float("-inf"))  # never its own candidate
         lse = _softmax_and_logsumexp_(logits)
 
-        labels = labels.long()
-        sorted_labels = labels.sort().values
-        own_slot = torch.searchsorted(sorted_labels, labels)
-        # 2 (query and key) per batch image of the class, minus the anchor's own pair
-        num_pos = 2 * (torch.searchsorted(sorted_labels, labels, right=True) - own_slot) - 2
-        pairs = query + key
-        # float64 sums when a queue adds many entries per class (2B alone are few)
-        sum_dtype = torch.float64 if len(blocks) == 3 else pairs.dtype
-        class_sums = pairs.new_zeros(batch_size + 1, pairs.shape[1], dtype=sum_dtype)
-        class_sums.index_add_(0, own_slot, pairs.to(sum_dtype))
-        queue_slot = None
-        if len(blocks) == 3:
-            queue_slot = _queue_slots(sorted_labels, queue_labels)
-            _index_add_float64_(class_sums, queue_slot, blocks[2])
-            queue_counts = own_slot.new_zeros(batch_size + 1)
-            queue_counts.index_add_(0, queue_slot, torch.ones_like(queue_slot))
-            num_pos = num_pos + queue_counts[own_slot]
-        positives = class_sums[own_slot].to(query.dtype) - pairs
-        num_pos = num_pos.to(query.dtype)
+        queue = blocks[2] if len(blocks) == 3 else None
+        positives, num_pos, own_slot, queue_slot = _class_positives(
+            query, key, labels, queue, queue_labels
+        )
         pos_sum = (query * positives).sum(dim=1) / temperature
         w_own, w_each = _decoupled_weights(num_pos, alpha)
         needs = ctx.needs_input_grad[5:]
@@ -330,6 +365,42 @@ def _row_dot_float64(a: Tensor, b: Tensor) -> Tensor:
         block = slice(start, start + rows)
         out[block] = (a[block] * b[block]).sum(dim=1, dtype=torch.float64)
     return out
+
+
+def _class_positives(
+    query: Tensor,
+    key: Tensor,
+    labels: Tensor,
+    queue: Optional[Tensor],
+    queue_labels: Optional[Tensor],
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """Sum ``v_i`` and number ``|P_i|`` of each anchor's class positives, from class sums.
+
+    With ``S_y`` the sum of all candidates ``[query, key, queue]`` of class ``y``,
+    ``v_i = S_{y_i} - q_i - k_i``. Classes are slots in the sorted batch labels (static
+    shapes, no host sync). Returns ``(v (B, D), |P_i| (B,), own_slot (B,), queue_slot
+    (K,) or None)``, the slots as the fused backward pass uses them.
+    """
+    batch_size = query.shape[0]
+    labels = labels.long()
+    sorted_labels = labels.sort().values
+    own_slot = torch.searchsorted(sorted_labels, labels)
+    # 2 (query and key) per batch image of the class, minus the anchor's own pair
+    num_pos = 2 * (torch.searchsorted(sorted_labels, labels, right=True) - own_slot) - 2
+    pairs = query + key
+    # float64 sums when a queue adds many entries per class (2B alone are few)
+    sum_dtype = torch.float64 if queue is not None else pairs.dtype
+    class_sums = pairs.new_zeros(batch_size + 1, pairs.shape[1], dtype=sum_dtype)
+    class_sums.index_add_(0, own_slot, pairs.to(sum_dtype))
+    queue_slot = None
+    if queue is not None:
+        queue_slot = _queue_slots(sorted_labels, queue_labels)
+        _index_add_float64_(class_sums, queue_slot, queue)
+        queue_counts = own_slot.new_zeros(batch_size + 1)
+        queue_counts.index_add_(0, queue_slot, torch.ones_like(queue_slot))
+        num_pos = num_pos + queue_counts[own_slot]
+    positives = class_sums[own_slot].to(query.dtype) - pairs
+    return positives, num_pos.to(query.dtype), own_slot, queue_slot
 
 
 def _queue_slots(sorted_labels: Tensor, queue_labels: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ Notation: ``q`` online (query) features, ``k`` EMA (key) features of the other v
 temperature and ``s(a, b) = a . b / T``.
 """
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,9 +14,11 @@ from torch import Tensor, nn
 from dscl_plugin import checks
 from dscl_plugin.checks import DEFAULT_ALPHA, alpha_from
 from dscl_plugin.functional import (
+    PullRatio,
     decoupled_cross_entropy,
     patch_distillation,
     dscl_cross_entropy,
+    pull_gradient_ratio,
 )
 from dscl_plugin.memory import LabeledMemoryBank
 
@@ -135,6 +137,28 @@ class _LabeledContrastiveLoss(nn.Module):
             self.memory_bank.enqueue(F.normalize(key.detach(), dim=1), labels)
         return loss
 
+    def pull_gradient_ratio(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Optional[Tensor] = None,
+        queue_labels: Optional[Tensor] = None,
+    ) -> PullRatio:
+        """Per-anchor class-term / own-key-term ratio of the pull gradient, with this loss's
+        weights (:func:`dscl_plugin.functional.pull_gradient_ratio`); no gradient.
+
+        Takes the arguments of :meth:`forward`; call it with the queue the loss sees (before
+        an owned memory bank enqueues this step's keys: its entries are used if
+        ``queue`` is None).
+        """
+        self._check_inputs(query, key, labels, queue, queue_labels)
+        if self.memory_bank is not None and queue is None:
+            queue, queue_labels = self.memory_bank.get()
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            inputs = self._cast(query, key, labels, queue, queue_labels)
+            return pull_gradient_ratio(*inputs, self.alpha)
+
     def _loss(
         self,
         query: Tensor,
@@ -144,23 +168,30 @@ class _LabeledContrastiveLoss(nn.Module):
         queue_labels: Optional[Tensor],
         queue_normalized: bool,
     ) -> Tensor:
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            return dscl_cross_entropy(
+                *self._cast(query, key, labels, queue, queue_labels),
+                self.alpha,
+                self.temperature,
+                queue_normalized,
+            )
+
+    @staticmethod
+    def _cast(
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Optional[Tensor],
+        queue_labels: Optional[Tensor],
+    ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+        """Features in the compute dtype on the query's device; an empty queue is None."""
         dtype = _compute_dtype(query)
         if queue is not None and queue.shape[0] > 0:
             queue = queue.to(device=query.device, dtype=dtype)
             queue_labels = queue_labels.to(query.device)
         else:
             queue = queue_labels = None
-        with torch.autocast(device_type=query.device.type, enabled=False):
-            return dscl_cross_entropy(
-                query.to(dtype),
-                key.to(dtype),
-                labels.to(query.device),
-                queue,
-                queue_labels,
-                self.alpha,
-                self.temperature,
-                queue_normalized,
-            )
+        return query.to(dtype), key.to(dtype), labels.to(query.device), queue, queue_labels
 
     def _check_inputs(
         self,

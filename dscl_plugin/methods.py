@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from dscl_plugin.checkpoints import load_backbone_weights
 from dscl_plugin.config import Config, to_dict
+from dscl_plugin.data.shots import shot_groups
 from dscl_plugin.models import DSCLModel, SupConModel, build_backbone
 from dscl_plugin.registry import register_method
 from dscl_plugin.transforms import DSCLTransform, PatchViewCollate
@@ -30,7 +31,8 @@ class ContrastiveMethod(pl.LightningModule):
 
     The model must provide ``forward(view_q, view_k, patches, boxes, labels) ->
     dict(loss, loss_dscl, loss_pbsd)``, ``update_momentum(m)``, ``embed(images)``,
-    ``backbone`` and ``memory_bank`` (see :class:`dscl_plugin.models.DSCLModel`).
+    ``backbone`` and ``memory_bank`` (see :class:`dscl_plugin.models.DSCLModel`); for
+    ``trainer.log_grad_ratio`` also ``track_grad_ratio`` and the ``grad_ratio`` outputs.
     """
 
     uses_patches = True
@@ -99,6 +101,54 @@ class ContrastiveMethod(pl.LightningModule):
     def setup(self, stage: str) -> None:
         self.model.memory_bank.gather_distributed = self.trainer.world_size > 1
 
+    def on_train_start(self) -> None:
+        """With ``trainer.log_grad_ratio``: the model returns the pull-gradient ratio of every
+        anchor, summed here per class over each epoch (:meth:`on_train_epoch_end` logs it)."""
+        self.model.track_grad_ratio = self.config.trainer.log_grad_ratio
+        if not self.model.track_grad_ratio:
+            return
+        class_counts = getattr(self.trainer.train_dataloader.dataset, "class_counts", None)
+        if class_counts is None:
+            raise ValueError(
+                "trainer.log_grad_ratio: the training dataset has no class_counts (needed for "
+                "per-class and shot-group ratios); set trainer.log_grad_ratio=false."
+            )
+        self._class_counts = list(class_counts)
+
+    def on_train_epoch_start(self) -> None:
+        if self.model.track_grad_ratio:  # rows: sum of ratio, sum of aligned value, anchors
+            self._ratio_sums = torch.zeros(
+                3, len(self._class_counts), dtype=torch.float64, device=self.device
+            )
+
+    def _accumulate_grad_ratio(self, out: Dict[str, Tensor], labels: Tensor) -> None:
+        valid = out["grad_ratio_valid"].to(torch.float64)
+        rows = (out["grad_ratio"] * valid, out["grad_ratio_aligned"] * valid, valid)
+        for sums, values in zip(self._ratio_sums, rows):
+            sums.index_add_(0, labels.long(), values.to(torch.float64))
+
+    def on_train_epoch_end(self) -> None:
+        """Logs ``grad_ratio/{overall,many,medium,few,class_<c>}`` (mean over the epoch's
+        anchors that have a class positive) and ``grad_ratio_aligned/...``, the value for
+        aligned features (``|P_i|`` for SupCon, ``(1 - alpha) / alpha`` for DSCL)."""
+        if not self.model.track_grad_ratio:
+            return
+        sums = self._ratio_sums
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        sums = sums.cpu()
+        e = self.config.eval
+        groups = shot_groups(self._class_counts, e.many_threshold, e.few_threshold)
+        selections = {"overall": list(range(len(self._class_counts))), **groups}
+        selections.update({f"class_{c}": [c] for c in range(len(self._class_counts))})
+        values = {}
+        for name, classes in selections.items():
+            ratio, aligned, anchors = sums[:, classes].sum(dim=1).tolist()
+            if anchors > 0:
+                values[f"grad_ratio/{name}"] = ratio / anchors
+                values[f"grad_ratio_aligned/{name}"] = aligned / anchors
+        self.log_dict(values, on_step=False, on_epoch=True)
+
     def ema_momentum(self) -> float:
         m = self.config.model
         if not m.momentum_cosine:
@@ -111,6 +161,8 @@ class ContrastiveMethod(pl.LightningModule):
         self.model.update_momentum(self.ema_momentum())
         out: Dict[str, Tensor] = self.model(view_q, view_k, patches, boxes, labels)
         self._check_finite(out["loss"], batch_idx)
+        if self.model.track_grad_ratio:
+            self._accumulate_grad_ratio(out, labels)
         bank = self.model.memory_bank
         fill = bank.num_filled.float() / max(bank.size[0], 1)
         batch_size = view_q.shape[0]

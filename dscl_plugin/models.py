@@ -257,6 +257,7 @@ class _MomentumContrastModel(nn.Module):
         )
         self.momentum = momentum
         self.shuffle_bn = shuffle_bn
+        self.track_grad_ratio = False
 
     def update_momentum(self, m: Optional[float] = None) -> None:
         """EMA step ``theta_m <- m theta_m + (1 - m) theta`` (``m = self.momentum`` if None).
@@ -296,6 +297,25 @@ class _MomentumContrastModel(nn.Module):
 
     def _key_forward(self, view_k: Tensor) -> Tensor:
         return self.projection_head_momentum(_features(self.backbone_momentum, view_k)[1])
+
+    def _grad_ratio(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Optional[Tensor],
+        queue_labels: Optional[Tensor],
+    ) -> Dict[str, Tensor]:
+        """``grad_ratio``, ``grad_ratio_aligned`` and ``grad_ratio_valid`` per anchor
+        (``criterion.pull_gradient_ratio``) if ``track_grad_ratio`` is set, else nothing."""
+        if not self.track_grad_ratio:
+            return {}
+        ratio = self.criterion.pull_gradient_ratio(
+            query.detach(), key, labels, queue, queue_labels
+        )
+        return dict(
+            grad_ratio=ratio.ratio, grad_ratio_aligned=ratio.aligned, grad_ratio_valid=ratio.valid
+        )
 
     def _enqueue(self, key: Tensor, labels: Tensor) -> None:
         """Adds this step's L2-normalised keys to the queue (training steps only)."""
@@ -366,7 +386,9 @@ class DSCLModel(_MomentumContrastModel):
             labels: (B,) integer class ids.
 
         Returns:
-            ``dict(loss=..., loss_dscl=..., loss_pbsd=...)``.
+            ``dict(loss=..., loss_dscl=..., loss_pbsd=...)``, plus the per-anchor
+            ``grad_ratio``, ``grad_ratio_aligned`` and ``grad_ratio_valid`` (B,) when
+            ``track_grad_ratio`` is set (``DSCLLoss.pull_gradient_ratio``, no gradient).
         """
         _check_inputs(view_q, view_k, labels)
         use_patches = self.pbsd_weight > 0
@@ -382,8 +404,9 @@ class DSCLModel(_MomentumContrastModel):
         else:
             loss_pbsd = loss_dscl.new_zeros(())
             loss = loss_dscl
+        diagnostics = self._grad_ratio(query, key, labels, queue, queue_labels)
         self._enqueue(key, labels)
-        return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd)
+        return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd, **diagnostics)
 
     def _pbsd(
         self,
@@ -407,7 +430,8 @@ class SupConModel(_MomentumContrastModel):
     """SupCon baseline with the DSCL harness (EMA keys, labelled queue), no patches.
 
     ``forward`` has the ``DSCLModel`` signature; ``patches`` and ``boxes`` are ignored.
-    Returns ``dict(loss, loss_dscl=loss, loss_pbsd=0)``.
+    Returns ``dict(loss, loss_dscl=loss, loss_pbsd=0)`` (and the ``grad_ratio`` entries of
+    :class:`DSCLModel` when ``track_grad_ratio`` is set).
     """
 
     def __init__(
@@ -440,5 +464,6 @@ class SupConModel(_MomentumContrastModel):
         key = self._key(view_k)
         queue, queue_labels = self.memory_bank.get()
         loss = self.criterion(query, key, labels, queue, queue_labels, queue_normalized=True)
+        diagnostics = self._grad_ratio(query, key, labels, queue, queue_labels)
         self._enqueue(key, labels)
-        return dict(loss=loss, loss_dscl=loss, loss_pbsd=loss.new_zeros(()))
+        return dict(loss=loss, loss_dscl=loss, loss_pbsd=loss.new_zeros(()), **diagnostics)
