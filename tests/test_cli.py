@@ -60,7 +60,7 @@ def test_torch_threads_sets_and_restores():
         assert torch.get_num_threads() == before
 
 
-def test_train_then_eval(tmp_path, capsys):
+def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     out = tmp_path / "run"
     threads = torch.get_num_threads()
     assert train_main(["--config", CONFIG, *TINY, f"output_dir={out}"]) == 0
@@ -68,7 +68,9 @@ def test_train_then_eval(tmp_path, capsys):
     captured = capsys.readouterr()
     printed = captured.out
     assert "linear_probe/overall" in printed and "knn/precision_at_1" in printed
-    assert "Tip" not in captured.out + captured.err  # Lightning's advertising is filtered
+    assert not [r for r in caplog.records if "Tip" in r.getMessage()]  # Lightning's adverts
+    assert "GPU available" in caplog.text  # (its other information stays)
+    assert not [w for w in recwarn if "ambiguous" in str(w.message)]  # batch_size is passed
     metrics = json.loads((out / "metrics.json").read_text())
     probe = metrics["linear_probe"]
     assert set(probe) == {"overall", "many", "medium", "few"}
