@@ -115,7 +115,7 @@ def official_dscl(q, k, labels, queue, queue_labels, beta=BETA, temperature=T):
         own = (columns == b + i).nonzero().item()
         positive = (cand_labels[keep] == labels[i]) & (columns != b + i)
         if positive.any():
-            weights = torch.where(positive, beta / positive.sum().item(), 0.0).to(q)
+            weights = positive.to(q) * (beta / positive.sum().item())
             loss = -(log_p[own] + (weights * log_p).sum()) / (1 + beta)
         else:
             loss = -log_p[own]
