@@ -196,7 +196,7 @@ def _raw_pixel_run(config: Config) -> Dict[str, object]:
 
 def _last_epoch_losses(output_dir: str) -> Dict[str, Optional[float]]:
     """Mean ``loss_dscl`` and ``loss_pbsd`` over the last epoch's logged steps."""
-    with open(Path(output_dir) / "logs" / "version_0" / "metrics.csv") as f:
+    with open(Path(output_dir) / "logs" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("loss_dscl")]
     last = [r for r in rows if r["epoch"] == rows[-1]["epoch"]] if rows else []
     return {key: statistics.fmean(float(r[key]) for r in last) if last else None

@@ -134,7 +134,7 @@ class _LabeledContrastiveLoss(nn.Module):
             update_bank = query.requires_grad and torch.is_grad_enabled()
         loss = self._loss(query, key, labels, queue, queue_labels, queue_normalized)
         if update_bank:
-            self.memory_bank.enqueue(F.normalize(key.detach(), dim=1), labels)
+            self.memory_bank.enqueue(key, labels, normalize=True)
         return loss
 
     def pull_gradient_ratio(

@@ -3,6 +3,7 @@
 from typing import Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from lightly.models import utils
 from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.utils import dist
@@ -72,9 +73,11 @@ class LabeledMemoryBank(MemoryBankModule):
         return self.bank[:n], self.labels[:n]
 
     @torch.no_grad()
-    def enqueue(self, features: Tensor, labels: Tensor) -> None:
+    def enqueue(self, features: Tensor, labels: Tensor, normalize: bool = False) -> None:
         """Writes ``features`` (B, dim) and integer ``labels`` (B,) at the pointer,
-        wrapping; both are moved to the bank's device.
+        wrapping; both are moved to the bank's device. ``normalize``: store
+        ``features / ||features||``, computed in the bank's dtype (so fp16/bf16 keys lose
+        no precision to the normalisation).
 
         Raises:
             ValueError: wrong shapes, or labels that are not integers (never truncated).
@@ -102,7 +105,8 @@ class LabeledMemoryBank(MemoryBankModule):
         features, labels = features[-capacity:], labels[-capacity:]
         num = features.shape[0]
         slots = (int(self.bank_ptr) + torch.arange(num, device=self.bank.device)) % capacity
-        self.bank[slots] = features.detach().to(self.bank.device, self.bank.dtype)
+        features = features.detach().to(self.bank.device, self.bank.dtype)
+        self.bank[slots] = F.normalize(features, dim=1) if normalize else features
         self.labels[slots] = labels.to(self.labels.device, torch.long)
         self.bank_ptr[0] = (int(self.bank_ptr) + num) % capacity
         self.num_filled[0] = min(capacity, int(self.num_filled) + num)

@@ -9,7 +9,6 @@ import copy
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import (
@@ -320,7 +319,7 @@ class _MomentumContrastModel(nn.Module):
     def _enqueue(self, key: Tensor, labels: Tensor) -> None:
         """Adds this step's L2-normalised keys to the queue (training steps only)."""
         if self.training and torch.is_grad_enabled():
-            self.memory_bank.enqueue(F.normalize(key, dim=1), labels)
+            self.memory_bank.enqueue(key, labels, normalize=True)
 
 
 class DSCLModel(_MomentumContrastModel):

@@ -178,7 +178,7 @@ def probe_transform(
     """Training images of the official stage 2 (``probe.protocol: augmented``):
     ``RandomResizedCrop(input_size, crop_scale)``, flip, then the q-view colour
     augmentation (jitter p 0.8, grayscale 0.2, blur 0.5), to tensor, normalise."""
-    _check_range("crop_scale", crop_scale, 0.0, 1.0)
+    checks.scale_range("crop_scale", crop_scale)
     return T.Compose(
         [
             T.RandomResizedCrop(size=input_size, scale=crop_scale),

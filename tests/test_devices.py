@@ -20,7 +20,15 @@ from conftest import requires_cuda
 from pytorch_metric_learning.reducers import MeanReducer
 from test_cli import CONFIG, TINY
 from test_losses import naive_contrastive, naive_pbsd
-from test_pml import ALPHA, NaiveRing, layout1_sets, layout2_sets, naive_loss, tuple_sets
+from test_pml import (
+    ALPHA,
+    NaiveRing,
+    layout1_sets,
+    layout2_sets,
+    naive_loss,
+    tuple_sets,
+    with_queries,
+)
 
 from dscl_plugin import pml
 from dscl_plugin.config import load_config
@@ -163,7 +171,7 @@ def test_loss_owned_memory_bank(device, amp_dtype, bank_on_device):
         expected = naive_contrastive(q64, k64, y, past, past_y, 0.3, T)
         _assert_loss(loss, expected, device)
         _assert_grads(_grads(loss, [query]), _grads(expected, [q64]), [query])
-        keys.append(k64.detach())
+        keys.append(torch.nn.functional.normalize(k64.detach(), dim=1))  # the bank stores unit keys
         labels.append(y)
     stored, stored_labels = loss_fn.memory_bank.get()
     assert stored.device.type == bank_device.type and stored.dtype == torch.float32
@@ -214,7 +222,9 @@ def test_pml_layout2_with_memory(device, amp_dtype):
     with _amp(device, amp_dtype):
         loss = loss_fn(query, y.to(device), ref_emb=ref, ref_labels=ref_y.to(device))
     q64, r64 = _reference(query, ref)
-    expected = naive_loss(q64, r64, ALPHA, *layout2_sets(y.tolist(), ref_y.tolist())).mean()
+    sets = layout2_sets(y.tolist(), ref_y.tolist())
+    refs, *query_sets = with_queries(q64, y.tolist(), r64, *sets)  # official: queries too
+    expected = naive_loss(q64, refs, ALPHA, *query_sets).mean()
     _assert_loss(loss, expected, device)
     reference = loss_fn(q64, y, ref_emb=r64, ref_labels=ref_y)
     _assert_grads(_grads(loss, [query, ref]), _grads(reference, [q64, r64]), [query, ref])
@@ -275,9 +285,10 @@ def test_pool_regions_of_a_large_batch_under_autocast(device, amp_dtype):
     boxes = torch.tensor([[[7.5, 0.0, 8.5, 16.0]]]).expand(b, 1, 4)  # a box across x = 8
     with _amp(device, amp_dtype):
         regions = pool_regions(
-            feature_map.to(device, amp_dtype or torch.float32), boxes.to(device), (16, 16)
+            feature_map.to(device, amp_dtype or torch.float32), boxes.to(device), (16, 16),
+            aligned=True,
         )
-    expected = pool_regions(feature_map, boxes, (16, 16))
+    expected = pool_regions(feature_map, boxes, (16, 16), aligned=True)
     torch.testing.assert_close(regions.cpu().double(), expected)
     assert torch.equal(expected[:, 0, 0], values + 50.0)
 

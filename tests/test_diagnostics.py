@@ -120,7 +120,7 @@ def tiny_run(tmp_path, method, *extra):
         TINY + [f"output_dir={tmp_path / method}", "trainer.log_grad_ratio=true", *extra],
     )
     module = train(config)
-    return module, tmp_path / method / "logs" / "version_0" / "metrics.csv"
+    return module, tmp_path / method / "logs" / "metrics.csv"
 
 
 def test_training_logs_grad_ratio_per_class_and_group_and_plot(tmp_path):
@@ -151,10 +151,10 @@ def test_training_logs_grad_ratio_per_class_and_group_and_plot(tmp_path):
 def test_grad_ratio_is_off_by_default(tmp_path):
     overrides = TINY + [f"output_dir={tmp_path}", "trainer.epochs=1"]
     module = train(load_config(CONFIGS / "supcon_digits_lt.yaml", overrides))
-    header = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "grad_ratio" not in header and not module.model.track_grad_ratio
     with pytest.raises(ValueError, match="trainer.log_grad_ratio=true"):
-        read_grad_ratio(tmp_path / "logs" / "version_0" / "metrics.csv")
+        read_grad_ratio(tmp_path / "logs" / "metrics.csv")
 
 
 def test_nearest_neighbours_by_cosine():

@@ -15,7 +15,7 @@ from dscl_plugin.checkpoints import CheckpointError, export_backbone, load_backb
 from dscl_plugin.cli import train_main
 from dscl_plugin.config import ConfigError, load_config
 from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
-from dscl_plugin.registry import build_method
+from dscl_plugin.pipeline import build_method
 from dscl_plugin.vit import ViTBackbone, build_vit, vit_spec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -154,7 +154,7 @@ def test_pbsd_teacher_pools_the_tokens_under_a_box():
           [0, 0, 32, 32]]],  # the whole view
         dtype=torch.float,
     )
-    regions = pool_regions(token_map, boxes, (32, 32))[0]
+    regions = pool_regions(token_map, boxes, (32, 32), aligned=True)[0]  # continuous coordinates
     torch.testing.assert_close(regions[0], token_map[0, :, r : r + 2, c : c + 2].mean(dim=(1, 2)))
     # one token: the 2x2 bilinear samples sit 1/4 token either side of its centre, so
     # the pooled value is token (r, c) with weights 1/8, 3/4, 1/8 along each axis
