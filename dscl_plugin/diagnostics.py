@@ -172,10 +172,13 @@ def plot_retrieval(
 # --- patch retrieval (Fig. 4) ------------------------------------------------------------
 
 
-def box_features(feature_maps: Tensor, boxes: Tensor, image_size: Sequence[int]) -> Tensor:
+def box_features(
+    feature_maps: Tensor, boxes: Tensor, image_size: Sequence[int], aligned: bool = True
+) -> Tensor:
     """(N, C) pooled features of one box per image: :func:`~dscl_plugin.models.pool_regions`
-    (the PBSD teacher pooling) of (N, C, h, w) maps at (N, 4) ``(x1, y1, x2, y2)`` pixel boxes."""
-    return pool_regions(feature_maps, boxes[:, None], image_size)[:, 0]
+    (the PBSD teacher pooling; ``aligned`` as ``model.roi_aligned``: True pools exactly the
+    cells a box covers) of (N, C, h, w) maps at (N, 4) ``(x1, y1, x2, y2)`` pixel boxes."""
+    return pool_regions(feature_maps, boxes[:, None], image_size, aligned)[:, 0]
 
 
 def response_maps(
@@ -251,6 +254,7 @@ def retrieval_pictures(
     batch_size: int = 256,
     seed: int = 0,
     display: Optional[Callable[[Tensor], Tensor]] = None,
+    aligned: bool = True,
 ) -> Dict[str, Path]:
     """Writes ``retrieval.png`` and ``patch_retrieval.png`` to ``out_dir``.
 
@@ -312,7 +316,7 @@ def retrieval_pictures(
             f"boxes must hold one (x1, y1, x2, y2) box per patch query ({len(firsts)}: one "
             f"per shot group present), got shape {tuple(boxes.shape)}"
         )
-    feats = box_features(maps[firsts], boxes.to(device, maps.dtype), size)
+    feats = box_features(maps[firsts], boxes.to(device, maps.dtype), size, aligned)
     box_sims, box_idx = nearest_neighbours(feats.cpu(), train_feats, min(3, len(train_feats)))
     retrieved, overlays = [], []
     for feat, row in zip(feats, box_idx.tolist()):
@@ -382,6 +386,7 @@ def write_retrieval_pictures(config, module: nn.Module, **kwargs) -> Dict[str, P
         "device": _eval_device(config),
         "batch_size": config.eval.batch_size,
         "seed": config.seed,
+        "aligned": config.model.roi_aligned,
         **kwargs,
     }
     return retrieval_pictures(module.backbone, train_set, test_set, config.output_dir, **kwargs)

@@ -101,20 +101,6 @@ class ContrastiveMethod(pl.LightningModule):
     def setup(self, stage: str) -> None:
         self.model.memory_bank.gather_distributed = self.trainer.world_size > 1
 
-    def on_train_start(self) -> None:
-        """With ``trainer.log_grad_ratio``: the model returns the pull-gradient ratio of every
-        anchor, summed here per class over each epoch (:meth:`on_train_epoch_end` logs it)."""
-        self.model.track_grad_ratio = self.config.trainer.log_grad_ratio
-        if not self.model.track_grad_ratio:
-            return
-        class_counts = getattr(self.trainer.train_dataloader.dataset, "class_counts", None)
-        if class_counts is None:
-            raise ValueError(
-                "trainer.log_grad_ratio: the training dataset has no class_counts (needed for "
-                "per-class and shot-group ratios); set trainer.log_grad_ratio=false."
-            )
-        self._class_counts = list(class_counts)
-
     def on_train_epoch_start(self) -> None:
         if self.model.track_grad_ratio:  # rows: sum of ratio, sum of aligned value, anchors
             self._ratio_sums = torch.zeros(
@@ -203,12 +189,24 @@ class ContrastiveMethod(pl.LightningModule):
 
     def on_train_start(self) -> None:
         """Sets the lr of the schedule at the current step (after a resume the optimizer
-        holds the lr saved with it, which differs when ``trainer.epochs`` grew)."""
+        holds the lr saved with it, which differs when ``trainer.epochs`` grew). With
+        ``trainer.log_grad_ratio``: the model returns the pull-gradient ratio of every
+        anchor, summed here per class over each epoch (:meth:`on_train_epoch_end` logs it)."""
         for scheduler_config in self.trainer.lr_scheduler_configs:
             scheduler = scheduler_config.scheduler
             groups = scheduler.optimizer.param_groups
             for group, base_lr, scale in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
                 group["lr"] = base_lr * scale(scheduler.last_epoch)
+        self.model.track_grad_ratio = self.config.trainer.log_grad_ratio
+        if not self.model.track_grad_ratio:
+            return
+        class_counts = getattr(self.trainer.train_dataloader.dataset, "class_counts", None)
+        if class_counts is None:
+            raise ValueError(
+                "trainer.log_grad_ratio: the training dataset has no class_counts (needed for "
+                "per-class and shot-group ratios); set trainer.log_grad_ratio=false."
+            )
+        self._class_counts = list(class_counts)
 
     def configure_optimizers(self) -> Dict[str, Any]:
         o, epochs = self.config.optim, self.config.trainer.epochs

@@ -11,7 +11,7 @@ import dscl_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ("checks", "functional", "losses", "memory", "pml", "models", "transforms",
+CORE = ("checks", "functional", "losses", "memory", "pml", "models", "vit", "transforms",
         "lightly_registration")
 HEAVY = ("pytorch_lightning", "lightning", "lightning_fabric", "omegaconf", "matplotlib")
 

@@ -65,7 +65,7 @@ def _namespace():
 
 def test_readme_has_the_blocks_this_test_knows():
     blocks = _blocks()
-    assert len(blocks) == 6
+    assert len(blocks) == 7
     lightly_block = next(b for b in blocks if "LightlyDataset" in b)
     for printed in LIGHTLY_STAND_INS:  # the stand-ins replace text that is really there
         assert printed in lightly_block, printed
@@ -83,9 +83,10 @@ def test_readme_python_blocks_run(monkeypatch):
         exec(compile(block, str(README), "exec"), namespace)
         modules.update({k: v for k, v in namespace.items() if isinstance(v, types.ModuleType)})
         results.append(namespace)
-    core, lightly_loop, bank, pml_step, moco, own_method = results
+    core, lightly_loop, bank, pml_step, moco, own_method, vit = results
     assert torch.isfinite(core["loss_pbsd"]) and torch.isfinite(core["loss"])
     assert lightly_loop["features"].shape == (64, 128)  # every stand-in test image embedded
     assert int(lightly_loop["model"].memory_bank.num_filled) == 64  # 8 steps of 8 keys
     assert torch.isfinite(bank["loss"]) and torch.isfinite(pml_step["loss"])
     assert torch.isfinite(moco["loss"]) and "my_dscl" in registry.available_methods()
+    assert torch.isfinite(vit["out"]["loss"]) and vit["backbone"].feature_dim == 96

@@ -103,7 +103,7 @@ def long_tail_accuracy():
     "grid, message",
     [
         ("model.alpha=0.1,x", "value 'x' is not a finite number"),
-        ("model.alfa=0.1", "Invalid config key 'model.alfa'"),
+        ("model.alfa=0.1", "Unknown config key 'model.alfa'.*Did you mean 'model.alpha'"),
         ("model.alpha=1.5", r"model.alpha: must be in \[0, 1\], got 1.5"),
     ],
 )
