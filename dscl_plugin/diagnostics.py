@@ -161,9 +161,8 @@ def plot_retrieval(
         if row_titles is not None:
             axes[r][0].set_ylabel(row_titles[r], fontsize=8)
         for j in range(k):
-            label, correct = neighbour_labels[r][j], neighbour_labels[r][j] == query_labels[r]
-            text = f"{label} {'✓' if correct else '✗'}  cos {float(similarities[r, j]):.2f}"
-            _show(axes[r][j + 1], neighbour_images[r][j], text, "green" if correct else "red")
+            text, colour = _match(neighbour_labels[r][j], query_labels[r], similarities[r, j])
+            _show(axes[r][j + 1], neighbour_images[r][j], text, colour)
     fig.suptitle(f"top-{k} training-set neighbours by cosine of frozen features", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
@@ -217,11 +216,10 @@ def plot_patch_retrieval(
             Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, color="yellow", lw=2)
         )
         for j in range(k):
-            label, correct = retrieved_labels[r][j], retrieved_labels[r][j] == query_labels[r]
-            text = f"{label} {'✓' if correct else '✗'}  cos {float(similarities[r, j]):.2f}"
+            text, colour = _match(retrieved_labels[r][j], query_labels[r], similarities[r, j])
+            grey = retrieved_images[r][j].mean(dim=0, keepdim=True).expand(3, -1, -1)
             ax = axes[r][j + 1]
-            _show(ax, retrieved_images[r][j].mean(dim=0, keepdim=True).expand(3, -1, -1), text,
-                  "green" if correct else "red")
+            _show(ax, grey, text, colour)
             ax.imshow(maps[r][j].numpy(), cmap="jet", alpha=0.4, interpolation="bilinear")
     fig.suptitle("patch retrieval: box feature vs training images, response map overlaid",
                  fontsize=10)
@@ -269,6 +267,10 @@ def retrieval_pictures(
 
     Returns:
         ``dict(retrieval=path, patch_retrieval=path)``.
+
+    Raises:
+        ValueError: the backbone returns no feature map, the test set has no image of a
+            training class, or ``boxes`` is not one box per patch query.
     """
     from torch.utils.data import DataLoader
 
@@ -277,8 +279,17 @@ def retrieval_pictures(
     display = display or _undo_imagenet_normalisation
     backbone = backbone.to(device)
 
+    def feature_maps(images: Tensor) -> Tensor:
+        maps = backbone(images)
+        if maps.ndim != 4:
+            raise ValueError(
+                "retrieval pictures need a backbone returning feature maps (B, C, h, w), got "
+                f"shape {tuple(maps.shape)}"
+            )
+        return maps
+
     def embed(images: Tensor) -> Tensor:
-        return backbone(images).mean(dim=(2, 3))
+        return feature_maps(images).mean(dim=(2, 3))
 
     loaders = [DataLoader(d, batch_size=batch_size, shuffle=False) for d in (train_set, test_set)]
     (train_feats, train_labels), (_, test_labels) = [
@@ -293,7 +304,7 @@ def retrieval_pictures(
         raise ValueError("the test set has no image of a class to query")
     images = torch.stack([test_set[i][0] for _, i in queries]).to(device)
     labels = [int(test_labels[i]) for _, i in queries]
-    maps = backbone(images)
+    maps = feature_maps(images)
     sims, idx = nearest_neighbours(maps.mean(dim=(2, 3)).cpu(), train_feats, k)
     rows = [f"{g} (n={class_counts[c]})" for (g, _), c in zip(queries, labels)]
     out = Path(out_dir)
@@ -321,7 +332,7 @@ def retrieval_pictures(
     retrieved, overlays = [], []
     for feat, row in zip(feats, box_idx.tolist()):
         found = torch.stack([train_set[j][0] for j in row]).to(device)
-        overlays.append(response_maps(feat, backbone(found), size).cpu())
+        overlays.append(response_maps(feat, feature_maps(found), size).cpu())
         retrieved.append([display(x) for x in found.cpu()])
     paths["patch_retrieval"] = plot_patch_retrieval(
         [display(images[r].cpu()) for r in firsts], boxes.cpu(), [labels[r] for r in firsts],
@@ -350,6 +361,13 @@ def _grid(rows: int, cols: int):
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, axes
+
+
+def _match(label: int, query_label: int, similarity: Tensor) -> Tuple[str, str]:
+    """Title and frame colour of a retrieved image: green if its label is the query's."""
+    correct = label == query_label
+    text = f"{label} {'✓' if correct else '✗'}  cos {float(similarity):.2f}"
+    return text, "green" if correct else "red"
 
 
 def _show(ax, image: Tensor, title: str, colour: str) -> None:

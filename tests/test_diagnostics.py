@@ -213,6 +213,11 @@ def test_retrieval_pictures_on_a_tiny_model(tmp_path):
         retrieval_pictures(
             tiny_backbone(), train_set, test_set, tmp_path, boxes=torch.zeros(2, 4), **groups
         )
+    vectors = torch.nn.Sequential(
+        tiny_backbone(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    with pytest.raises(ValueError, match=r"feature maps \(B, C, h, w\), got shape \(12, 128\)"):
+        retrieval_pictures(vectors, train_set, test_set, tmp_path)
 
 
 def test_dscl_eval_retrieval_flag(tmp_path, capsys):
