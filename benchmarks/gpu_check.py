@@ -17,8 +17,8 @@ stage's output). The printed table gives PASS/MISS for every target of issue 10:
 - DSCLLoss <= 0.7x PML's SupConLoss on the same candidates, peak memory <= PML's;
 - train step: DSCL <= 1.05x SupCon, DSCL+PBSD <= 1.6x SupCon.
 
-``--device cpu`` is a smoke mode with tiny sizes that runs every stage in a few minutes
-on a CPU; its ratios say nothing about a GPU. The exit status is 2 without a CUDA device
+``--device cpu`` is a smoke mode that runs every stage with tiny sizes on a CPU (raise
+``--budget`` on a busy machine); its ratios say nothing about a GPU. The exit status is 2 without a CUDA device
 (and no ``--device cpu``), 1 if a stage failed or timed out (tests included), else 0: a
 missed target is a measurement, reported as MISS.
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
@@ -108,3 +109,24 @@ def test_cuda_run_without_a_gpu_stops_at_once(gpu_check, tmp_path, monkeypatch, 
     assert gpu_check.main([str(tmp_path / "out"), "--budget", "1"]) == 2
     assert "use --device cpu" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_step_parts_run_under_bf16_autocast_in_channels_last():
+    """The flags gpu_check passes to train_step.py, on a tiny ResNet-18 setting."""
+    path = SCRIPT.parent / "train_step.py"
+    spec = importlib.util.spec_from_file_location("train_step", path)
+    bench_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_module)
+    args = bench_module._parse_args(
+        ["--batch-size", "2", "--num-patches", "2", "--queue-size", "8", "--threads", "1",
+         "--setting", "resnet18_32px", "--autocast", "bf16", "--channels-last", "--device", "cpu"]
+    )  # fmt: skip
+    bench = bench_module._Bench("dscl_pbsd", "resnet18_32px", args)
+    assert bench.view_q.is_contiguous(memory_format=torch.channels_last)
+    conv = bench.model.backbone[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    for part in bench.parts().values():
+        part()
+    assert bench.ema_forward().dtype == torch.bfloat16  # the encoders run under autocast
+    assert conv.grad is not None and conv.grad.dtype == torch.float32
+    assert int(bench.model.memory_bank.num_filled) == 8
