@@ -18,7 +18,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, Vali
 
 from dscl_plugin import checks
 from dscl_plugin.checks import InvalidValue, alpha_from
-from dscl_plugin.models import check_backbone_name
+from dscl_plugin.models import PATCH_PASSES, check_backbone_name
 from dscl_plugin.transforms import check_jitter, check_patch_size
 
 
@@ -57,7 +57,9 @@ class ModelConfig:
     ramps the EMA momentum from ``momentum`` to 1 (Lightly ``cosine_schedule``).
     ``init_from``: a local ``state_dict`` file (torchvision ResNet or ViT keys) for the backbone.
     ``shuffle_bn``: shuffle the key batch (across processes under DDP) for the EMA forward,
-    as the official code. ``roi_aligned``: ``roi_align(aligned=...)`` of the PBSD teacher
+    as the official code. ``patch_passes``: ``batched`` (one pass of all patches that leaves
+    BN running statistics unchanged) or ``separate`` (official: L train-mode passes of B
+    patches). ``roi_aligned``: ``roi_align(aligned=...)`` of the PBSD teacher
     (official: false).
     ViT backbones (``vit_tiny``, ``vit_small``, ``vit_b_16``, ...; ``cifar_stem`` and
     ``zero_init_residual`` are ResNet-only): ``vit_pool`` ``mean`` (of the patch tokens) or
@@ -87,6 +89,7 @@ class ModelConfig:
     vit_depth: Optional[int] = None
     vit_width: Optional[int] = None
     vit_heads: Optional[int] = None
+    patch_passes: str = "batched"
 
 
 @dataclass
@@ -372,6 +375,7 @@ def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
     )
     problems.rule("model", check_patch_size, m.patch_size, input_size)
     problems.rule("model", checks.scale_range, "patch_scale", m.patch_scale)
+    problems.rule("model", checks.one_of, "patch_passes", m.patch_passes, PATCH_PASSES)
     problems.file("model.init_from", m.init_from)
     problems.rule("model", check_backbone_name, "backbone", m.backbone)
     problems.one_of("model.vit_pool", m.vit_pool, VIT_POOLS)

@@ -250,6 +250,7 @@ class DSCLMethod(ContrastiveMethod):
             pbsd_weight=m.pbsd_weight,
             shuffle_bn=m.shuffle_bn,
             roi_aligned=m.roi_aligned,
+            patch_passes=m.patch_passes,
         )
 
 

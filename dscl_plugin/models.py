@@ -99,6 +99,10 @@ def check_backbone_name(argument: str, name: str) -> None:
     )
 
 
+# how the PBSD student embeds the patches: "batched" (one pass of all B * L patches, BN
+# running statistics untouched) or "separate" (the official L train-mode passes of B patches)
+PATCH_PASSES = ("batched", "separate")
+
 # name -> (output channels, strides) of a stack of 3x3 conv-BN-ReLU blocks (overall stride 4)
 PLAIN_CNNS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
     "small_cnn": ((32, 64, 128), (1, 2, 2)),
@@ -359,11 +363,14 @@ class DSCLModel(_MomentumContrastModel):
         gather_distributed: bool = False,
         shuffle_bn: bool = True,
         roi_aligned: bool = False,
+        patch_passes: str = "batched",
     ) -> None:
         super().__init__(
             backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed, shuffle_bn
         )
         checks.at_least("pbsd_weight", pbsd_weight, 0)
+        checks.one_of("patch_passes", patch_passes, PATCH_PASSES)
+        self.patch_passes = patch_passes
         self.criterion = DSCLLoss(alpha=alpha, beta=beta, temperature=temperature)
         self.pbsd_criterion = PBSDLoss(temperature=temperature)
         self.pbsd_weight = pbsd_weight
@@ -420,7 +427,12 @@ class DSCLModel(_MomentumContrastModel):
         with torch.no_grad():  # the teacher distribution carries no gradient
             regions = pool_regions(feature_map.detach(), boxes, view_size, self.roi_aligned)
             teacher = self.projection_head(regions)
-        _, pooled = _features(self.backbone, patches.flatten(0, 1), keep_buffers=True)
+        if self.patch_passes == "separate":  # official: L passes of B patches, BN updates
+            pooled = torch.stack(
+                [_features(self.backbone, patches[:, i])[1] for i in range(num_patches)], dim=1
+            ).flatten(0, 1)
+        else:  # one pass of all B * L patches that leaves BN running statistics unchanged
+            _, pooled = _features(self.backbone, patches.flatten(0, 1), keep_buffers=True)
         student = self.projection_head(pooled).reshape(b, num_patches, -1)
         return self.pbsd_criterion(student, teacher, key, queue, queue_normalized=True)
 

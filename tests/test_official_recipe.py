@@ -158,11 +158,13 @@ def official_step(online, head, momentum, momentum_head, queue, queue_labels, ba
     return loss_dscl, loss_pbsd
 
 
-def test_one_training_step_equals_the_official_step_float64():
+def _official_setup(**model_kwargs):
+    """A float64 DSCLModel with distinct EMA weights and BN statistics, a filled queue, a
+    batch, and a deep copy of the model for the official re-statement."""
     torch.manual_seed(0)
     b, num_patches, view, patch = 4, 3, 16, 8
     backbone, dim = build_backbone("small_cnn")
-    model = DSCLModel(backbone, dim, proj_dim=8, queue_size=12).double()  # official switches
+    model = DSCLModel(backbone, dim, proj_dim=8, queue_size=12, **model_kwargs).double()
     with torch.no_grad():  # distinct EMA weights and non-trivial BN statistics
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
             if name.startswith("memory_bank") or not tensor.is_floating_point():
@@ -182,10 +184,10 @@ def test_one_training_step_equals_the_official_step_float64():
     labels = torch.tensor([0, 1, 0, 2])
     batch = (view_q, view_k, patches, boxes, labels)
     queue, queue_labels = (x.clone() for x in model.memory_bank.get())
-    reference = copy.deepcopy(model)
-    model.eval()
-    reference.eval()
+    return model, copy.deepcopy(model), batch, queue, queue_labels, view
 
+
+def _assert_equals_official_step(model, reference, batch, queue, queue_labels, view, rtol):
     out = model(*batch)
     out["loss"].backward()
     loss_dscl, loss_pbsd = official_step(
@@ -193,14 +195,40 @@ def test_one_training_step_equals_the_official_step_float64():
         reference.projection_head_momentum, queue, queue_labels, batch, view,
     )
     (loss_dscl + LAMBDA * loss_pbsd).backward()
-    torch.testing.assert_close(out["loss_dscl"], loss_dscl, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(out["loss_pbsd"], loss_pbsd, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out["loss_dscl"], loss_dscl, rtol=rtol, atol=rtol)
+    torch.testing.assert_close(out["loss_pbsd"], loss_pbsd, rtol=rtol, atol=rtol)
     assert loss_pbsd > 0
     online = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     expected = dict(reference.named_parameters())
     assert len(online) > 0
     for name, param in online:
-        torch.testing.assert_close(param.grad, expected[name].grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(param.grad, expected[name].grad, rtol=100 * rtol, atol=rtol)
+
+
+def test_one_training_step_equals_the_official_step_float64():
+    model, reference, *step = _official_setup()  # the default (official) switches
+    model.eval()
+    reference.eval()
+    _assert_equals_official_step(model, reference, *step, rtol=1e-12)
+
+
+def test_separate_patch_passes_are_the_official_train_mode_step():
+    """``patch_passes="separate"``: in train mode each of the L passes normalises with its B
+    patches' BN statistics and updates the running averages, as the official code does."""
+    model, reference, *step = _official_setup(patch_passes="separate")
+    _assert_equals_official_step(model, reference, *step, rtol=1e-9)  # both in train mode
+    stats = [n for n, _ in model.backbone.named_buffers() if n.endswith("running_mean")]
+    assert stats
+    buffers, expected = dict(model.backbone.named_buffers()), dict(reference.backbone.named_buffers())
+    for name in stats:  # after the q view and the L patch passes
+        torch.testing.assert_close(buffers[name], expected[name], rtol=1e-10, atol=1e-12)
+
+    batched, views_only, batch, *_ = _official_setup()  # default: one pass, stats untouched
+    batched(*batch)
+    views_only.backbone(batch[0])  # the q view's pass alone updates the statistics
+    buffers, expected = dict(batched.backbone.named_buffers()), dict(views_only.backbone.named_buffers())
+    for name in stats:
+        torch.testing.assert_close(buffers[name], expected[name], rtol=1e-12, atol=1e-12)
 
 
 # --- the defaults are the paper's recipe -------------------------------------------
@@ -218,9 +246,9 @@ def test_python_api_defaults_are_the_paper_recipe():
     model_defaults = _defaults(DSCLModel.__init__)
     assert {k: model_defaults[k] for k in
             ("proj_dim", "queue_size", "momentum", "temperature", "pbsd_weight",
-             "shuffle_bn", "roi_aligned")} == dict(
+             "shuffle_bn", "roi_aligned", "patch_passes")} == dict(
         proj_dim=128, queue_size=65536, momentum=0.999, temperature=0.07, pbsd_weight=1.5,
-        shuffle_bn=True, roi_aligned=False,
+        shuffle_bn=True, roi_aligned=False, patch_passes="batched",  # batched: a kept deviation
     )
     backbone, dim = build_backbone("resnet50")
     model = DSCLModel(backbone, dim)
@@ -256,6 +284,7 @@ def test_imagenet_lt_configs_are_the_paper_recipe(name):
     assert (m.shuffle_bn, m.roi_aligned, t.sync_batchnorm) == (True, False, False)
     if c.method == "dscl":
         assert (m.beta, m.pbsd_weight, m.num_patches, m.patch_size) == (8, 1.5, 5, 64)
+        assert m.patch_passes == "separate"
         assert m.patch_scale == [0.05, 0.6]
     assert (o.lr, o.momentum, o.weight_decay, o.warmup_epochs, o.cosine) == (
         0.1, 0.9, 5e-4, 10, True)
