@@ -31,11 +31,11 @@ def test_quick_run_writes_paired_summary(long_tail_accuracy, tmp_path, capsys):
         expected = runs["dscl_pbsd"][metric] - runs["supcon"][metric]
         assert rows["dscl_pbsd"][f"{metric}_diff_mean"] == pytest.approx(expected)
     assert rows["supcon"]["overall_diff_mean"] is None
-    assert all(0.0 <= rows[m]["overall_mean"] <= 1.0 for m in rows)
+    assert rows["raw_pixels"]["overall_mean"] > 0.5  # the quick probe still learns (chance 0.1)
     with open(tmp_path / "long_tail_accuracy_quick_runs.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
     assert runs["dscl_pbsd"]["loss_pbsd"] > 0 and runs["supcon"]["loss_pbsd"] == 0
-    assert runs["raw_pixels"]["loss_dscl"] is None and 0 <= runs["raw_pixels"]["knn_p1"] <= 1
+    assert runs["raw_pixels"]["loss_dscl"] is None and runs["raw_pixels"]["knn_p1"] > 0.5
     assert "| SupCon | 1 |" in capsys.readouterr().out
 
     # a second part skips what is recorded and merges: only DSCL is trained now
