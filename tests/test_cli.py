@@ -2,6 +2,7 @@
 safety of checkpoints, non-finite loss, and a 2-process CPU DDP run gathering the queue."""
 
 import json
+import logging
 import shlex
 import signal
 import subprocess
@@ -61,6 +62,7 @@ def test_torch_threads_sets_and_restores():
 
 
 def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
+    caplog.set_level(logging.INFO, logger="pytorch_lightning")  # whatever earlier tests set
     out = tmp_path / "run"
     threads = torch.get_num_threads()
     assert train_main(["--config", CONFIG, *TINY, f"output_dir={out}"]) == 0
