@@ -8,6 +8,7 @@ The Lightly block gets the stand-ins its note in the README states: a 64-image
 """
 
 import copy
+import importlib
 import re
 import types
 from pathlib import Path
@@ -73,6 +74,7 @@ def test_readme_has_the_blocks_this_test_knows():
 
 def test_readme_python_blocks_run(monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", StandInCIFAR10)
+    importlib.import_module("dscl_plugin.methods")  # built-ins registered before the copy
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))  # "my_dscl" stays local
     modules, results = {}, []
     for block in _blocks():
