@@ -27,7 +27,6 @@ missed target is a measurement, reported as MISS.
 """
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -38,6 +37,9 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reporting import git_state, markdown_table, write_csv  # noqa: E402  (a sibling)
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -183,21 +185,6 @@ def summary_rows(
     return rows
 
 
-def _table(rows: List[Dict[str, object]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _write_csv(path: Path, rows: List[dict]) -> None:
-    if not rows:
-        return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _environment(device: str) -> Dict[str, object]:
     import torch
 
@@ -205,10 +192,7 @@ def _environment(device: str) -> Dict[str, object]:
     if device == "cuda" and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    )
-    env["commit"] = commit.stdout.strip() or None
+    env["commit"] = git_state()["commit"]
     return env
 
 
@@ -249,13 +233,13 @@ def main(argv: Sequence[str]) -> int:
         train_step=train_rows,
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _write_csv(out / "summary.csv", rows)
-    _write_csv(out / "loss_speed.csv", loss_rows)
-    _write_csv(out / "train_step.csv", train_rows)
+    write_csv(out / "summary.csv", rows)
+    write_csv(out / "loss_speed.csv", loss_rows)
+    write_csv(out / "train_step.csv", train_rows)
     where = environment.get("gpu", "CPU smoke run: ratios say nothing about a GPU")
     print(f"gpu_check: {where}, torch {environment['torch']}, commit {environment['commit']}")
     print("stages: " + ", ".join(f"{k} {v}" for k, v in status.items()))
-    print(_table(rows))
+    print(markdown_table(rows))
     failed = any(v != "ok" for v in status.values())
     return 1 if failed else 0
 

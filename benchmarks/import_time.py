@@ -21,6 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reporting import git_state  # noqa: E402  (a sibling: benchmarks is not a package)
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "lightly.loss, lightly.models, lightly.transforms, pytorch_metric_learning.losses"
 HEAVY = ("pytorch_lightning", "omegaconf", "matplotlib")
@@ -48,12 +51,6 @@ def sample(module: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def git_commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -77,7 +74,7 @@ def main(argv=None) -> dict:
         "target_added_s": TARGET_S,
         "target_met": min(added, added_cpu) <= TARGET_S and not samples[0]["heavy"],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "commit": git_commit(),
+        "commit": git_state()["commit"],
     }
     print(f"| module | baseline wall / CPU s | added wall / CPU s (median of {args.repeats}) "
           f"| heavy imports | target <= {TARGET_S} s |")

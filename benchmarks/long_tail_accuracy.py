@@ -43,14 +43,12 @@ import argparse
 import contextlib
 import csv
 import fcntl
-import importlib.util
 import io
 import json
 import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,10 +58,14 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from dscl_plugin.config import Config, load_config
-from dscl_plugin.evaluation import knn_metrics, linear_probe, shot_metrics
-from dscl_plugin.pipeline import build_dataset_split, evaluate, train
-from dscl_plugin.transforms import eval_transform
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sweep  # noqa: E402  (siblings: benchmarks is not a package)
+from reporting import git_state, mean_std, pct, write_csv  # noqa: E402
+
+from dscl_plugin.config import Config, load_config  # noqa: E402
+from dscl_plugin.evaluation import knn_metrics, linear_probe, shot_metrics  # noqa: E402
+from dscl_plugin.pipeline import build_dataset_split, evaluate, train  # noqa: E402
+from dscl_plugin.transforms import eval_transform  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = {
@@ -123,7 +125,6 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         parser.error(f"--seeds must be >= 0, got {args.seeds}")
     args.grid = None
     if args.sweep:
-        sweep = _sweep_module()
         try:
             args.grid = sweep.parse_sweep(args.sweep)
             for method, key, value in sweep.sweep_jobs(args.grid, args.methods):
@@ -131,14 +132,6 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         except ValueError as error:  # ConfigError is a ValueError
             parser.error(str(error))
     return args
-
-
-def _sweep_module():
-    """``benchmarks/sweep.py`` (a sibling file: ``benchmarks`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("sweep", Path(__file__).with_name("sweep.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _overrides(args: argparse.Namespace, rho: float, seed: int) -> List[str]:
@@ -167,7 +160,7 @@ def _config(args: argparse.Namespace, rho: float, seed: int, method: str, output
             swept: Optional[tuple] = None) -> Config:
     extra = [] if method == "raw_pixels" else METHODS[method]
     if swept is not None and swept[0] is not None:  # (key, value) of a --sweep run
-        extra = extra + _sweep_module().sweep_overrides(*swept)
+        extra = extra + sweep.sweep_overrides(*swept)
     path = REPO / DATASETS[args.dataset][0]
     return load_config(path, _overrides(args, rho, seed) + extra + [f"output_dir={output_dir}"])
 
@@ -237,14 +230,6 @@ def _one_run(args: argparse.Namespace, rho: float, seed: int, method: str,
             "command": " ".join(["python", "benchmarks/long_tail_accuracy.py", *args.argv])}
 
 
-def _mean_std(values: List[Optional[float]]) -> Dict[str, Optional[float]]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
-
-
 def summarise(runs: List[Dict[str, object]]) -> List[Dict[str, object]]:
     """Mean +- std per (dataset, rho, method, metric) and of the per-seed differences to SupCon."""
     rows = []
@@ -256,21 +241,13 @@ def summarise(runs: List[Dict[str, object]]) -> List[Dict[str, object]]:
             mine = [r for r in group if r["method"] == method]
             row = {"dataset": dataset, "imbalance_factor": rho, "method": method, "seeds": len(mine)}
             for metric in METRICS:
-                stats = _mean_std([r[metric] for r in mine])
-                row[f"{metric}_mean"], row[f"{metric}_std"] = stats["mean"], stats["std"]
+                row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(r[metric] for r in mine)
                 diffs = [r[metric] - baseline[r["seed"]][metric] for r in mine
                          if r["seed"] in baseline and r[metric] is not None and baseline[r["seed"]][metric] is not None]
-                stats = _mean_std(diffs) if method != "supcon" else {"mean": None, "std": None}
-                row[f"{metric}_diff_mean"], row[f"{metric}_diff_std"] = stats["mean"], stats["std"]
+                row[f"{metric}_diff_mean"], row[f"{metric}_diff_std"] = (
+                    mean_std(diffs) if method != "supcon" else (None, None))
             rows.append(row)
     return rows
-
-
-def _pct(mean: Optional[float], std: Optional[float], signed: bool = False) -> str:
-    if mean is None:
-        return "-"
-    text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
-    return text + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
 def format_table(summary: List[Dict[str, object]], runs: List[Dict[str, object]]) -> str:
@@ -288,9 +265,9 @@ def format_table(summary: List[Dict[str, object]], runs: List[Dict[str, object]]
             "|---|---|---|---|---|---|---|",
         ]
         lines += [f"| {LABELS[r['method']]} | {r['seeds']} | " + " | ".join(
-            _pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS) + " |" for r in rows]
+            pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS) + " |" for r in rows]
         lines += [f"| {LABELS[r['method']]} − SupCon (paired) | {r['seeds']} | " + " | ".join(
-            _pct(r[f"{m}_diff_mean"], r[f"{m}_diff_std"], signed=True) for m in METRICS) + " |"
+            pct(r[f"{m}_diff_mean"], r[f"{m}_diff_std"], signed=True) for m in METRICS) + " |"
                   for r in rows if r["method"] not in ("supcon", "raw_pixels")]
         lines.append("")
     return "\n".join(lines)
@@ -304,14 +281,8 @@ def missing_seeds(summary: List[Dict[str, object]], min_seeds: int) -> List[str]
 
 def _write(stem: Path, args: argparse.Namespace, runs: List[Dict[str, object]],
            summary: List[Dict[str, object]], table: str) -> None:
-    with open(f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
-    with open(f"{stem}_runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(runs[0]), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({**r, "git": r["git"]["commit"]} for r in runs)
+    write_csv(Path(f"{stem}.csv"), summary)
+    write_csv(Path(f"{stem}_runs.csv"), [{**r, "git": r["git"]["commit"]} for r in runs], extrasaction="ignore")
     settings = {
         "commands": sorted({r["command"] for r in runs}),
         "commits": sorted({r["git"]["commit"] for r in runs}),
@@ -327,14 +298,6 @@ def _write(stem: Path, args: argparse.Namespace, runs: List[Dict[str, object]],
     Path(f"{stem}.json").write_text(
         json.dumps({"settings": settings, "summary": summary, "runs": runs, "table": table}, indent=2) + "\n"
     )
-
-
-def _git_state() -> Dict[str, object]:
-    """HEAD commit and the files that differ from it (the code the numbers came from)."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "modified": git("diff", "--name-only", "HEAD").split()}
 
 
 def read_runs(path: Path) -> List[Dict[str, object]]:
@@ -368,7 +331,6 @@ def _run_sweep(args: argparse.Namespace) -> List[str]:
     """``--sweep``: SupCon once per seed, every other method at every swept value; runs are
     recorded in ``sweep_<dataset>_runs.jsonl`` (resumable like the main runs); one table and
     plot per rho and swept key (:func:`sweep.write_sweep_reports`)."""
-    sweep = _sweep_module()
     stem = Path(args.output_dir) / f"sweep_{args.dataset}{'_quick' if args.quick else ''}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     log = Path(f"{stem}_runs.jsonl")
@@ -385,7 +347,7 @@ def _run_sweep(args: argparse.Namespace) -> List[str]:
         run = _one_run(args, rho, seed, method, swept if swept[0] is not None else None)
         _record(log, run)
         print(f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] rho={rho:g} seed={seed} {method} "
-              f"{'' if swept[0] is None else '='.join(swept)}  overall {_pct(run['overall'], None)}", flush=True)
+              f"{'' if swept[0] is None else '='.join(swept)}  overall {pct(run['overall'], None)}", flush=True)
     runs = [r for r in read_runs(log) if r["dataset"] == args.dataset and r["seed"] in args.seeds]
     tables = sweep.write_sweep_reports(runs, args.grid, LABELS, stem) if runs else []
     print("\n\n".join(tables) + f"\nwrote {stem}_rho<rho>_<key>.{{csv,md,png}}")
@@ -396,7 +358,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List:
     """The summary rows, or with ``--sweep`` the sweep tables."""
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.git = _git_state()  # at start: the code imported for every run
+    args.git = git_state()  # at start: the code imported for every run
     _quiet()
     if args.grid:
         return _run_sweep(args)
@@ -415,7 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List:
         run = _one_run(args, rho, seed, method)
         _record(log, run)
         print(f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] {args.dataset} rho={rho:g} seed={seed} "
-              f"{method:<13} " + "  ".join(f"{m} {_pct(run[m], None)}" for m in METRICS)
+              f"{method:<13} " + "  ".join(f"{m} {pct(run[m], None)}" for m in METRICS)
               + f"  ({run['seconds']:.0f}s)", flush=True)
     runs = [r for r in read_runs(log) if r["dataset"] == args.dataset]
     if not runs:

@@ -30,7 +30,6 @@ before it (``reset_peak_memory_stats`` isolates the methods).
 """
 
 import argparse
-import csv
 import json
 import math
 import resource
@@ -39,9 +38,13 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reporting import print_and_save  # noqa: E402  (a sibling: benchmarks is not a package)
 
 METHODS = ("dscl", "pml_supcon", "matmul_floor")
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -256,22 +259,9 @@ def main(argv: List[str]) -> None:
             })  # fmt: skip
             print(f"done B={b} K={k}", file=sys.stderr, flush=True)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(
-        f"torch {torch.__version__}, {where}, {args.threads} threads, autocast "
-        f"{args.autocast}, median of {args.repeats} runs"
-    )
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|" + "---|" * len(rows[0]))
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row.values()) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    heading = (f"torch {torch.__version__}, {where}, {args.threads} threads, autocast "
+               f"{args.autocast}, median of {args.repeats} runs")
+    print_and_save(rows, heading, args.json, args.csv)
 
 
 if __name__ == "__main__":

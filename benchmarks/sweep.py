@@ -6,11 +6,13 @@ is the horizontal reference line. This module parses the grid, builds each run's
 overrides, and writes one table (CSV + Markdown) and one plot per swept key.
 """
 
-import csv
 import math
-import statistics
+import sys
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reporting import mean_std, pct, write_csv  # noqa: E402  (a sibling: benchmarks is not a package)
 
 # a swept key that excludes another setting (alpha and beta are two names for one weight)
 EXCLUSIVE = {"model.alpha": "model.beta", "model.beta": "model.alpha"}
@@ -92,27 +94,13 @@ def summarise_sweep(runs: Sequence[Mapping[str, object]], key: str) -> List[Dict
         mine = groups[(method, value)]
         row: Dict[str, object] = {"key": key, "value": value, "method": method, "seeds": len(mine)}
         for metric in METRICS:
-            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r[metric] for r in mine])
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std([r[metric] for r in mine])
             diffs = [r[metric] - baseline[r["seed"]][metric] for r in mine
                      if method != "supcon" and r["seed"] in baseline
                      and None not in (r[metric], baseline[r["seed"]][metric])]
-            row[f"{metric}_diff_mean"], row[f"{metric}_diff_std"] = _mean_std(diffs)
+            row[f"{metric}_diff_mean"], row[f"{metric}_diff_std"] = mean_std(diffs)
         rows.append(row)
     return rows
-
-
-def _mean_std(values: Sequence[Optional[float]]):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def _pct(mean: Optional[float], std: Optional[float], signed: bool = False) -> str:
-    if mean is None:
-        return "-"
-    text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
-    return text + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
 def format_sweep_table(rows: Sequence[Mapping[str, object]], labels: Mapping[str, str]) -> str:
@@ -124,8 +112,8 @@ def format_sweep_table(rows: Sequence[Mapping[str, object]], labels: Mapping[str
     ]
     for r in rows:
         value = "–" if r["value"] is None else f"{r['value']:g}"
-        cells = [_pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
-        diff = _pct(r["overall_diff_mean"], r["overall_diff_std"], signed=True)
+        cells = [pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
+        diff = pct(r["overall_diff_mean"], r["overall_diff_std"], signed=True)
         lines.append(f"| {labels.get(r['method'], r['method'])} | {value} | "
                      + " | ".join(cells) + f" | {diff} |")
     return "\n".join(lines)
@@ -176,10 +164,7 @@ def write_sweep(
     """``<stem>.csv`` (the rows), ``<stem>.md`` (the table) and ``<stem>.png`` (the plot)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {kind: stem.with_name(f"{stem.name}.{kind}") for kind in ("csv", "md", "png")}
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(paths["csv"], rows)
     table = format_sweep_table(rows, labels)
     paths["md"].write_text((f"{title}\n\n" if title else "") + table + "\n")
     plot_sweep(rows, labels, paths["png"], title)

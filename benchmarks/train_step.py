@@ -32,7 +32,6 @@ format (the patches reach the backbone as NCHW, as a data loader delivers them).
 """
 
 import argparse
-import csv
 import json
 import resource
 import statistics
@@ -40,11 +39,15 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable, Dict, List
 
 import torch
 
-from dscl_plugin.models import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reporting import print_and_save  # noqa: E402  (a sibling: benchmarks is not a package)
+
+from dscl_plugin.models import (  # noqa: E402
     DSCLModel,
     SupConModel,
     build_backbone,
@@ -300,20 +303,8 @@ def main(argv: List[str]) -> None:
         return
     rows = [row for setting in args.settings for row in _rows(args, setting)]
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"torch {torch.__version__}, {where}, {args.threads} threads, "
-          f"median of {args.repeats} runs")
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|" + "---|" * len(rows[0]))
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row.values()) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    heading = f"torch {torch.__version__}, {where}, {args.threads} threads, median of {args.repeats} runs"
+    print_and_save(rows, heading, args.json, args.csv)
 
 
 if __name__ == "__main__":

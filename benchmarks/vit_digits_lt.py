@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_tail_accuracy as lta  # noqa: E402  (the shared runs and summary)
+from reporting import git_state, write_csv  # noqa: E402
 
 from dscl_plugin.config import load_config  # noqa: E402
 
@@ -74,7 +75,7 @@ def _one_run(args: argparse.Namespace, seed: int, method: str) -> Dict[str, obje
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
-    git = lta._git_state()
+    git = git_state()
     lta._quiet()
     stem = Path(args.output_dir) / ("vit_digits_lt_quick" if args.quick else "vit_digits_lt")
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -96,10 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     table = lta.format_table(summary, runs)
     print(f"\nTiny ViT, top-1 % of a class-balanced linear probe, mean ± std over paired seeds; "
           f"{args.threads} torch thread(s), wall {wall / 60:.1f} min\n\n{table}")
-    with open(f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    write_csv(Path(f"{stem}.csv"), summary)
     settings = {
         "command": " ".join(["python", "benchmarks/vit_digits_lt.py", *args.argv]),
         "threads": args.threads,

@@ -33,7 +33,7 @@ import sys
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence, TypeVar
+from typing import Callable, Dict, Iterator, List, Sequence, TypeVar
 
 ENTRY_POINT_GROUP = "dscl_plugin.methods"
 

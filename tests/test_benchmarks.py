@@ -2,21 +2,14 @@
 its run log (parts skip recorded runs and merge) and its seed-count warning."""
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "long_tail_accuracy.py"
-
 
 @pytest.fixture(scope="module")
-def long_tail_accuracy():
-    spec = importlib.util.spec_from_file_location("long_tail_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def long_tail_accuracy(import_benchmark):
+    return import_benchmark("long_tail_accuracy")
 
 
 def test_quick_run_writes_paired_summary(long_tail_accuracy, tmp_path, capsys):
@@ -63,10 +56,8 @@ def test_warns_about_too_few_paired_seeds(long_tail_accuracy):
     assert warning.startswith("fashion_mnist_lt rho=10 dscl: 2 seed(s)")
 
 
-def test_pbsd_distribution_stats_against_hand_values():
-    spec = importlib.util.spec_from_file_location("pbsd_diagnostics", SCRIPT.with_name("pbsd_diagnostics.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_pbsd_distribution_stats_against_hand_values(import_benchmark):
+    module = import_benchmark("pbsd_diagnostics")
     import torch
 
     same = torch.tensor([[True, True, False, False], [True, False, False, False]])

@@ -2,15 +2,12 @@
 (with stand-in stages; the real stages run in `gpu_check.py --device cpu`, the smoke run)."""
 
 import csv
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 LOSS_ROW = {
     "device": "cuda", "autocast": "none", "B": 256, "K": 4096, "D": 128, "dscl_ms": 1.0,
@@ -29,11 +26,8 @@ def _train_rows(channels_last, ratios):
 
 
 @pytest.fixture(scope="module")
-def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gpu_check(import_benchmark):
+    return import_benchmark("gpu_check")
 
 
 def test_summary_rows_judge_every_target(gpu_check):
@@ -111,12 +105,9 @@ def test_cuda_run_without_a_gpu_stops_at_once(gpu_check, tmp_path, monkeypatch, 
     assert not (tmp_path / "out").exists()
 
 
-def test_train_step_parts_run_under_bf16_autocast_in_channels_last():
+def test_train_step_parts_run_under_bf16_autocast_in_channels_last(import_benchmark):
     """The flags gpu_check passes to train_step.py, on a tiny ResNet-18 setting."""
-    path = SCRIPT.parent / "train_step.py"
-    spec = importlib.util.spec_from_file_location("train_step", path)
-    bench_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_module)
+    bench_module = import_benchmark("train_step")
     args = bench_module._parse_args(
         ["--batch-size", "2", "--num-patches", "2", "--queue-size", "8", "--threads", "1",
          "--setting", "resnet18_32px", "--autocast", "bf16", "--channels-last", "--device", "cpu"]

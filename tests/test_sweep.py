@@ -1,6 +1,5 @@
 """benchmarks/sweep.py: the --sweep grid parser, per-run overrides, summary, table and plot."""
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -8,15 +7,10 @@ import pytest
 
 from dscl_plugin.config import load_config
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def sweep():
-    spec = importlib.util.spec_from_file_location("sweep", BENCHMARKS / "sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sweep(import_benchmark):
+    return import_benchmark("sweep")
 
 
 def test_parse_sweep(sweep):
@@ -92,11 +86,8 @@ def test_summary_table_and_plot(sweep, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def long_tail_accuracy():
-    spec = importlib.util.spec_from_file_location("lta", BENCHMARKS / "long_tail_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def long_tail_accuracy(import_benchmark):
+    return import_benchmark("long_tail_accuracy")
 
 
 @pytest.mark.parametrize(

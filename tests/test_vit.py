@@ -1,7 +1,6 @@
 """ViT backbones (Lightly's torchvision wrapper): token map, positional-encoding
 interpolation, PBSD teacher on the token grid, DSCL steps, export, config and CLI."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -305,11 +304,8 @@ def test_cli_trains_and_evaluates_a_vit_on_digits(tmp_path, capsys):
     assert sorted(missing) == ["heads.head.bias", "heads.head.weight"] and not unexpected
 
 
-def test_vit_benchmark_quick_run(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "vit_digits_lt.py"
-    spec = importlib.util.spec_from_file_location("vit_digits_lt", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_vit_benchmark_quick_run(tmp_path, import_benchmark):
+    bench = import_benchmark("vit_digits_lt")
     summary = bench.main(["--quick", "--output-dir", str(tmp_path)])
     assert [row["method"] for row in summary] == ["supcon", "dscl", "dscl_pbsd"]
     saved = json.loads((tmp_path / "vit_digits_lt_quick.json").read_text())

@@ -1,0 +1,71 @@
+"""What the benchmark scripts share to report: mean ± std over seeds, percentages, Markdown
+tables, CSV files and the commit the numbers came from.
+
+The scripts import it as a sibling (``benchmarks`` is not a package): each puts its own
+folder first on ``sys.path``, as ``python benchmarks/<script>.py`` does for itself.
+"""
+
+import csv
+import json
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mean_std(values: Iterable[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
+    """Mean and sample std of the values that are not None; ``(None, None)`` for none, and
+    std None for a single value."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def pct(mean: Optional[float], std: Optional[float] = None, signed: bool = False) -> str:
+    """A fraction as percent with one decimal, ``"92.7 ± 1.3"`` (``"+0.4"`` signed); ``"-"``
+    for None."""
+    if mean is None:
+        return "-"
+    text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
+    return text + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """A Markdown table: the first row's keys as header, one line per row."""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, object]], extrasaction: str = "raise") -> None:
+    """``rows`` as CSV with the first row's keys as columns (nothing written for no rows)."""
+    if not rows:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), extrasaction=extrasaction)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def git_state() -> Dict[str, object]:
+    """HEAD commit and the files that differ from it (the code the numbers came from)."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "modified": git("diff", "--name-only", "HEAD").split()}
+
+
+def print_and_save(rows: Sequence[Mapping[str, object]], heading: str,
+                   json_path: Optional[str] = None, csv_path: Optional[str] = None) -> None:
+    """Print ``heading`` and ``rows`` as a Markdown table; save them as JSON and CSV where a
+    path is given."""
+    print(heading)
+    print(markdown_table(rows))
+    if json_path:
+        Path(json_path).write_text(json.dumps(list(rows), indent=2))
+    if csv_path:
+        write_csv(Path(csv_path), rows)
