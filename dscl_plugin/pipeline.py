@@ -375,20 +375,17 @@ def evaluate(
         if split == "train":
             class_counts, num_classes = dataset.class_counts, dataset.num_classes
     (train_feats, train_labels), (test_feats, test_labels) = features["train"], features["test"]
-    probe_progress = "stage 2: linear probe" if progress else None
+    schedule = dict(
+        epochs=p.epochs,
+        lr=p.lr,
+        milestones=p.milestones,
+        weight_decay=p.weight_decay,
+        seed=config.seed,
+        progress="stage 2: linear probe" if progress else None,
+    )
     if p.protocol == "augmented":
         logits = augmented_linear_probe(
-            module.embed,
-            _augmented_loader(config),
-            test_feats,
-            num_classes,
-            epochs=p.epochs,
-            lr=p.lr,
-            milestones=p.milestones,
-            weight_decay=p.weight_decay,
-            seed=config.seed,
-            device=device,
-            progress=probe_progress,
+            module.embed, _augmented_loader(config), test_feats, num_classes, device=device, **schedule
         )
     else:
         logits = linear_probe(
@@ -396,14 +393,9 @@ def evaluate(
             train_labels,
             test_feats,
             num_classes,
-            epochs=p.epochs,
-            lr=p.lr,
             batch_size=p.batch_size,
-            milestones=p.milestones,
             class_balanced=p.class_balanced,
-            weight_decay=p.weight_decay,
-            seed=config.seed,
-            progress=probe_progress,
+            **schedule,
         )
     probe = shot_metrics(logits, test_labels, class_counts, e.many_threshold, e.few_threshold)
     if progress:
