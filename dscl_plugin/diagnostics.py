@@ -12,6 +12,7 @@ the cells of a backbone feature map (the head only ever sees pooled vectors).
 """
 
 import csv
+import math
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -67,7 +68,7 @@ def plot_grad_ratio(
     aligned-feature value dashed (log-log axes; the paper's Fig. 2)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogFormatter
+    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(fig)
@@ -87,9 +88,10 @@ def plot_grad_ratio(
         ax.plot(sizes, aligned, "--", color=colour, alpha=0.7, label=f"{name}: aligned features")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):  # 20, 100 rather than 2x10^1, 10^2
-        axis.set_major_formatter(LogFormatter())
-        axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    ticks = FuncFormatter(_one_two_five)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ticks)
+        axis.set_minor_formatter(ticks)
     ax.set_xlabel("training images of the class")
     ax.set_ylabel("||class term|| / ||own-key term||")
     when = "last epoch" if epoch is None else f"epoch {epoch}"
@@ -98,6 +100,15 @@ def plot_grad_ratio(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _one_two_five(value: float, _position: object = None) -> str:
+    """Log-axis tick label: ``"20"``, ``"500"``, ``"1000"`` at 1, 2 and 5 times a power of
+    ten, no label elsewhere (labelled 3s and 4s collide on a narrow axis)."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
+    return f"{value:g}" if min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-6 else ""
 
 
 # --- retrieval (Fig. 1) ------------------------------------------------------------------

@@ -148,6 +148,13 @@ def test_training_logs_grad_ratio_per_class_and_group_and_plot(tmp_path):
         read_grad_ratio(dscl_log, epoch=7)
 
 
+def test_grad_ratio_axes_label_one_two_five_times_powers_of_ten():
+    from dscl_plugin.diagnostics import _one_two_five
+
+    labels = [_one_two_five(v) for v in (10, 20, 30, 40, 50, 200, 300, 400, 1000, 2000, 3000, 6000, 0.5)]
+    assert labels == ["10", "20", "", "", "50", "200", "", "", "1000", "2000", "", "", "0.5"]
+
+
 def test_grad_ratio_is_off_by_default(tmp_path):
     overrides = TINY + [f"output_dir={tmp_path}", "trainer.epochs=1"]
     module = train(load_config(CONFIGS / "supcon_digits_lt.yaml", overrides))
