@@ -67,3 +67,16 @@ def test_pbsd_distribution_stats_against_hand_values(import_benchmark):
     assert stats["t_entropy"][1].item() == pytest.approx(0.0, abs=1e-6)
     assert stats["t_own"].tolist() == pytest.approx([0.25, 1.0])
     assert stats["t_class"].tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_reporting_mean_std_and_percent(import_benchmark):
+    reporting = import_benchmark("reporting")
+    mean, std = reporting.mean_std([0.5, None, 0.7])
+    assert mean == pytest.approx(0.6) and std == pytest.approx(0.1414213562)
+    assert reporting.mean_std([0.25]) == (0.25, None)
+    assert reporting.mean_std([None]) == (None, None)
+    assert reporting.pct(0.8353, 0.0021) == "83.5 ± 0.2"
+    assert reporting.pct(-0.013, 0.003, signed=True) == "-1.3 ± 0.3"
+    assert reporting.pct(0.004, signed=True) == "+0.4"
+    assert reporting.pct(None) == "-"
+    assert reporting.markdown_table([{"a": 1, "b": "x"}]) == "| a | b |\n|---|---|\n| 1 | x |"
