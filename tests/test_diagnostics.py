@@ -24,20 +24,9 @@ from dscl_plugin.functional import pull_gradient_ratio
 from dscl_plugin.losses import DSCLLoss, SupConLoss
 from dscl_plugin.models import build_backbone
 from dscl_plugin.pipeline import train
+from test_cli import TINY  # the tiny digits run every CLI test trains
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = [
-    "model.queue_size=64",
-    "model.proj_dim=16",
-    "trainer.epochs=2",
-    "trainer.batch_size=16",
-    "trainer.limit_train_batches=3",
-    "trainer.num_workers=0",
-    "trainer.progress_bar=false",
-    "probe.epochs=2",
-    "probe.milestones=[1]",
-    "eval.batch_size=300",
-]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
