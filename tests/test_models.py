@@ -267,20 +267,26 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_sgd_steps_lower_the_loss_resnet18_cifar_stem(one_thread):
-    torch.manual_seed(0)
-    backbone, dim = build_backbone("resnet18", cifar_stem=True)
-    model = DSCLModel(backbone, dim, queue_size=0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    batch = _batch(b=4, num_patches=1, view=32, patch=16)
+def training_losses(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple, steps: int) -> list:
+    """The loss of each of ``steps`` training steps (EMA update, forward, backward, step)
+    on one batch."""
     losses = []
-    for _ in range(3):
+    for _ in range(steps):
         model.update_momentum()
         out = model(*batch)
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
         losses.append(out["loss"].item())
+    return losses
+
+
+def test_sgd_steps_lower_the_loss_resnet18_cifar_stem(one_thread):
+    torch.manual_seed(0)
+    backbone, dim = build_backbone("resnet18", cifar_stem=True)
+    model = DSCLModel(backbone, dim, queue_size=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    losses = training_losses(model, optimizer, _batch(b=4, num_patches=1, view=32, patch=16), 3)
     assert losses[-1] < losses[0], losses
 
 

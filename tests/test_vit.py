@@ -16,6 +16,7 @@ from dscl_plugin.config import ConfigError, load_config
 from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
 from dscl_plugin.pipeline import build_method
 from dscl_plugin.vit import ViTBackbone, build_vit, vit_spec
+from test_models import training_losses  # the few-steps loop test_models uses
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGITS = CONFIGS / "dscl_digits_lt.yaml"
@@ -194,15 +195,7 @@ def test_dscl_step_with_patches_reaches_the_vit(pool):
 def test_adamw_steps_lower_the_loss():
     model = DSCLModel(_tiny_vit(), 24, proj_dim=8, queue_size=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    batch = _batch(0)
-    losses = []
-    for _ in range(4):
-        model.update_momentum()
-        out = model(*batch)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        losses.append(out["loss"].item())
+    losses = training_losses(model, optimizer, _batch(0), 4)
     assert losses[-1] < losses[0], losses
 
 
