@@ -347,7 +347,7 @@ def _run_sweep(args: argparse.Namespace) -> List[str]:
         run = _one_run(args, rho, seed, method, swept if swept[0] is not None else None)
         _record(log, run)
         print(f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] rho={rho:g} seed={seed} {method} "
-              f"{'' if swept[0] is None else '='.join(swept)}  overall {pct(run['overall'], None)}", flush=True)
+              f"{'' if swept[0] is None else '='.join(swept)}  overall {pct(run['overall'])}", flush=True)
     runs = [r for r in read_runs(log) if r["dataset"] == args.dataset and r["seed"] in args.seeds]
     tables = sweep.write_sweep_reports(runs, args.grid, LABELS, stem) if runs else []
     print("\n\n".join(tables) + f"\nwrote {stem}_rho<rho>_<key>.{{csv,md,png}}")
@@ -377,7 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List:
         run = _one_run(args, rho, seed, method)
         _record(log, run)
         print(f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] {args.dataset} rho={rho:g} seed={seed} "
-              f"{method:<13} " + "  ".join(f"{m} {pct(run[m], None)}" for m in METRICS)
+              f"{method:<13} " + "  ".join(f"{m} {pct(run[m])}" for m in METRICS)
               + f"  ({run['seconds']:.0f}s)", flush=True)
     runs = [r for r in read_runs(log) if r["dataset"] == args.dataset]
     if not runs:
