@@ -49,6 +49,19 @@ class DataConfig:
     grayscale_prob: float = 0.2
     blur_prob: float = 0.5
 
+    def view_augmentation(self) -> Dict[str, Any]:
+        """The q-view augmentation keywords shared by ``DSCLTransform`` (stage 1) and
+        ``probe_transform`` (the augmented stage 2)."""
+        return dict(
+            input_size=self.input_size,
+            crop_scale=tuple(self.crop_scale),
+            hflip_prob=self.hflip_prob,
+            jitter=tuple(self.color_jitter),
+            jitter_prob=self.jitter_prob,
+            grayscale_prob=self.grayscale_prob,
+            blur_prob=self.blur_prob,
+        )
+
 
 @dataclass
 class ModelConfig:

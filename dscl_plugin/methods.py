@@ -82,17 +82,11 @@ class ContrastiveMethod(pl.LightningModule):
         d, m = self.config.data, self.config.model
         use_patches = self.uses_patches and m.pbsd_weight > 0
         return DSCLTransform(
-            input_size=d.input_size,
             patch_size=m.patch_size,
             num_patches=m.num_patches if use_patches else 0,
             patch_scale=tuple(m.patch_scale),
-            crop_scale=tuple(d.crop_scale),
-            hflip_prob=d.hflip_prob,
-            jitter=tuple(d.color_jitter),
-            jitter_prob=d.jitter_prob,
-            grayscale_prob=d.grayscale_prob,
-            blur_prob=d.blur_prob,
             key_jitter=(*d.color_jitter[:3], 0.0),
+            **d.view_augmentation(),
         )
 
     def collate_fn(self) -> Callable:

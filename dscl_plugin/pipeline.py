@@ -435,16 +435,8 @@ def _augmented_loader(config: Config) -> DataLoader:
     """Training images for ``probe.protocol: augmented``: the q-view augmentation of
     ``data`` (official: RandomResizedCrop, jitter p 0.8, grayscale, blur, flip), drawn
     class-balanced (``probe.class_balanced``), seeded by ``seed``."""
-    d, p = config.data, config.probe
-    transform = probe_transform(
-        d.input_size,
-        crop_scale=tuple(d.crop_scale),
-        hflip_prob=d.hflip_prob,
-        jitter=tuple(d.color_jitter),
-        jitter_prob=d.jitter_prob,
-        grayscale_prob=d.grayscale_prob,
-        blur_prob=d.blur_prob,
-    )
+    p = config.probe
+    transform = probe_transform(**config.data.view_augmentation())
     dataset = build_dataset_split(config, "train", transform)
     generator = torch.Generator().manual_seed(config.seed)
     sampler = None
