@@ -36,7 +36,9 @@ one table without training. ``torch.set_num_threads(--threads)`` (default 1: on 
 Writes ``<output-dir>/<name>.json``, ``<name>.csv`` (summary: one row per dataset x rho x
 method), ``<name>_runs.csv`` (one row per run) and ``<name>_runs.jsonl``; ``<name>`` is
 ``long_tail_accuracy`` for digits_lt and ``long_tail_accuracy_<dataset>`` otherwise
-(``_quick`` appended with ``--quick``).
+(``_<tag>`` appended with ``--tag``, ``_quick`` with ``--quick``). ``--set KEY=VALUE`` adds
+config overrides to every run (a longer or cheaper harness, e.g. ``--epochs 18 --set
+trainer.precision=bf16-mixed --tag 18ep_bf16``).
 """
 
 import argparse
@@ -104,6 +106,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", help="paired seeds to run (default 0..N-1: 5 for digits_lt, else 3)")
     parser.add_argument("--imbalance-factors", type=float, nargs="+", help="rho values (default: digits_lt 10 50, fashion_mnist_lt 100 10, CIFAR 100)")
     parser.add_argument("--epochs", type=int, help="trainer.epochs (default: the config's)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run of every method, e.g. trainer.precision=bf16-mixed (recorded in each run's command)")
+    parser.add_argument("--tag", help="a harness name appended to the result files (long_tail_accuracy_<dataset>_<tag>...): runs with other settings are kept apart")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=MAIN_METHODS)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="smoke test: first rho, 1 epoch of 2 batches, 2 probe epochs")
@@ -144,6 +148,7 @@ def _overrides(args: argparse.Namespace, rho: float, seed: int) -> List[str]:
     ]
     if args.epochs is not None:
         overrides.append(f"trainer.epochs={args.epochs}")
+    overrides += args.set
     if args.quick:
         overrides += [
             "trainer.epochs=1",
@@ -363,6 +368,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List:
     if args.grid:
         return _run_sweep(args)
     name = "long_tail_accuracy" if args.dataset == "digits_lt" else f"long_tail_accuracy_{args.dataset}"
+    if args.tag:
+        name += f"_{args.tag}"
     stem = Path(args.output_dir) / (f"{name}_quick" if args.quick else name)
     stem.parent.mkdir(parents=True, exist_ok=True)
     log = Path(f"{stem}_runs.jsonl")

@@ -80,3 +80,14 @@ def test_reporting_mean_std_and_percent(import_benchmark):
     assert reporting.pct(0.004, signed=True) == "+0.4"
     assert reporting.pct(None) == "-"
     assert reporting.markdown_table([{"a": 1, "b": "x"}]) == "| a | b |\n|---|---|\n| 1 | x |"
+
+
+def test_set_overrides_every_method_and_tag_keeps_runs_apart(long_tail_accuracy, tmp_path, capsys):
+    args = long_tail_accuracy._parse_args(
+        ["--epochs", "3", "--set", "trainer.precision=bf16-mixed", "optim.lr=0.05", "--tag", "3ep_bf16"]
+    )
+    for method in ("supcon", "dscl", "dscl_pbsd"):
+        config = long_tail_accuracy._config(args, 10.0, 0, method, str(tmp_path))
+        assert (config.trainer.precision, config.optim.lr, config.trainer.epochs) == ("bf16-mixed", 0.05, 3)
+    long_tail_accuracy.main(["--summarise", "--tag", "3ep_bf16", "--output-dir", str(tmp_path)])
+    assert "long_tail_accuracy_3ep_bf16_runs.jsonl" in capsys.readouterr().out
