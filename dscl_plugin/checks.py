@@ -49,6 +49,10 @@ def scale_range(name: str, value: Sequence[float]) -> None:
     require(ok, name, f"must be (min, max) with 0 < min <= max <= 1, got {list(value)}")
 
 
+# how the PBSD student embeds the patches: "batched" (one pass of all B * L patches, BN
+# running statistics untouched) or "separate" (the official L train-mode passes of B patches)
+PATCH_PASSES = ("batched", "separate")
+
 DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)
 
 

@@ -17,8 +17,8 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from dscl_plugin import checks
-from dscl_plugin.checks import InvalidValue, alpha_from
-from dscl_plugin.models import PATCH_PASSES, check_backbone_name
+from dscl_plugin.backbones import check_backbone_name
+from dscl_plugin.checks import PATCH_PASSES, InvalidValue, alpha_from
 from dscl_plugin.transforms import check_jitter, check_patch_size
 
 
@@ -372,7 +372,7 @@ def _check_data(problems: _Problems, d: DataConfig) -> None:
 
 
 def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
-    from dscl_plugin.vit import VIT_POOLS, is_vit
+    from dscl_plugin.backbones.vit import VIT_POOLS, is_vit
 
     problems.rule("model", alpha_from, m.alpha, m.beta)
     problems.rule("model", checks.positive, "temperature", m.temperature)
@@ -398,7 +398,7 @@ def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
 
 def _check_vit(problems: _Problems, m: ModelConfig, input_size: int) -> None:
     """ViT sizes, and views (and PBSD patches) that are multiples of its patch size."""
-    from dscl_plugin.vit import token_grid, vit_spec
+    from dscl_plugin.backbones.vit import token_grid, vit_spec
 
     try:
         spec = vit_spec(m.backbone, m.vit_patch_size, m.vit_depth, m.vit_width, m.vit_heads)
