@@ -28,6 +28,7 @@ from torchvision.ops import roi_align
 from dscl_plugin import checks
 from dscl_plugin.backbones import ViTBackbone, build_backbone
 from dscl_plugin.checks import PATCH_PASSES
+from dscl_plugin.functional import compute_dtype
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
 
@@ -55,7 +56,7 @@ def pool_regions(
     region) and box corners to whole pixels above 128.
     """
     b, num_boxes, _ = boxes.shape
-    dtype = torch.promote_types(feature_map.dtype, torch.float32)
+    dtype = compute_dtype(feature_map)
     index = torch.arange(b, device=feature_map.device, dtype=dtype).repeat_interleave(num_boxes)
     rois = torch.cat([index[:, None], boxes.reshape(-1, 4).to(index)], dim=1)
     regions = roi_align(
