@@ -19,7 +19,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, Vali
 from dscl_plugin import checks
 from dscl_plugin.backbones import check_backbone_name
 from dscl_plugin.checks import PATCH_PASSES, InvalidValue, alpha_from
-from dscl_plugin.transforms import check_jitter, check_patch_size
+from dscl_plugin.transforms import COLOUR_AUGMENTATION, check_jitter, check_patch_size
 
 
 class ConfigError(ValueError):
@@ -33,7 +33,8 @@ class DataConfig:
     standard list files of imagenet_lt / places_lt / inat2018. View augmentation: crop
     ``crop_scale``, flip ``hflip_prob``, colour jitter ``color_jitter`` (brightness, contrast,
     saturation, hue; the key view uses hue 0) with ``jitter_prob``, grayscale and Gaussian
-    blur probabilities (digits: no flips, crop scale >= 0.4, no blur)."""
+    blur probabilities (digits: no flips, crop scale >= 0.4, no blur); their defaults are
+    ``dscl_plugin.transforms.COLOUR_AUGMENTATION``."""
 
     name: str = MISSING
     root: str = "data"
@@ -44,10 +45,10 @@ class DataConfig:
     test_list: Optional[str] = None
     crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
     hflip_prob: float = 0.5
-    color_jitter: List[float] = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])
-    jitter_prob: float = 0.8
-    grayscale_prob: float = 0.2
-    blur_prob: float = 0.5
+    color_jitter: List[float] = field(default_factory=lambda: list(COLOUR_AUGMENTATION.jitter))
+    jitter_prob: float = COLOUR_AUGMENTATION.jitter_prob
+    grayscale_prob: float = COLOUR_AUGMENTATION.grayscale_prob
+    blur_prob: float = COLOUR_AUGMENTATION.blur_prob
 
     def view_augmentation(self) -> Dict[str, Any]:
         """The q-view augmentation keywords shared by ``DSCLTransform`` (stage 1) and
