@@ -1,6 +1,6 @@
 """DSCL (decoupled supervised contrastive learning) and PBSD for Lightly and PML.
 
-``import dscl_plugin`` loads only the core (losses, memory bank, models, transforms and
+``import dscl_plugin`` loads only the core (backbones, losses, memory bank, models, transforms and
 the PML/Lightly registrations): no PyTorch Lightning, OmegaConf or matplotlib. The
 training names (``build_method``, ``register_method``, ``available_methods``) are
 loaded on first use.
@@ -8,9 +8,10 @@ loaded on first use.
 
 from typing import Any
 
+from dscl_plugin.backbones import build_backbone
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
-from dscl_plugin.models import DSCLModel, SupConModel, build_backbone
+from dscl_plugin.models import DSCLModel, SupConModel
 from dscl_plugin.transforms import DSCLTransform, PatchViewCollate, eval_transform
 from dscl_plugin import pml as _pml  # registers DSCLLoss etc. in PML's namespaces
 from dscl_plugin.lightly_registration import register_lightly_names

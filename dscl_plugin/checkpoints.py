@@ -14,9 +14,7 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dscl_plugin.models import PLAIN_CNNS
-
-from dscl_plugin.vit import ViTBackbone
+from dscl_plugin.backbones import PLAIN_CNNS, ViTBackbone
 
 PathLike = Union[str, Path]
 
@@ -267,7 +265,7 @@ def export_backbone(backbone: nn.Module, backbone_name: str, path: PathLike) -> 
     """Save the backbone ``state_dict``; ResNets get torchvision key names (``conv1.weight``,
     ``layer1.0.bn1.running_mean``, ...), so ``torchvision.models.resnet50().load_state_dict(sd,
     strict=False)`` loads every feature layer and leaves ``fc`` untouched. A
-    :class:`~dscl_plugin.vit.ViTBackbone` saves its torchvision ``VisionTransformer``'s keys
+    :class:`~dscl_plugin.backbones.ViTBackbone` saves its torchvision ``VisionTransformer``'s keys
     (``conv_proj.weight``, ``encoder.layers...``; no ``heads``), which load the same way into
     a torchvision ViT of the same sizes and image size."""
     is_vit = isinstance(backbone, ViTBackbone)

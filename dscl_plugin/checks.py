@@ -1,4 +1,5 @@
-"""Argument rules shared by the constructors and the run config (each rule written once).
+"""Argument rules shared by the constructors, the losses and the run config (each rule
+written once).
 
 Every check raises :class:`InvalidValue`, a ``ValueError`` whose message is
 ``"<name> <rule>."`` (e.g. ``temperature must be > 0, got 0.``). The constructors
@@ -8,6 +9,9 @@ key and the argument it feeds can never disagree.
 """
 
 from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
 
 
 class InvalidValue(ValueError):
@@ -35,6 +39,11 @@ def at_least(name: str, value: Optional[float], low: float, allow_none: bool = F
     require(value is not None and value >= low, name, f"must be >= {low}, got {value}")
 
 
+def temperature(value: float) -> None:
+    """The softmax temperature ``T`` of every loss: ``T > 0``."""
+    positive("temperature", value)
+
+
 def within(name: str, value: float, low: float, high: float) -> None:
     require(low <= value <= high, name, f"must be in [{low}, {high}], got {value}")
 
@@ -47,6 +56,43 @@ def scale_range(name: str, value: Sequence[float]) -> None:
     """An area fraction range ``(min, max)`` with ``0 < min <= max <= 1``."""
     ok = len(value) == 2 and 0 < value[0] <= value[1] <= 1
     require(ok, name, f"must be (min, max) with 0 < min <= max <= 1, got {list(value)}")
+
+
+# how the PBSD student embeds the patches: "batched" (one pass of all B * L patches, BN
+# running statistics untouched) or "separate" (the official L train-mode passes of B patches)
+PATCH_PASSES = ("batched", "separate")
+
+def features(name: str, x: Tensor, ndim: int) -> None:
+    """An ``ndim``-D floating point feature tensor."""
+    require(
+        x.ndim == ndim and x.is_floating_point(),
+        name,
+        f"must be a {ndim}-D floating point tensor, got shape {tuple(x.shape)} and dtype {x.dtype}",
+    )
+
+
+def labels(name: str, value: Tensor, length: int) -> None:
+    """A 1-D integer tensor of class ids with ``length`` entries (one per feature row):
+    float labels (``labels + 0.5``) would silently compare unequal to every class."""
+    integer = not (value.is_floating_point() or value.is_complex())
+    require(
+        value.ndim == 1 and integer,
+        name,
+        f"must be a 1-D integer tensor, got shape {tuple(value.shape)} and dtype {value.dtype}",
+    )
+    require(
+        value.shape[0] == length,
+        name,
+        f"must have one entry per feature row ({length}), got shape {tuple(value.shape)}",
+    )
+
+
+def finite(**tensors: Optional[Tensor]) -> None:
+    """Every floating point tensor given (None skipped) holds no NaN or Inf (a host sync on
+    GPU; the losses run it with ``check_finite=True``)."""
+    for name, x in tensors.items():
+        ok = x is None or not x.is_floating_point() or bool(torch.isfinite(x).all())
+        require(ok, name, "contains NaN or Inf values")
 
 
 DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from dscl_plugin.checkpoints import CheckpointError
-from dscl_plugin.config import ConfigError, load_config
+from dscl_plugin.config import ConfigError, load_config, to_yaml
 
 _OVERRIDES_HELP = "config overrides such as trainer.epochs=5 model.beta=4 (OmegaConf dotlist)"
 
@@ -33,6 +33,9 @@ def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.A
     else:
         parser.add_argument("--config", default=default_config, help="YAML (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=_OVERRIDES_HELP)
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the merged config as YAML and exit"
+    )
     parser.add_argument(
         "--import",
         dest="imports",
@@ -95,6 +98,9 @@ def _main(
     try:
         load_plugins(args.imports)
         config = load_config(args.config, args.overrides)
+        if args.print_config:  # base files and overrides merged, every key
+            print(to_yaml(config), end="")
+            return 0
         if not train:
             run(config, stage=2, checkpoint=args.checkpoint)
             if args.retrieval:

@@ -3,228 +3,150 @@
 :func:`load_config` returns a validated :class:`Config`. Every problem (unknown key, wrong
 type, missing value, out-of-range setting, precision the device cannot run) raises
 :class:`ConfigError` naming the key path, before anything is trained.
+
+A YAML file may extend another: ``base: dscl_fashion_mnist_lt.yaml`` (a path relative to
+the extending file; chains allowed) plus the keys it changes. Layers merge in the order
+schema defaults <- base(s) <- file <- overrides, and a layer that sets ``model.alpha``
+clears the ``model.beta`` of the layers below it (and vice versa): the two are one
+setting. The schema (:mod:`dscl_plugin.config_schema`) keeps the flat ``model`` section
+this round, so that existing user configs and overrides keep working unchanged.
 """
 
 import dataclasses
 import difflib
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
-from omegaconf import MISSING, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from dscl_plugin import checks
-from dscl_plugin.checks import InvalidValue, alpha_from
-from dscl_plugin.models import PATCH_PASSES, check_backbone_name
+from dscl_plugin.backbones import check_backbone_name
+from dscl_plugin.checks import PATCH_PASSES, InvalidValue, alpha_from
+from dscl_plugin.config_schema import (
+    ACCELERATORS,
+    OPTIMIZERS,
+    PRECISIONS,
+    PROBE_PROTOCOLS,
+    STRATEGIES,
+    Config,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    OptimConfig,
+    ProbeConfig,
+    TrainerConfig,
+)
 from dscl_plugin.transforms import check_jitter, check_patch_size
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ProbeConfig",
+    "TrainerConfig",
+    "load_config",
+    "raise_problems",
+    "to_dict",
+    "to_yaml",
+    "validate",
+]
+
+BASE_KEY = "base"
+# keys that are one setting: a layer that sets one clears the other below it
+EXCLUSIVE_KEYS = (("model.alpha", "model.beta"),)
 
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names the key path(s)."""
 
 
-@dataclass
-class DataConfig:
-    """``name``: one of ``dscl_plugin.data.DATASET_NAMES``; ``imbalance_factor`` null = the
-    dataset's standard (digits_lt 10, CIFAR-LT 100); ``train_list``/``test_list`` replace the
-    standard list files of imagenet_lt / places_lt / inat2018. View augmentation: crop
-    ``crop_scale``, flip ``hflip_prob``, colour jitter ``color_jitter`` (brightness, contrast,
-    saturation, hue; the key view uses hue 0) with ``jitter_prob``, grayscale and Gaussian
-    blur probabilities (digits: no flips, crop scale >= 0.4, no blur)."""
-
-    name: str = MISSING
-    root: str = "data"
-    imbalance_factor: Optional[float] = None
-    input_size: int = 224
-    download: bool = False
-    train_list: Optional[str] = None
-    test_list: Optional[str] = None
-    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])
-    hflip_prob: float = 0.5
-    color_jitter: List[float] = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])
-    jitter_prob: float = 0.8
-    grayscale_prob: float = 0.2
-    blur_prob: float = 0.5
-
-    def view_augmentation(self) -> Dict[str, Any]:
-        """The q-view augmentation keywords shared by ``DSCLTransform`` (stage 1) and
-        ``probe_transform`` (the augmented stage 2)."""
-        return dict(
-            input_size=self.input_size,
-            crop_scale=tuple(self.crop_scale),
-            hflip_prob=self.hflip_prob,
-            jitter=tuple(self.color_jitter),
-            jitter_prob=self.jitter_prob,
-            grayscale_prob=self.grayscale_prob,
-            blur_prob=self.blur_prob,
-        )
-
-
-@dataclass
-class ModelConfig:
-    """Backbone, heads, queue and loss. Give ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``),
-    not both; both null means beta 8. ``pbsd_weight: 0`` is DSCL only. ``momentum_cosine``
-    ramps the EMA momentum from ``momentum`` to 1 (Lightly ``cosine_schedule``).
-    ``init_from``: a local ``state_dict`` file (torchvision ResNet or ViT keys) for the backbone.
-    ``shuffle_bn``: shuffle the key batch (across processes under DDP) for the EMA forward,
-    as the official code. ``patch_passes``: ``batched`` (one pass of all patches that leaves
-    BN running statistics unchanged) or ``separate`` (official: L train-mode passes of B
-    patches). ``roi_aligned``: ``roi_align(aligned=...)`` of the PBSD teacher
-    (official: false).
-    ViT backbones (``vit_tiny``, ``vit_small``, ``vit_b_16``, ...; ``cifar_stem`` and
-    ``zero_init_residual`` are ResNet-only): ``vit_pool`` ``mean`` (of the patch tokens) or
-    ``cls``; ``vit_patch_size``/``vit_depth``/``vit_width``/``vit_heads`` replace the preset's
-    sizes (null keeps them; other backbones ignore them). ``data.input_size`` and, with PBSD,
-    ``patch_size`` must be multiples of the ViT patch size."""
-
-    backbone: str = "resnet50"
-    cifar_stem: bool = False
-    zero_init_residual: bool = True
-    proj_dim: int = 128
-    queue_size: int = 65536
-    momentum: float = 0.999
-    momentum_cosine: bool = False
-    alpha: Optional[float] = None
-    beta: Optional[float] = None
-    temperature: float = 0.07
-    pbsd_weight: float = 1.5
-    num_patches: int = 5
-    patch_size: int = 64
-    patch_scale: List[float] = field(default_factory=lambda: [0.05, 0.6])
-    init_from: Optional[str] = None
-    shuffle_bn: bool = True
-    roi_aligned: bool = False
-    vit_pool: str = "mean"
-    vit_patch_size: Optional[int] = None
-    vit_depth: Optional[int] = None
-    vit_width: Optional[int] = None
-    vit_heads: Optional[int] = None
-    patch_passes: str = "batched"
-
-
-@dataclass
-class OptimConfig:
-    """``name``: ``sgd`` (with ``momentum``) or ``adamw`` (decoupled ``weight_decay``, default
-    betas; for ViTs); ``lr`` is absolute (not scaled by batch size); linear warm-up, then
-    cosine (``cosine: false`` keeps ``lr``); the schedule steps per ``interval`` (step or
-    epoch)."""
-
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 10.0
-    cosine: bool = True
-    interval: str = "step"
-    name: str = "sgd"
-
-
-@dataclass
-class TrainerConfig:
-    """Lightning trainer. ``batch_size`` is global (split evenly across the
-    ``devices x num_nodes`` processes; several nodes start through Lightning's launchers,
-    e.g. torchrun or SLURM); ``limit_train_batches`` (batches per epoch) is for smoke
-    tests; ``num_threads`` sets ``torch.set_num_threads`` during a run (null keeps torch's
-    default; tiny models on few CPU cores run several times faster with 1).
-    ``sync_batchnorm``: Lightning's synchronised BN (an alternative to
-    ``model.shuffle_bn``). ``checkpoint_every_n_steps``: also write ``last.ckpt`` every n
-    optimizer steps (null: at epoch ends only); a run resumed from it continues inside
-    the epoch. ``log_grad_ratio`` logs the pull-gradient ratio (paper Fig. 2) per class,
-    shot group and epoch (``grad_ratio/...`` in the CSV logs)."""
-
-    epochs: int = 200
-    batch_size: int = 256
-    precision: str = "32-true"
-    accelerator: str = "auto"
-    devices: int = 1
-    strategy: str = "auto"
-    num_workers: int = 8
-    limit_train_batches: Optional[int] = None
-    log_every_n_steps: int = 50
-    progress_bar: bool = True
-    num_threads: Optional[int] = None
-    sync_batchnorm: bool = False
-    num_nodes: int = 1
-    checkpoint_every_n_steps: Optional[int] = None
-    log_grad_ratio: bool = False
-
-
-@dataclass
-class ProbeConfig:
-    """Stage 2 linear probe on the frozen backbone (BN in eval mode): lr x 0.1 at each
-    milestone epoch, the last epoch's classifier is evaluated. ``protocol``: ``features``
-    (fast: features of the centre crops extracted once) or ``augmented`` (official: the
-    backbone embeds freshly augmented images, the q-view augmentation of ``data``, every
-    epoch)."""
-
-    epochs: int = 40
-    lr: float = 10.0
-    batch_size: int = 2048
-    milestones: List[int] = field(default_factory=lambda: [20, 30])
-    class_balanced: bool = True
-    weight_decay: float = 0.0
-    protocol: str = "features"
-
-
-@dataclass
-class EvalConfig:
-    """Shot groups: many ``n_c > many_threshold``, few ``n_c < few_threshold``. ``knn_k``
-    null reports R-precision and MAP@R, an int k precision@1 and MAP@k."""
-
-    many_threshold: int = 100
-    few_threshold: int = 20
-    knn_k: Optional[int] = None
-    batch_size: int = 256
-
-
-@dataclass
-class Config:
-    method: str = MISSING
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
-    output_dir: str = "outputs/${method}_${data.name}"
-
-
-PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
-STRATEGIES = ("auto", "ddp")
-PROBE_PROTOCOLS = ("features", "augmented")
-OPTIMIZERS = ("sgd", "adamw")
-
-
 def load_config(
     path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()
 ) -> Config:
-    """Schema defaults <- YAML file <- ``a.b=value`` overrides, then :func:`validate`."""
+    """Schema defaults <- YAML file (after its ``base`` chain) <- ``a.b=value`` overrides,
+    then :func:`validate`."""
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"Override {item!r} must have the form key.path=value.")
-    sources = []
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"Config file not found: '{path}'.")
-        try:
-            sources.append(OmegaConf.load(path))
-        except Exception as error:  # YAML syntax errors come from several libraries
-            raise ConfigError(f"Cannot parse config file '{path}': {error}") from error
-        if not OmegaConf.is_dict(sources[0]):
-            raise ConfigError(f"Config file '{path}' must hold a mapping of sections.")
+    layers = [] if path is None else read_layers(path)
     try:
-        sources.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(OmegaConf.structured(Config), *sources)
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(OmegaConf.structured(Config), merge_layers(layers))
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
-        raise ConfigError(_describe(error, path)) from error
+        raise ConfigError(_describe(error, None if path is None else Path(path))) from error
     validate(config)
     return config
+
+
+def read_layers(path: Union[str, Path]) -> List[DictConfig]:
+    """The YAML mappings of ``path`` and of its ``base`` chain, the deepest base first
+    (each without its ``base`` key).
+
+    Raises:
+        ConfigError: a missing or unparsable file, a ``base`` that is not a file name,
+            or a cycle of ``base`` files.
+    """
+    layers: List[DictConfig] = []
+    chain: List[Path] = []
+    path = Path(path)
+    while True:
+        if path.resolve() in chain:
+            cycle = " -> ".join(f"'{p}'" for p in [*chain, path.resolve()])
+            raise ConfigError(f"Config files extend each other in a cycle: {cycle}.")
+        chain.append(path.resolve())
+        layer = _read_yaml(path, extended_by=chain[-2] if len(chain) > 1 else None)
+        base = layer.pop(BASE_KEY, None)
+        layers.insert(0, layer)
+        if base is None:
+            return layers
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"'{path}': {BASE_KEY} must be a YAML file name, got {base!r}.")
+        path = path.parent / base
+
+
+def _read_yaml(path: Path, extended_by: Optional[Path]) -> DictConfig:
+    if not path.is_file():
+        if extended_by is not None:
+            raise ConfigError(
+                f"Base config file not found: '{path}' ({BASE_KEY} of '{extended_by}'; "
+                "the path is relative to that file)."
+            )
+        raise ConfigError(f"Config file not found: '{path}'.")
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as error:  # YAML syntax errors come from several libraries
+        raise ConfigError(f"Cannot parse config file '{path}': {error}") from error
+    if not OmegaConf.is_dict(layer):
+        raise ConfigError(f"Config file '{path}' must hold a mapping of sections.")
+    return layer
+
+
+def merge_layers(layers: Sequence[DictConfig]) -> DictConfig:
+    """``layers`` merged in order; a layer that sets one of :data:`EXCLUSIVE_KEYS` (not
+    null) without the other clears the other in the layers below (both set in one
+    layer stays an error for :func:`validate`)."""
+    merged = OmegaConf.create()
+    for layer in layers:
+        for pair in EXCLUSIVE_KEYS:
+            for key, other in (pair, pair[::-1]):
+                sets_key = OmegaConf.select(layer, key, default=None) is not None
+                if sets_key and not _has_key(layer, other) and _has_key(merged, other):
+                    OmegaConf.update(merged, other, None)
+        merged = OmegaConf.merge(merged, layer)
+    return merged
+
+
+def _has_key(tree: DictConfig, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(tree, parent, default=None) if parent else tree
+    return OmegaConf.is_dict(node) and leaf in node
 
 
 def to_dict(config: Config) -> Dict[str, Any]:
@@ -233,6 +155,7 @@ def to_dict(config: Config) -> Dict[str, Any]:
 
 
 def to_yaml(config: Config) -> str:
+    """The config as YAML (every key, ``base`` chains merged): ``dscl-train --print-config``."""
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
@@ -303,13 +226,22 @@ class _Problems(list):
         if not ok:
             self.append(f"{key}: {message}")
 
-    def rule(self, section: str, check: Callable[..., Any], *args: Any) -> None:
+    def rule(
+        self,
+        section: str,
+        check: Callable[..., Any],
+        *args: Any,
+        fixes: Optional[Dict[str, str]] = None,
+    ) -> None:
         """Runs a shared check (the one the constructors run); an :class:`InvalidValue`
-        for argument ``name`` is reported as ``"<section>.<name>: <rule>"``."""
+        for argument ``name`` is reported as ``"<section>.<name>: <rule>"``, followed by
+        ``fixes[name]`` (how to fix it with config keys) if given."""
         try:
             check(*args)
         except InvalidValue as error:
-            self.append(f"{'.'.join(filter(None, (section, error.name)))}: {error.rule}")
+            fix = (fixes or {}).get(error.name)
+            line = f"{'.'.join(filter(None, (section, error.name)))}: {error.rule}"
+            self.append(f"{line}; {fix}" if fix else line)
 
     def at_least(
         self, key: str, value: Optional[float], low: float, allow_none: bool = False
@@ -333,7 +265,7 @@ def validate(config: Config) -> None:
     """Schema-level checks; raises one :class:`ConfigError` listing every problem.
 
     Whether ``method`` names a registered method, and that method's own rules, are
-    checked where the run is composed (:func:`dscl_plugin.pipeline.build_module`).
+    checked where the run is composed (:func:`dscl_plugin.pipeline.check_method`).
     """
     problems = _Problems()
     problems.check(bool(config.method), "method", "must not be empty")
@@ -372,9 +304,13 @@ def _check_data(problems: _Problems, d: DataConfig) -> None:
 
 
 def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
-    from dscl_plugin.vit import VIT_POOLS, is_vit
+    from dscl_plugin.backbones.vit import VIT_POOLS, is_vit
 
-    problems.rule("model", alpha_from, m.alpha, m.beta)
+    keep_one = (
+        f"keep one: add model.beta=null to use alpha={m.alpha}, "
+        f"or model.alpha=null to use beta={m.beta}"
+    )
+    problems.rule("model", alpha_from, m.alpha, m.beta, fixes={"alpha/beta": keep_one})
     problems.rule("model", checks.positive, "temperature", m.temperature)
     problems.at_least("model.proj_dim", m.proj_dim, 1)
     problems.at_least("model.queue_size", m.queue_size, 0)
@@ -398,7 +334,7 @@ def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
 
 def _check_vit(problems: _Problems, m: ModelConfig, input_size: int) -> None:
     """ViT sizes, and views (and PBSD patches) that are multiples of its patch size."""
-    from dscl_plugin.vit import token_grid, vit_spec
+    from dscl_plugin.backbones.vit import token_grid, vit_spec
 
     try:
         spec = vit_spec(m.backbone, m.vit_patch_size, m.vit_depth, m.vit_width, m.vit_heads)
@@ -421,7 +357,14 @@ def _check_optim(problems: _Problems, o: OptimConfig, epochs: int) -> None:
     problems.check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
     problems.check(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
     problems.at_least("optim.weight_decay", o.weight_decay, 0)
-    problems.within("optim.warmup_epochs", o.warmup_epochs, 0, epochs)
+    problems.at_least("optim.warmup_epochs", o.warmup_epochs, 0)
+    problems.check(
+        o.warmup_epochs <= epochs,
+        "optim.warmup_epochs",
+        f"the warm-up must not exceed trainer.epochs ({epochs}), got {o.warmup_epochs}: "
+        f"set optim.warmup_epochs={epochs} or less (e.g. optim.warmup_epochs=0), "
+        f"or trainer.epochs={o.warmup_epochs:g} or more",
+    )
     problems.one_of("optim.interval", o.interval, ("step", "epoch"))
 
 

@@ -18,6 +18,12 @@ _NORM_EPS = 1e-12  # as torch.nn.functional.normalize
 _ROW_DOT_ELEMENTS = 1 << 22  # elements per block of the float64 row sums
 
 
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the losses compute logits in: float32, or float64 for float64 inputs
+    (never half precision, also under autocast)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def decoupled_cross_entropy(
     logits: Tensor, own_index: Tensor, positive_mask: Tensor, alpha: Optional[float]
 ) -> Tensor:

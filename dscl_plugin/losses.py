@@ -1,5 +1,9 @@
 """DSCL, SupCon and PBSD losses as Lightly-style ``torch.nn.Module`` s.
 
+Reference:
+- [0] Xuan & Zhang, Decoupled Contrastive Learning for Long-Tailed Recognition,
+  AAAI 2024, https://arxiv.org/abs/2403.06151
+
 Notation: ``q`` online (query) features, ``k`` EMA (key) features of the other view,
 ``M`` a queue of past keys with their labels, all L2-normalised, ``T`` the
 temperature and ``s(a, b) = a . b / T``.
@@ -15,6 +19,7 @@ from dscl_plugin import checks
 from dscl_plugin.checks import DEFAULT_ALPHA, alpha_from
 from dscl_plugin.functional import (
     PullRatio,
+    compute_dtype,
     decoupled_cross_entropy,
     patch_distillation,
     dscl_cross_entropy,
@@ -30,42 +35,6 @@ __all__ = [
     "alpha_from",
     "decoupled_cross_entropy",
 ]
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    """float32, or float64 for float64 inputs (logits are never half precision)."""
-    return torch.promote_types(x.dtype, torch.float32)
-
-
-def _check_features(name: str, x: Tensor, ndim: int) -> None:
-    if x.ndim != ndim or not x.is_floating_point():
-        raise ValueError(
-            f"{name} must be a {ndim}-D floating point tensor, "
-            f"got shape {tuple(x.shape)} and dtype {x.dtype}."
-        )
-
-
-def _check_labels(name: str, labels: Tensor, length: int) -> None:
-    if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
-        raise ValueError(
-            f"{name} must be a 1-D integer tensor, got shape {tuple(labels.shape)} "
-            f"and dtype {labels.dtype}."
-        )
-    if labels.shape[0] != length:
-        raise ValueError(
-            f"{name} must have one entry per feature row ({length}), "
-            f"got shape {tuple(labels.shape)}."
-        )
-
-
-def _check_finite(**tensors: Optional[Tensor]) -> None:
-    for name, x in tensors.items():
-        if x is not None and x.is_floating_point() and not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or Inf values.")
-
-
-def _check_temperature(temperature: float) -> None:
-    checks.positive("temperature", temperature)
 
 
 class _LabeledContrastiveLoss(nn.Module):
@@ -84,7 +53,7 @@ class _LabeledContrastiveLoss(nn.Module):
         check_finite: bool,
     ) -> None:
         super().__init__()
-        _check_temperature(temperature)
+        checks.temperature(temperature)
         self.temperature = temperature
         self.check_finite = check_finite
         self.memory_bank: Optional[LabeledMemoryBank] = None
@@ -185,7 +154,7 @@ class _LabeledContrastiveLoss(nn.Module):
         queue_labels: Optional[Tensor],
     ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
         """Features in the compute dtype on the query's device; an empty queue is None."""
-        dtype = _compute_dtype(query)
+        dtype = compute_dtype(query)
         if queue is not None and queue.shape[0] > 0:
             queue = queue.to(device=query.device, dtype=dtype)
             queue_labels = queue_labels.to(query.device)
@@ -201,8 +170,8 @@ class _LabeledContrastiveLoss(nn.Module):
         queue: Optional[Tensor],
         queue_labels: Optional[Tensor],
     ) -> None:
-        _check_features("query", query, 2)
-        _check_features("key", key, 2)
+        checks.features("query", query, 2)
+        checks.features("key", key, 2)
         if key.shape != query.shape:
             raise ValueError(
                 f"key must have the shape of query, got query {tuple(query.shape)} "
@@ -210,7 +179,7 @@ class _LabeledContrastiveLoss(nn.Module):
             )
         if query.shape[0] == 0:
             raise ValueError("query is empty: the loss needs at least one anchor.")
-        _check_labels("labels", labels, query.shape[0])
+        checks.labels("labels", labels, query.shape[0])
         if (queue is None) != (queue_labels is None):
             raise ValueError(
                 "queue and queue_labels must be given together: got "
@@ -219,19 +188,19 @@ class _LabeledContrastiveLoss(nn.Module):
                 f"{'None' if queue_labels is None else tuple(queue_labels.shape)}."
             )
         if queue is not None:
-            _check_features("queue", queue, 2)
+            checks.features("queue", queue, 2)
             if queue.shape[1] != query.shape[1]:
                 raise ValueError(
                     f"queue must have feature dimension {query.shape[1]} like query, "
                     f"got queue {tuple(queue.shape)}."
                 )
-            _check_labels("queue_labels", queue_labels, queue.shape[0])
+            checks.labels("queue_labels", queue_labels, queue.shape[0])
         if self.check_finite:
-            _check_finite(query=query, key=key, queue=queue)
+            checks.finite(query=query, key=key, queue=queue)
 
 
 class DSCLLoss(_LabeledContrastiveLoss):
-    """Decoupled supervised contrastive loss (DSCL, Xuan & Zhang, AAAI 2024).
+    """Decoupled supervised contrastive loss (DSCL) [0].
 
     For anchor ``q_i`` the candidates are ``C_i = {q_j, j != i} + {k_1..k_B} + M``
     and ``p(c) = softmax_{c in C_i} s(q_i, c)``. ``P_i`` are the candidates with
@@ -253,6 +222,9 @@ class DSCLLoss(_LabeledContrastiveLoss):
             enqueueing them into the owned bank.
         check_finite: raise on NaN/Inf inputs (costs a host sync on GPU).
 
+    - [0] Xuan & Zhang, Decoupled Contrastive Learning for Long-Tailed Recognition,
+      AAAI 2024, https://arxiv.org/abs/2403.06151
+
     Examples:
         >>> loss_fn = DSCLLoss(beta=8)
         >>> loss = loss_fn(query, key, labels, queue, queue_labels)
@@ -272,11 +244,14 @@ class DSCLLoss(_LabeledContrastiveLoss):
 
 
 class SupConLoss(_LabeledContrastiveLoss):
-    """Supervised contrastive loss (Khosla et al., 2020) with the DSCL call.
+    """Supervised contrastive loss (SupCon) [0] with the DSCL call.
 
     ``L_i = -1 / (|P_i| + 1) [log p(k_i) + sum_{c in P_i} log p(c)]`` with the
     candidates and ``P_i`` of :class:`DSCLLoss`: the own view and every class
     positive get the same weight.
+
+    - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020,
+      https://arxiv.org/abs/2004.11362
 
     Examples:
         >>> loss = SupConLoss()(query, key, labels, queue, queue_labels)
@@ -295,7 +270,7 @@ class SupConLoss(_LabeledContrastiveLoss):
 
 
 class PBSDLoss(nn.Module):
-    """Patch-based self-distillation loss (PBSD).
+    """Patch-based self-distillation loss (PBSD) [0].
 
     Each patch ``l`` of image ``i`` has a student feature ``s_il`` (the patch
     embedded as an image) and a teacher feature ``t_il`` (the same region pooled from
@@ -306,13 +281,16 @@ class PBSDLoss(nn.Module):
     The teacher distribution is detached. With an empty queue the single candidate
     ``k_i`` makes the loss 0.
 
+    - [0] Xuan & Zhang, Decoupled Contrastive Learning for Long-Tailed Recognition,
+      AAAI 2024, https://arxiv.org/abs/2403.06151
+
     Examples:
         >>> loss = PBSDLoss()(patch_features, region_features, key, queue)
     """
 
     def __init__(self, temperature: float = 0.07, check_finite: bool = False) -> None:
         super().__init__()
-        _check_temperature(temperature)
+        checks.temperature(temperature)
         self.temperature = temperature
         self.check_finite = check_finite
 
@@ -332,7 +310,7 @@ class PBSDLoss(nn.Module):
         queue_normalized: the queue rows have unit norm already (used as they are).
         """
         self._check_inputs(patch_features, region_features, key, queue)
-        dtype = _compute_dtype(patch_features)
+        dtype = compute_dtype(patch_features)
         with torch.autocast(device_type=patch_features.device.type, enabled=False):
             k = F.normalize(key.to(dtype), dim=-1)
             m = None
@@ -351,9 +329,9 @@ class PBSDLoss(nn.Module):
         key: Tensor,
         queue: Optional[Tensor],
     ) -> None:
-        _check_features("patch_features", patch_features, 3)
-        _check_features("region_features", region_features, 3)
-        _check_features("key", key, 2)
+        checks.features("patch_features", patch_features, 3)
+        checks.features("region_features", region_features, 3)
+        checks.features("key", key, 2)
         if region_features.shape != patch_features.shape:
             raise ValueError(
                 "region_features must have the shape of patch_features (B, L, D), got "
@@ -373,13 +351,13 @@ class PBSDLoss(nn.Module):
                 f"{tuple(patch_features.shape)}, got {tuple(key.shape)}."
             )
         if queue is not None:
-            _check_features("queue", queue, 2)
+            checks.features("queue", queue, 2)
             if queue.shape[1] != d:
                 raise ValueError(
                     f"queue must have feature dimension {d}, got {tuple(queue.shape)}."
                 )
         if self.check_finite:
-            _check_finite(
+            checks.finite(
                 patch_features=patch_features,
                 region_features=region_features,
                 key=key,

@@ -14,10 +14,11 @@ import torch
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from torch import Tensor, nn
 
+from dscl_plugin.backbones import build_backbone
 from dscl_plugin.checkpoints import load_backbone_weights
 from dscl_plugin.config import Config, to_dict
 from dscl_plugin.data.shots import shot_groups
-from dscl_plugin.models import DSCLModel, SupConModel, build_backbone
+from dscl_plugin.models import DSCLModel, SupConModel
 from dscl_plugin.registry import register_method
 from dscl_plugin.transforms import DSCLTransform, PatchViewCollate
 
@@ -36,6 +37,11 @@ class ContrastiveMethod(pl.LightningModule):
     """
 
     uses_patches = True
+    # the model class and the ``config.model`` keys passed to it as keywords
+    model_class: Callable[..., nn.Module] = DSCLModel
+    model_keys: Tuple[str, ...] = (
+        "proj_dim", "queue_size", "momentum", "temperature", "shuffle_bn"
+    )
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -49,7 +55,13 @@ class ContrastiveMethod(pl.LightningModule):
         return []
 
     def build_model(self) -> nn.Module:
-        raise NotImplementedError
+        """``model_class(backbone, feature_dim, **{key: config.model.<key>})`` for
+        ``model_keys``; override for other models."""
+        backbone, feature_dim = self.build_backbone()
+        m = self.config.model
+        return self.model_class(
+            backbone, feature_dim, **{key: getattr(m, key) for key in self.model_keys}
+        )
 
     def build_backbone(self) -> Tuple[nn.Module, int]:
         """``build_backbone`` from ``config.model``, loading ``model.init_from`` if set."""
@@ -229,23 +241,10 @@ class ContrastiveMethod(pl.LightningModule):
 class DSCLMethod(ContrastiveMethod):
     """DSCL + PBSD: ``L = L_dscl + pbsd_weight * L_pbsd``; ``pbsd_weight: 0`` is DSCL only."""
 
-    def build_model(self) -> nn.Module:
-        m = self.config.model
-        backbone, feature_dim = self.build_backbone()
-        return DSCLModel(
-            backbone,
-            feature_dim,
-            proj_dim=m.proj_dim,
-            queue_size=m.queue_size,
-            momentum=m.momentum,
-            alpha=m.alpha,
-            beta=m.beta,
-            temperature=m.temperature,
-            pbsd_weight=m.pbsd_weight,
-            shuffle_bn=m.shuffle_bn,
-            roi_aligned=m.roi_aligned,
-            patch_passes=m.patch_passes,
-        )
+    model_class = DSCLModel
+    model_keys = (
+        *ContrastiveMethod.model_keys, "alpha", "beta", "pbsd_weight", "roi_aligned", "patch_passes"
+    )
 
 
 @register_method("supcon")
@@ -253,6 +252,7 @@ class SupConMethod(ContrastiveMethod):
     """SupCon baseline in the same harness (EMA keys, labelled queue, no patches)."""
 
     uses_patches = False
+    model_class = SupConModel
 
     @classmethod
     def check_config(cls, config: Config) -> List[str]:
@@ -266,16 +266,3 @@ class SupConMethod(ContrastiveMethod):
                 f"model.pbsd_weight: supcon has no PBSD term; set 0 (got {m.pbsd_weight})"
             )
         return problems
-
-    def build_model(self) -> nn.Module:
-        m = self.config.model
-        backbone, feature_dim = self.build_backbone()
-        return SupConModel(
-            backbone,
-            feature_dim,
-            proj_dim=m.proj_dim,
-            queue_size=m.queue_size,
-            momentum=m.momentum,
-            temperature=m.temperature,
-            shuffle_bn=m.shuffle_bn,
-        )

@@ -2,14 +2,18 @@
 
 Online net ``f`` (backbone + ``MoCoProjectionHead``), EMA net ``f_m`` (a deep copy,
 ``theta_m <- m theta_m + (1 - m) theta``, run with shuffle-BN), and a
-``LabeledMemoryBank`` of past L2-normalised keys.
+``LabeledMemoryBank`` of past L2-normalised keys. One model class, :class:`DSCLModel`;
+SupCon is the same model with ``SupConLoss`` and no PBSD (:class:`SupConModel`).
+Backbones come from :mod:`dscl_plugin.backbones`.
+
+- [0] Xuan & Zhang, Decoupled Contrastive Learning for Long-Tailed Recognition,
+  AAAI 2024, https://arxiv.org/abs/2403.06151
 """
 
 import copy
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-import torchvision
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import (
     batch_shuffle,
@@ -22,106 +26,20 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from dscl_plugin import checks
+from dscl_plugin.backbones import ViTBackbone, build_backbone
+from dscl_plugin.checks import PATCH_PASSES
+from dscl_plugin.functional import compute_dtype
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
-from dscl_plugin.vit import VIT_PRESETS, ViTBackbone, build_vit, is_vit
 
-_RESNET_PREFIXES = ("resnet", "resnext", "wide_resnet")
-
-
-def build_backbone(
-    name: str,
-    cifar_stem: bool = False,
-    zero_init_residual: bool = True,
-    *,
-    image_size: int = 224,
-    vit_pool: str = "mean",
-    vit_patch_size: Optional[int] = None,
-    vit_depth: Optional[int] = None,
-    vit_width: Optional[int] = None,
-    vit_heads: Optional[int] = None,
-) -> Tuple[nn.Module, int]:
-    """A randomly initialised backbone mapping images (B, 3, H, W) to a feature map (B, C, h, w).
-
-    Args:
-        name: a torchvision ResNet (``"resnet18"``, ``"resnet50"``, ``"resnext50_32x4d"``,
-            ``"wide_resnet50_2"``, ...; never downloads weights), a small plain CNN for
-            CPU-sized runs (:data:`PLAIN_CNNS`: ``"small_cnn"``, 3 blocks, for digits_lt;
-            ``"cnn5"``, 5 blocks, for Fashion-MNIST-LT) or a ViT (``"vit_tiny"``,
-            ``"vit_small"``, ``"vit_b_16"``, ...: a torchvision ``VisionTransformer`` in
-            Lightly's wrapper, see :mod:`dscl_plugin.vit`).
-        cifar_stem: replace the ResNet stem (7x7 stride-2 conv + max-pool) with a 3x3
-            stride-1 conv and no max-pool, for 32 px inputs (stride 8 instead of 32).
-        zero_init_residual: zero the last BN of every residual branch (official: True).
-        image_size: ViT only: the native size of its positional grid (other multiples of
-            the patch size are interpolated).
-        vit_pool: ViT only: pooled feature, ``"mean"`` of the patch tokens or ``"cls"``.
-        vit_patch_size, vit_depth, vit_width, vit_heads: ViT only: replace the preset's
-            sizes (None keeps them).
-
-    Returns:
-        ``(backbone, C)``.
-
-    Raises:
-        ValueError: an unknown name or invalid ViT sizes.
-    """
-    check_backbone_name("backbone", name)
-    if is_vit(name):
-        vit = build_vit(
-            name, image_size, vit_pool, vit_patch_size, vit_depth, vit_width, vit_heads
-        )
-        return vit, vit.feature_dim
-    if name in PLAIN_CNNS:
-        return _plain_cnn(*PLAIN_CNNS[name]), PLAIN_CNNS[name][0][-1]
-    resnet = torchvision.models.get_model(
-        name, weights=None, zero_init_residual=zero_init_residual
-    )
-    if cifar_stem:
-        resnet.conv1 = nn.Conv2d(3, resnet.conv1.out_channels, 3, 1, 1, bias=False)
-        nn.init.kaiming_normal_(resnet.conv1.weight, mode="fan_out", nonlinearity="relu")
-        resnet.maxpool = nn.Identity()
-    feature_dim = resnet.fc.in_features
-    return nn.Sequential(*list(resnet.children())[:-2]), feature_dim
-
-
-def check_backbone_name(argument: str, name: str) -> None:
-    """Raises :class:`~dscl_plugin.checks.InvalidValue` naming ``argument`` unless
-    :func:`build_backbone` knows ``name``."""
-    known = name in PLAIN_CNNS or is_vit(name) or (
-        name.startswith(_RESNET_PREFIXES)
-        and name in torchvision.models.list_models(module=torchvision.models)
-    )
-    checks.require(
-        known,
-        argument,
-        f"names an unknown backbone {name!r}: use one of {list(PLAIN_CNNS)}, a torchvision "
-        f"ResNet such as 'resnet18' or 'resnet50', or a ViT: {list(VIT_PRESETS)}",
-    )
-
-
-# how the PBSD student embeds the patches: "batched" (one pass of all B * L patches, BN
-# running statistics untouched) or "separate" (the official L train-mode passes of B patches)
-PATCH_PASSES = ("batched", "separate")
-
-# name -> (output channels, strides) of a stack of 3x3 conv-BN-ReLU blocks (overall stride 4)
-PLAIN_CNNS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
-    "small_cnn": ((32, 64, 128), (1, 2, 2)),
-    "cnn5": ((32, 64, 64, 128, 128), (1, 2, 1, 2, 1)),
-}
-
-
-def _plain_cnn(widths: Sequence[int], strides: Sequence[int]) -> nn.Sequential:
-    """3x3 conv-BN-ReLU blocks with the given output channels and strides."""
-    layers, in_channels = [], 3
-    for width, stride in zip(widths, strides):
-        layers += [
-            nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-        ]
-        in_channels = width
-    return nn.Sequential(*layers)
-
+__all__ = [
+    "PATCH_PASSES",
+    "DSCLModel",
+    "SupConModel",
+    "build_backbone",
+    "forward_without_stat_update",
+    "pool_regions",
+]
 
 def pool_regions(
     feature_map: Tensor, boxes: Tensor, image_size: Sequence[int], aligned: bool = False
@@ -138,7 +56,7 @@ def pool_regions(
     region) and box corners to whole pixels above 128.
     """
     b, num_boxes, _ = boxes.shape
-    dtype = torch.promote_types(feature_map.dtype, torch.float32)
+    dtype = compute_dtype(feature_map)
     index = torch.arange(b, device=feature_map.device, dtype=dtype).repeat_interleave(num_boxes)
     rois = torch.cat([index[:, None], boxes.reshape(-1, 4).to(index)], dim=1)
     regions = roi_align(
@@ -234,21 +152,79 @@ def _check_patches(view_q: Tensor, patches: Optional[Tensor], boxes: Optional[Te
         )
 
 
-class _MomentumContrastModel(nn.Module):
-    """Online and EMA encoders plus a labelled key queue (shared by DSCL and SupCon)."""
+class DSCLModel(nn.Module):
+    """DSCL + PBSD [0]: ``loss = L_dscl + pbsd_weight * L_pbsd``.
+
+    - ``q = f(view_q)``, ``k = f_m(view_k)`` (no grad), ``L_dscl = criterion(q, k, y, M)``
+      (``DSCLLoss(alpha, beta, temperature)`` unless a ``criterion`` is injected);
+    - teacher ``t_l``: ``roi_align`` (2x2, mean) of box ``l`` on the q-view feature
+      map (``roi_aligned=False``: the official pooling), through the online head;
+      student ``s_l = f(patch_l)``, all ``B * L`` patches in one forward that leaves
+      BN running statistics unchanged; ``L_pbsd = PBSDLoss(s, t, k, M)``;
+    - ``shuffle_bn``: the key batch is shuffled (across processes under DDP) for the
+      EMA forward, as the official code does;
+    - keys are L2-normalised and enqueued with their labels after the loss, in
+      training mode only; the losses use the queue as it is (no copy).
+
+    With ``pbsd_weight=0`` patches and boxes may be None and no patch work is done.
+
+    Args:
+        backbone: images (B, 3, H, W) -> feature map (B, C, h, w), e.g. from
+            :func:`~dscl_plugin.backbones.build_backbone`.
+        feature_dim: C.
+        proj_dim, queue_size, momentum: head output size, queue length K, EMA ``m``.
+        alpha, beta, temperature: of the default ``DSCLLoss`` (give alpha or beta, not
+            both); ``temperature`` is also the PBSD temperature.
+        pbsd_weight: ``lambda`` of the PBSD term (0: DSCL only).
+        gather_distributed: the queue gathers keys and labels from every process.
+        shuffle_bn, roi_aligned, patch_passes: see above and :data:`PATCH_PASSES`.
+        criterion: the contrastive loss, called as ``criterion(q, k, y, queue,
+            queue_labels, queue_normalized=True)`` (with ``pull_gradient_ratio`` of the
+            same arguments for ``track_grad_ratio``), e.g. ``SupConLoss()``; None builds
+            ``DSCLLoss(alpha, beta, temperature)``.
+
+    Raises:
+        ValueError: ``momentum`` outside [0, 1], ``pbsd_weight < 0``, an unknown
+            ``patch_passes``, or ``alpha``/``beta`` given with a ``criterion``.
+
+    - [0] Xuan & Zhang, Decoupled Contrastive Learning for Long-Tailed Recognition,
+      AAAI 2024, https://arxiv.org/abs/2403.06151
+
+    Examples:
+        >>> backbone, dim = build_backbone("resnet18", cifar_stem=True)
+        >>> model = DSCLModel(backbone, dim, queue_size=4096)
+        >>> model.update_momentum()
+        >>> out = model(view_q, view_k, patches, boxes, labels)
+        >>> out["loss"].backward()
+    """
 
     def __init__(
         self,
         backbone: nn.Module,
         feature_dim: int,
-        proj_dim: int,
-        queue_size: int,
-        momentum: float,
-        gather_distributed: bool,
-        shuffle_bn: bool,
+        proj_dim: int = 128,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        alpha: Optional[float] = None,
+        beta: Optional[float] = None,
+        temperature: float = 0.07,
+        pbsd_weight: float = 1.5,
+        gather_distributed: bool = False,
+        shuffle_bn: bool = True,
+        roi_aligned: bool = False,
+        patch_passes: str = "batched",
+        criterion: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
         checks.within("momentum", momentum, 0.0, 1.0)
+        checks.at_least("pbsd_weight", pbsd_weight, 0)
+        checks.one_of("patch_passes", patch_passes, PATCH_PASSES)
+        checks.require(
+            criterion is None or (alpha is None and beta is None),
+            "alpha/beta",
+            "configure the default DSCLLoss: with a criterion leave them None "
+            f"(got alpha={alpha}, beta={beta})",
+        )
         self.backbone = backbone
         self.projection_head = MoCoProjectionHead(feature_dim, feature_dim, proj_dim)
         self.backbone_momentum = copy.deepcopy(backbone)
@@ -261,6 +237,13 @@ class _MomentumContrastModel(nn.Module):
         self.momentum = momentum
         self.shuffle_bn = shuffle_bn
         self.track_grad_ratio = False
+        if criterion is None:
+            criterion = DSCLLoss(alpha=alpha, beta=beta, temperature=temperature)
+        self.criterion = criterion
+        self.pbsd_criterion = PBSDLoss(temperature=temperature)
+        self.pbsd_weight = pbsd_weight
+        self.roi_aligned = roi_aligned
+        self.patch_passes = patch_passes
 
     def update_momentum(self, m: Optional[float] = None) -> None:
         """EMA step ``theta_m <- m theta_m + (1 - m) theta`` (``m = self.momentum`` if None).
@@ -280,10 +263,46 @@ class _MomentumContrastModel(nn.Module):
         """
         return _features(self.backbone, images)[1]
 
-    def _query(self, view_q: Tensor) -> Tuple[Tensor, Tensor]:
-        """The q-view feature map and its projection ``q``."""
+    def forward(
+        self,
+        view_q: Tensor,
+        view_k: Tensor,
+        patches: Optional[Tensor],
+        boxes: Optional[Tensor],
+        labels: Tensor,
+    ) -> Dict[str, Tensor]:
+        """Args:
+            view_q: (B, 3, H, W) query views.
+            view_k: (B, 3, H, W) key views.
+            patches: (B, L, 3, s, s) patches of the q views, or None if pbsd_weight == 0.
+            boxes: (B, L, 4) their ``(x1, y1, x2, y2)`` boxes in q-view pixels, or None.
+            labels: (B,) integer class ids.
+
+        Returns:
+            ``dict(loss=..., loss_dscl=..., loss_pbsd=...)`` (``loss_dscl`` is the
+            ``criterion`` term, ``loss_pbsd`` 0 when ``pbsd_weight == 0``), plus the
+            per-anchor ``grad_ratio``, ``grad_ratio_aligned`` and ``grad_ratio_valid`` (B,)
+            when ``track_grad_ratio`` is set (``criterion.pull_gradient_ratio``, no gradient).
+        """
+        _check_inputs(view_q, view_k, labels)
+        use_patches = self.pbsd_weight > 0
+        if use_patches:
+            _check_patches(view_q, patches, boxes)
         feature_map, pooled = _features(self.backbone, view_q)
-        return feature_map, self.projection_head(pooled)
+        query = self.projection_head(pooled)
+        key = self._key(view_k)
+        queue, queue_labels = self.memory_bank.get()
+        loss_dscl = self.criterion(query, key, labels, queue, queue_labels, queue_normalized=True)
+        if use_patches:
+            loss_pbsd = self._pbsd(feature_map, view_q.shape[-2:], patches, boxes, key, queue)
+            loss = loss_dscl + self.pbsd_weight * loss_pbsd
+        else:
+            loss_pbsd = loss_dscl.new_zeros(())
+            loss = loss_dscl
+        diagnostics = self._grad_ratio(query, key, labels, queue, queue_labels)
+        if self.training and torch.is_grad_enabled():  # training steps only
+            self.memory_bank.enqueue(key, labels, normalize=True)
+        return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd, **diagnostics)
 
     @torch.no_grad()
     def _key(self, view_k: Tensor) -> Tensor:
@@ -320,100 +339,6 @@ class _MomentumContrastModel(nn.Module):
             grad_ratio=ratio.ratio, grad_ratio_aligned=ratio.aligned, grad_ratio_valid=ratio.valid
         )
 
-    def _enqueue(self, key: Tensor, labels: Tensor) -> None:
-        """Adds this step's L2-normalised keys to the queue (training steps only)."""
-        if self.training and torch.is_grad_enabled():
-            self.memory_bank.enqueue(key, labels, normalize=True)
-
-
-class DSCLModel(_MomentumContrastModel):
-    """DSCL + PBSD (Xuan & Zhang, AAAI 2024): ``loss = L_dscl + pbsd_weight * L_pbsd``.
-
-    - ``q = f(view_q)``, ``k = f_m(view_k)`` (no grad), ``L_dscl = DSCLLoss(q, k, y, M)``;
-    - teacher ``t_l``: ``roi_align`` (2x2, mean) of box ``l`` on the q-view feature
-      map (``roi_aligned=False``: the official pooling), through the online head;
-      student ``s_l = f(patch_l)``, all ``B * L`` patches in one forward that leaves
-      BN running statistics unchanged; ``L_pbsd = PBSDLoss(s, t, k, M)``;
-    - ``shuffle_bn``: the key batch is shuffled (across processes under DDP) for the
-      EMA forward, as the official code does;
-    - keys are L2-normalised and enqueued with their labels after the loss, in
-      training mode only; the losses use the queue as it is (no copy).
-
-    With ``pbsd_weight=0`` patches and boxes may be None and no patch work is done.
-
-    Examples:
-        >>> backbone, dim = build_backbone("resnet18", cifar_stem=True)
-        >>> model = DSCLModel(backbone, dim, queue_size=4096)
-        >>> model.update_momentum()
-        >>> out = model(view_q, view_k, patches, boxes, labels)
-        >>> out["loss"].backward()
-    """
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        feature_dim: int,
-        proj_dim: int = 128,
-        queue_size: int = 65536,
-        momentum: float = 0.999,
-        alpha: Optional[float] = None,
-        beta: Optional[float] = None,
-        temperature: float = 0.07,
-        pbsd_weight: float = 1.5,
-        gather_distributed: bool = False,
-        shuffle_bn: bool = True,
-        roi_aligned: bool = False,
-        patch_passes: str = "batched",
-    ) -> None:
-        super().__init__(
-            backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed, shuffle_bn
-        )
-        checks.at_least("pbsd_weight", pbsd_weight, 0)
-        checks.one_of("patch_passes", patch_passes, PATCH_PASSES)
-        self.patch_passes = patch_passes
-        self.criterion = DSCLLoss(alpha=alpha, beta=beta, temperature=temperature)
-        self.pbsd_criterion = PBSDLoss(temperature=temperature)
-        self.pbsd_weight = pbsd_weight
-        self.roi_aligned = roi_aligned
-
-    def forward(
-        self,
-        view_q: Tensor,
-        view_k: Tensor,
-        patches: Optional[Tensor],
-        boxes: Optional[Tensor],
-        labels: Tensor,
-    ) -> Dict[str, Tensor]:
-        """Args:
-            view_q: (B, 3, H, W) query views.
-            view_k: (B, 3, H, W) key views.
-            patches: (B, L, 3, s, s) patches of the q views, or None if pbsd_weight == 0.
-            boxes: (B, L, 4) their ``(x1, y1, x2, y2)`` boxes in q-view pixels, or None.
-            labels: (B,) integer class ids.
-
-        Returns:
-            ``dict(loss=..., loss_dscl=..., loss_pbsd=...)``, plus the per-anchor
-            ``grad_ratio``, ``grad_ratio_aligned`` and ``grad_ratio_valid`` (B,) when
-            ``track_grad_ratio`` is set (``DSCLLoss.pull_gradient_ratio``, no gradient).
-        """
-        _check_inputs(view_q, view_k, labels)
-        use_patches = self.pbsd_weight > 0
-        if use_patches:
-            _check_patches(view_q, patches, boxes)
-        feature_map, query = self._query(view_q)
-        key = self._key(view_k)
-        queue, queue_labels = self.memory_bank.get()
-        loss_dscl = self.criterion(query, key, labels, queue, queue_labels, queue_normalized=True)
-        if use_patches:
-            loss_pbsd = self._pbsd(feature_map, view_q.shape[-2:], patches, boxes, key, queue)
-            loss = loss_dscl + self.pbsd_weight * loss_pbsd
-        else:
-            loss_pbsd = loss_dscl.new_zeros(())
-            loss = loss_dscl
-        diagnostics = self._grad_ratio(query, key, labels, queue, queue_labels)
-        self._enqueue(key, labels)
-        return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd, **diagnostics)
-
     def _pbsd(
         self,
         feature_map: Tensor,
@@ -437,12 +362,14 @@ class DSCLModel(_MomentumContrastModel):
         return self.pbsd_criterion(student, teacher, key, queue, queue_normalized=True)
 
 
-class SupConModel(_MomentumContrastModel):
-    """SupCon baseline with the DSCL harness (EMA keys, labelled queue), no patches.
+class SupConModel(DSCLModel):
+    """SupCon baseline (Khosla et al., 2020) with the DSCL harness (EMA keys, labelled
+    queue): a :class:`DSCLModel` with ``criterion=SupConLoss(temperature)`` and
+    ``pbsd_weight=0``.
 
     ``forward`` has the ``DSCLModel`` signature; ``patches`` and ``boxes`` are ignored.
-    Returns ``dict(loss, loss_dscl=loss, loss_pbsd=0)`` (and the ``grad_ratio`` entries of
-    :class:`DSCLModel` when ``track_grad_ratio`` is set).
+    Returns ``dict(loss, loss_dscl=loss, loss_pbsd=0)`` (and the ``grad_ratio`` entries
+    when ``track_grad_ratio`` is set).
     """
 
     def __init__(
@@ -457,24 +384,14 @@ class SupConModel(_MomentumContrastModel):
         shuffle_bn: bool = True,
     ) -> None:
         super().__init__(
-            backbone, feature_dim, proj_dim, queue_size, momentum, gather_distributed, shuffle_bn
+            backbone,
+            feature_dim,
+            proj_dim,
+            queue_size,
+            momentum,
+            temperature=temperature,
+            pbsd_weight=0.0,
+            gather_distributed=gather_distributed,
+            shuffle_bn=shuffle_bn,
+            criterion=SupConLoss(temperature=temperature),
         )
-        self.criterion = SupConLoss(temperature=temperature)
-
-    def forward(
-        self,
-        view_q: Tensor,
-        view_k: Tensor,
-        patches: Optional[Tensor],
-        boxes: Optional[Tensor],
-        labels: Tensor,
-    ) -> Dict[str, Tensor]:
-        """SupCon loss of ``q = f(view_q)`` against ``k = f_m(view_k)`` and the queue."""
-        _check_inputs(view_q, view_k, labels)
-        _, query = self._query(view_q)
-        key = self._key(view_k)
-        queue, queue_labels = self.memory_bank.get()
-        loss = self.criterion(query, key, labels, queue, queue_labels, queue_normalized=True)
-        diagnostics = self._grad_ratio(query, key, labels, queue, queue_labels)
-        self._enqueue(key, labels)
-        return dict(loss=loss, loss_dscl=loss, loss_pbsd=loss.new_zeros(()), **diagnostics)

@@ -42,74 +42,16 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
 
-from dscl_plugin.losses import (
-    _check_temperature,
-    _compute_dtype,
-    alpha_from,
-    decoupled_cross_entropy,
-)
+from dscl_plugin import checks
+from dscl_plugin.checks import alpha_from
+from dscl_plugin.functional import compute_dtype, decoupled_cross_entropy
+from dscl_plugin.pml_layouts import partner_index
+from dscl_plugin.pml_miner import DSCLMiner
 
 __all__ = ["DSCLCrossBatchMemory", "DSCLLoss", "DSCLMiner"]
 
-_LAYOUT_HELP = (
-    "Layout 1 (no ref_emb): embeddings = cat([view1, view2]) with 2B rows and "
-    "labels = cat([y, y]); row i's augmentation partner is row (i + B) mod 2B. "
-    "Layout 2: pass ref_emb/ref_labels with ref_emb[i] the partner of embeddings[i]."
-)
-
-
-def _partner_index(
-    embeddings: Tensor,
-    labels: Optional[Tensor],
-    ref_emb: Tensor,
-    ref_labels: Optional[Tensor],
-) -> Tuple[Tensor, bool]:
-    """Column of each anchor's augmentation partner and whether layout 1 is used.
-
-    Layout 1 is PML's "no ref_emb" call, where ``ref_emb is embeddings``.
-    """
-    n = embeddings.shape[0]
-    rows = torch.arange(n, device=embeddings.device)
-    if ref_emb is embeddings:
-        if n == 0 or n % 2:
-            raise ValueError(
-                f"embeddings has {n} rows; without ref_emb DSCL needs an even, non-zero "
-                f"row count. {_LAYOUT_HELP}"
-            )
-        half = n // 2
-        if labels is not None and not torch.equal(labels[:half], labels[half:]):
-            raise ValueError(
-                f"labels[:B] != labels[B:] for B = {half}: the rows are not two views of "
-                f"the same B images. {_LAYOUT_HELP} PML's DistributedLossWrapper "
-                "concatenates ranks as [rank0 views, rank1 views, ...], which breaks "
-                "layout 1: use layout 2 there."
-            )
-        return (rows + half) % n, True
-    if ref_emb.shape[0] < n:
-        raise ValueError(
-            f"ref_emb has {ref_emb.shape[0]} rows, fewer than embeddings ({n}): "
-            f"ref_emb[i] must be the augmentation partner of embeddings[i]. {_LAYOUT_HELP}"
-        )
-    if torch.equal(ref_emb[:n], embeddings):
-        raise ValueError(
-            "ref_emb[:len(embeddings)] equals embeddings, so every anchor would be its "
-            "own augmentation partner. This happens when layout 1 runs under "
-            "DistributedLossWrapper(efficient=True); use layout 2 (ref_emb = the other "
-            f"view) instead. {_LAYOUT_HELP}"
-        )
-    if labels is not None and ref_labels is not None:
-        if not torch.equal(ref_labels[:n], labels):
-            raise ValueError(
-                "ref_labels[:len(embeddings)] != labels: ref_emb[i] must be the other "
-                "view of embeddings[i]. Under DistributedLossWrapper(efficient=False), "
-                "ref_emb must have one row per embedding (no memory rows); use "
-                f"efficient=True or DSCLCrossBatchMemory. {_LAYOUT_HELP}"
-            )
-    return rows, False
-
-
 class DSCLLoss(BaseMetricLossFunction):
-    """Decoupled supervised contrastive loss (DSCL) as a PML loss.
+    """Decoupled supervised contrastive loss (DSCL) [0] as a PML loss.
 
     For anchor i with candidates ``C_i``, own partner ``o_i`` and class positives
     ``P_i`` (candidates with label ``y_i`` other than ``o_i``), ``s`` the similarity
@@ -133,12 +75,17 @@ class DSCLLoss(BaseMetricLossFunction):
     in such a batch still get the DSCL value. With ``alpha = 1/(|P_i| + 1)`` DSCL is
     SupCon.
 
+    - [0] Xuan & Zhang, Decoupled Contrastive Learning for Long-Tailed Recognition,
+      AAAI 2024, https://arxiv.org/abs/2403.06151
+
     Args:
         alpha: weight of the own partner, default 1/9 (official beta = 8).
         temperature: T, default 0.07.
         beta: alternative to ``alpha``, ``alpha = 1 / (1 + beta)``; give at most one.
         query_candidates: in layout 2, the other queries are candidates too (official
             DSCL, default); False compares queries with the ``ref_emb`` rows only.
+        check_finite: raise on NaN/Inf embeddings (costs a host sync on GPU), as
+            ``dscl_plugin.DSCLLoss(check_finite=True)``.
         **kwargs: PML options: ``distance`` (default ``CosineSimilarity()``),
             ``reducer`` (default ``AvgNonZeroReducer()``; per-anchor losses with
             "element" reduction, so ``ClassWeightedReducer`` weights by anchor label),
@@ -162,10 +109,12 @@ class DSCLLoss(BaseMetricLossFunction):
         temperature: float = 0.07,
         beta: Optional[float] = None,
         query_candidates: bool = True,
+        check_finite: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        _check_temperature(temperature)
+        checks.temperature(temperature)
+        self.check_finite = check_finite
         self.alpha = alpha_from(alpha, beta)
         self.temperature = temperature
         self.query_candidates = query_candidates
@@ -186,11 +135,12 @@ class DSCLLoss(BaseMetricLossFunction):
             raise ValueError("DSCLLoss needs labels (one integer class id per embedding).")
         if ref_labels is None and indices_tuple is None:
             raise ValueError("DSCLLoss needs ref_labels with ref_emb (or an indices_tuple).")
-        own_index, layout1 = _partner_index(embeddings, labels, ref_emb, ref_labels)
+        self._check_inputs(embeddings, labels, ref_emb, ref_labels)
+        own_index, layout1 = partner_index(embeddings, labels, ref_emb, ref_labels)
         positive, candidate = self._masks(
             labels, ref_labels, ref_emb.shape[0], indices_tuple, own_index, layout1
         )
-        dtype = _compute_dtype(embeddings)
+        dtype = compute_dtype(embeddings)
         with_queries = self.query_candidates and not layout1
         if with_queries:
             positive, candidate = self._with_query_block(labels, positive, candidate)
@@ -216,6 +166,20 @@ class DSCLLoss(BaseMetricLossFunction):
                 "reduction_type": "element",
             }
         }
+
+    def _check_inputs(
+        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor, ref_labels: Optional[Tensor]
+    ) -> None:
+        """The checks of ``dscl_plugin.DSCLLoss``: 2-D float features, 1-D integer labels
+        (one per row) and, with ``check_finite``, no NaN or Inf."""
+        checks.features("embeddings", embeddings, 2)
+        checks.labels("labels", labels, embeddings.shape[0])
+        if ref_emb is not embeddings:
+            checks.features("ref_emb", ref_emb, 2)
+            if ref_labels is not None:
+                checks.labels("ref_labels", ref_labels, ref_emb.shape[0])
+        if self.check_finite:
+            checks.finite(embeddings=embeddings, ref_emb=ref_emb)
 
     @staticmethod
     def _masks(
@@ -272,75 +236,6 @@ class DSCLLoss(BaseMetricLossFunction):
 
     def get_default_distance(self) -> CosineSimilarity:
         return CosineSimilarity()
-
-
-class DSCLMiner(BaseMiner):
-    """Same-class and different-class pairs for :class:`DSCLLoss`, with k-positive caps.
-
-    Returns ``(a1, p, a2, n)`` in the layouts of :class:`DSCLLoss`: all same-class
-    pairs and all different-class pairs, never an anchor with itself. The augmentation
-    partner pair (row ``(i + B) mod 2B`` in layout 1, ``ref_emb[i]`` in layout 2) is
-    always returned as a positive and does not count as a class positive. With
-    ``max_class_positives=k`` at most k class positives per anchor are kept, drawn
-    uniformly at random (the k-positive balance of KCL for long-tailed data);
-    ``max_negatives`` caps the negatives per anchor the same way. Sampling uses torch's
-    global generator, so it is deterministic under ``torch.manual_seed``.
-
-    Examples:
-        >>> miner = DSCLMiner(max_class_positives=4)
-        >>> emb, y2 = torch.cat([emb1, emb2]), torch.cat([y, y])
-        >>> loss = loss_fn(emb, y2, miner(emb, y2))
-    """
-
-    def __init__(
-        self,
-        max_class_positives: Optional[int] = None,
-        max_negatives: Optional[int] = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        for name, value in (
-            ("max_class_positives", max_class_positives),
-            ("max_negatives", max_negatives),
-        ):
-            valid = value is None or (type(value) is int and value >= 0)
-            if not valid:
-                raise ValueError(f"{name} must be None or an int >= 0, got {value!r}.")
-        self.max_class_positives = max_class_positives
-        self.max_negatives = max_negatives
-        self.add_to_recordable_attributes(
-            list_of_names=["max_class_positives", "max_negatives"], is_stat=False
-        )
-
-    def mine(
-        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor, ref_labels: Tensor
-    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        if labels is None or ref_labels is None:
-            raise ValueError("DSCLMiner needs labels (and ref_labels with ref_emb).")
-        own_index, layout1 = _partner_index(embeddings, labels, ref_emb, ref_labels)
-        rows = torch.arange(embeddings.shape[0], device=labels.device)
-        same = labels[:, None] == ref_labels[None, :]
-        partner = torch.zeros_like(same)
-        partner[rows, own_index] = True
-        class_positive = same & ~partner
-        negative = ~same & ~partner
-        if layout1:
-            class_positive[rows, rows] = False
-        class_positive = _subsample(class_positive, self.max_class_positives)
-        negative = _subsample(negative, self.max_negatives)
-        a1, p = torch.where(class_positive | partner)
-        a2, n = torch.where(negative)
-        return a1, p, a2, n
-
-
-def _subsample(mask: Tensor, k: Optional[int]) -> Tensor:
-    """Keep at most ``k`` uniformly drawn True entries per row of ``mask``."""
-    if k is None or k >= mask.shape[1]:
-        return mask
-    scores = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, 2.0)
-    keep = torch.zeros_like(mask)
-    keep.scatter_(1, scores.topk(k, dim=1, largest=False).indices, True)
-    return mask & keep
 
 
 class DSCLCrossBatchMemory(CrossBatchMemory):

@@ -4,6 +4,7 @@ Follows Lightly's ``MultiViewTransform`` conventions: PIL image (or tensor) in,
 list of views out, torchvision v2 transforms through Lightly's compatibility layer.
 """
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -45,31 +46,53 @@ def _to_tensor(normalize: NormalizeSpec) -> List[Any]:
     return steps
 
 
-def _colour_transform(
-    jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
-    jitter_prob: float = 0.8,
-    grayscale_prob: float = 0.2,
-    blur_prob: float = 0.5,
-    blur_sigmas: Tuple[float, float] = (0.1, 2.0),
-    normalize: NormalizeSpec = IMAGENET_NORMALIZE,
-) -> T.Compose:
-    """Colour jitter (p ``jitter_prob``), grayscale, Gaussian blur, to tensor, normalise."""
-    return T.Compose(
-        [
-            T.RandomApply([T.ColorJitter(*jitter)], p=jitter_prob),
-            T.RandomGrayscale(p=grayscale_prob),
-            GaussianBlur(prob=blur_prob, sigmas=blur_sigmas),
-            *_to_tensor(normalize),
-        ]
-    )
+@dataclass(frozen=True)
+class ColourAugmentation:
+    """The q-view colour augmentation of the official recipe (MoCo v2's): colour jitter
+    ``(brightness, contrast, saturation, hue)`` with probability ``jitter_prob``,
+    grayscale with ``grayscale_prob``, Gaussian blur (sigma drawn from ``blur_sigmas``)
+    with ``blur_prob``. The defaults here are the only copy: ``DSCLTransform``,
+    ``probe_transform`` and the run config's ``data`` section take theirs from
+    :data:`COLOUR_AUGMENTATION`.
+
+    Raises:
+        ValueError: a jitter strength < 0 or hue > 0.5, or a probability outside [0, 1].
+    """
+
+    jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_sigmas: Tuple[float, float] = (0.1, 2.0)
+
+    def __post_init__(self) -> None:
+        check_jitter("jitter", self.jitter)
+        for name in ("jitter_prob", "grayscale_prob", "blur_prob"):
+            checks.within(name, getattr(self, name), 0.0, 1.0)
+
+    def transform(self, normalize: NormalizeSpec = IMAGENET_NORMALIZE) -> T.Compose:
+        """Jitter, grayscale, blur, then to tensor and ``normalize``."""
+        return T.Compose(
+            [
+                T.RandomApply([T.ColorJitter(*self.jitter)], p=self.jitter_prob),
+                T.RandomGrayscale(p=self.grayscale_prob),
+                GaussianBlur(prob=self.blur_prob, sigmas=self.blur_sigmas),
+                *_to_tensor(normalize),
+            ]
+        )
+
+
+COLOUR_AUGMENTATION = ColourAugmentation()  # the official defaults
 
 
 class DSCLTransform:
     """Official DSCL/PBSD views of one image: ``[view_q, view_k, patches, boxes]``.
 
     - q view: ``RandomResizedCrop(input_size, crop_scale)`` + flip (the geometric crop),
-      then jitter ``(0.4, 0.4, 0.4, 0.1)`` p 0.8, grayscale p 0.2, blur sigma 0.1-2 p 0.5;
-    - k view: its own crop + flip, then jitter ``(0.4, 0.4, 0.4, 0)`` always;
+      then the :class:`ColourAugmentation` (default: jitter ``(0.4, 0.4, 0.4, 0.1)`` p 0.8,
+      grayscale p 0.2, blur sigma 0.1-2 p 0.5);
+    - k view: its own crop + flip, then ``key_jitter`` (default: the q jitter without hue)
+      with ``key_jitter_prob`` (default always);
     - ``num_patches`` boxes of area ``patch_scale`` and aspect ``patch_ratio`` of the
       q view, cut from its geometric crop (before colour augmentation and
       normalisation), each resized to ``patch_size`` and given its own flip and the q
@@ -96,12 +119,12 @@ class DSCLTransform:
         crop_scale: Tuple[float, float] = (0.08, 1.0),
         hflip_prob: float = 0.5,
         normalize: NormalizeSpec = IMAGENET_NORMALIZE,
-        jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
-        jitter_prob: float = 0.8,
-        grayscale_prob: float = 0.2,
-        blur_prob: float = 0.5,
-        blur_sigmas: Tuple[float, float] = (0.1, 2.0),
-        key_jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.0),
+        jitter: Sequence[float] = COLOUR_AUGMENTATION.jitter,
+        jitter_prob: float = COLOUR_AUGMENTATION.jitter_prob,
+        grayscale_prob: float = COLOUR_AUGMENTATION.grayscale_prob,
+        blur_prob: float = COLOUR_AUGMENTATION.blur_prob,
+        blur_sigmas: Tuple[float, float] = COLOUR_AUGMENTATION.blur_sigmas,
+        key_jitter: Sequence[float] = (*COLOUR_AUGMENTATION.jitter[:3], 0.0),
         key_jitter_prob: float = 1.0,
     ) -> None:
         check_patch_size(patch_size, input_size)
@@ -112,16 +135,11 @@ class DSCLTransform:
         checks.require(
             ratio_ok, "patch_ratio", f"must be (min, max) with 0 < min <= max, got {patch_ratio}"
         )
-        probabilities = dict(
-            hflip_prob=hflip_prob,
-            jitter_prob=jitter_prob,
-            grayscale_prob=grayscale_prob,
-            blur_prob=blur_prob,
-            key_jitter_prob=key_jitter_prob,
+        colour = ColourAugmentation(
+            tuple(jitter), jitter_prob, grayscale_prob, blur_prob, tuple(blur_sigmas)
         )
-        for name, probability in probabilities.items():
-            checks.within(name, probability, 0.0, 1.0)
-        check_jitter("jitter", jitter)
+        checks.within("hflip_prob", hflip_prob, 0.0, 1.0)
+        checks.within("key_jitter_prob", key_jitter_prob, 0.0, 1.0)
         check_jitter("key_jitter", key_jitter)
         self.input_size = input_size
         self.patch_size = patch_size
@@ -134,9 +152,7 @@ class DSCLTransform:
                 T.RandomHorizontalFlip(p=hflip_prob),
             ]
         )
-        self.query_colour = _colour_transform(
-            jitter, jitter_prob, grayscale_prob, blur_prob, blur_sigmas, normalize
-        )
+        self.query_colour = colour.transform(normalize)
         self.key_colour = T.Compose(
             [
                 T.RandomApply([T.ColorJitter(*key_jitter)], p=key_jitter_prob),
@@ -168,24 +184,25 @@ def probe_transform(
     input_size: int,
     crop_scale: Tuple[float, float] = (0.08, 1.0),
     hflip_prob: float = 0.5,
-    jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
-    jitter_prob: float = 0.8,
-    grayscale_prob: float = 0.2,
-    blur_prob: float = 0.5,
-    blur_sigmas: Tuple[float, float] = (0.1, 2.0),
+    jitter: Sequence[float] = COLOUR_AUGMENTATION.jitter,
+    jitter_prob: float = COLOUR_AUGMENTATION.jitter_prob,
+    grayscale_prob: float = COLOUR_AUGMENTATION.grayscale_prob,
+    blur_prob: float = COLOUR_AUGMENTATION.blur_prob,
+    blur_sigmas: Tuple[float, float] = COLOUR_AUGMENTATION.blur_sigmas,
     normalize: NormalizeSpec = IMAGENET_NORMALIZE,
 ) -> T.Compose:
     """Training images of the official stage 2 (``probe.protocol: augmented``):
-    ``RandomResizedCrop(input_size, crop_scale)``, flip, then the q-view colour
-    augmentation (jitter p 0.8, grayscale 0.2, blur 0.5), to tensor, normalise."""
+    ``RandomResizedCrop(input_size, crop_scale)``, flip, then the q-view
+    :class:`ColourAugmentation`, to tensor, normalise."""
     checks.scale_range("crop_scale", crop_scale)
+    colour = ColourAugmentation(
+        tuple(jitter), jitter_prob, grayscale_prob, blur_prob, tuple(blur_sigmas)
+    )
     return T.Compose(
         [
             T.RandomResizedCrop(size=input_size, scale=crop_scale),
             T.RandomHorizontalFlip(p=hflip_prob),
-            _colour_transform(
-                jitter, jitter_prob, grayscale_prob, blur_prob, blur_sigmas, normalize
-            ),
+            colour.transform(normalize),
         ]
     )
 

@@ -1,5 +1,6 @@
 """Config schema, YAML + override merging, error messages and semantic checks."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ from torch import nn
 
 from dscl_plugin import DSCLLoss, DSCLModel, DSCLTransform, build_backbone
 from dscl_plugin.checks import InvalidValue
-from dscl_plugin.config import Config, ConfigError, load_config
+from dscl_plugin.cli import train_main
+from dscl_plugin.config import Config, ConfigError, load_config, to_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGITS = CONFIGS / "dscl_digits_lt.yaml"
@@ -119,7 +121,7 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
     "overrides, expected",
     [
         (["model.alpha=1.5", "model.beta=null"], "model.alpha: must be in [0, 1]"),
-        (["model.alpha=0.5"], "model.alpha/beta: must not both be set: give alpha or beta"),
+        (["model.alpha=0.5", "model.beta=4"], "model.alpha/beta: must not both be set"),
         (["model.beta=-1"], "model.beta: must be >= 0, got -1"),
         (["model.temperature=0"], "model.temperature: must be > 0"),
         (["model.patch_size=32"], "model.patch_size: must be in (0, input_size=16], got 32"),
@@ -207,3 +209,82 @@ def test_precision_and_devices_checked_against_hardware(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert "2 GPUs requested, 1 available" in _error("trainer.accelerator=gpu", "trainer.devices=2")
+
+
+# ----------------------------------------------------------------------------- base files
+BEFORE_BASE = "supcon_configs_before_base.json"  # to_dict(load_config(...)) of the flat files
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("supcon_*.yaml")))
+def test_each_supcon_config_extends_its_dscl_twin_and_merges_to_the_old_file(name):
+    """The flat files before ``base:`` existed, loaded at that commit, are the reference."""
+    before = json.loads((Path(__file__).parent / "data" / BEFORE_BASE).read_text())
+    assert (CONFIGS / name).read_text().count("\n") < 20  # base + the differences only
+    assert f"base: {name.replace('supcon_', 'dscl_')}" in (CONFIGS / name).read_text()
+    assert json.loads(json.dumps(to_dict(load_config(CONFIGS / name)))) == before[name]
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+    return folder / name
+
+
+def test_base_chains_merge_in_order_with_paths_relative_to_each_file(tmp_path):
+    root = f"base: {DIGITS}\ntrainer: {{epochs: 3, batch_size: 32}}\n"
+    _write(tmp_path, "shared/root.yaml", root)
+    _write(tmp_path, "shared/middle.yaml", "base: root.yaml\ntrainer: {epochs: 4}\n")
+    leaf = _write(tmp_path, "leaf.yaml", "base: shared/middle.yaml\nseed: 7\n")
+    config = load_config(leaf, ["trainer.epochs=5"])
+    digits = load_config(DIGITS)
+    assert (config.trainer.epochs, config.trainer.batch_size, config.seed) == (5, 32, 7)
+    assert (config.model, config.data) == (digits.model, digits.data)
+    assert load_config(leaf).trainer.epochs == 4
+
+
+def test_base_cycles_and_missing_bases_are_clear_errors(tmp_path):
+    a = _write(tmp_path, "a.yaml", "base: b.yaml\n")
+    _write(tmp_path, "b.yaml", "base: a.yaml\nseed: 1\n")
+    message = _error(path=a)
+    assert "extend each other in a cycle" in message and "a.yaml' -> '" in message
+    missing = _write(tmp_path, "c.yaml", "base: nowhere/d.yaml\n")
+    message = _error(path=missing)
+    assert "Base config file not found" in message and "nowhere/d.yaml" in message
+    assert "c.yaml" in message
+    assert "base must be a YAML file name" in _error(path=_write(tmp_path, "e.yaml", "base: 3\n"))
+
+
+def test_an_alpha_or_beta_layer_clears_the_other_from_the_layers_below(tmp_path):
+    assert (load_config(DIGITS).model.beta, load_config(DIGITS).model.alpha) == (8, None)
+    config = load_config(DIGITS, ["model.alpha=0.5"])  # the file's beta 8 is cleared
+    assert (config.model.alpha, config.model.beta) == (0.5, None)
+    alpha_file = _write(tmp_path, "alpha.yaml", f"base: {DIGITS}\nmodel: {{alpha: 0.25}}\n")
+    assert (load_config(alpha_file).model.alpha, load_config(alpha_file).model.beta) == (0.25, None)
+    config = load_config(alpha_file, ["model.beta=4"])  # and back
+    assert (config.model.alpha, config.model.beta) == (None, 4)
+    message = _error("model.alpha=0.5", "model.beta=4")  # one level: the error names the fix
+    assert "model.alpha/beta: must not both be set" in message
+    assert "add model.beta=null to use alpha=0.5, or model.alpha=null to use beta=4" in message
+    both = _write(tmp_path, "both.yaml", f"base: {DIGITS}\nmodel: {{alpha: 0.5, beta: 2}}\n")
+    assert "model.beta=null" in _error(path=both)
+
+
+def test_warmup_longer_than_training_names_trainer_epochs_and_the_fix():
+    message = _error("trainer.epochs=1", path=CONFIGS / "dscl_cifar10_lt.yaml")
+    rule = "optim.warmup_epochs: the warm-up must not exceed trainer.epochs (1), got 10.0"
+    assert rule in message
+    assert "set optim.warmup_epochs=1 or less" in message and "trainer.epochs=10 or more" in message
+    assert "must be >= 0, got -1" in _error("optim.warmup_epochs=-1")
+
+
+def test_print_config_prints_the_merged_config(capsys):
+    path = CONFIGS / "supcon_digits_lt.yaml"
+    assert train_main(["--config", str(path), "--print-config", "trainer.epochs=2"]) == 0
+    printed = capsys.readouterr().out
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.to_container(OmegaConf.create(printed))
+    expected = to_dict(load_config(path, ["trainer.epochs=2"]))
+    assert merged == json.loads(json.dumps(expected)) and "base" not in merged
+    assert (merged["method"], merged["model"]["backbone"], merged["trainer"]["epochs"]) == (
+        "supcon", "small_cnn", 2)

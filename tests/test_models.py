@@ -1,5 +1,6 @@
 """build_backbone, DSCLModel and SupConModel: EMA, queue, region pooling, patches, BN."""
 
+import ast
 import copy
 import runpy
 import sys
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+import dscl_plugin
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.models import (
     DSCLModel,
@@ -428,3 +430,46 @@ def test_shuffle_bn_permutes_across_two_gloo_ranks(tmp_path):
             # its key was computed on the rank that received it and sent back in place
             torch.testing.assert_close(r["keys"][j], outputs[where[0]][where[1]])
     assert crossed > 0  # images really moved between the ranks
+
+
+def test_supcon_model_is_the_dscl_model_with_supcon_loss_injected():
+    supcon = _model(SupConModel)
+    injected = _model(DSCLModel, pbsd_weight=0.0, criterion=SupConLoss())
+    assert type(supcon.criterion) is SupConLoss and supcon.pbsd_weight == 0
+    assert supcon.state_dict().keys() == _model().state_dict().keys()  # checkpoints load
+    injected.load_state_dict(supcon.state_dict())
+    outs = []
+    for model in (supcon, injected):
+        torch.manual_seed(5)  # the same shuffle-BN permutation
+        outs.append(model(*_batch(7)))
+    for key in ("loss", "loss_dscl", "loss_pbsd"):
+        torch.testing.assert_close(outs[0][key], outs[1][key])
+    torch.testing.assert_close(supcon.memory_bank.get()[0], injected.memory_bank.get()[0])
+
+
+def test_an_injected_criterion_excludes_alpha_and_beta():
+    with pytest.raises(ValueError, match=r"alpha/beta configure the default DSCLLoss.*beta=8"):
+        _model(beta=8.0, criterion=SupConLoss())
+    model = _model(criterion=DSCLLoss(alpha=0.5))
+    assert model.criterion.alpha == 0.5 and model.pbsd_weight == 1.5
+
+
+def _imported_modules(path: Path) -> set:
+    """The ``dscl_plugin`` modules a source file imports (at any level)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return {n for n in names if n.startswith("dscl_plugin")}
+
+
+def test_backbone_facts_come_without_the_model_code():
+    package = Path(dscl_plugin.__file__).parent
+    users = [*sorted((package / "backbones").glob("*.py"))]
+    users += [package / "config.py", package / "checkpoints.py"]
+    for path in users:
+        model_code = ("dscl_plugin.models", "dscl_plugin.losses")
+        assert not [n for n in _imported_modules(path) if n.startswith(model_code)], path
+    assert "dscl_plugin.backbones" in _imported_modules(package / "models.py")

@@ -11,8 +11,8 @@ import dscl_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ("checks", "functional", "losses", "memory", "pml", "models", "vit", "transforms",
-        "lightly_registration")
+CORE = ("checks", "functional", "losses", "memory", "pml", "pml_layouts", "pml_miner", "models",
+        "backbones", "transforms", "lightly_registration")
 HEAVY = ("pytorch_lightning", "lightning", "lightning_fabric", "omegaconf", "matplotlib")
 
 
@@ -34,11 +34,13 @@ def _imports(path):
 def _package_graph():
     package = ROOT / "dscl_plugin"
     graph = {}
-    for path in package.glob("*.py"):
-        if path.stem == "__init__":
+    for path in [*package.glob("*.py"), *package.glob("backbones/*.py")]:  # a sub-package: one node
+        name = path.stem if path.parent == package else path.parent.name
+        if name == "__init__":
             continue
         deps = {n.split(".")[1] for n in _imports(path) if n.startswith("dscl_plugin.")}
-        graph[path.stem] = (deps - {path.stem}, _imports(path))
+        old_deps, old_imports = graph.get(name, (set(), set()))
+        graph[name] = (old_deps | deps - {name}, old_imports | _imports(path))
     return graph
 
 

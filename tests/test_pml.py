@@ -643,3 +643,33 @@ def test_example_training_loop_runs(capsys):
     example.moco_mode(data, steps=2, batch_size=16)
     out = capsys.readouterr().out
     assert "[batch] accuracy after" in out and "[moco]  accuracy after" in out
+
+
+# ----------------------------------------------------------------------------- shared checks
+@pytest.mark.parametrize("bad", [lambda y: y + 0.5, lambda y: y.float()])
+def test_both_dscl_losses_reject_float_labels(bad):
+    torch.manual_seed(0)
+    q, k, y = torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="labels must be a 1-D integer tensor, got shape"):
+        DSCLLoss()(torch.cat([q, k]), torch.cat([bad(y), bad(y)]))
+    with pytest.raises(ValueError, match="ref_labels must be a 1-D integer tensor, got shape"):
+        DSCLLoss()(q, y, ref_emb=k, ref_labels=bad(y))
+    with pytest.raises(ValueError, match="labels must be a 1-D integer tensor, got shape"):
+        lightly_losses.DSCLLoss()(q, k, bad(y))
+
+
+def test_both_dscl_losses_check_finite_on_request():
+    torch.manual_seed(0)
+    q, k, y = torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0, 1, 0, 1])
+    nan_q = q.clone()
+    nan_q[0, 0] = float("nan")
+    assert torch.isnan(DSCLLoss()(torch.cat([nan_q, k]), torch.cat([y, y])))  # unchecked
+    with pytest.raises(ValueError, match="embeddings contains NaN or Inf values"):
+        DSCLLoss(check_finite=True)(torch.cat([nan_q, k]), torch.cat([y, y]))
+    with pytest.raises(ValueError, match="ref_emb contains NaN or Inf values"):
+        DSCLLoss(check_finite=True)(q, y, ref_emb=k * float("inf"), ref_labels=y)
+    with pytest.raises(ValueError, match="query contains NaN or Inf values"):
+        lightly_losses.DSCLLoss(check_finite=True)(nan_q, k, y)
+    checked = DSCLLoss(check_finite=True)(q, y, ref_emb=k, ref_labels=y)
+    torch.testing.assert_close(checked, DSCLLoss()(q, y, ref_emb=k, ref_labels=y))
+    torch.testing.assert_close(checked, lightly_losses.DSCLLoss()(q, k, y))

@@ -187,3 +187,41 @@ def test_dataloader_with_workers_and_lightly_dataset():
     view_q, view_k, patches, boxes, labels = batches[1]
     assert view_q.shape == (3, 3, 32, 32) and patches.shape == (3, 2, 3, 16, 16)
     assert labels.tolist() == [0, 1, 2]
+
+
+def test_colour_augmentation_defaults_live_in_one_place():
+    import dataclasses
+    import inspect
+
+    from dscl_plugin.config import DataConfig
+    from dscl_plugin.transforms import COLOUR_AUGMENTATION, ColourAugmentation, probe_transform
+
+    defaults = dataclasses.asdict(ColourAugmentation())
+    assert defaults == dict(
+        jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5,
+        blur_sigmas=(0.1, 2.0),
+    )
+    for fn in (DSCLTransform.__init__, probe_transform):
+        parameters = inspect.signature(fn).parameters
+        assert {key: parameters[key].default for key in defaults} == defaults, fn
+    assert inspect.signature(DSCLTransform.__init__).parameters["key_jitter"].default == (
+        0.4, 0.4, 0.4, 0.0)
+    data = DataConfig()
+    assert (tuple(data.color_jitter), data.jitter_prob, data.grayscale_prob, data.blur_prob) == (
+        COLOUR_AUGMENTATION.jitter, 0.8, 0.2, 0.5)
+
+
+def test_colour_augmentation_checks_and_builds_the_q_view_colour_steps():
+    from dscl_plugin.transforms import ColourAugmentation
+
+    with pytest.raises(ValueError, match=r"grayscale_prob must be in \[0.0, 1.0\], got 1.5"):
+        ColourAugmentation(grayscale_prob=1.5)
+    with pytest.raises(ValueError, match="jitter must be .* hue <= 0.5"):
+        ColourAugmentation(jitter=(0.4, 0.4, 0.4, 0.7))
+    with pytest.raises(ValueError, match="blur_prob must be in"):
+        DSCLTransform(32, 16, blur_prob=-0.1)
+    _seed(4)
+    gray = ColourAugmentation(jitter_prob=0.0, grayscale_prob=1.0, blur_prob=0.0)
+    view = gray.transform(normalize=None)(_image(8, 8))
+    torch.testing.assert_close(view[0], view[1])
+    torch.testing.assert_close(view[0], view[2])
