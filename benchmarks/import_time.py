@@ -9,7 +9,7 @@ Lightning, OmegaConf or matplotlib got imported. Reports medians over ``--repeat
 interpreters. Target: <= 0.3 s added.
 
     python benchmarks/import_time.py                # 7 interpreters, writes results/import_time.json
-    python benchmarks/import_time.py --repeats 3 --module dscl_plugin.pipeline
+    python benchmarks/import_time.py --repeats 3 --module dscl_plugin.training
 """
 
 import argparse

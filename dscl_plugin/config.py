@@ -18,12 +18,10 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, Vali
 
 from dscl_plugin import checks
 from dscl_plugin.checks import InvalidValue, alpha_from
+from dscl_plugin.errors import ConfigError
+from dscl_plugin.evaluation import ProbeSchedule
 from dscl_plugin.models import PATCH_PASSES, check_backbone_name
 from dscl_plugin.transforms import check_jitter, check_patch_size
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message names the key path(s)."""
 
 
 @dataclass
@@ -166,6 +164,11 @@ class ProbeConfig:
     class_balanced: bool = True
     weight_decay: float = 0.0
     protocol: str = "features"
+
+    def schedule(self, seed: int) -> ProbeSchedule:
+        """The probe's training schedule (all randomness from ``seed``)."""
+        return ProbeSchedule(self.epochs, self.lr, list(self.milestones), self.batch_size,
+                             self.class_balanced, self.weight_decay, seed=seed)
 
 
 @dataclass
@@ -333,7 +336,7 @@ def validate(config: Config) -> None:
     """Schema-level checks; raises one :class:`ConfigError` listing every problem.
 
     Whether ``method`` names a registered method, and that method's own rules, are
-    checked where the run is composed (:func:`dscl_plugin.pipeline.build_module`).
+    checked where the run is composed (:func:`dscl_plugin.training.check_method`).
     """
     problems = _Problems()
     problems.check(bool(config.method), "method", "must not be empty")

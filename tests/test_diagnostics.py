@@ -23,7 +23,7 @@ from dscl_plugin.diagnostics import (
 from dscl_plugin.functional import pull_gradient_ratio
 from dscl_plugin.losses import DSCLLoss, SupConLoss
 from dscl_plugin.models import build_backbone
-from dscl_plugin.pipeline import train
+from dscl_plugin.training import train
 from test_cli import TINY  # the tiny digits run every CLI test trains
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
