@@ -39,7 +39,7 @@ class ContinuedCSVLogger(CSVLogger):
             with open(path, newline="") as file:
                 rows = list(csv.DictReader(file))
         with warnings.catch_warnings():  # the file is read back, not lost
-            warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not empty")
+            warnings.filterwarnings("ignore", "Experiment logs directory .* exists and is not")
             writer = super().experiment
         self._continued = True
         if rows and isinstance(writer, ExperimentWriter):  # rank zero only

@@ -307,9 +307,10 @@ def plot_retrieval_pictures(
     labels = found.query_labels
     rows = [f"{g} (n={found.class_counts[c]})" for (g, _), c in zip(found.queries, labels)]
     out = Path(out_dir)
+    neighbours = [[display(train_set[j][0]) for j in row] for row in found.neighbours.tolist()]
     retrieval = plot_retrieval(
-        queries, labels, [[display(train_set[j][0]) for j in row] for row in found.neighbours.tolist()],
-        found.neighbour_labels.tolist(), out / "retrieval.png", rows, class_names,
+        queries, labels, neighbours, found.neighbour_labels.tolist(), out / "retrieval.png", rows,
+        class_names,
     )
     patch = plot_patch_retrieval(
         [queries[r] for r in found.patch_rows], found.boxes, [labels[r] for r in found.patch_rows],

@@ -118,14 +118,12 @@ def extract_split_features(
 ) -> Dict[str, Tuple[Tensor, Tensor]]:
     """``{"train": (features, labels), "test": ...}`` of ``datasets`` (centre crops),
     embedded by the frozen module (in eval mode: the caller's job)."""
-    progress = config.trainer.progress_bar
     features = {}
     for split, dataset in datasets.items():
         loader = DataLoader(dataset, batch_size=config.eval.batch_size, shuffle=False,
                             num_workers=config.trainer.num_workers)
-        features[split] = extract_features(
-            module.embed, loader, device, progress=f"stage 2: {split} features" if progress else None
-        )
+        progress = f"stage 2: {split} features" if config.trainer.progress_bar else None
+        features[split] = extract_features(module.embed, loader, device, progress)
     return features
 
 

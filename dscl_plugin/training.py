@@ -15,7 +15,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from dscl_plugin import methods as _builtin_methods  # noqa: F401  (registers dscl, supcon)
 from dscl_plugin.checkpoints import (
     AtomicCheckpointIO,
     MidEpochResumeCallback,
@@ -27,6 +26,7 @@ from dscl_plugin.checkpoints import (
 from dscl_plugin.config import Config, raise_problems, to_dict, to_yaml
 from dscl_plugin.data import build_dataset
 from dscl_plugin.errors import CheckpointError, ConfigError
+import dscl_plugin.methods  # noqa: F401  (registers dscl, supcon)
 from dscl_plugin.lightning_adapters import (
     ContinuedCSVLogger,
     expected_fit_warnings,

@@ -74,6 +74,7 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     assert not [r for r in caplog.records if "Tip" in r.getMessage()]  # Lightning's adverts
     assert "GPU available" in caplog.text  # (its other information stays)
     assert not [w for w in recwarn if "ambiguous" in str(w.message)]  # batch_size is passed
+    assert not [w for w in recwarn if "LeafSpec" in str(w.message)]  # filtered, narrowly
     metrics = json.loads((out / "metrics.json").read_text())
     probe = metrics["linear_probe"]
     assert set(probe) == {"overall", "many", "medium", "few"}
