@@ -62,10 +62,11 @@ class EpochLines(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        values = {
+        metrics = trainer.callback_metrics
+        values = {  # epoch values; "loss" is also logged as "loss_epoch": shown once
             name: float(value)
-            for name, value in trainer.callback_metrics.items()
-            if not name.endswith("_step") and value.numel() == 1
+            for name, value in metrics.items()
+            if not name.endswith("_step") and f"{name}_epoch" not in metrics and value.numel() == 1
         }
         shown = "  ".join(f"{name} {value:.4g}" for name, value in sorted(values.items()))
         seconds = time.perf_counter() - self._start

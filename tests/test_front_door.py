@@ -170,8 +170,8 @@ def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_otherwise(monkey
     assert bar is False and isinstance(lines, EpochLines)
     trainer = SimpleNamespace(
         is_global_zero=True, current_epoch=2, max_epochs=200,
-        callback_metrics={"loss_epoch": torch.tensor(4.2123), "loss_step": torch.tensor(9.0),
-                          "lr": torch.tensor(0.05)},
+        callback_metrics={"loss": torch.tensor(4.2123), "loss_epoch": torch.tensor(4.2123),
+                          "loss_step": torch.tensor(9.0), "lr": torch.tensor(0.05)},
     )
     lines.on_train_epoch_start(trainer, None)
     lines.on_train_epoch_end(trainer, None)
