@@ -2,8 +2,8 @@
 
 Training and evaluation run through the project's own pipeline: one config file per
 dataset (``configs/dscl_<dataset>.yaml``) loaded with :func:`dscl_plugin.config.load_config`
-and per-method overrides, then :func:`dscl_plugin.pipeline.train` and
-:func:`dscl_plugin.pipeline.evaluate` (frozen backbone, class-balanced linear probe,
+and per-method overrides, then :func:`dscl_plugin.training.train` and
+:func:`dscl_plugin.run_evaluation.evaluate` (frozen backbone, class-balanced linear probe,
 shot-group top-1, kNN precision@1). The three methods share every setting (backbone, views,
 epochs, optimiser, probe) and differ only in:
 
@@ -66,7 +66,8 @@ from reporting import git_state, mean_std, pct, write_csv  # noqa: E402
 
 from dscl_plugin.config import Config, load_config  # noqa: E402
 from dscl_plugin.evaluation import knn_metrics, linear_probe, shot_metrics  # noqa: E402
-from dscl_plugin.pipeline import build_dataset_split, evaluate, train  # noqa: E402
+from dscl_plugin.run_evaluation import evaluate  # noqa: E402
+from dscl_plugin.training import build_dataset_split, train  # noqa: E402
 from dscl_plugin.transforms import eval_transform  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,9 +183,7 @@ def _raw_pixel_run(config: Config) -> Dict[str, object]:
             class_counts, num_classes = dataset.class_counts, dataset.num_classes
     p, e = config.probe, config.eval
     logits = linear_probe(
-        data["train"][0], data["train"][1], data["test"][0], num_classes, epochs=p.epochs, lr=p.lr,
-        batch_size=p.batch_size, milestones=p.milestones, class_balanced=p.class_balanced,
-        weight_decay=p.weight_decay, seed=config.seed,
+        data["train"][0], data["train"][1], data["test"][0], num_classes, p.schedule(config.seed)
     )
     metrics = shot_metrics(logits, data["test"][1], class_counts, e.many_threshold, e.few_threshold)
     knn = knn_metrics(*data["train"], *data["test"], k=e.knn_k or "max_bin_count")

@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader
 
 from dscl_plugin.config import load_config
 from dscl_plugin.models import pool_regions
-from dscl_plugin.pipeline import build_dataset_split, load_for_eval
+from dscl_plugin.run_evaluation import load_for_eval
+from dscl_plugin.training import build_dataset_split
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,6 +8,7 @@ loaded on first use.
 
 from typing import Any
 
+from dscl_plugin._version import __version__  # noqa: F401
 from dscl_plugin.backbones import build_backbone
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
@@ -24,7 +25,7 @@ _TRAINING_NAMES = ("available_methods", "build_method", "register_method")
 def __getattr__(name: str) -> Any:
     """The training names, imported lazily (they load PyTorch Lightning)."""
     if name == "build_method":
-        from dscl_plugin.pipeline import build_method
+        from dscl_plugin.training import build_method
 
         return build_method
     if name in _TRAINING_NAMES:
@@ -54,4 +55,3 @@ __all__ = [
     "eval_transform",
     "register_method",
 ]
-__version__ = "0.1.0"

@@ -15,15 +15,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dscl_plugin.backbones import PLAIN_CNNS, ViTBackbone
+from dscl_plugin.errors import CheckpointError
 
 PathLike = Union[str, Path]
 
 # torchvision ResNet children in order; ``build_backbone`` keeps the first eight.
 _RESNET_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or weights file is missing, unreadable or does not fit the model."""
 
 
 def atomic_save(obj: Any, path: PathLike, keep_previous: bool = False) -> Path:
@@ -63,17 +60,36 @@ def _replace_with_copy(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def load_file(path: PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; errors name the file and what
-    to do (an older good checkpoint next to it, if there is one)."""
+def load_file(path: PathLike, hint: Optional[str] = None) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; errors name the file, why it
+    cannot be read and what to do: ``hint``, or by default the resume advice (an older
+    good checkpoint next to it, if there is one).
+
+    Raises:
+        CheckpointError: the file is missing, not a PyTorch file, corrupt, or holds
+            Python objects that are not loaded.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file not found: '{path}'.")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(
+            f"'{path}' is not a PyTorch file (torch.save writes a zip archive). "
+            f"{hint or _what_to_do(path)}"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(f"Cannot read checkpoint '{path}': {_reason(error)}. "
-                              f"{_what_to_do(path)}") from None
+                              f"{hint or _what_to_do(path)}") from None
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Starts like a zip archive (``torch.save``'s format, even if truncated) or a legacy
+    pickle (protocol 2+)."""
+    with open(path, "rb") as file:
+        start = file.read(4)
+    return start == b"PK\x03\x04" or (len(start) >= 2 and start[0] == 0x80 and start[1] >= 2)
 
 
 def _reason(error: Exception) -> str:
@@ -86,7 +102,7 @@ def _reason(error: Exception) -> str:
             "not loaded (loading them could run arbitrary code)"
         )
     first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
-    return f"the file is corrupt, truncated or not a torch file ({first_line[:200]})"
+    return f"the file is corrupt or truncated ({first_line[:200]})"
 
 
 def _what_to_do(path: Path) -> str:
@@ -291,12 +307,31 @@ def load_backbone_weights(backbone: nn.Module, backbone_name: str, path: PathLik
         state = {k: v for k, v in state.items() if not k.startswith("heads.")}
     elif backbone_name not in PLAIN_CNNS:
         state = {_from_torchvision_key(k): v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = _key_mismatch(backbone, state)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"Weights in '{path}' do not fit backbone {backbone_name!r}: {len(missing)} of its "
+            f"keys missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. "
+            f"{unexpected[:2]}); pass the backbone they were trained with (model.backbone)."
+        )
     try:
         backbone.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+    except RuntimeError as error:  # same keys, other shapes
         raise CheckpointError(
-            f"Weights in '{path}' do not fit backbone {backbone_name!r}: {error}"
-        ) from error
+            f"Weights in '{path}' do not fit backbone {backbone_name!r}: "
+            f"{_first_line(error)}"
+        ) from None
+
+
+def _key_mismatch(module: nn.Module, state: Mapping[str, Any]) -> tuple:
+    """``(missing, unexpected)`` key lists of ``module.load_state_dict(state)``."""
+    expected = set(module.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines[1:3] if len(lines) > 1 else lines)[:300]
 
 
 def _to_torchvision_key(key: str) -> str:

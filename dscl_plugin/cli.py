@@ -13,12 +13,20 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence, Union
 
-from dscl_plugin.checkpoints import CheckpointError
-from dscl_plugin.config import ConfigError, load_config, to_yaml
+from dscl_plugin.errors import CheckpointError, ConfigError
 
-_OVERRIDES_HELP = "config overrides such as trainer.epochs=5 model.beta=4 (OmegaConf dotlist)"
+if TYPE_CHECKING:  # the CLI loads Lightning and OmegaConf only when a command runs
+    from dscl_plugin.config import Config
+
+_TRAIN_OVERRIDES = "config overrides such as trainer.epochs=5 model.beta=4 (OmegaConf dotlist)"
+_EVAL_OVERRIDES = "config overrides such as probe.epochs=10 eval.knn_k=20 (OmegaConf dotlist)"
+_EXAMPLE_EPILOG = (
+    "Unlike dscl-train, running this again resumes output_dir's last checkpoint without "
+    "--resume (a finished run is only re-evaluated): it is dscl-train with --resume when "
+    "output_dir/checkpoints/last.ckpt exists."
+)
 
 
 def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.ArgumentParser:
@@ -27,14 +35,17 @@ def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.A
         if train
         else "Evaluate a trained backbone (stage 2): linear probe, kNN, shot-group accuracy."
     )
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    epilog = _EXAMPLE_EPILOG if train and default_config is not None else None
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
     if default_config is None:
         parser.add_argument("--config", required=True, help="YAML, e.g. configs/dscl_digits_lt.yaml")
     else:
         parser.add_argument("--config", default=default_config, help="YAML (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=_OVERRIDES_HELP)
     parser.add_argument(
-        "--print-config", action="store_true", help="print the merged config as YAML and exit"
+        "overrides",
+        nargs="*",
+        metavar="key.path=value",
+        help=_TRAIN_OVERRIDES if train else _EVAL_OVERRIDES,
     )
     parser.add_argument(
         "--import",
@@ -44,6 +55,9 @@ def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.A
         metavar="MODULE",
         help="import MODULE (a dotted name or a .py file) first, e.g. one that registers "
         "a method with @dscl_plugin.register_method; repeatable",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the merged config as YAML and exit"
     )
     if train:
         parser.add_argument("--stage", type=int, choices=(1, 2), help="run only stage 1 or 2")
@@ -66,7 +80,7 @@ def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.A
             "--retrieval",
             action="store_true",
             help="also write retrieval.png and patch_retrieval.png (nearest training images "
-            "of head/medium/tail test queries) to output_dir",
+            "of head/medium/tail test queries) beside metrics.json",
         )
     return parser
 
@@ -91,9 +105,10 @@ def _main(
     resume_existing: bool = False,
 ) -> int:
     args = _parse(prog, train, argv, default_config)
+    from dscl_plugin.config import load_config, to_yaml
     from dscl_plugin.methods import NonFiniteLossError
-    from dscl_plugin.pipeline import checkpoint_dir, run
     from dscl_plugin.registry import load_plugins
+    from dscl_plugin.training import checkpoint_dir
 
     try:
         load_plugins(args.imports)
@@ -102,9 +117,7 @@ def _main(
             print(to_yaml(config), end="")
             return 0
         if not train:
-            run(config, stage=2, checkpoint=args.checkpoint)
-            if args.retrieval:
-                _retrieval(config, args.checkpoint)
+            run(config, stage=2, checkpoint=args.checkpoint, retrieval=args.retrieval)
             return 0
         resume = args.resume
         if resume is None and resume_existing and (checkpoint_dir(config) / "last.ckpt").exists():
@@ -123,13 +136,32 @@ def _main(
     return 0
 
 
-def _retrieval(config, checkpoint: str) -> None:
-    from dscl_plugin.diagnostics import write_retrieval_pictures
-    from dscl_plugin.pipeline import load_for_eval, torch_threads
+def run(
+    config: "Config",
+    stage: Optional[int] = None,
+    resume: Union[None, bool, str, Path] = None,
+    checkpoint: Optional[str] = None,
+    retrieval: bool = False,
+) -> Optional[dict]:
+    """Stage 1 then stage 2 (or only ``stage``) with ``trainer.num_threads`` CPU threads;
+    returns the metrics on the main process. ``resume`` of a finished run only
+    re-evaluates it."""
+    from dscl_plugin.devices import torch_threads
+    from dscl_plugin.run_evaluation import evaluate
+    from dscl_plugin.training import check_method, resumes_finished, train
 
+    check_method(config)
     with torch_threads(config.trainer.num_threads):
-        paths = write_retrieval_pictures(config, load_for_eval(config, checkpoint))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+        module = None
+        if stage in (None, 1) and resume not in (None, False) and resumes_finished(config, resume):
+            print(f"{config.output_dir}: training finished; re-evaluating", file=sys.stderr)
+        elif stage in (None, 1):
+            module = train(config, resume)
+            if module is None:  # a non-zero DDP rank: rank 0 evaluates
+                return None
+        if stage in (None, 2):
+            return evaluate(config, module, checkpoint, retrieval)
+    return None
 
 
 def _resume_hint(

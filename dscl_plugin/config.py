@@ -39,6 +39,7 @@ from dscl_plugin.config_schema import (
     ProbeConfig,
     TrainerConfig,
 )
+from dscl_plugin.errors import ConfigError
 from dscl_plugin.transforms import check_jitter, check_patch_size
 
 __all__ = [
@@ -62,8 +63,6 @@ BASE_KEY = "base"
 EXCLUSIVE_KEYS = (("model.alpha", "model.beta"),)
 
 
-class ConfigError(ValueError):
-    """An invalid configuration; the message names the key path(s)."""
 
 
 def load_config(
@@ -265,7 +264,7 @@ def validate(config: Config) -> None:
     """Schema-level checks; raises one :class:`ConfigError` listing every problem.
 
     Whether ``method`` names a registered method, and that method's own rules, are
-    checked where the run is composed (:func:`dscl_plugin.pipeline.check_method`).
+    checked where the run is composed (:func:`dscl_plugin.training.check_method`).
     """
     problems = _Problems()
     problems.check(bool(config.method), "method", "must not be empty")

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+from dscl_plugin.evaluation import ProbeSchedule
 from dscl_plugin.transforms import COLOUR_AUGMENTATION
 
 @dataclass
@@ -154,6 +155,11 @@ class ProbeConfig:
     class_balanced: bool = True
     weight_decay: float = 0.0
     protocol: str = "features"
+
+    def schedule(self, seed: int) -> ProbeSchedule:
+        """The probe's training schedule (all randomness from ``seed``)."""
+        return ProbeSchedule(self.epochs, self.lr, list(self.milestones), self.batch_size,
+                             self.class_balanced, self.weight_decay, seed=seed)
 
 
 @dataclass

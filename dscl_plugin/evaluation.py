@@ -2,6 +2,8 @@
 
 import json
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import (
     Callable,
@@ -26,9 +28,37 @@ from dscl_plugin.data.shots import shot_groups
 GROUPS = ("many", "medium", "few")
 
 
+@dataclass(frozen=True)
+class ProbeSchedule:
+    """How a linear probe is trained: ``epochs`` of SGD(``lr``, ``momentum``,
+    ``weight_decay``) with lr x 0.1 at each epoch in ``milestones``; mini-batches of
+    ``batch_size`` features drawn class-balanced (:class:`ClassBalancedSampler`) or as a
+    random permutation; all randomness from ``seed``. ``config.probe.schedule(seed)``
+    builds one from a run's config."""
+
+    epochs: int
+    lr: float
+    milestones: Sequence[int] = ()
+    batch_size: int = 2048
+    class_balanced: bool = True
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"need epochs >= 1 and batch_size >= 1, got {self.epochs} and {self.batch_size}"
+            )
+
+
 def _progress(iterable, description: Optional[str], **kwargs):
-    """``iterable`` wrapped in a tqdm bar on stderr labelled ``description`` (None: no bar)."""
+    """``iterable`` wrapped in a tqdm bar on stderr labelled ``description`` (None: no bar);
+    when stderr is not a terminal (a redirected log), one line ``description`` instead."""
     if description is None:
+        return iterable
+    if not sys.stderr.isatty():
+        print(description, file=sys.stderr)
         return iterable
     from tqdm.auto import tqdm
 
@@ -63,23 +93,19 @@ def linear_probe(
     train_labels: Tensor,
     test_feats: Tensor,
     num_classes: int,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    milestones: Sequence[int],
-    class_balanced: bool = True,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    momentum: float = 0.9,
+    schedule: ProbeSchedule,
     progress: Optional[str] = None,
 ) -> Tensor:
     """Train ``nn.Linear(D, num_classes)`` on frozen features, return test logits (N_test, C).
 
     The fast stage 2 (``probe.protocol: features``): features extracted once. An epoch is
-    ``ceil(N / b)`` steps of ``b = min(batch_size, N)`` samples, drawn class-balanced
-    (:class:`ClassBalancedSampler`) or as a random permutation; training as in
-    :func:`train_linear_classifier`, all randomness from ``seed``. ``progress``: label of
-    a per-epoch progress bar (None: silent).
+    ``ceil(N / b)`` steps of ``b = min(schedule.batch_size, N)`` samples, drawn
+    class-balanced or as a random permutation (``schedule.class_balanced``); training as
+    in :func:`train_linear_classifier`. ``progress``: label of a per-epoch progress bar
+    (None: silent).
+
+    Raises:
+        ValueError: features or labels of the wrong shape, or no training sample.
     """
     if train_feats.ndim != 2 or test_feats.ndim != 2 or test_feats.shape[1] != train_feats.shape[1]:
         raise ValueError(
@@ -90,16 +116,16 @@ def linear_probe(
         raise ValueError(
             f"train_labels must be ({len(train_feats)},), got {tuple(train_labels.shape)}"
         )
-    if epochs < 1 or batch_size < 1 or len(train_feats) == 0:
-        raise ValueError(
-            "need epochs >= 1, batch_size >= 1 and samples, got "
-            f"{epochs}, {batch_size}, {len(train_feats)}"
-        )
+    if len(train_feats) == 0:
+        raise ValueError("linear_probe needs training samples, got none")
     device = train_feats.device
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(schedule.seed)
     n = len(train_feats)
-    batch_size = min(batch_size, n)
-    sampler = ClassBalancedSampler(train_labels.tolist(), n, generator) if class_balanced else None
+    batch_size = min(schedule.batch_size, n)
+    sampler = (
+        ClassBalancedSampler(train_labels.tolist(), n, generator)
+        if schedule.class_balanced else None
+    )
     labels = train_labels.to(device)
 
     def epoch_batches() -> Iterator[Tuple[Tensor, Tensor]]:
@@ -111,8 +137,7 @@ def linear_probe(
             yield train_feats[step], labels[step]
 
     classifier = train_linear_classifier(
-        epoch_batches, train_feats.shape[1], num_classes, epochs, lr, milestones,
-        weight_decay, momentum, generator, device, progress,
+        epoch_batches, train_feats.shape[1], num_classes, schedule, generator, device, progress
     )
     with torch.no_grad():
         return classifier(test_feats.to(device)).cpu()
@@ -123,12 +148,7 @@ def augmented_linear_probe(
     train_loader: Iterable,
     test_feats: Tensor,
     num_classes: int,
-    epochs: int,
-    lr: float,
-    milestones: Sequence[int],
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    momentum: float = 0.9,
+    schedule: ProbeSchedule,
     device: Union[str, torch.device] = "cpu",
     progress: Optional[str] = None,
 ) -> Tensor:
@@ -136,15 +156,14 @@ def augmented_linear_probe(
 
     Every epoch is one pass over ``train_loader``, whose images are augmented afresh on
     each pass (e.g. :func:`dscl_plugin.transforms.probe_transform`) and drawn by its
-    sampler (class-balanced for the official recipe); ``embed_fn`` (the frozen backbone,
-    in eval mode: the caller's job) embeds them without gradients and the classifier is
-    trained as in :func:`train_linear_classifier`. ``test_feats`` are the centre-crop
-    features of the test set; the last epoch's classifier is used.
+    sampler (class-balanced for the official recipe; the loader, not ``schedule``, sets
+    batch size and sampling); ``embed_fn`` (the frozen backbone, in eval mode: the
+    caller's job) embeds them without gradients and the classifier is trained as in
+    :func:`train_linear_classifier`. ``test_feats`` are the centre-crop features of the
+    test set; the last epoch's classifier is used.
     """
     if test_feats.ndim != 2:
         raise ValueError(f"test_feats must be (N, D), got {tuple(test_feats.shape)}")
-    if epochs < 1:
-        raise ValueError(f"need epochs >= 1, got {epochs}")
 
     def epoch_batches() -> Iterator[Tuple[Tensor, Tensor]]:
         for batch in train_loader:
@@ -152,10 +171,9 @@ def augmented_linear_probe(
                 feats = embed_fn(batch[0].to(device)).float()
             yield feats, torch.as_tensor(batch[1], dtype=torch.long).to(device)
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(schedule.seed)
     classifier = train_linear_classifier(
-        epoch_batches, test_feats.shape[1], num_classes, epochs, lr, milestones,
-        weight_decay, momentum, generator, device, progress,
+        epoch_batches, test_feats.shape[1], num_classes, schedule, generator, device, progress
     )
     with torch.no_grad():
         return classifier(test_feats.to(device)).cpu()
@@ -165,39 +183,37 @@ def train_linear_classifier(
     epoch_batches: Callable[[], Iterable[Tuple[Tensor, Tensor]]],
     feature_dim: int,
     num_classes: int,
-    epochs: int,
-    lr: float,
-    milestones: Sequence[int],
-    weight_decay: float,
-    momentum: float,
+    schedule: ProbeSchedule,
     generator: torch.Generator,
     device: Union[str, torch.device],
     progress: Optional[str] = None,
 ) -> nn.Linear:
     """``nn.Linear(feature_dim, num_classes)`` trained with cross-entropy,
-    SGD(lr, momentum, weight_decay) and lr x 0.1 at each epoch in ``milestones``, one
-    ``epoch_batches()`` pass of ``(features, labels)`` per epoch. Weights ~ N(0, 0.01^2)
-    from ``generator``, bias 0. The classifier after the last epoch is returned: no
-    selection on the test set. ``progress``: label of a per-epoch progress bar.
+    SGD(lr, momentum, weight_decay) and lr x 0.1 at each epoch in ``milestones`` (all from
+    ``schedule``), one ``epoch_batches()`` pass of ``(features, labels)`` per epoch.
+    Weights ~ N(0, 0.01^2) from ``generator``, bias 0. The classifier after the last epoch
+    is returned: no selection on the test set. ``progress``: label of a per-epoch
+    progress bar.
 
     Raises:
         FloatingPointError: the loss becomes NaN or Inf (lr too high).
     """
+    s = schedule
     classifier = nn.Linear(feature_dim, num_classes).to(device)
     with torch.no_grad():
         classifier.weight.copy_(torch.randn(classifier.weight.shape, generator=generator) * 0.01)
         classifier.bias.zero_()
     optimizer = torch.optim.SGD(
-        classifier.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        classifier.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma=0.1)
-    for epoch in _progress(range(epochs), progress, unit="epoch"):
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(s.milestones), gamma=0.1)
+    for epoch in _progress(range(s.epochs), progress, unit="epoch"):
         for feats, targets in epoch_batches():
             loss = F.cross_entropy(classifier(feats), targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"linear probe loss is {loss.item()} in epoch {epoch}: "
-                    f"lower probe.lr (now {lr})"
+                    f"lower probe.lr (now {s.lr})"
                 )
             optimizer.zero_grad()
             loss.backward()
@@ -292,10 +308,12 @@ def plot_per_class_accuracy(
     many_threshold: Optional[float] = None,
     few_threshold: Optional[float] = None,
     title: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
 ) -> Path:
     """Write a PNG scatter of per-class accuracy (%) against training class size (log x).
 
-    Each point is labelled with its class id (up to 40 classes); x ticks sit at the real
+    Each point is labelled with its class name (``class_names``; default: its id; up to
+    40 classes); x ticks sit at the real
     class sizes (at most 12 of them); the shot thresholds, when given, are dashed lines
     named in the legend. Classes without test samples (None) or without training
     samples are left out.
@@ -308,6 +326,11 @@ def plot_per_class_accuracy(
         raise ValueError(
             f"per_class ({len(per_class)}) and class_counts ({len(class_counts)}) differ"
         )
+    if class_names is not None and len(class_names) != len(class_counts):
+        raise ValueError(
+            f"class_names ({len(class_names)}) and class_counts ({len(class_counts)}) differ"
+        )
+    names = [str(c) for c in range(len(per_class))] if class_names is None else list(class_names)
     points = [
         (n, 100 * a, c) for c, (a, n) in enumerate(zip(per_class, class_counts))
         if a is not None and n > 0
@@ -319,10 +342,10 @@ def plot_per_class_accuracy(
         xs, ys, _ = zip(*points)
         labelled = len(points) <= 40
         ax.scatter(xs, ys, s=18, alpha=0.8, zorder=3,
-                   label="a class (its id beside it)" if labelled else "a class")
+                   label="a class (its name beside it)" if labelled else "a class")
         if labelled:
             for x, y, c in points:
-                ax.annotate(str(c), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=8)
+                ax.annotate(names[c], (x, y), xytext=(3, 3), textcoords="offset points", fontsize=8)
         sizes = sorted(set(xs))
         if len(sizes) > 12:  # keep 12 sizes spread over the range
             sizes = [sizes[round(i * (len(sizes) - 1) / 11)] for i in range(12)]
@@ -331,12 +354,13 @@ def plot_per_class_accuracy(
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
     lines = [
-        (many_threshold, f"many-shot: > {many_threshold:g} images", "tab:green"),
-        (few_threshold, f"few-shot: < {few_threshold:g} images", "tab:red"),
+        (many_threshold, "many-shot: > {:g} images", "tab:green"),
+        (few_threshold, "few-shot: < {:g} images", "tab:red"),
     ]
     for threshold, label, colour in lines:
         if threshold is not None:
-            ax.axvline(threshold, color=colour, linestyle="--", linewidth=1, label=label)
+            ax.axvline(threshold, color=colour, linestyle="--", linewidth=1,
+                       label=label.format(threshold))
     ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_ylim(-2, 105)

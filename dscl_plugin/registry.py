@@ -15,7 +15,7 @@ A method class is constructed as ``cls(config)`` and provides the model and its 
 (``training_step``), ``train_transform()`` and ``collate_fn()`` for stage 1, ``embed(images)``
 (pooled frozen features) and ``backbone`` for stage 2, and optionally a classmethod
 ``check_config(config) -> list[str]`` of config problems (``"key: message"``), run
-by :func:`dscl_plugin.pipeline.build_method` before the method is built. Subclassing :class:`dscl_plugin.methods.ContrastiveMethod`
+by :func:`dscl_plugin.training.build_method` before the method is built. Subclassing :class:`dscl_plugin.methods.ContrastiveMethod`
 provides all of these.
 
 Examples:

@@ -1,6 +1,7 @@
 """Train DSCL + PBSD on CIFAR-100-LT (imbalance 100, ResNet-18 with CIFAR stem), then evaluate.
 
-The same code path and messages as ``dscl-train --config configs/dscl_cifar100_lt.yaml``.
+``dscl-train --config configs/dscl_cifar100_lt.yaml`` (same code path and messages), except
+that it passes ``--resume`` by itself when ``output_dir`` holds a checkpoint.
 Needs the CIFAR-100 python archive under ``data/`` (``data.root``), or let torchvision
 fetch it:
 

@@ -1,6 +1,8 @@
 """Train DSCL + PBSD on ``digits_lt`` on the CPU, then evaluate it (under a minute, offline).
 
-The same code path and messages as ``dscl-train --config configs/dscl_digits_lt.yaml``:
+``dscl-train --config configs/dscl_digits_lt.yaml`` (same code path and messages), with one
+difference: it passes ``--resume`` by itself when ``output_dir`` holds a checkpoint, where
+``dscl-train`` refuses to overwrite the run and asks for ``--resume`` (exit 1):
 
     python examples/train_digits_lt.py                      # official-style run on digits
     python examples/train_digits_lt.py --help               # options; any key.path=value overrides
@@ -11,8 +13,9 @@ Stage 1 trains the ``small_cnn`` backbone with the DSCL + PBSD loss (long-tailed
 frozen features and prints overall / many / medium / few-shot accuracy. Results go to
 ``output_dir`` (default ``outputs/dscl_digits_lt/``: metrics.json, per_class_accuracy.png,
 backbone.pt, checkpoints/, logs/). Running it again resumes an unfinished run, or says
-"training finished; re-evaluating"; a run with other training settings needs its own
-``output_dir``. Config errors print one message and exit with code 2.
+"training finished; re-evaluating" (as ``dscl-train ... --resume`` does); a run with other
+training settings needs its own ``output_dir``. Config errors print one message and exit
+with code 2.
 """
 
 import sys

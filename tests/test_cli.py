@@ -28,7 +28,8 @@ from dscl_plugin.cli import eval_main, main, train_main
 from dscl_plugin.config import ConfigError, load_config
 from dscl_plugin.methods import NonFiniteLossError
 from dscl_plugin.models import DSCLModel, build_backbone
-from dscl_plugin.pipeline import build_method, torch_threads, train
+from dscl_plugin.devices import torch_threads
+from dscl_plugin.training import build_method, train
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml")
 TINY = [
@@ -73,6 +74,7 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     assert not [r for r in caplog.records if "Tip" in r.getMessage()]  # Lightning's adverts
     assert "GPU available" in caplog.text  # (its other information stays)
     assert not [w for w in recwarn if "ambiguous" in str(w.message)]  # batch_size is passed
+    assert not [w for w in recwarn if "LeafSpec" in str(w.message)]  # filtered, narrowly
     metrics = json.loads((out / "metrics.json").read_text())
     probe = metrics["linear_probe"]
     assert set(probe) == {"overall", "many", "medium", "few"}
@@ -130,18 +132,18 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
 def test_augmented_probe_protocol_keeps_bn_frozen(tmp_path, monkeypatch):
     """probe.protocol=augmented: class-balanced loader of augmented training images,
     the backbone in eval mode (BN running statistics unchanged)."""
-    import dscl_plugin.pipeline as pipeline
+    import dscl_plugin.run_evaluation as run_evaluation
     from dscl_plugin.data.samplers import ClassBalancedSampler
-    from dscl_plugin.pipeline import evaluate
+    from dscl_plugin.run_evaluation import evaluate
 
     config = tiny(tmp_path, "augmented", "probe.protocol=augmented", "probe.batch_size=64")
-    loaders, real = [], pipeline.augmented_linear_probe
+    loaders, real = [], run_evaluation.augmented_linear_probe
 
     def spy(embed_fn, loader, *args, **kwargs):
         loaders.append(loader)
         return real(embed_fn, loader, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "augmented_linear_probe", spy)
+    monkeypatch.setattr(run_evaluation, "augmented_linear_probe", spy)
     module = build_method(config)
     before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
     metrics = evaluate(config, module)
@@ -294,9 +296,11 @@ def test_corrupt_checkpoint_names_the_file(tmp_path, capsys):
         train(config, resume=True)
     args = ["--config", CONFIG, *TINY, f"output_dir={config.output_dir}"]
     assert train_main([*args, "--resume"]) == 1
-    assert eval_main([*args, "--checkpoint", str(last)]) == 1
     err = capsys.readouterr().err
-    assert err.count(str(last)) == 2 and "--resume PATH" in err
+    assert str(last) in err and "--resume PATH" in err
+    assert eval_main([*args, "--checkpoint", str(last)]) == 1
+    err = capsys.readouterr().err  # eval's advice, not resume's
+    assert str(last) in err and "dscl-eval scores a backbone.pt" in err and "--resume" not in err
     assert train_main([*args, "--resume", str(tmp_path / "missing.ckpt")]) == 1
     assert "not found" in capsys.readouterr().err
 
@@ -391,7 +395,7 @@ DDP_SCRIPT = textwrap.dedent(
     import torch
     from dscl_plugin.config import ConfigError, load_config
     from dscl_plugin.models import forward_without_stat_update
-    from dscl_plugin.pipeline import train
+    from dscl_plugin.training import train
 
     class RecordKeys(pl.Callback):
         keys, labels = [], []

@@ -157,7 +157,7 @@ def test_all_problems_reported_together():
 
 
 def _method_error(*overrides, path=DIGITS) -> str:
-    from dscl_plugin.pipeline import check_method
+    from dscl_plugin.training import check_method
 
     config = load_config(path, overrides)  # schema checks pass: the method's rules come later
     with pytest.raises(ConfigError) as info:

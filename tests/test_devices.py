@@ -35,7 +35,9 @@ from dscl_plugin.config import load_config
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
 from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
-from dscl_plugin.pipeline import evaluate, torch_threads, train
+from dscl_plugin.devices import torch_threads
+from dscl_plugin.run_evaluation import evaluate
+from dscl_plugin.training import train
 
 T = 0.07
 LOSS_TOL = dict(rtol=1e-4, atol=1e-5)  # every loss is computed in float32 (or float64)

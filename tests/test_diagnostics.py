@@ -11,19 +11,21 @@ from PIL import Image
 
 from dscl_plugin.cli import eval_main
 from dscl_plugin.config import load_config
-from dscl_plugin.diagnostics import (
+from dscl_plugin.diagnostics import plot_grad_ratio, read_grad_ratio
+from dscl_plugin.retrieval import (
+    RetrievalSettings,
     box_features,
+    compute_retrieval,
     nearest_neighbours,
     pick_queries,
-    plot_grad_ratio,
-    read_grad_ratio,
+    plot_retrieval_pictures,
     response_maps,
     retrieval_pictures,
 )
 from dscl_plugin.functional import pull_gradient_ratio
 from dscl_plugin.losses import DSCLLoss, SupConLoss
 from dscl_plugin.models import build_backbone
-from dscl_plugin.pipeline import train
+from dscl_plugin.training import train
 from test_cli import TINY  # the tiny digits run every CLI test trains
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -198,17 +200,15 @@ def test_retrieval_pictures_on_a_tiny_model(tmp_path):
     train_set = [(torch.randn(3, 16, 16, generator=g), c) for c in train_labels]
     test_set = [(torch.randn(3, 16, 16, generator=g), c) for c in (0, 0, 1, 1, 2, 2)]
     groups = dict(many_threshold=4, few_threshold=3)
-    paths = retrieval_pictures(
-        tiny_backbone(), train_set, test_set, tmp_path, k=2, per_group=1, **groups
-    )
+    settings = RetrievalSettings(k=2, per_group=1, **groups)
+    paths = retrieval_pictures(tiny_backbone(), train_set, test_set, tmp_path, settings)
     for name, (rows, cols) in {"retrieval": (3, 3), "patch_retrieval": (3, 4)}.items():
         assert paths[name] == tmp_path / f"{name}.png"
         with Image.open(paths[name]) as image:  # one 190 x 200 px cell per image
             assert image.size == (190 * cols, 200 * rows + 40)
     with pytest.raises(ValueError, match="one .x1, y1, x2, y2. box per patch query .3"):
-        retrieval_pictures(
-            tiny_backbone(), train_set, test_set, tmp_path, boxes=torch.zeros(2, 4), **groups
-        )
+        compute_retrieval(tiny_backbone(), train_set, test_set, RetrievalSettings(**groups),
+                          boxes=torch.zeros(2, 4))
     vectors = torch.nn.Sequential(
         tiny_backbone(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
     )
@@ -216,11 +216,52 @@ def test_retrieval_pictures_on_a_tiny_model(tmp_path):
         retrieval_pictures(vectors, train_set, test_set, tmp_path)
 
 
-def test_dscl_eval_retrieval_flag(tmp_path, capsys):
-    weights = tmp_path / "backbone.pt"
+def test_retrieval_is_computed_then_drawn_with_ranks_names_and_a_colour_scale(
+    tmp_path, monkeypatch
+):
+    from matplotlib.figure import Figure
+
+    g = torch.Generator().manual_seed(0)
+    train_set = [(torch.randn(3, 16, 16, generator=g), c) for c in [0] * 6 + [1] * 4 + [2] * 2]
+    test_set = [(torch.randn(3, 16, 16, generator=g), c) for c in (0, 0, 1, 1, 2, 2)]
+    settings = RetrievalSettings(k=2, per_group=1, many_threshold=4, few_threshold=3)
+    found = compute_retrieval(tiny_backbone(), train_set, test_set, settings)
+    assert [group for group, _ in found.queries] == ["many", "medium", "few"]
+    assert found.neighbours.shape == (3, 2) and found.maps.shape == (3, 3, 16, 16)
+    labels = torch.tensor([c for _, c in train_set])
+    assert torch.equal(found.neighbour_labels, labels[found.neighbours])
+    # the nearest neighbours by cosine of the pooled features, in rank order
+    pooled = lambda images: tiny_backbone()(images).mean(dim=(2, 3))  # noqa: E731
+    with torch.no_grad():
+        refs = pooled(torch.stack([x for x, _ in train_set]))
+        query = pooled(test_set[found.queries[0][1]][0][None])
+    expected = F.cosine_similarity(query, refs).topk(2).indices
+    assert found.neighbours[0].tolist() == expected.tolist()
+
+    saved = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k)))
+    names = ["coat", "bag", "shirt"]
+    plot_retrieval_pictures(found, train_set, test_set, tmp_path, class_names=names)
+    retrieval, patch = saved
+    titles = [ax.get_title() for ax in retrieval.axes]
+    assert titles[0] == f"query: {names[found.query_labels[0]]}"
+    first = found.neighbour_labels[0, 0].item()
+    mark = "✓" if first == found.query_labels[0] else "✗"
+    assert titles[1] == f"#1 {mark} {names[first]}" and titles[2].startswith("#2 ")
+    assert not any("cos" in t for t in titles)
+    colour_bars = [ax for ax in patch.axes if ax.get_ylabel() == "cosine to the box feature"]
+    assert len(colour_bars) == 1  # one scale for every response map
+
+
+def test_dscl_eval_retrieval_flag_writes_beside_the_metrics(tmp_path, capsys):
+    weights = tmp_path / "other" / "weights.pt"  # not the run's own backbone.pt
+    weights.parent.mkdir()
     torch.save(tiny_backbone().state_dict(), weights)
-    args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), *TINY, f"output_dir={tmp_path}"]
+    run = tmp_path / "run"
+    args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), *TINY, f"output_dir={run}"]
     assert eval_main([*args, "--checkpoint", str(weights), "--retrieval"]) == 0
     assert "patch_retrieval.png" in capsys.readouterr().out
     for name in ("retrieval.png", "patch_retrieval.png", "metrics.json"):
-        assert (tmp_path / name).exists()
+        assert (tmp_path / "other" / "weights_eval" / name).exists()
+    assert not run.exists()  # evaluation never writes into (or over) a run's results

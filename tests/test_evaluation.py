@@ -12,6 +12,7 @@ from dscl_plugin.evaluation import (
     extract_features,
     format_metrics_table,
     knn_metrics,
+    ProbeSchedule,
     linear_probe,
     plot_per_class_accuracy,
     shot_metrics,
@@ -46,16 +47,16 @@ def test_extract_features_no_grad_and_concatenates():
 def test_linear_probe_separates_long_tailed_blobs(class_balanced):
     train_x, train_y = blobs([60, 12, 3])
     test_x, test_y = blobs([20, 20, 20], seed=1)
-    logits = linear_probe(
-        train_x, train_y, test_x, num_classes=3, epochs=30, lr=0.1, batch_size=2048,
-        milestones=[20, 25], class_balanced=class_balanced, seed=0,
-    )
+    schedule = ProbeSchedule(30, 0.1, [20, 25], 2048, class_balanced, seed=0)
+    logits = linear_probe(train_x, train_y, test_x, 3, schedule)
     assert logits.shape == (60, 3)
     assert (logits.argmax(1) == test_y).float().mean().item() == 1.0
-    again = linear_probe(
-        train_x, train_y, test_x, 3, 30, 0.1, 2048, [20, 25], class_balanced=class_balanced, seed=0
-    )
+    again = linear_probe(train_x, train_y, test_x, 3, ProbeSchedule(30, 0.1, [20, 25], 2048,
+                                                                    class_balanced, seed=0))
     assert torch.equal(logits, again)
+    other_seed = linear_probe(train_x, train_y, test_x, 3, ProbeSchedule(30, 0.1, [20, 25], 2048,
+                                                                         class_balanced, seed=1))
+    assert not torch.equal(logits, other_seed)
 
 
 def test_linear_probe_caps_batch_size(monkeypatch):
@@ -67,21 +68,32 @@ def test_linear_probe_caps_batch_size(monkeypatch):
 
     monkeypatch.setattr(torch.optim.SGD, "step", counting_step)
     x, y = blobs([6, 4])
-    linear_probe(x, y, x, 2, epochs=3, lr=0.1, batch_size=4096, milestones=[])
+    linear_probe(x, y, x, 2, ProbeSchedule(epochs=3, lr=0.1, batch_size=4096))
     assert len(steps) == 3  # one full batch per epoch, never a zero-step epoch
     steps.clear()
-    linear_probe(x, y, x, 2, epochs=2, lr=0.1, batch_size=4, milestones=[1], class_balanced=False)
+    linear_probe(x, y, x, 2, ProbeSchedule(2, 0.1, [1], batch_size=4, class_balanced=False))
     assert len(steps) == 2 * math.ceil(10 / 4)
 
 
 def test_linear_probe_errors():
     x, y = blobs([5, 5])
+    schedule = ProbeSchedule(1, 0.1, batch_size=4)
     with pytest.raises(ValueError, match=r"same D, got \(10, 6\) and \(3, 4\)"):
-        linear_probe(x, y, torch.randn(3, 4), 2, 1, 0.1, 4, [])
+        linear_probe(x, y, torch.randn(3, 4), 2, schedule)
     with pytest.raises(ValueError, match=r"train_labels must be \(10,\)"):
-        linear_probe(x, y[:4], x, 2, 1, 0.1, 4, [])
+        linear_probe(x, y[:4], x, 2, schedule)
     with pytest.raises(FloatingPointError, match="epoch 0"):
-        linear_probe(x * 1e38, y, x, 2, 1, 10.0, 4, [])
+        linear_probe(x * 1e38, y, x, 2, ProbeSchedule(1, 10.0, batch_size=4))
+    with pytest.raises(ValueError, match="need epochs >= 1 and batch_size >= 1, got 0 and 4"):
+        ProbeSchedule(0, 0.1, batch_size=4)
+
+
+def test_probe_config_gives_its_schedule():
+    from dscl_plugin.config import ProbeConfig
+
+    probe = ProbeConfig(epochs=7, lr=0.5, batch_size=64, milestones=[3, 5],
+                        class_balanced=False, weight_decay=1e-4)
+    assert probe.schedule(seed=3) == ProbeSchedule(7, 0.5, [3, 5], 64, False, 1e-4, 0.9, 3)
 
 
 def test_shot_metrics_groups_and_none():
@@ -206,9 +218,7 @@ def test_augmented_probe_embeds_fresh_images_every_epoch_and_learns():
 
     test_x = dataset.templates.repeat(5, 1) + 0.5 * torch.randn(15, 12)
     test_y = torch.arange(3).repeat(5)
-    logits = augmented_linear_probe(
-        embed, loader, test_x, num_classes=3, epochs=4, lr=0.1, milestones=[3], seed=0
-    )
+    logits = augmented_linear_probe(embed, loader, test_x, 3, ProbeSchedule(4, 0.1, [3]))
     assert logits.shape == (15, 3) and grad_modes == {False}
     assert len(seen) == 4 * len(loader)  # one pass over the loader per epoch
     first, second = seen[0], seen[len(loader)]
@@ -237,3 +247,17 @@ def test_per_class_plot_stands_on_its_own(tmp_path, monkeypatch):
     shown = sorted(c for c, a in zip(counts, accuracy) if a is not None)
     assert list(ax.get_xticks()) == shown
     assert [t.get_text() for t in ax.get_xticklabels()] == [str(n) for n in shown]
+
+
+def test_per_class_plot_names_the_classes(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    saved = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k)))
+    names = ["T-shirt/top", "trouser", "coat"]
+    plot_per_class_accuracy([0.5, None, 1.0], [60, 20, 5], tmp_path / "p.png", class_names=names)
+    assert sorted(t.get_text() for t in saved[0].axes[0].texts) == ["T-shirt/top", "coat"]
+    with pytest.raises(ValueError, match=r"class_names \(2\) and class_counts \(3\) differ"):
+        plot_per_class_accuracy([0.5, None, 1.0], [60, 20, 5], tmp_path / "q.png",
+                                class_names=names[:2])

@@ -90,3 +90,43 @@ def test_version_pins_are_true():
     for line in requirements.values():  # an upper cap only at a next major release
         for op, version in re.findall(r"(<=?)\s*([\d.]+)", line):
             assert op == "<" and re.fullmatch(r"\d+", version), line
+
+
+def test_no_private_name_crosses_modules_and_no_module_imports_the_package_init():
+    """``from dscl_plugin.x import _y`` and ``from dscl_plugin import <not a module>`` are
+    both coupling to internals; dunder names (``__version__``) are public."""
+    import ast
+
+    package = ROOT / "dscl_plugin"
+    problems = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if not (module or "").startswith("dscl_plugin"):
+                continue
+            for alias in node.names:
+                name = alias.name
+                if name.startswith("_") and not name.startswith("__"):
+                    problems.append(f"{path.relative_to(ROOT)}: {node.module}.{name}")
+                submodule = package / name
+                if node.module == "dscl_plugin" and not (
+                    submodule.with_suffix(".py").is_file() or submodule.is_dir()
+                ):
+                    problems.append(f"{path.relative_to(ROOT)}: dscl_plugin.{name} (the __init__)")
+    assert not problems, problems
+
+
+def test_cli_imports_only_the_leaf_errors_at_module_level():
+    """The CLI catches ``ConfigError`` / ``CheckpointError`` from the leaf ``errors`` (which
+    ``config`` and ``checkpoints`` raise) and imports the rest when a command runs."""
+    import ast
+
+    from dscl_plugin import checkpoints, config, errors
+
+    body = ast.parse((ROOT / "dscl_plugin" / "cli.py").read_text()).body
+    top = {n.module for n in body if isinstance(n, ast.ImportFrom) and n.module.startswith("dscl")}
+    assert top == {"dscl_plugin.errors"}
+    graph = _package_graph()
+    assert graph["errors"][0] == set() and graph["_version"][0] == set()
+    assert config.ConfigError is errors.ConfigError
+    assert checkpoints.CheckpointError is errors.CheckpointError

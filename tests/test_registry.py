@@ -19,7 +19,7 @@ from dscl_plugin.lightly_registration import register_lightly_names
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.methods import ContrastiveMethod, DSCLMethod, SupConMethod
 from dscl_plugin.models import DSCLModel, SupConModel
-from dscl_plugin.pipeline import build_method
+from dscl_plugin.training import build_method
 from dscl_plugin.transforms import DSCLTransform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def test_entry_point_group_registers_methods(tmp_path):
     code = (
         "import sys\n"
         "from dscl_plugin.config import load_config\n"
-        "from dscl_plugin.pipeline import check_method\n"
+        "from dscl_plugin.training import check_method\n"
         "config = load_config(sys.argv[1], ['method=ep_dscl', 'model.queue_size=8'])\n"
         "print(check_method(config).__name__)\n"
     )

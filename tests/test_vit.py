@@ -14,7 +14,7 @@ from dscl_plugin.checkpoints import CheckpointError, export_backbone, load_backb
 from dscl_plugin.cli import train_main
 from dscl_plugin.config import ConfigError, load_config
 from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
-from dscl_plugin.pipeline import build_method
+from dscl_plugin.training import build_method
 from dscl_plugin.backbones.vit import ViTBackbone, build_vit, vit_spec
 from test_models import training_losses  # the few-steps loop test_models uses
 

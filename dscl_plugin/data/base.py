@@ -15,6 +15,7 @@ class ImageDataset(Dataset):
         targets: the label of every sample.
         num_classes: C; labels lie in ``[0, C)``.
         transform: applied to the PIL image (None returns the PIL image).
+        class_names: the name of each class where the builder knows them, else None.
     """
 
     def __init__(
@@ -23,6 +24,7 @@ class ImageDataset(Dataset):
         self.targets: List[int] = [int(t) for t in targets]
         self.num_classes = int(num_classes)
         self.transform = transform
+        self.class_names: Optional[List[str]] = None
         bad = [t for t in self.targets if not 0 <= t < self.num_classes]
         if bad:
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got {bad[:5]}")

@@ -50,4 +50,5 @@ def cifar_lt(
         indices = np.arange(len(targets))
     dataset = ArrayImageDataset(full.data[indices], targets[indices], num_classes, transform)
     dataset.indices = indices
+    dataset.class_names = list(full.classes)
     return dataset

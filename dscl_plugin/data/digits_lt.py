@@ -73,4 +73,5 @@ def digits_lt(
     )
     dataset = ArrayImageDataset(resized, targets[indices], NUM_CLASSES, transform)
     dataset.indices = indices
+    dataset.class_names = [str(c) for c in range(NUM_CLASSES)]
     return dataset

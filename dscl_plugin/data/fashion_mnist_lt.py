@@ -24,6 +24,8 @@ from dscl_plugin.data.base import ArrayImageDataset
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 
 NUM_CLASSES = 10
+CLASS_NAMES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+               "sneaker", "bag", "ankle boot")
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
 # split -> (images file, labels file), as the data set is distributed
@@ -100,4 +102,5 @@ def fashion_mnist_lt(
         indices = np.arange(len(labels))
     dataset = ArrayImageDataset(images[indices], labels[indices], NUM_CLASSES, transform)
     dataset.indices = indices
+    dataset.class_names = list(CLASS_NAMES)
     return dataset

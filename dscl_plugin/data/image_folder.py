@@ -37,4 +37,6 @@ def image_folder(
         profile = long_tail_counts(int(sizes.max()), num_classes, imbalance_factor)
         keep = select_per_class(targets, np.minimum(sizes, profile), seed)
         paths, targets = [paths[i] for i in keep], targets[keep]
-    return FileImageDataset(paths, targets, num_classes, transform)
+    dataset = FileImageDataset(paths, targets, num_classes, transform)
+    dataset.class_names = list(full.classes)
+    return dataset
