@@ -28,7 +28,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class ContrastiveMethod(pl.LightningModule):
-    """Shared harness; subclasses implement :meth:`build_model`.
+    """Shared harness; subclasses set ``model_class`` and ``model_keys`` (or override
+    :meth:`build_model`).
 
     The model must provide ``forward(view_q, view_k, patches, boxes, labels) ->
     dict(loss, loss_dscl, loss_pbsd)``, ``update_momentum(m)``, ``embed(images)``,
