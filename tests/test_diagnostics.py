@@ -254,6 +254,7 @@ def test_retrieval_is_computed_then_drawn_with_ranks_names_and_a_colour_scale(
     assert len(colour_bars) == 1  # one scale for every response map
 
 
+@pytest.mark.slow
 def test_dscl_eval_retrieval_flag_writes_beside_the_metrics(tmp_path, capsys):
     weights = tmp_path / "other" / "weights.pt"  # not the run's own backbone.pt
     weights.parent.mkdir()
