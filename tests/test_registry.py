@@ -133,18 +133,18 @@ def test_lightly_names_are_never_overwritten(monkeypatch):
     assert lightly.transforms.DSCLTransform is DSCLTransform
 
 
-def _readme_block(after_heading):
-    text = (ROOT / "README.md").read_text()
+def _docs_block(after_heading):
+    text = (ROOT / "docs" / "configs.md").read_text()
     section = text[text.index(after_heading):]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 def test_readme_own_method_runs_through_dscl_train(tmp_path, monkeypatch, isolated_registry):
-    """The README's "Your own method" module, as printed, trained and evaluated by
+    """docs/configs.md's "Your own method" module, as printed, trained and evaluated by
     ``dscl-train --import my_method`` (from the current directory)."""
     from dscl_plugin.cli import train_main
 
-    (tmp_path / "my_method.py").write_text(_readme_block("### Your own method"))
+    (tmp_path / "my_method.py").write_text(_docs_block("## Your own method"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "my_method", raising=False)
     config = str(CONFIGS / "dscl_digits_lt.yaml")
