@@ -19,6 +19,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, Vali
 from dscl_plugin import checks
 from dscl_plugin.checks import InvalidValue, alpha_from
 from dscl_plugin.models import PATCH_PASSES, check_backbone_name
+from dscl_plugin.precision import resolve_precision
 from dscl_plugin.transforms import check_jitter, check_patch_size
 
 
@@ -132,7 +133,9 @@ class TrainerConfig:
     ``model.shuffle_bn``). ``checkpoint_every_n_steps``: also write ``last.ckpt`` every n
     optimizer steps (null: at epoch ends only); a run resumed from it continues inside
     the epoch. ``log_grad_ratio`` logs the pull-gradient ratio (paper Fig. 2) per class,
-    shot group and epoch (``grad_ratio/...`` in the CSV logs)."""
+    shot group and epoch (``grad_ratio/...`` in the CSV logs). ``precision: auto``:
+    ``bf16-mixed`` where the CPU/GPU has bf16 hardware, else ``32-true``
+    (:mod:`dscl_plugin.precision`)."""
 
     epochs: int = 200
     batch_size: int = 256
@@ -192,7 +195,7 @@ class Config:
     output_dir: str = "outputs/${method}_${data.name}"
 
 
-PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
+PRECISIONS = ("auto", "32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 STRATEGIES = ("auto", "ddp")
 PROBE_PROTOCOLS = ("features", "augmented")
@@ -224,6 +227,8 @@ def load_config(
     except OmegaConfBaseException as error:
         raise ConfigError(_describe(error, path)) from error
     validate(config)
+    t = config.trainer  # "auto" becomes what runs, so config.yaml and metrics.json say it
+    t.precision = resolve_precision(t.precision, _resolved_accelerator(t.accelerator))
     return config
 
 
