@@ -36,21 +36,25 @@ def _dscl_pbsd_step(model: DSCLModel, batch, amp: bool):
     return out["loss"].detach(), out["loss"].dtype, grads
 
 
+# (1 - cosine) bound per parameter group: the backbone's gradient passes five bf16 blocks
+COSINE_GAP = {"backbone": 0.02, "projection_head": 0.001}
+
+
 @pytest.mark.slow
 def test_bf16_autocast_dscl_pbsd_step_matches_float32():
-    """Under CPU bf16 autocast the loss is float32 and within 2 % of the float32 loss; the
-    gradient of each parameter group has cosine similarity >= 0.99 and a norm within 5 %.
+    """Under CPU bf16 autocast the loss is float32 and within 1e-3 (relative) of the float32
+    loss; per parameter group the gradient's cosine similarity to float32 is >= 0.98
+    (backbone) / 0.999 (projection head) and its norm is within 2 %.
 
-    Why these tolerances: bf16 keeps 8 significant bits, a rounding error of up to
-    2^-8 = 0.4 % per value. The convolutions and linear layers of the encoder round their
-    inputs and outputs to bf16 (accumulating in float32), five blocks deep, so features
-    carry errors of about 1 %; the losses normalise and compute in float32, so the loss
-    inherits about that error, not more (2 % leaves room for the seed). Gradients pass the
-    same layers backwards and differ in direction by a few tenths of a percent (cosine
-    0.99 is a direction error of ~8 degrees, far outside what rounding gives and far
-    inside what a wrong gradient, e.g. a dropped loss term, gives: the PBSD term alone
-    moves the backbone gradient's cosine to about 0.9). Measured: loss 0.1-0.3 %, cosine
-    > 0.999, norm < 1 %.
+    Why these tolerances: bf16 keeps 8 significant bits (a rounding error up to 2^-9 per
+    value). The losses compute in float32 from L2-normalised features and average over
+    the batch, so the loss moves far less than one bf16 step (measured: 2e-5; a loss
+    computed in bf16 would also fail the dtype check). Every convolution and linear layer
+    rounds its operands to bf16 forwards and backwards, so the gradient's direction
+    drifts with depth: measured cosine 0.9936 for the 5-block backbone, 0.99997 for the
+    2-layer head, norms within 0.2 %. The bounds allow about 3x the measured backbone
+    gap (other platforms' kernels round differently); a scale error of the step, e.g. the
+    loss counted twice, fails the norm check.
     """
     torch.manual_seed(0)
     backbone, dim = build_backbone("cnn5")
@@ -73,12 +77,12 @@ def test_bf16_autocast_dscl_pbsd_step_matches_float32():
     loss32, dtype32, grads32 = _dscl_pbsd_step(model, batch, amp=False)
     loss16, dtype16, grads16 = _dscl_pbsd_step(model, batch, amp=True)
     assert dtype32 == dtype16 == torch.float32
-    assert abs(loss16 - loss32) / abs(loss32) < 0.02
+    assert abs(loss16 - loss32) / abs(loss32) < 1e-3
     for name, g32 in grads32.items():
         g16 = grads16[name]
         assert g16.dtype == torch.float32
-        assert F.cosine_similarity(g16, g32, dim=0) >= 0.99, name
-        assert abs(g16.norm() / g32.norm() - 1) < 0.05, name
+        assert F.cosine_similarity(g16, g32, dim=0) >= 1 - COSINE_GAP[name], name
+        assert abs(g16.norm() / g32.norm() - 1) < 0.02, name
 
 
 def test_losses_compute_in_float32_under_bf16_autocast():
