@@ -112,7 +112,8 @@ def _precision_name(autocast: str, channels_last: bool) -> str:
 def _with_precision(args: argparse.Namespace, precision: str) -> argparse.Namespace:
     """``args`` with ``--autocast``/``--channels-last`` of ``precision``."""
     autocast, channels_last = PRECISIONS[precision]
-    return argparse.Namespace(**{**vars(args), "autocast": autocast, "channels_last": channels_last})
+    changed = {"autocast": autocast, "channels_last": channels_last}
+    return argparse.Namespace(**{**vars(args), **changed})
 
 
 def _batch_size(args: argparse.Namespace, setting: str) -> int:

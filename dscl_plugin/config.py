@@ -195,7 +195,9 @@ class Config:
     output_dir: str = "outputs/${method}_${data.name}"
 
 
-PRECISIONS = ("auto", "32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
+PRECISIONS = (
+    "auto", "32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true"
+)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 STRATEGIES = ("auto", "ddp")
 PROBE_PROTOCOLS = ("features", "augmented")

@@ -63,7 +63,8 @@ def test_bf16_autocast_dscl_pbsd_step_matches_float32():
     g = torch.Generator().manual_seed(0)
     b, num_patches = 16, 2
     model.memory_bank.enqueue(
-        F.normalize(torch.randn(256, 64, generator=g), dim=-1), torch.randint(10, (256,), generator=g)
+        F.normalize(torch.randn(256, 64, generator=g), dim=-1),
+        torch.randint(10, (256,), generator=g),
     )
     xy = torch.randint(0, 14, (b, num_patches, 2), generator=g)
     batch = (
@@ -135,7 +136,8 @@ def test_config_auto_becomes_the_resolved_precision(monkeypatch, capsys, support
 
 
 def test_config_rejects_an_unknown_precision_naming_the_allowed_values():
-    with pytest.raises(ConfigError, match=r"trainer\.precision: must be one of \['auto', '32-true'"):
+    allowed = r"trainer\.precision: must be one of \['auto', '32-true'"
+    with pytest.raises(ConfigError, match=allowed):
         load_config(CONFIG, ["trainer.precision=bf16"])
 
 
