@@ -70,7 +70,7 @@ PRECISIONS = {"fp32": ("none", False), "bf16": ("bf16", False), "bf16_cl": ("bf1
 # name: (backbone, cifar_stem, view px, patch px, CPU batch, CUDA batch)
 SETTINGS = {
     "cnn5_28px": ("cnn5", False, 28, 14, 128, 512),
-    "resnet18_32px": ("resnet18", True, 32, 16, 32, 256),
+    "resnet18_32px": ("resnet18", True, 32, 16, 8, 256),
     "resnet50_224px": ("resnet50", False, 224, 64, 2, 64),
 }
 
