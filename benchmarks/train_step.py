@@ -3,8 +3,8 @@
 Methods, all with the same EMA key encoder and a full labelled queue of ``--queue-size``
 keys: ``supcon`` (``SupConModel``), ``dscl`` (``DSCLModel``, ``pbsd_weight=0``) and
 ``dscl_pbsd`` (``DSCLModel``, ``--num-patches`` patches in one batched forward).
-Settings: ``resnet18`` + CIFAR stem at 32 px views / 16 px patches and ``resnet50`` at
-224 px / 64 px.
+Settings: ``cnn5`` at 28 px views / 14 px patches (the Fashion-MNIST-LT CPU recipe),
+``resnet18`` + CIFAR stem at 32 px views / 16 px patches and ``resnet50`` at 224 px / 64 px.
 
 A step is ``update_momentum`` + ``forward`` + ``backward`` + ``SGD.step``; images/s is
 B over its median time. The split times the parts on their own with the model's
@@ -24,15 +24,23 @@ methods).
 ``--autocast bf16`` runs every forward under ``torch.autocast`` (bf16 needs no
 GradScaler); ``--channels-last`` puts the models and the views in channels-last memory
 format (the patches reach the backbone as NCHW, as a data loader delivers them).
+``--precisions fp32 bf16 bf16_cl`` instead times each of these (fp32; bf16 autocast; bf16
+autocast + channels-last) in the same round-robin, so they share the machine's load;
+``--step-only`` times the whole step only (no split). Every row names its ``precision``;
+``speedup`` is the first precision's step time over the row's.
 
     python benchmarks/train_step.py                      # both settings
     python benchmarks/train_step.py --quick --json out.json --csv out.csv
     python benchmarks/train_step.py --device cuda --settings resnet50_224px \
         --autocast bf16 --channels-last --csv out.csv
+    python benchmarks/train_step.py --device cpu --threads 1 --step-only \
+        --settings cnn5_28px resnet18_32px --precisions fp32 bf16 bf16_cl \
+        --csv benchmarks/results/train_step_cpu_precision.csv
 """
 
 import argparse
 import json
+import platform
 import resource
 import statistics
 import subprocess
@@ -54,10 +62,14 @@ from dscl_plugin.models import (  # noqa: E402
     forward_without_stat_update,
     pool_regions,
 )
+from dscl_plugin.precision import cpu_bf16_flags  # noqa: E402
 
 METHODS = ("supcon", "dscl", "dscl_pbsd")
+# name: (--autocast, --channels-last)
+PRECISIONS = {"fp32": ("none", False), "bf16": ("bf16", False), "bf16_cl": ("bf16", True)}
 # name: (backbone, cifar_stem, view px, patch px, CPU batch, CUDA batch)
 SETTINGS = {
+    "cnn5_28px": ("cnn5", False, 28, 14, 128, 512),
     "resnet18_32px": ("resnet18", True, 32, 16, 8, 256),
     "resnet50_224px": ("resnet50", False, 224, 64, 2, 64),
 }
@@ -75,6 +87,11 @@ def _parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--autocast", choices=("none", "bf16"), default="none")
     parser.add_argument("--channels-last", action="store_true", help="channels-last models/views")
+    parser.add_argument(
+        "--precisions", nargs="+", choices=list(PRECISIONS),
+        help="time these round-robin (replaces --autocast/--channels-last)",
+    )  # fmt: skip
+    parser.add_argument("--step-only", action="store_true", help="time the whole step only")
     parser.add_argument("--quick", action="store_true", help="resnet18 32 px only, B 4, 3 repeats")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
@@ -83,7 +100,20 @@ def _parse_args(argv: List[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.settings, args.batch_size, args.repeats = ["resnet18_32px"], 4, 3
+    if args.precisions is None:
+        args.precisions = [_precision_name(args.autocast, args.channels_last)]
     return args
+
+
+def _precision_name(autocast: str, channels_last: bool) -> str:
+    return next(k for k, v in PRECISIONS.items() if v == (autocast, channels_last))
+
+
+def _with_precision(args: argparse.Namespace, precision: str) -> argparse.Namespace:
+    """``args`` with ``--autocast``/``--channels-last`` of ``precision``."""
+    autocast, channels_last = PRECISIONS[precision]
+    changed = {"autocast": autocast, "channels_last": channels_last}
+    return argparse.Namespace(**{**vars(args), **changed})
 
 
 def _batch_size(args: argparse.Namespace, setting: str) -> int:
@@ -184,8 +214,10 @@ class _Bench:
         queue = m.memory_bank.get()[0]
         return m.pbsd_criterion(student, teacher, self._key, queue, queue_normalized=True)
 
-    def parts(self) -> Dict[str, Callable[[], None]]:
+    def parts(self, step_only: bool = False) -> Dict[str, Callable[[], None]]:
         """The timed parts; keys and the q-view map are computed once, untimed."""
+        if step_only:
+            return {"step": self.step}
         self._key = self.ema_forward()
         with torch.no_grad(), self.autocast():
             self._feature_map = self.model.backbone(self.view_q)
@@ -200,37 +232,39 @@ class _Bench:
         return parts
 
 
-def _time_worker(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
-    """Median time (ms) of every part of every method, run round-robin; on CUDA also
-    ``peak_mib``, the peak memory of each method's first step."""
+def _time_worker(args: argparse.Namespace) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Median time (ms) of every part of every method in every precision, run round-robin
+    (keyed precision, then method); on CUDA also ``peak_mib`` per method."""
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    benches = {m: _Bench(m, args.setting, args) for m in METHODS}
-    peaks = {}
+    keys = [(p, m) for p in args.precisions for m in METHODS]
+    benches = {(p, m): _Bench(m, args.setting, _with_precision(args, p)) for p, m in keys}
+    peaks: Dict[str, Dict[str, float]] = {p: {} for p in args.precisions}
     if cuda:
-        benches[METHODS[0]].ema_forward()  # persistent cuBLAS/cuDNN set-up, before any peak
-        for method, bench in benches.items():
-            peaks[method] = _cuda_peak_of_first_step(bench)
-    parts = {m: bench.parts() for m, bench in benches.items()}
-    times: Dict[str, Dict[str, List[float]]] = {
-        m: {p: [] for p in method_parts} for m, method_parts in parts.items()
+        benches[keys[0]].ema_forward()  # persistent cuBLAS/cuDNN set-up, before any peak
+        for (precision, method), bench in benches.items():
+            peaks[precision][method] = _cuda_peak_of_first_step(bench)
+    parts = {key: bench.parts(args.step_only) for key, bench in benches.items()}
+    times: Dict[tuple, Dict[str, List[float]]] = {
+        key: {p: [] for p in key_parts} for key, key_parts in parts.items()
     }
     for i in range(args.repeats + 1):  # the first round warms up and is not timed
-        for method, method_parts in parts.items():
-            for part, fn in method_parts.items():
+        for key, key_parts in parts.items():
+            for part, fn in key_parts.items():
                 sync()
                 start = time.perf_counter()
                 fn()
                 sync()
                 if i > 0:
-                    times[method][part].append(time.perf_counter() - start)
+                    times[key][part].append(time.perf_counter() - start)
         print(f"  {args.setting}: round {i}/{args.repeats}", file=sys.stderr, flush=True)
-    result: Dict[str, Dict[str, float]] = {
-        m: {p: 1000 * statistics.median(t) for p, t in part_times.items()}
-        for m, part_times in times.items()
-    }
-    if cuda:
-        result["peak_mib"] = peaks
+    result: Dict[str, Dict[str, Dict[str, float]]] = {p: {} for p in args.precisions}
+    for (precision, method), part_times in times.items():
+        result[precision][method] = {
+            p: 1000 * statistics.median(t) for p, t in part_times.items()
+        }
+        if cuda:
+            result[precision][method]["peak_mib"] = peaks[precision][method]
     return result
 
 
@@ -258,39 +292,48 @@ def _subprocess(args: argparse.Namespace, worker: str, setting: str):
         "--device", args.device, "--num-patches", str(args.num_patches),
         "--queue-size", str(args.queue_size), "--num-classes", str(args.num_classes),
         "--repeats", str(args.repeats), "--threads", str(args.threads),
-        "--autocast", args.autocast,
+        "--autocast", args.autocast, "--precisions", *args.precisions,
     ]  # fmt: skip
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
     if args.channels_last:
         cmd += ["--channels-last"]
+    if args.step_only:
+        cmd += ["--step-only"]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def _rows(args: argparse.Namespace, setting: str) -> List[Dict[str, object]]:
     times = _subprocess(args, "time", setting)
-    b = _batch_size(args, setting)
+    b, first = _batch_size(args, setting), args.precisions[0]
     rows = []
-    for method in METHODS:
-        t = times[method]
-        if "peak_mib" in times:
-            peak = times["peak_mib"][method]
-        else:
-            peak = _subprocess(args, method, setting)
-        rows.append({
-            "device": args.device, "setting": setting, "autocast": args.autocast,
-            "channels_last": args.channels_last, "method": method, "B": b,
-            "L": args.num_patches if method == "dscl_pbsd" else 0, "K": args.queue_size,
-            "images_per_s": round(1000 * b / t["step"], 1),
-            "step_ms": round(t["step"], 1),
-            "x_supcon": round(t["step"] / times["supcon"]["step"], 2),
-            "online_fwd_bwd_ms": round(t["online_fwd_bwd"], 1),
-            "ema_fwd_ms": round(t["ema_fwd"], 1),
-            "patch_fwd_bwd_ms": round(t.get("patch_fwd_bwd", 0.0), 1),
-            "patch_separate_ms": round(t.get("patch_separate_fwd_bwd", 0.0), 1),
-            "peak_mib": round(peak, 1),
-        })  # fmt: skip
+    for precision in args.precisions:
+        autocast, channels_last = PRECISIONS[precision]
+        for method in METHODS:
+            t = times[precision][method]
+            if "peak_mib" in t:
+                peak = t["peak_mib"]
+            else:
+                peak = _subprocess(_with_precision(args, precision), method, setting)
+            row = {
+                "device": args.device, "setting": setting, "precision": precision,
+                "autocast": autocast, "channels_last": channels_last, "method": method, "B": b,
+                "L": args.num_patches if method == "dscl_pbsd" else 0, "K": args.queue_size,
+                "images_per_s": round(1000 * b / t["step"], 1),
+                "step_ms": round(t["step"], 1),
+                "x_supcon": round(t["step"] / times[precision]["supcon"]["step"], 2),
+                "speedup": round(times[first][method]["step"] / t["step"], 2),
+            }  # fmt: skip
+            if not args.step_only:
+                row.update({
+                    "online_fwd_bwd_ms": round(t["online_fwd_bwd"], 1),
+                    "ema_fwd_ms": round(t["ema_fwd"], 1),
+                    "patch_fwd_bwd_ms": round(t.get("patch_fwd_bwd", 0.0), 1),
+                    "patch_separate_ms": round(t.get("patch_separate_fwd_bwd", 0.0), 1),
+                })  # fmt: skip
+            row["peak_mib"] = round(peak, 1)
+            rows.append(row)
     return rows
 
 
@@ -302,7 +345,10 @@ def main(argv: List[str]) -> None:
         print(json.dumps(result))
         return
     rows = [row for setting in args.settings for row in _rows(args, setting)]
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    if args.device.startswith("cuda"):
+        where = torch.cuda.get_device_name()
+    else:
+        where = f"{platform.processor() or 'CPU'} (bf16 flags: {cpu_bf16_flags() or 'none'})"
     heading = f"torch {torch.__version__}, {where}, {args.threads} threads, median of {args.repeats} runs"
     print_and_save(rows, heading, args.json, args.csv)
 

@@ -40,6 +40,7 @@ from dscl_plugin.config_schema import (
     TrainerConfig,
 )
 from dscl_plugin.errors import ConfigError
+from dscl_plugin.precision import resolve_precision
 from dscl_plugin.transforms import check_jitter, check_patch_size
 
 __all__ = [
@@ -81,6 +82,8 @@ def load_config(
     except OmegaConfBaseException as error:
         raise ConfigError(_describe(error, None if path is None else Path(path))) from error
     validate(config)
+    t = config.trainer  # "auto" becomes what runs, so config.yaml and metrics.json say it
+    t.precision = resolve_precision(t.precision, _resolved_accelerator(t.accelerator))
     return config
 
 

@@ -121,7 +121,9 @@ class TrainerConfig:
     ``model.shuffle_bn``). ``checkpoint_every_n_steps``: also write ``last.ckpt`` every n
     optimizer steps (null: at epoch ends only); a run resumed from it continues inside
     the epoch. ``log_grad_ratio`` logs the pull-gradient ratio (paper Fig. 2) per class,
-    shot group and epoch (``grad_ratio/...`` in the CSV logs)."""
+    shot group and epoch (``grad_ratio/...`` in the CSV logs). ``precision: auto``:
+    ``bf16-mixed`` where the CPU/GPU has bf16 hardware, else ``32-true``
+    (:mod:`dscl_plugin.precision`)."""
 
     epochs: int = 200
     batch_size: int = 256
@@ -186,7 +188,9 @@ class Config:
     output_dir: str = "outputs/${method}_${data.name}"
 
 
-PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
+PRECISIONS = (
+    "auto", "32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "16-mixed", "16-true"
+)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 STRATEGIES = ("auto", "ddp")
 PROBE_PROTOCOLS = ("features", "augmented")
