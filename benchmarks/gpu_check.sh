@@ -20,7 +20,8 @@
 # evidence runs' tiny sizes) is the dry run on a CPU. OUT_DIR gets at most 8 files:
 # summary.json, summary.csv, loss_speed.csv, train_step.csv, pytest.xml, gpu_check.log
 # (every stage's output), gpu_evidence_runs.jsonl and gpu_evidence.json. The exit status
-# is the larger of the two scripts'.
+# is the larger of the two scripts'. Where benchmarks/results/gpu_evidence_runs.jsonl (the
+# runs of earlier leases, committed) exists, the evidence runs resume from it.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python3}"
@@ -63,9 +64,12 @@ if [[ -n "$missing" ]]; then
   exit 2
 fi
 cd "$repo"
+resume=()  # a later lease continues the committed runs with the next seeds
+committed=benchmarks/results/gpu_evidence_runs.jsonl
+if [[ -f "$committed" && ${#quick[@]} -eq 0 ]]; then resume=(--resume "$committed"); fi
 status=0
 "$python" benchmarks/gpu_check.py "$out" --device "$device" --budget "$check_budget" || status=$?
 "$python" benchmarks/gpu_evidence.py "$out" --device "$device" --budget "$evidence_budget" \
-  --log "$out/gpu_check.log" --epochs 50 "${quick[@]}" "${evidence[@]}" || {
+  --log "$out/gpu_check.log" --epochs 50 "${quick[@]}" "${resume[@]}" "${evidence[@]}" || {
   rc=$?; ((rc > status)) && status=$rc; }
 exit "$status"
