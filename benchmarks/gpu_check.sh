@@ -64,6 +64,7 @@ if [[ -n "$missing" ]]; then
   exit 2
 fi
 cd "$repo"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"  # the package from this tree, not installed
 resume=()  # a later lease continues the committed runs with the next seeds
 committed=benchmarks/results/gpu_evidence_runs.jsonl
 if [[ -f "$committed" && ${#quick[@]} -eq 0 ]]; then resume=(--resume "$committed"); fi
