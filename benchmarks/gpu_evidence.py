@@ -68,7 +68,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -80,7 +79,7 @@ from typing import Dict, List, Optional, Sequence, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_tail_accuracy as lta  # noqa: E402  (siblings: benchmarks is not a package)
-from reporting import git_state, pct  # noqa: E402
+from reporting import git_state  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/dscl_fashion_mnist_lt_gpu.yaml"
