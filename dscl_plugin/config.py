@@ -33,7 +33,9 @@ class DataConfig:
     standard list files of imagenet_lt / places_lt / inat2018. View augmentation: crop
     ``crop_scale``, flip ``hflip_prob``, colour jitter ``color_jitter`` (brightness, contrast,
     saturation, hue; the key view uses hue 0) with ``jitter_prob``, grayscale and Gaussian
-    blur probabilities (digits: no flips, crop scale >= 0.4, no blur)."""
+    blur probabilities (digits: no flips, crop scale >= 0.4, no blur). ``pipeline``: ``loader``
+    (PIL views in DataLoader workers) or ``device`` (Kornia views of a whole batch on the
+    training device; in-memory datasets only, ``pip install "dscl-plugin[fast]"``)."""
 
     name: str = MISSING
     root: str = "data"
@@ -48,6 +50,7 @@ class DataConfig:
     jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
     blur_prob: float = 0.5
+    pipeline: str = "loader"
 
     def view_augmentation(self) -> Dict[str, Any]:
         """The q-view augmentation keywords shared by ``DSCLTransform`` (stage 1) and
@@ -354,7 +357,8 @@ def raise_problems(problems: Sequence[str]) -> None:
 
 
 def _check_data(problems: _Problems, d: DataConfig) -> None:
-    from dscl_plugin.data import DATASET_NAMES
+    from dscl_plugin.data import DATASET_NAMES, IN_MEMORY_DATASETS
+    from dscl_plugin.device_views import check_pipeline
 
     problems.check(
         d.name in DATASET_NAMES,
@@ -367,6 +371,7 @@ def _check_data(problems: _Problems, d: DataConfig) -> None:
     for key in ("hflip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
         problems.within(f"data.{key}", getattr(d, key), 0, 1)
     problems.rule("data", check_jitter, "color_jitter", d.color_jitter)
+    problems.rule("data", check_pipeline, d.pipeline, d.name in IN_MEMORY_DATASETS)
     problems.file("data.train_list", d.train_list)
     problems.file("data.test_list", d.test_list)
 
