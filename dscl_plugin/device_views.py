@@ -134,9 +134,9 @@ class DeviceViews:
         K = _kornia_augmentation()
         self.input_size, self.patch_size, self.num_patches = input_size, patch_size, num_patches
         ratio = (3 / 4, 4 / 3)
-        self.crop = K.RandomResizedCrop((input_size, input_size), scale=crop_scale, ratio=ratio, p=1.0)
+        self.crop = K.RandomResizedCrop((input_size, input_size), scale=crop_scale, ratio=ratio, align_corners=False, p=1.0)
         self.patch_crop = K.RandomResizedCrop(
-            (patch_size, patch_size), scale=patch_scale, ratio=tuple(patch_ratio), p=1.0
+            (patch_size, patch_size), scale=patch_scale, ratio=tuple(patch_ratio), align_corners=False, p=1.0
         )
         self.flip = K.RandomHorizontalFlip(p=hflip_prob)
         blur_kernel = 2 * math.ceil(3 * blur_sigmas[1]) + 1
