@@ -57,7 +57,8 @@ def check_pipeline(pipeline: str, in_memory: bool) -> None:
         "'device' works only for the in-memory datasets (digits_lt, fashion_mnist_lt, "
         "cifar10_lt, cifar100_lt); use data.pipeline=loader for file datasets",
     )
-    checks.require(importlib.util.find_spec("kornia") is not None, "pipeline", f"'device' {KORNIA_MISSING}")
+    installed = importlib.util.find_spec("kornia") is not None
+    checks.require(installed, "pipeline", f"'device' {KORNIA_MISSING}")
 
 
 def _kornia_augmentation():
@@ -133,10 +134,12 @@ class DeviceViews:
         check_jitter("key_jitter", key_jitter)
         K = _kornia_augmentation()
         self.input_size, self.patch_size, self.num_patches = input_size, patch_size, num_patches
-        ratio = (3 / 4, 4 / 3)
-        self.crop = K.RandomResizedCrop((input_size, input_size), scale=crop_scale, ratio=ratio, align_corners=False, p=1.0)
+        # align_corners=False: torchvision's resized_crop of tensors (half-pixel centres)
+        self.crop = K.RandomResizedCrop(
+            (input_size, input_size), scale=crop_scale, ratio=(3 / 4, 4 / 3), align_corners=False
+        )
         self.patch_crop = K.RandomResizedCrop(
-            (patch_size, patch_size), scale=patch_scale, ratio=tuple(patch_ratio), align_corners=False, p=1.0
+            (patch_size, patch_size), scale=patch_scale, ratio=patch_ratio, align_corners=False
         )
         self.flip = K.RandomHorizontalFlip(p=hflip_prob)
         blur_kernel = 2 * math.ceil(3 * blur_sigmas[1]) + 1
@@ -147,9 +150,14 @@ class DeviceViews:
             if blur_prob > 0
             else None,
         ]
-        key_steps = [K.ColorJitter(*key_jitter, p=key_jitter_prob) if key_jitter_prob > 0 and any(key_jitter) else None]
+        key_steps = [
+            K.ColorJitter(*key_jitter, p=key_jitter_prob)
+            if key_jitter_prob > 0 and any(key_jitter)
+            else None
+        ]
         if normalize is not None:
-            norm = K.Normalize(mean=torch.tensor(normalize["mean"]), std=torch.tensor(normalize["std"]))
+            mean, std = torch.tensor(normalize["mean"]), torch.tensor(normalize["std"])
+            norm = K.Normalize(mean=mean, std=std)
             query_steps.append(norm)
             key_steps.append(norm)
         self.query_colour = [step for step in query_steps if step is not None]
@@ -171,7 +179,8 @@ class DeviceViews:
         """
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(
-                f"images must be a uint8 (B, 1 or 3, H, W) batch, got {images.dtype} {tuple(images.shape)}"
+                "images must be a uint8 (B, 1 or 3, H, W) batch, "
+                f"got {images.dtype} {tuple(images.shape)}"
             )
         pixels = images.float().div_(255).expand(-1, 3, -1, -1)
         crop_q = self.flip(self.crop(pixels))
@@ -183,7 +192,8 @@ class DeviceViews:
         batch, num = len(images), self.num_patches
         repeated = crop_q.repeat_interleave(num, dim=0)
         params = self.patch_crop.forward_parameters(repeated.shape)
-        patches = self._apply(self.query_colour, self.flip(self.patch_crop(repeated, params=params)))
+        patches = self.flip(self.patch_crop(repeated, params=params))
+        patches = self._apply(self.query_colour, patches)
         corners = params["src"].to(device=images.device, dtype=torch.float32)  # inclusive pixels
         top_left, bottom_right = corners[:, 0], corners[:, 2] + 1
         boxes = torch.cat([top_left, bottom_right], dim=1)

@@ -1,7 +1,10 @@
 """data.pipeline: device end to end on digits_lt tiny runs: the seeded batch order of the
 loader path, exact resume after a crash (at an epoch boundary and inside an epoch, where
-the device path is bit-exact too: its views are seeded by the step)."""
+the device path is bit-exact too: its views are seeded by the step), and a 2-process CPU
+DDP run in which each rank gathers its own images."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 from dscl_plugin.checkpoints import load_file
 from dscl_plugin.pipeline import train
 
-from test_cli import Crash, CrashAt, RecordSteps, _state, tiny
+from test_cli import CONFIG, DDP_SCRIPT, TINY, Crash, CrashAt, RecordSteps, _state, tiny
 
 pytest.importorskip("kornia")
 pytestmark = pytest.mark.slow
@@ -65,3 +68,24 @@ def test_device_mid_epoch_resume_is_bit_exact(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(got[4:], want[4:]))  # the very same views
     state = _state(module)
     assert not [k for k in final if not torch.equal(final[k], state[k])]
+
+
+def test_device_ddp_ranks_gather_their_own_images(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    overrides = TINY + [
+        f"output_dir={out}", DEVICE, "trainer.devices=2", "trainer.accelerator=cpu",
+        "trainer.epochs=1", "trainer.limit_train_batches=2", "model.shuffle_bn=false",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(script), CONFIG, *overrides],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    assert rank0["bank"].shape == (2 * 8 * 2, 16) and torch.equal(rank0["bank"], rank1["bank"])
+    assert not torch.equal(rank0["labels"], rank1["labels"])  # DistributedSampler: other images
+    pairs = zip(rank0["labels"].split(8), rank1["labels"].split(8))
+    assert torch.equal(rank0["bank_labels"], torch.cat([c for pair in pairs for c in pair]))

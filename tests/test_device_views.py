@@ -110,6 +110,7 @@ def brightness_factors(outputs, value):
     return (outputs[:, 0, 0, 0] * 255 / value).numpy()
 
 
+@pytest.mark.slow
 def test_brightness_factors_match_the_loader_path():
     """A constant grey image: the q-view brightness factor is out / in, drawn from
     U(0.6, 1.4) with probability jitter_prob, else 1 (loader: PIL, rounded to uint8)."""

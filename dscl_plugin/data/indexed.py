@@ -25,9 +25,9 @@ class IndexedImages(Dataset):
             raise ValueError(
                 f"dataset must be an in-memory ArrayImageDataset, got {type(dataset).__name__}"
             )
-        images = torch.from_numpy(dataset.images)
-        self.images: Tensor = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
-        self.images = self.images.contiguous()
+        images = torch.from_numpy(dataset.images)  # (N, H, W) or (N, H, W, 3)
+        images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+        self.images: Tensor = images.contiguous()
         self.targets: List[int] = dataset.targets
         self.num_classes = dataset.num_classes
         self.class_counts: List[int] = dataset.class_counts
