@@ -123,6 +123,13 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    meta = {  # the code measured: the state at the start
+        "command": " ".join(["python", "benchmarks/data_pipeline.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.platform()}, torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        "load_average_1_5_15_min": os.getloadavg(),  # a shared machine: how busy it was
+        **git_state(),
+    }
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     # name: (builder, batch, batches)
     settings = {
@@ -148,12 +155,6 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     suffix = "_quick" if args.quick else ""
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "command": " ".join(["python", "benchmarks/data_pipeline.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.platform()}, torch {torch.__version__}"
-        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-        **git_state(),
-    }
     if rows:
         print_and_save(rows, "View + patch generation, images/s (1 torch thread per process)",
                        csv_path=str(out / f"data_pipeline{suffix}.csv"))
