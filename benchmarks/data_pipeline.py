@@ -165,9 +165,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
         epochs.append({"recipe": FASHION_CONFIG.name, "pipeline": pipeline, "steps": steps or "all",
                        "stage1_wall_s": round(epoch_seconds(pipeline, steps), 1)})
     if epochs:
+        name = f"data_pipeline_epoch{suffix}" + (f"_{steps}steps" if steps and not args.quick else "")
         print_and_save(epochs, "\nOne stage-1 epoch (trainer.epochs=1, the recipe's other settings)",
-                       csv_path=str(out / f"data_pipeline_epoch{suffix}.csv"))
-        (out / f"data_pipeline_epoch{suffix}.json").write_text(json.dumps({**meta, "rows": epochs}, indent=2))
+                       csv_path=str(out / f"{name}.csv"))
+        (out / f"{name}.json").write_text(json.dumps({**meta, "rows": epochs}, indent=2))
     return rows + epochs
 
 
