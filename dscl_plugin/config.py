@@ -288,7 +288,8 @@ def raise_problems(problems: Sequence[str]) -> None:
 
 
 def _check_data(problems: _Problems, d: DataConfig) -> None:
-    from dscl_plugin.data import DATASET_NAMES
+    from dscl_plugin.data import DATASET_NAMES, IN_MEMORY_DATASETS
+    from dscl_plugin.device_views import check_pipeline
 
     problems.check(
         d.name in DATASET_NAMES,
@@ -301,6 +302,7 @@ def _check_data(problems: _Problems, d: DataConfig) -> None:
     for key in ("hflip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
         problems.within(f"data.{key}", getattr(d, key), 0, 1)
     problems.rule("data", check_jitter, "color_jitter", d.color_jitter)
+    problems.rule("data", check_pipeline, d.pipeline, d.name in IN_MEMORY_DATASETS)
     problems.file("data.train_list", d.train_list)
     problems.file("data.test_list", d.test_list)
 

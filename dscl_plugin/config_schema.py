@@ -22,7 +22,9 @@ class DataConfig:
     ``crop_scale``, flip ``hflip_prob``, colour jitter ``color_jitter`` (brightness, contrast,
     saturation, hue; the key view uses hue 0) with ``jitter_prob``, grayscale and Gaussian
     blur probabilities (digits: no flips, crop scale >= 0.4, no blur); their defaults are
-    ``dscl_plugin.transforms.COLOUR_AUGMENTATION``."""
+    ``dscl_plugin.transforms.COLOUR_AUGMENTATION``. ``pipeline``: ``loader`` (PIL views in
+    DataLoader workers) or ``device`` (Kornia views of a whole batch on the training device;
+    in-memory datasets only, ``pip install "dscl-plugin[fast]"``)."""
 
     name: str = MISSING
     root: str = "data"
@@ -37,6 +39,7 @@ class DataConfig:
     jitter_prob: float = COLOUR_AUGMENTATION.jitter_prob
     grayscale_prob: float = COLOUR_AUGMENTATION.grayscale_prob
     blur_prob: float = COLOUR_AUGMENTATION.blur_prob
+    pipeline: str = "loader"
 
     def view_augmentation(self) -> Dict[str, Any]:
         """The q-view augmentation keywords shared by ``DSCLTransform`` (stage 1) and

@@ -7,7 +7,7 @@ linear warm-up and cosine decay (Lightly's ``CosineWarmupScheduler``) per step o
 Under DDP the queue gathers keys with their labels from every process.
 """
 
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -43,6 +43,7 @@ class ContrastiveMethod(pl.LightningModule):
     model_keys: Tuple[str, ...] = (
         "proj_dim", "queue_size", "momentum", "temperature", "shuffle_bn"
     )
+    device_views: Optional[Callable] = None  # data.pipeline: device (device_views.use_device_views)
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -90,11 +91,12 @@ class ContrastiveMethod(pl.LightningModule):
         """(B, D) pooled online-backbone features for the frozen evaluation."""
         return self.model.embed(images)
 
-    def train_transform(self) -> Callable:
-        """Stage-1 views; patches only if the method uses them and ``pbsd_weight > 0``."""
+    def view_options(self) -> Dict[str, Any]:
+        """Stage-1 view keywords (of ``DSCLTransform`` and ``DeviceViews``); patches only if
+        the method uses them and ``pbsd_weight > 0``."""
         d, m = self.config.data, self.config.model
         use_patches = self.uses_patches and m.pbsd_weight > 0
-        return DSCLTransform(
+        return dict(
             patch_size=m.patch_size,
             num_patches=m.num_patches if use_patches else 0,
             patch_scale=tuple(m.patch_scale),
@@ -102,8 +104,19 @@ class ContrastiveMethod(pl.LightningModule):
             **d.view_augmentation(),
         )
 
+    def train_transform(self) -> Callable:
+        """Stage-1 views of one PIL image (``data.pipeline: loader``)."""
+        return DSCLTransform(**self.view_options())
+
     def collate_fn(self) -> Callable:
         return PatchViewCollate()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``data.pipeline: device``: a batch ``(indices, labels)`` becomes its views, made on
+        the device and seeded by (seed, rank, step)."""
+        if self.device_views is None:
+            return batch
+        return self.device_views(*batch, step=self.global_step, rank=self.global_rank)
 
     def setup(self, stage: str) -> None:
         self.model.memory_bank.gather_distributed = self.trainer.world_size > 1

@@ -25,6 +25,7 @@ from dscl_plugin.checkpoints import (
 )
 from dscl_plugin.config import Config, raise_problems, to_dict, to_yaml
 from dscl_plugin.data import build_dataset
+from dscl_plugin.device_views import use_device_views
 from dscl_plugin.errors import CheckpointError, ConfigError
 import dscl_plugin.methods  # noqa: F401  (registers dscl, supcon)
 from dscl_plugin.lightning_adapters import (
@@ -270,14 +271,17 @@ def train(
             f"trainer.batch_size: {t.batch_size} is larger than the training set "
             f"({len(dataset)} images over {processes} process(es)); every epoch would be empty."
         )
+    collate_fn, num_workers = module.collate_fn(), t.num_workers
+    if config.data.pipeline == "device":  # batches of (indices, labels); views made on the device
+        dataset, collate_fn, num_workers = use_device_views(module, dataset, config.seed), None, 0
     generator = torch.Generator().manual_seed(config.seed)
     loader = ResumableDataLoader(
         dataset,
         batch_size=per_device,
         shuffle=True,
         drop_last=True,
-        num_workers=t.num_workers,
-        collate_fn=module.collate_fn(),
+        num_workers=num_workers,
+        collate_fn=collate_fn,
         generator=generator,
         pin_memory=torch.cuda.is_available(),
     )

@@ -12,6 +12,7 @@ from dscl_plugin.data.cifar_lt import CIFAR_SOURCES, cifar_lt
 from dscl_plugin.data.digits_lt import digits_lt
 from dscl_plugin.data.fashion_mnist_lt import fashion_mnist_lt
 from dscl_plugin.data.image_folder import image_folder
+from dscl_plugin.data.indexed import IndexedImages
 from dscl_plugin.data.list_file import (
     LIST_FILE_SOURCES,
     list_file_dataset,
@@ -29,6 +30,8 @@ DATASET_NAMES = (
     *LIST_FILE_SOURCES,
     "image_folder",
 )
+# held in memory as uint8 arrays (ArrayImageDataset): the datasets of data.pipeline: device
+IN_MEMORY_DATASETS = ("digits_lt", "fashion_mnist_lt", *CIFAR_SOURCES)
 
 
 def build_dataset(
@@ -95,6 +98,8 @@ __all__ = [
     "DATASET_NAMES",
     "FileImageDataset",
     "ImageDataset",
+    "IN_MEMORY_DATASETS",
+    "IndexedImages",
     "build_dataset",
     "list_file_dataset",
     "long_tail_counts",

@@ -1,0 +1,243 @@
+"""DSCL views made for a whole batch on the training device with Kornia (``data.pipeline: device``).
+
+:class:`DeviceViews` draws, per sample, from the augmentation distributions of
+:class:`~dscl_plugin.transforms.DSCLTransform` on a uint8 batch ``(B, C, H, W)`` (no PIL,
+no DataLoader workers); :class:`BatchViews` gathers a batch's images by index from a
+device-resident uint8 tensor and seeds the augmentation by ``(seed, rank, step)``.
+Kornia is optional (``pip install "dscl-plugin[fast]"``) and imported only when an
+instance is built.
+
+Where the device path differs from the PIL path (the distributions of the random
+parameters are the same):
+
+- pixels are floats in [0, 1] throughout; PIL rounds to uint8 after every colour step;
+- crops are resized bilinearly without antialiasing (PIL's bilinear resize antialiases
+  when it shrinks);
+- the order of the four colour jitters is drawn once per batch (Kornia's
+  ``ColorJitter``), not once per image as torchvision does; brightness and contrast
+  commute up to clipping, so this matters only with saturation or hue jitter;
+- Gaussian blur uses a ``2 ceil(3 sigma_max) + 1`` kernel with replicated borders,
+  PIL an approximation by box filters.
+"""
+
+import importlib.util
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from lightly.transforms.utils import IMAGENET_NORMALIZE
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from dscl_plugin import checks
+from dscl_plugin.data.indexed import IndexedImages
+from dscl_plugin.transforms import check_jitter, check_patch_size
+
+NormalizeSpec = Optional[Dict[str, Sequence[float]]]
+
+PIPELINES = ("loader", "device")
+KORNIA_MISSING = "needs Kornia, which is not installed: pip install 'dscl-plugin[fast]'"
+
+Views = Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]
+
+
+def check_pipeline(pipeline: str, in_memory: bool) -> None:
+    """``pipeline`` is ``loader`` or ``device``; ``device`` needs an in-memory dataset and Kornia.
+
+    Raises:
+        InvalidValue: named ``pipeline``, with the fix.
+    """
+    checks.one_of("pipeline", pipeline, PIPELINES)
+    if pipeline != "device":
+        return
+    checks.require(
+        in_memory,
+        "pipeline",
+        "'device' works only for the in-memory datasets (digits_lt, fashion_mnist_lt, "
+        "cifar10_lt, cifar100_lt); use data.pipeline=loader for file datasets",
+    )
+    installed = importlib.util.find_spec("kornia") is not None
+    checks.require(installed, "pipeline", f"'device' {KORNIA_MISSING}")
+
+
+def _kornia_augmentation():
+    if importlib.util.find_spec("kornia") is None:
+        raise ImportError(f"DeviceViews {KORNIA_MISSING}.")
+    import kornia.augmentation
+
+    return kornia.augmentation
+
+
+class DeviceViews:
+    """:class:`~dscl_plugin.transforms.DSCLTransform`'s views of a uint8 batch, on its device.
+
+    Takes DSCLTransform's arguments and draws from the same distributions, independently
+    per sample (``same_on_batch=False``):
+
+    - q view: Kornia ``RandomResizedCrop(input_size, crop_scale, ratio (3/4, 4/3))``
+      (10 tries of area ~ U(crop_scale) and log-uniform ratio, else the centre crop, as
+      torchvision) + flip, then ``ColorJitter(*jitter, p=jitter_prob)`` (torchvision's
+      factors: brightness in ``[max(0, 1 - b), 1 + b]``, ..., hue in ``[-h, h]``),
+      ``RandomGrayscale(grayscale_prob)``, ``RandomGaussianBlur(sigma ~ U(blur_sigmas),
+      p=blur_prob)``, normalisation;
+    - k view: its own crop + flip, then ``ColorJitter(*key_jitter, p=key_jitter_prob)``;
+    - ``num_patches`` crops of area ``patch_scale`` and aspect ``patch_ratio`` of the
+      q view's geometric crop (before colour and normalisation), resized to
+      ``patch_size``, each with its own flip and the q colour augmentation; boxes
+      ``(x1, y1, x2, y2)`` in q-view pixels, float, ``x2 = x1 + width``.
+
+    The random parameters are drawn on the CPU from torch's default generator (also
+    for CUDA batches), so a seed gives the same views on every device. The pixel-level
+    differences to the PIL path are listed in the module docstring.
+
+    Raises:
+        ValueError: an argument outside DSCLTransform's ranges.
+        ImportError: Kornia is not installed (``pip install "dscl-plugin[fast]"``).
+
+    Examples:
+        >>> views = DeviceViews(input_size=28, patch_size=14, num_patches=2)
+        >>> view_q, view_k, patches, boxes = views(uint8_images)  # patches (B, 2, 3, 14, 14)
+    """
+
+    def __init__(
+        self,
+        input_size: int = 224,
+        patch_size: int = 64,
+        num_patches: int = 5,
+        patch_scale: Tuple[float, float] = (0.05, 0.6),
+        patch_ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+        crop_scale: Tuple[float, float] = (0.08, 1.0),
+        hflip_prob: float = 0.5,
+        normalize: NormalizeSpec = IMAGENET_NORMALIZE,
+        jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
+        jitter_prob: float = 0.8,
+        grayscale_prob: float = 0.2,
+        blur_prob: float = 0.5,
+        blur_sigmas: Tuple[float, float] = (0.1, 2.0),
+        key_jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.0),
+        key_jitter_prob: float = 1.0,
+    ) -> None:
+        check_patch_size(patch_size, input_size)
+        checks.at_least("num_patches", num_patches, 0)
+        checks.scale_range("patch_scale", patch_scale)
+        checks.scale_range("crop_scale", crop_scale)
+        for name, probability in dict(
+            hflip_prob=hflip_prob,
+            jitter_prob=jitter_prob,
+            grayscale_prob=grayscale_prob,
+            blur_prob=blur_prob,
+            key_jitter_prob=key_jitter_prob,
+        ).items():
+            checks.within(name, probability, 0.0, 1.0)
+        check_jitter("jitter", jitter)
+        check_jitter("key_jitter", key_jitter)
+        K = _kornia_augmentation()
+        self.input_size, self.patch_size, self.num_patches = input_size, patch_size, num_patches
+        # align_corners=False: torchvision's resized_crop of tensors (half-pixel centres)
+        self.crop = K.RandomResizedCrop(
+            (input_size, input_size), scale=crop_scale, ratio=(3 / 4, 4 / 3), align_corners=False
+        )
+        self.patch_crop = K.RandomResizedCrop(
+            (patch_size, patch_size), scale=patch_scale, ratio=patch_ratio, align_corners=False
+        )
+        self.flip = K.RandomHorizontalFlip(p=hflip_prob)
+        blur_kernel = 2 * math.ceil(3 * blur_sigmas[1]) + 1
+        query_steps = [
+            K.ColorJitter(*jitter, p=jitter_prob) if jitter_prob > 0 and any(jitter) else None,
+            K.RandomGrayscale(p=grayscale_prob) if grayscale_prob > 0 else None,
+            K.RandomGaussianBlur(blur_kernel, blur_sigmas, border_type="replicate", p=blur_prob)
+            if blur_prob > 0
+            else None,
+        ]
+        key_steps = [
+            K.ColorJitter(*key_jitter, p=key_jitter_prob)
+            if key_jitter_prob > 0 and any(key_jitter)
+            else None
+        ]
+        if normalize is not None:
+            mean, std = torch.tensor(normalize["mean"]), torch.tensor(normalize["std"])
+            norm = K.Normalize(mean=mean, std=std)
+            query_steps.append(norm)
+            key_steps.append(norm)
+        self.query_colour = [step for step in query_steps if step is not None]
+        self.key_colour = [step for step in key_steps if step is not None]
+
+    @staticmethod
+    def _apply(steps, images: Tensor) -> Tensor:
+        for step in steps:
+            images = step(images)
+        return images
+
+    def __call__(self, images: Tensor) -> Views:
+        """``(view_q (B, 3, S, S), view_k (B, 3, S, S), patches (B, L, 3, s, s), boxes (B, L, 4))``
+        of uint8 images ``(B, 1 or 3, H, W)`` (grey is repeated to RGB, as PIL's
+        ``convert("RGB")``); ``patches`` and ``boxes`` are None for ``num_patches=0``.
+
+        Raises:
+            ValueError: ``images`` is not a uint8 ``(B, 1 or 3, H, W)`` batch.
+        """
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(
+                "images must be a uint8 (B, 1 or 3, H, W) batch, "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
+        pixels = images.float().div_(255).expand(-1, 3, -1, -1)
+        crop_q = self.flip(self.crop(pixels))
+        crop_k = self.flip(self.crop(pixels))
+        view_q = self._apply(self.query_colour, crop_q)
+        view_k = self._apply(self.key_colour, crop_k)
+        if self.num_patches == 0:
+            return view_q, view_k, None, None
+        batch, num = len(images), self.num_patches
+        repeated = crop_q.repeat_interleave(num, dim=0)
+        params = self.patch_crop.forward_parameters(repeated.shape)
+        patches = self.flip(self.patch_crop(repeated, params=params))
+        patches = self._apply(self.query_colour, patches)
+        corners = params["src"].to(device=images.device, dtype=torch.float32)  # inclusive pixels
+        top_left, bottom_right = corners[:, 0], corners[:, 2] + 1
+        boxes = torch.cat([top_left, bottom_right], dim=1)
+        s = self.patch_size
+        return view_q, view_k, patches.view(batch, num, 3, s, s), boxes.view(batch, num, 4)
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A 63-bit seed for the views of optimizer step ``step`` on process ``rank``
+    (NumPy ``SeedSequence``: distinct, well-mixed streams for every triple)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class BatchViews:
+    """Views of a batch given as ``(indices, labels)``: gathers its uint8 images from
+    ``images`` (moved once to the batch's device) and makes :class:`DeviceViews` views
+    seeded by :func:`step_seed` ``(seed, rank, step)``, so the views of a step depend only
+    on that triple (resumed runs redraw them exactly; torch's global RNG is left as it was).
+
+    Returns what :class:`~dscl_plugin.transforms.PatchViewCollate` returns:
+    ``(view_q, view_k, patches, boxes, labels)``.
+    """
+
+    def __init__(self, images: Tensor, views: DeviceViews, seed: int) -> None:
+        self.images, self.views, self.seed = images, views, seed
+
+    def __call__(self, indices: Tensor, labels: Tensor, step: int, rank: int = 0):
+        if self.images.device != indices.device:
+            self.images = self.images.to(indices.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(step_seed(self.seed, rank, step))
+            views = self.views(self.images[indices])
+        return (*views, labels.long())
+
+
+def use_device_views(module, dataset: Dataset, seed: int) -> IndexedImages:
+    """Switch a training run to ``data.pipeline: device``: ``module.device_views`` becomes
+    the :class:`BatchViews` of ``dataset``'s images with ``module.view_options()``; returns
+    the ``(index, label)`` dataset to load (no workers and the default collate suffice).
+
+    Raises:
+        ValueError: ``dataset`` is not in memory (an ``ArrayImageDataset``).
+        ImportError: Kornia is not installed.
+    """
+    indexed = IndexedImages(dataset)
+    module.device_views = BatchViews(indexed.images, DeviceViews(**module.view_options()), seed)
+    return indexed
