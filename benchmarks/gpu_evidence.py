@@ -245,7 +245,8 @@ def run_worker(job: Job) -> None:
     import torch
 
     from dscl_plugin.config import load_config
-    from dscl_plugin.pipeline import evaluate, train
+    from dscl_plugin.run_evaluation import evaluate
+    from dscl_plugin.training import train
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dscl_gpu_") as output_dir:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dscl_plugin.checkpoints import load_file
-from dscl_plugin.pipeline import train
+from dscl_plugin.training import train
 
 from test_cli import CONFIG, DDP_SCRIPT, TINY, Crash, CrashAt, RecordSteps, _state, tiny
 

@@ -222,7 +222,7 @@ def test_cli_without_kornia_exits_2_naming_the_extra(tmp_path):
 @pytest.mark.slow
 def test_import_does_not_load_kornia():
     code = (
-        "import sys, dscl_plugin, dscl_plugin.pipeline\n"
+        "import sys, dscl_plugin, dscl_plugin.training\n"
         "from dscl_plugin.config import load_config\n"
         f"load_config({CONFIG!r}, ['data.pipeline=device'])\n"
         "print('kornia' in sys.modules)"
