@@ -29,9 +29,9 @@ the format of the CPU Fashion-MNIST-LT table (``long_tail_accuracy.summarise`` a
 Schedule: ``--epochs`` (default 200, the recipe) is recorded in every line (``epochs``,
 and ``sweep_key``/``sweep_value`` ``trainer.epochs`` so that runs of different schedules
 stay apart); the warm-up stays the recipe's 5 % of the epochs. Data path:
-``--data-pipeline device`` (Kornia on the GPU, config key ``data.pipeline``) where this
-checkout's config has that key, else the loader path (``--workers`` loader processes per
-run, default the CPU cores shared by the runs side by side).
+``--data-pipeline device`` (the default: Kornia views on the GPU, ``data.pipeline=device``)
+or ``loader`` (``--workers`` loader processes per run, default the CPU cores shared by the
+runs side by side).
 
 Sizing (an ESTIMATE, not a result; replace it with the first lease's measured numbers):
 FLOPs of one training step, counted with ``torch.utils.flop_counter.FlopCounterMode`` on
@@ -73,7 +73,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO
 
@@ -135,13 +135,6 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------- what one run trains
-
-
-def has_device_pipeline() -> bool:
-    """Whether this checkout's config has ``data.pipeline`` (device-side augmentation)."""
-    from dscl_plugin.config import DataConfig
-
-    return "pipeline" in {f.name for f in fields(DataConfig)}
 
 
 def run_overrides(args: argparse.Namespace, method: str, seed: int, pipeline: str,
@@ -436,9 +429,6 @@ def main(argv: Sequence[str]) -> int:
     epochs = 1 if args.quick else args.epochs
     todo = [(seed, m) for seed in args.seeds for m in args.methods if (m, seed, epochs) not in done]
     pipeline = args.data_pipeline
-    if pipeline == "device" and not has_device_pipeline():
-        pipeline = "loader"
-        print("gpu_evidence: this checkout's config has no data.pipeline: the loader path", flush=True)
     git = git_state()
     context = {"commit": git["commit"], "modified": git["modified"], "data_pipeline": pipeline,
                "command": shlex.join(["python", "benchmarks/gpu_evidence.py", *args.argv])}

@@ -26,6 +26,7 @@ def fake_cifar(num_classes, per_class_train, per_class_test=10):
             n = len(self.targets)
             self.data = np.zeros((n, 1, 1, 3), dtype=np.uint8)
             self.data[:, 0, 0, 0] = np.arange(n) % 256
+            self.classes = [f"class {c}" for c in range(num_classes)]  # as torchvision's
 
     return FakeCIFAR
 
@@ -44,6 +45,7 @@ def test_cifar_lt_class_counts(monkeypatch, name, source, num_classes, n_max, to
     mid = num_classes // 2
     assert counts[mid] == np.floor(n_max * 100 ** (-mid / (num_classes - 1)))
     assert train.num_classes == num_classes and train.targets == [int(t) for t in train.targets]
+    assert train.class_names == [f"class {c}" for c in range(num_classes)]  # plots name classes
     # the kept images are the selected ones (pixel encodes the index)
     image, label = train[5]
     assert image.mode == "RGB" and label == train.targets[5]

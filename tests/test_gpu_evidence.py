@@ -69,7 +69,7 @@ def test_resume_skips_the_runs_done_and_continues_with_the_next_seeds(
     assert started == [("supcon", 1), ("dscl", 1), ("dscl_pbsd", 1)]  # seed 0 was done
     runs = [json.loads(line) for line in (out / ev.RUNS_FILE).read_text().splitlines()]
     assert len(runs) == 4 + 3 and {r["seed"] for r in runs if r["epochs"] == 50} == {0, 1}
-    assert all(r["concurrency"] == 3 and r["data_pipeline"] == "loader" for r in runs[4:])
+    assert all(r["concurrency"] == 3 and r["data_pipeline"] == "device" for r in runs[4:])
     printed = capsys.readouterr().out
     # DSCL - SupCon per seed: +5.0 and +8.0 points -> +6.5 ± 2.1
     assert "| DSCL − SupCon (paired) | 2 | +6.5 ± 2.1 |" in printed
@@ -183,5 +183,5 @@ def test_quick_cpu_run_records_every_method(ev, tmp_path):
     runs = [json.loads(x) for x in (out / ev.RUNS_FILE).read_text().splitlines()]
     assert [r["method"] for r in runs] == ev.lta.MAIN_METHODS  # one at a time, in order
     for run in runs:
-        assert run["epochs"] == 1 and run["gpu"] is None and run["data_pipeline"] == "loader"
+        assert run["epochs"] == 1 and run["gpu"] is None and run["data_pipeline"] == "device"
         assert 0 <= run["few"] <= 1 and 0 <= run["knn_p1"] <= 1 and run["epochs_per_second"] > 0
