@@ -318,8 +318,10 @@ def _model_batch(seed: int = 0, b: int = 4, num_patches: int = 3, view: int = 16
 # Relative error of a whole model's losses and (norm-wise) parameter gradients: under
 # autocast the backbone itself runs in bf16/fp16, and BatchNorm's backward over a
 # 4-image batch amplifies its rounding (measured on the CPU: bf16 up to 0.15, fp16 up to
-# 0.02 for the first conv layer's gradient; losses within 3e-4).
-MODEL_LOSS_RTOL = {None: 1e-4, torch.bfloat16: 5e-3, torch.float16: 1e-3}
+# 0.02 for the first conv layer's gradient; losses within 3e-4 on an AMX CPU, but 2.2e-3
+# for fp16 on an AVX2-only AMD EPYC, where fp16 autocast rounds every op's output to fp16:
+# fp16's unit roundoff is 4.9e-4, so the fp16 bound is that of bf16, 5e-3).
+MODEL_LOSS_RTOL = {None: 1e-4, torch.bfloat16: 5e-3, torch.float16: 5e-3}
 MODEL_GRAD_RTOL = {None: 1e-4, torch.bfloat16: 0.25, torch.float16: 0.05}
 
 
