@@ -12,7 +12,7 @@ import dscl_plugin
 ROOT = Path(__file__).resolve().parents[1]
 
 CORE = ("checks", "functional", "losses", "memory", "pml", "pml_layouts", "pml_miner", "models",
-        "backbones", "transforms", "lightly_registration")
+        "backbones", "transforms", "lightly_registration", "precision")
 HEAVY = ("pytorch_lightning", "lightning", "lightning_fabric", "omegaconf", "matplotlib")
 
 
