@@ -22,19 +22,16 @@ parameters are the same):
 
 import importlib.util
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
-from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from dscl_plugin import checks
 from dscl_plugin.data.indexed import IndexedImages
-from dscl_plugin.transforms import check_jitter, check_patch_size
-
-NormalizeSpec = Optional[Dict[str, Sequence[float]]]
+from dscl_plugin.transforms import DSCLTransform
 
 PIPELINES = ("loader", "device")
 KORNIA_MISSING = "needs Kornia, which is not installed: pip install 'dscl-plugin[fast]'"
@@ -72,8 +69,9 @@ def _kornia_augmentation():
 class DeviceViews:
     """:class:`~dscl_plugin.transforms.DSCLTransform`'s views of a uint8 batch, on its device.
 
-    Takes DSCLTransform's arguments and draws from the same distributions, independently
-    per sample (``same_on_batch=False``):
+    Takes DSCLTransform's keyword arguments (that transform checks them and holds the
+    settings) and draws from the same distributions, independently per sample
+    (``same_on_batch=False``):
 
     - q view: Kornia ``RandomResizedCrop(input_size, crop_scale, ratio (3/4, 4/3))``
       (10 tries of area ~ U(crop_scale) and log-uniform ratio, else the centre crop, as
@@ -100,54 +98,30 @@ class DeviceViews:
         >>> view_q, view_k, patches, boxes = views(uint8_images)  # patches (B, 2, 3, 14, 14)
     """
 
-    def __init__(
-        self,
-        input_size: int = 224,
-        patch_size: int = 64,
-        num_patches: int = 5,
-        patch_scale: Tuple[float, float] = (0.05, 0.6),
-        patch_ratio: Tuple[float, float] = (3 / 4, 4 / 3),
-        crop_scale: Tuple[float, float] = (0.08, 1.0),
-        hflip_prob: float = 0.5,
-        normalize: NormalizeSpec = IMAGENET_NORMALIZE,
-        jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
-        jitter_prob: float = 0.8,
-        grayscale_prob: float = 0.2,
-        blur_prob: float = 0.5,
-        blur_sigmas: Tuple[float, float] = (0.1, 2.0),
-        key_jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.0),
-        key_jitter_prob: float = 1.0,
-    ) -> None:
-        check_patch_size(patch_size, input_size)
-        checks.at_least("num_patches", num_patches, 0)
-        checks.scale_range("patch_scale", patch_scale)
-        checks.scale_range("crop_scale", crop_scale)
-        for name, probability in dict(
-            hflip_prob=hflip_prob,
-            jitter_prob=jitter_prob,
-            grayscale_prob=grayscale_prob,
-            blur_prob=blur_prob,
-            key_jitter_prob=key_jitter_prob,
-        ).items():
-            checks.within(name, probability, 0.0, 1.0)
-        check_jitter("jitter", jitter)
-        check_jitter("key_jitter", key_jitter)
+    def __init__(self, **options: Any) -> None:
+        spec = DSCLTransform(**options)  # checks them; its settings are the distributions
+        colour, key_jitter, key_jitter_prob = spec.colour, spec.key_jitter, spec.key_jitter_prob
+        input_size, patch_size, blur_sigmas = spec.input_size, spec.patch_size, colour.blur_sigmas
         K = _kornia_augmentation()
-        self.input_size, self.patch_size, self.num_patches = input_size, patch_size, num_patches
+        self.input_size, self.patch_size, self.num_patches = input_size, patch_size, spec.num_patches
         # align_corners=False: torchvision's resized_crop of tensors (half-pixel centres)
         self.crop = K.RandomResizedCrop(
-            (input_size, input_size), scale=crop_scale, ratio=(3 / 4, 4 / 3), align_corners=False
+            (input_size, input_size), scale=spec.crop_scale, ratio=(3 / 4, 4 / 3), align_corners=False
         )
         self.patch_crop = K.RandomResizedCrop(
-            (patch_size, patch_size), scale=patch_scale, ratio=patch_ratio, align_corners=False
+            (patch_size, patch_size), scale=spec.patch_scale, ratio=spec.patch_ratio, align_corners=False
         )
-        self.flip = K.RandomHorizontalFlip(p=hflip_prob)
+        self.flip = K.RandomHorizontalFlip(p=spec.hflip_prob)
         blur_kernel = 2 * math.ceil(3 * blur_sigmas[1]) + 1
         query_steps = [
-            K.ColorJitter(*jitter, p=jitter_prob) if jitter_prob > 0 and any(jitter) else None,
-            K.RandomGrayscale(p=grayscale_prob) if grayscale_prob > 0 else None,
-            K.RandomGaussianBlur(blur_kernel, blur_sigmas, border_type="replicate", p=blur_prob)
-            if blur_prob > 0
+            K.ColorJitter(*colour.jitter, p=colour.jitter_prob)
+            if colour.jitter_prob > 0 and any(colour.jitter)
+            else None,
+            K.RandomGrayscale(p=colour.grayscale_prob) if colour.grayscale_prob > 0 else None,
+            K.RandomGaussianBlur(
+                blur_kernel, blur_sigmas, border_type="replicate", p=colour.blur_prob
+            )
+            if colour.blur_prob > 0
             else None,
         ]
         key_steps = [
@@ -155,8 +129,8 @@ class DeviceViews:
             if key_jitter_prob > 0 and any(key_jitter)
             else None
         ]
-        if normalize is not None:
-            mean, std = torch.tensor(normalize["mean"]), torch.tensor(normalize["std"])
+        if spec.normalize is not None:
+            mean, std = torch.tensor(spec.normalize["mean"]), torch.tensor(spec.normalize["std"])
             norm = K.Normalize(mean=mean, std=std)
             query_steps.append(norm)
             key_steps.append(norm)

@@ -146,6 +146,10 @@ class DSCLTransform:
         self.num_patches = num_patches
         self.patch_scale = tuple(patch_scale)
         self.patch_ratio = tuple(patch_ratio)
+        # the settings as given (DeviceViews draws from the same distributions)
+        self.crop_scale, self.hflip_prob, self.normalize = tuple(crop_scale), hflip_prob, normalize
+        self.colour = colour
+        self.key_jitter, self.key_jitter_prob = tuple(key_jitter), key_jitter_prob
         self.geometric = T.Compose(
             [
                 T.RandomResizedCrop(size=input_size, scale=crop_scale),
