@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchvision
+from helpers import CONFIG, TINY
 
 import dscl_plugin
 from dscl_plugin.checkpoints import (
@@ -30,23 +31,6 @@ from dscl_plugin.methods import NonFiniteLossError
 from dscl_plugin.models import DSCLModel, build_backbone
 from dscl_plugin.devices import torch_threads
 from dscl_plugin.training import build_method, train
-
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml")
-TINY = [
-    "model.queue_size=64",
-    "model.proj_dim=16",
-    "trainer.epochs=2",
-    "trainer.batch_size=16",
-    "trainer.limit_train_batches=3",
-    "trainer.num_workers=0",
-    "trainer.progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "optim.warmup_epochs=1",
-    "probe.epochs=2",
-    "probe.milestones=[1]",
-    "probe.batch_size=128",
-    "eval.batch_size=300",
-]
 
 
 def tiny(tmp_path, name, *extra):

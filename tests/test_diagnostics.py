@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TINY
 from PIL import Image
 
 from dscl_plugin.cli import eval_main
@@ -26,7 +27,6 @@ from dscl_plugin.functional import pull_gradient_ratio
 from dscl_plugin.losses import DSCLLoss, SupConLoss
 from dscl_plugin.models import build_backbone
 from dscl_plugin.training import train
-from test_cli import TINY  # the tiny digits run every CLI test trains
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import training_losses
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -267,20 +268,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def training_losses(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple, steps: int) -> list:
-    """The loss of each of ``steps`` training steps (EMA update, forward, backward, step)
-    on one batch."""
-    losses = []
-    for _ in range(steps):
-        model.update_momentum()
-        out = model(*batch)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        losses.append(out["loss"].item())
-    return losses
 
 
 def test_sgd_steps_lower_the_loss_resnet18_cifar_stem(one_thread):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import training_losses
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
@@ -16,7 +17,6 @@ from dscl_plugin.config import ConfigError, load_config
 from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
 from dscl_plugin.training import build_method
 from dscl_plugin.backbones.vit import ViTBackbone, build_vit, vit_spec
-from test_models import training_losses  # the few-steps loop test_models uses
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGITS = CONFIGS / "dscl_digits_lt.yaml"
