@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -166,16 +167,49 @@ def test_cli_reports_config_errors(capsys):
 EXAMPLE = Path(CONFIG).parents[1] / "examples" / "train_digits_lt.py"
 
 
+# Runs the example as ``python EXAMPLE args`` once per argument list, all in one interpreter
+# (one torch import), with file descriptors 1 and 2 sent to a file per run so that every
+# byte written to stdout or stderr is seen; prints [{returncode, stdout, stderr}, ...].
+EXAMPLE_RUNS = textwrap.dedent(
+    """
+    import json, os, runpy, sys, tempfile
+
+    def run(argv):
+        files = [tempfile.TemporaryFile() for _ in (1, 2)]
+        saved = [os.dup(fd) for fd in (1, 2)]
+        for fd, file in zip((1, 2), files):
+            os.dup2(file.fileno(), fd)
+        sys.argv = argv
+        try:
+            runpy.run_path(argv[0], run_name="__main__")
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+        for file in files:
+            file.seek(0)
+        stdout, stderr = (file.read().decode() for file in files)
+        return dict(returncode=code, stdout=stdout, stderr=stderr)
+
+    example, runs = sys.argv[1], json.loads(sys.argv[2])
+    results = [run([example, *args]) for args in runs]
+    print(json.dumps(results))
+    """
+)
+
+
 def test_example_behaves_like_the_cli(tmp_path):
     """--help works; a config error is one line on stderr with exit code 2."""
-    def example(*args):
-        return subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True,
-                              text=True, timeout=300, cwd=tmp_path)
-
-    helped = example("--help")
+    runs = [["--help"], ["model.queue=3"]]
+    result = subprocess.run([sys.executable, "-c", EXAMPLE_RUNS, str(EXAMPLE), json.dumps(runs)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
+    helped, failed = (SimpleNamespace(**run) for run in json.loads(result.stdout))
     assert helped.returncode == 0 and "key.path=value" in helped.stdout
     assert "dscl_digits_lt.yaml" in helped.stdout  # the example's own default config
-    failed = example("model.queue=3")
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.startswith(f"python {EXAMPLE.as_posix()}: config error: Unknown config key")
