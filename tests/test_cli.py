@@ -47,6 +47,7 @@ def test_torch_threads_sets_and_restores():
         assert torch.get_num_threads() == before
 
 
+@pytest.mark.slow
 def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     caplog.set_level(logging.INFO, logger="pytorch_lightning")  # whatever earlier tests set
     out = tmp_path / "run"
@@ -114,6 +115,7 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
         assert all(torch.equal(v, exported[k]) for k, v in backbone.state_dict().items())
 
 
+@pytest.mark.slow
 def test_augmented_probe_protocol_keeps_bn_frozen(tmp_path, monkeypatch):
     """probe.protocol=augmented: class-balanced loader of augmented training images,
     the backbone in eval mode (BN running statistics unchanged)."""
@@ -201,6 +203,7 @@ EXAMPLE_RUNS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_example_behaves_like_the_cli(tmp_path):
     """--help works; a config error is one line on stderr with exit code 2."""
     runs = [["--help"], ["model.queue=3"]]
@@ -225,6 +228,7 @@ class Crash(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path):
     short = "trainer.limit_train_batches=2"
     straight = _state(train(tiny(tmp_path, "straight", short)))
@@ -264,6 +268,7 @@ class CrashAt(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow
 def test_mid_epoch_checkpoint_resumes_at_the_right_step(tmp_path):
     every_step = ["trainer.checkpoint_every_n_steps=1", "trainer.limit_train_batches=4"]
     straight = RecordSteps()
@@ -284,6 +289,7 @@ def test_mid_epoch_checkpoint_resumes_at_the_right_step(tmp_path):
     assert int(module.model.memory_bank.num_filled) == 64  # 8 steps of 16 keys, no replay
 
 
+@pytest.mark.slow
 def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
     short = "trainer.limit_train_batches=2"
     config = tiny(tmp_path, "extend", short)
@@ -346,6 +352,7 @@ def test_unsafe_checkpoint_message_gives_no_weights_only_false_advice(tmp_path):
     assert str(path) in message and "--resume PATH" in message
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_how_to_resume(tmp_path, monkeypatch, capsys):
     forward, calls = DSCLModel.forward, []
 
@@ -385,6 +392,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     forward, calls = DSCLModel.forward, []
 
@@ -441,6 +449,7 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_gather_keys_with_labels(tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_SCRIPT)

@@ -373,6 +373,7 @@ class _RecordSteps(pl.Callback):
 _on_cuda = dict(marks=requires_cuda)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "device_type,precision",
     [

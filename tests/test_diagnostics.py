@@ -114,6 +114,7 @@ def tiny_run(tmp_path, method, *extra):
     return module, tmp_path / method / "logs" / "metrics.csv"
 
 
+@pytest.mark.slow
 def test_training_logs_grad_ratio_per_class_and_group_and_plot(tmp_path):
     _, dscl_log = tiny_run(tmp_path, "dscl", "model.pbsd_weight=0")
     supcon, supcon_log = tiny_run(tmp_path, "supcon")
@@ -146,6 +147,7 @@ def test_grad_ratio_axes_label_one_two_five_times_powers_of_ten():
     assert labels == ["10", "20", "", "", "50", "200", "", "", "1000", "2000", "", "", "0.5"]
 
 
+@pytest.mark.slow
 def test_grad_ratio_is_off_by_default(tmp_path):
     overrides = TINY + [f"output_dir={tmp_path}", "trainer.epochs=1"]
     module = train(load_config(CONFIGS / "supcon_digits_lt.yaml", overrides))

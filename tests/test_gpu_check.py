@@ -105,6 +105,7 @@ def test_cuda_run_without_a_gpu_stops_at_once(gpu_check, tmp_path, monkeypatch, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_train_step_parts_run_under_bf16_autocast_in_channels_last(import_benchmark):
     """The flags gpu_check passes to train_step.py, on a tiny ResNet-18 setting."""
     bench_module = import_benchmark("train_step")

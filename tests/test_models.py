@@ -270,6 +270,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_sgd_steps_lower_the_loss_resnet18_cifar_stem(one_thread):
     torch.manual_seed(0)
     backbone, dim = build_backbone("resnet18", cifar_stem=True)
@@ -316,6 +317,7 @@ def test_bad_constructor_arguments_and_vector_backbones_raise():
         model(*_replace(_batch(), 2, None))
 
 
+@pytest.mark.slow
 def test_lightly_example_runs(monkeypatch, capsys, one_thread):
     example = Path(__file__).parents[1] / "examples" / "lightly_training_loop.py"
     monkeypatch.setattr(sys, "argv", [str(example), "--steps", "2", "--batch-size", "16"])
@@ -324,6 +326,7 @@ def test_lightly_example_runs(monkeypatch, capsys, one_thread):
     assert "queue 16" in out and "test 1-NN accuracy after 2 steps" in out
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_parts_run(one_thread):
     path = Path(__file__).parents[1] / "benchmarks" / "train_step.py"
     bench_module = runpy.run_path(str(path))

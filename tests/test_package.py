@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dscl_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +64,7 @@ def test_layers_point_one_way():
         visit(module, [])
 
 
+@pytest.mark.slow
 def test_import_dscl_plugin_loads_no_training_stack():
     code = (
         "import sys, dscl_plugin\n"
