@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import requires_cuda
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=requires_cuda)]
 AMP_DTYPES = [

@@ -12,6 +12,7 @@ def long_tail_accuracy(import_benchmark):
     return import_benchmark("long_tail_accuracy")
 
 
+@pytest.mark.slow
 def test_quick_run_writes_paired_summary(long_tail_accuracy, tmp_path, capsys):
     summary = long_tail_accuracy.main(
         ["--quick", "--seeds", "0", "--methods", "supcon", "dscl_pbsd", "--output-dir", str(tmp_path)]

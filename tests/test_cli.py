@@ -9,12 +9,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchvision
+from helpers import CONFIG, TINY
 
 import dscl_plugin
 from dscl_plugin.checkpoints import (
@@ -31,23 +33,6 @@ from dscl_plugin.models import DSCLModel, build_backbone
 from dscl_plugin.devices import torch_threads
 from dscl_plugin.training import build_method, train
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml")
-TINY = [
-    "model.queue_size=64",
-    "model.proj_dim=16",
-    "trainer.epochs=2",
-    "trainer.batch_size=16",
-    "trainer.limit_train_batches=3",
-    "trainer.num_workers=0",
-    "trainer.progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "optim.warmup_epochs=1",
-    "probe.epochs=2",
-    "probe.milestones=[1]",
-    "probe.batch_size=128",
-    "eval.batch_size=300",
-]
-
 
 def tiny(tmp_path, name, *extra):
     return load_config(CONFIG, TINY + [f"output_dir={tmp_path / name}", *extra])
@@ -62,6 +47,7 @@ def test_torch_threads_sets_and_restores():
         assert torch.get_num_threads() == before
 
 
+@pytest.mark.slow
 def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     caplog.set_level(logging.INFO, logger="pytorch_lightning")  # whatever earlier tests set
     out = tmp_path / "run"
@@ -129,6 +115,7 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
         assert all(torch.equal(v, exported[k]) for k, v in backbone.state_dict().items())
 
 
+@pytest.mark.slow
 def test_augmented_probe_protocol_keeps_bn_frozen(tmp_path, monkeypatch):
     """probe.protocol=augmented: class-balanced loader of augmented training images,
     the backbone in eval mode (BN running statistics unchanged)."""
@@ -182,16 +169,50 @@ def test_cli_reports_config_errors(capsys):
 EXAMPLE = Path(CONFIG).parents[1] / "examples" / "train_digits_lt.py"
 
 
+# Runs the example as ``python EXAMPLE args`` once per argument list, all in one interpreter
+# (one torch import), with file descriptors 1 and 2 sent to a file per run so that every
+# byte written to stdout or stderr is seen; prints [{returncode, stdout, stderr}, ...].
+EXAMPLE_RUNS = textwrap.dedent(
+    """
+    import json, os, runpy, sys, tempfile
+
+    def run(argv):
+        files = [tempfile.TemporaryFile() for _ in (1, 2)]
+        saved = [os.dup(fd) for fd in (1, 2)]
+        for fd, file in zip((1, 2), files):
+            os.dup2(file.fileno(), fd)
+        sys.argv = argv
+        try:
+            runpy.run_path(argv[0], run_name="__main__")
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+        for file in files:
+            file.seek(0)
+        stdout, stderr = (file.read().decode() for file in files)
+        return dict(returncode=code, stdout=stdout, stderr=stderr)
+
+    example, runs = sys.argv[1], json.loads(sys.argv[2])
+    results = [run([example, *args]) for args in runs]
+    print(json.dumps(results))
+    """
+)
+
+
+@pytest.mark.slow
 def test_example_behaves_like_the_cli(tmp_path):
     """--help works; a config error is one line on stderr with exit code 2."""
-    def example(*args):
-        return subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True,
-                              text=True, timeout=300, cwd=tmp_path)
-
-    helped = example("--help")
+    runs = [["--help"], ["model.queue=3"]]
+    result = subprocess.run([sys.executable, "-c", EXAMPLE_RUNS, str(EXAMPLE), json.dumps(runs)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
+    helped, failed = (SimpleNamespace(**run) for run in json.loads(result.stdout))
     assert helped.returncode == 0 and "key.path=value" in helped.stdout
     assert "dscl_digits_lt.yaml" in helped.stdout  # the example's own default config
-    failed = example("model.queue=3")
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.startswith(f"python {EXAMPLE.as_posix()}: config error: Unknown config key")
@@ -207,6 +228,7 @@ class Crash(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path):
     short = "trainer.limit_train_batches=2"
     straight = _state(train(tiny(tmp_path, "straight", short)))
@@ -246,6 +268,7 @@ class CrashAt(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow
 def test_mid_epoch_checkpoint_resumes_at_the_right_step(tmp_path):
     every_step = ["trainer.checkpoint_every_n_steps=1", "trainer.limit_train_batches=4"]
     straight = RecordSteps()
@@ -266,6 +289,7 @@ def test_mid_epoch_checkpoint_resumes_at_the_right_step(tmp_path):
     assert int(module.model.memory_bank.num_filled) == 64  # 8 steps of 16 keys, no replay
 
 
+@pytest.mark.slow
 def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
     short = "trainer.limit_train_batches=2"
     config = tiny(tmp_path, "extend", short)
@@ -328,6 +352,7 @@ def test_unsafe_checkpoint_message_gives_no_weights_only_false_advice(tmp_path):
     assert str(path) in message and "--resume PATH" in message
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_how_to_resume(tmp_path, monkeypatch, capsys):
     forward, calls = DSCLModel.forward, []
 
@@ -367,6 +392,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     forward, calls = DSCLModel.forward, []
 
@@ -423,6 +449,7 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_gather_keys_with_labels(tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(DDP_SCRIPT)

@@ -16,16 +16,17 @@ from typing import List, Optional
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import requires_cuda
+from helpers import CONFIG, TINY, requires_cuda
 from pytorch_metric_learning.reducers import MeanReducer
-from test_cli import CONFIG, TINY
-from test_losses import naive_contrastive, naive_pbsd
-from test_pml import (
+from references import (
     ALPHA,
+    T,
     NaiveRing,
     layout1_sets,
     layout2_sets,
+    naive_contrastive,
     naive_loss,
+    naive_pbsd,
     tuple_sets,
     with_queries,
 )
@@ -39,7 +40,6 @@ from dscl_plugin.devices import torch_threads
 from dscl_plugin.run_evaluation import evaluate
 from dscl_plugin.training import train
 
-T = 0.07
 LOSS_TOL = dict(rtol=1e-4, atol=1e-5)  # every loss is computed in float32 (or float64)
 # relative accuracy of a gradient returned in the features' dtype
 GRAD_RTOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 2e-3}
@@ -375,6 +375,7 @@ class _RecordSteps(pl.Callback):
 _on_cuda = dict(marks=requires_cuda)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "device_type,precision",
     [

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TINY
 from PIL import Image
 
 from dscl_plugin.cli import eval_main
@@ -26,7 +27,6 @@ from dscl_plugin.functional import pull_gradient_ratio
 from dscl_plugin.losses import DSCLLoss, SupConLoss
 from dscl_plugin.models import build_backbone
 from dscl_plugin.training import train
-from test_cli import TINY  # the tiny digits run every CLI test trains
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -114,6 +114,7 @@ def tiny_run(tmp_path, method, *extra):
     return module, tmp_path / method / "logs" / "metrics.csv"
 
 
+@pytest.mark.slow
 def test_training_logs_grad_ratio_per_class_and_group_and_plot(tmp_path):
     _, dscl_log = tiny_run(tmp_path, "dscl", "model.pbsd_weight=0")
     supcon, supcon_log = tiny_run(tmp_path, "supcon")
@@ -146,6 +147,7 @@ def test_grad_ratio_axes_label_one_two_five_times_powers_of_ten():
     assert labels == ["10", "20", "", "", "50", "200", "", "", "1000", "2000", "", "", "0.5"]
 
 
+@pytest.mark.slow
 def test_grad_ratio_is_off_by_default(tmp_path):
     overrides = TINY + [f"output_dir={tmp_path}", "trainer.epochs=1"]
     module = train(load_config(CONFIGS / "supcon_digits_lt.yaml", overrides))

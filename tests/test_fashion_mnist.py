@@ -117,6 +117,7 @@ def test_real_files_long_tail_totals():
     assert build_dataset("fashion_mnist_lt", "test", root="nowhere").class_counts == [1000] * 10
 
 
+@pytest.mark.slow
 def test_dscl_train_runs_on_the_fixture(tmp_path, capsys):
     write_fixture(tmp_path / "data")
     out = tmp_path / "run"

@@ -63,7 +63,6 @@ def test_eval_help_gives_eval_overrides_and_the_example_documents_its_resume(cap
     assert "without --resume" not in capsys.readouterr().out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "config, overrides",
     [
@@ -117,7 +116,6 @@ def fake_training_checkpoint(tmp_path, config_name, *overrides):
 TINY_MODEL = ["model.queue_size=64", "model.proj_dim=16"]
 
 
-@pytest.mark.slow
 def test_eval_refuses_a_checkpoint_of_another_method_in_one_line(tmp_path, capsys):
     last = fake_training_checkpoint(tmp_path, "supcon_digits_lt.yaml", *TINY_MODEL)
     args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), *TINY_MODEL,
@@ -129,7 +127,6 @@ def test_eval_refuses_a_checkpoint_of_another_method_in_one_line(tmp_path, capsy
     assert not (last.parent / "last_eval").exists()  # nothing labelled "dscl" was written
 
 
-@pytest.mark.slow
 def test_eval_names_both_backbones_on_a_mismatch(tmp_path, capsys):
     last = fake_training_checkpoint(tmp_path, "dscl_digits_lt.yaml", *TINY_MODEL)
     args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), *TINY_MODEL,

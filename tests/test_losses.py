@@ -1,12 +1,12 @@
 """DSCLLoss, SupConLoss and PBSDLoss against naive references written with explicit loops."""
 
 import math
-from typing import List, Optional
 
 import pytest
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
+from references import T, naive_contrastive, naive_pbsd
 
 from dscl_plugin.losses import (
     DSCLLoss,
@@ -15,69 +15,6 @@ from dscl_plugin.losses import (
     alpha_from,
     decoupled_cross_entropy,
 )
-
-T = 0.07
-
-
-def naive_contrastive(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    labels: torch.Tensor,
-    queue: Optional[torch.Tensor],
-    queue_labels: Optional[torch.Tensor],
-    alpha: Optional[float],
-    temperature: float = T,
-) -> torch.Tensor:
-    """DSCL (alpha) or SupCon (alpha None), one anchor and one candidate at a time."""
-    q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
-    # (feature, label, anchor whose own key it is, query row)
-    cands = [(q[j], int(labels[j]), None, j) for j in range(len(q))]
-    cands += [(k[j], int(labels[j]), j, None) for j in range(len(k))]
-    if queue is not None:
-        m = F.normalize(queue, dim=1)
-        cands += [(m[j], int(queue_labels[j]), None, None) for j in range(len(m))]
-    losses: List[torch.Tensor] = []
-    for i in range(len(q)):
-        logits, own, positives = [], None, []
-        for feat, label, own_of, query_index in cands:
-            if query_index == i:
-                continue  # the anchor is never its own candidate
-            if own_of == i:
-                own = len(logits)
-            elif label == int(labels[i]):
-                positives.append(len(logits))
-            logits.append(torch.dot(q[i], feat) / temperature)
-        log_p = torch.stack(logits) - torch.logsumexp(torch.stack(logits), dim=0)
-        if alpha is None:
-            w_own = w_pos = 1.0 / (len(positives) + 1)
-        elif positives:
-            w_own, w_pos = alpha, (1.0 - alpha) / len(positives)
-        else:
-            w_own, w_pos = 1.0, 0.0
-        loss = -w_own * log_p[own]
-        for p in positives:
-            loss = loss - w_pos * log_p[p]
-        losses.append(loss)
-    return torch.stack(losses).mean()
-
-
-def naive_pbsd(patch, region, key, queue, temperature: float = T) -> torch.Tensor:
-    """-sum softmax(teacher) * log_softmax(student) over [k_i, queue], per patch.
-
-    The teacher distribution is a constant target: no gradient to region, key or queue.
-    """
-    s, t = F.normalize(patch, dim=-1), F.normalize(region, dim=-1).detach()
-    k = F.normalize(key, dim=-1)
-    m = [] if queue is None else list(F.normalize(queue, dim=-1))
-    total = 0.0
-    b, l, _ = patch.shape
-    for i in range(b):
-        cands = [k[i]] + m
-        for j in range(l):
-            student = torch.stack([torch.dot(s[i, j], c) for c in cands]) / temperature
-            teacher = torch.stack([torch.dot(t[i, j], c.detach()) for c in cands]) / temperature
-            total = total - (teacher.softmax(0) * student.log_softmax(0)).sum()
-    return total / (b * l)
 
 
 def _inputs(b, k, d=6, classes=3, dtype=torch.float64, seed=0, grad=True):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import training_losses
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -269,20 +270,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def training_losses(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple, steps: int) -> list:
-    """The loss of each of ``steps`` training steps (EMA update, forward, backward, step)
-    on one batch."""
-    losses = []
-    for _ in range(steps):
-        model.update_momentum()
-        out = model(*batch)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        losses.append(out["loss"].item())
-    return losses
-
-
+@pytest.mark.slow
 def test_sgd_steps_lower_the_loss_resnet18_cifar_stem(one_thread):
     torch.manual_seed(0)
     backbone, dim = build_backbone("resnet18", cifar_stem=True)
@@ -329,6 +317,7 @@ def test_bad_constructor_arguments_and_vector_backbones_raise():
         model(*_replace(_batch(), 2, None))
 
 
+@pytest.mark.slow
 def test_lightly_example_runs(monkeypatch, capsys, one_thread):
     example = Path(__file__).parents[1] / "examples" / "lightly_training_loop.py"
     monkeypatch.setattr(sys, "argv", [str(example), "--steps", "2", "--batch-size", "16"])
@@ -337,6 +326,7 @@ def test_lightly_example_runs(monkeypatch, capsys, one_thread):
     assert "queue 16" in out and "test 1-NN accuracy after 2 steps" in out
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_parts_run(one_thread):
     path = Path(__file__).parents[1] / "benchmarks" / "train_step.py"
     bench_module = runpy.run_path(str(path))

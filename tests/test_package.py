@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dscl_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +64,7 @@ def test_layers_point_one_way():
         visit(module, [])
 
 
+@pytest.mark.slow
 def test_import_dscl_plugin_loads_no_training_stack():
     code = (
         "import sys, dscl_plugin\n"
@@ -130,3 +133,18 @@ def test_cli_imports_only_the_leaf_errors_at_module_level():
     assert graph["errors"][0] == set() and graph["_version"][0] == set()
     assert config.ConfigError is errors.ConfigError
     assert checkpoints.CheckpointError is errors.CheckpointError
+
+
+def test_test_modules_share_code_only_through_plain_modules():
+    """Tests import shared references and helpers from ``tests/references.py`` and
+    ``tests/helpers.py``, never from another ``test_*`` module or from ``conftest``."""
+    tests = ROOT / "tests"
+    shared = {path.stem for path in tests.glob("*.py")} - {"references", "helpers"}
+    problems = [
+        f"{path.name} imports {name}"
+        for path in sorted(tests.glob("test_*.py"))
+        for name in sorted(_imports(path))
+        if name.split(".")[0] in shared
+    ]
+    assert not problems, problems
+    assert (tests / "references.py").is_file() and (tests / "helpers.py").is_file()

@@ -1,7 +1,6 @@
 """Tests of the pytorch-metric-learning binding (dscl_plugin.pml)."""
 
 import importlib.util
-import math
 import types
 import warnings
 from pathlib import Path
@@ -18,79 +17,21 @@ from pytorch_metric_learning.reducers import (
 )
 from pytorch_metric_learning.regularizers import LpRegularizer
 from pytorch_metric_learning.utils import distributed as pml_dist
+from references import (
+    ALPHA,
+    T,
+    NaiveRing,
+    layout1_sets,
+    layout2_sets,
+    naive_loss,
+    tuple_sets,
+    with_queries,
+)
 
 import dscl_plugin
 from dscl_plugin import losses as lightly_losses
 from dscl_plugin import pml
 from dscl_plugin.pml import DSCLCrossBatchMemory, DSCLLoss, DSCLMiner
-
-T = 0.07
-ALPHA = 1.0 / 9.0
-
-
-# ----------------------------------------------------------------------------- reference
-def cosine(a, b):
-    return float(a.double() @ b.double() / (a.double().norm() * b.double().norm()))
-
-
-def naive_loss(anchors, refs, alpha, candidates, own, positives, sim=cosine, temperature=T):
-    """Per-anchor DSCL with explicit loops; candidates/positives are lists of ref columns."""
-    out = []
-    for i, anchor in enumerate(anchors):
-        logits = {c: sim(anchor, refs[c]) / temperature for c in candidates[i]}
-        lse = math.log(sum(math.exp(v) for v in logits.values()))
-        logp = {c: v - lse for c, v in logits.items()}
-        pos = positives[i]
-        if pos:
-            loss = -(alpha * logp[own[i]] + (1 - alpha) / len(pos) * sum(logp[c] for c in pos))
-        else:
-            loss = -logp[own[i]]
-        out.append(loss)
-    return torch.tensor(out, dtype=torch.float64)
-
-
-def layout1_sets(labels):
-    """Candidates, partners and class positives of layout 1 (every other row)."""
-    n = len(labels)
-    own = [(i + n // 2) % n for i in range(n)]
-    cands = [[j for j in range(n) if j != i] for i in range(n)]
-    pos = [[j for j in cands[i] if j != own[i] and labels[j] == labels[i]] for i in range(n)]
-    return cands, own, pos
-
-
-def layout2_sets(labels, ref_labels):
-    n, r = len(labels), len(ref_labels)
-    cands = [list(range(r)) for _ in range(n)]
-    pos = [[j for j in range(r) if j != i and ref_labels[j] == labels[i]] for i in range(n)]
-    return cands, list(range(n)), pos
-
-
-def with_queries(anchors, labels, refs, cands, own, pos):
-    """Layout 2 with ``query_candidates``: the other anchors (queries) as extra candidates
-    before the ref columns, class positives by label. Returns refs and the shifted sets."""
-    n = len(anchors)
-    refs = list(anchors) + [refs[c] for c in range(len(refs))]
-    others = [[j for j in range(n) if j != i] for i in range(n)]
-    cands = [others[i] + [n + c for c in cands[i]] for i in range(n)]
-    pos = [
-        [j for j in others[i] if labels[j] == labels[i]] + [n + c for c in pos[i]]
-        for i in range(n)
-    ]
-    return refs, cands, [n + o for o in own], pos
-
-
-def tuple_sets(indices_tuple, n, own, layout1):
-    """Candidates and class positives given by an (a1, p, a2, n) tuple."""
-    a1, p, a2, neg = (x.tolist() for x in indices_tuple)
-    cands = [{own[i]} for i in range(n)]
-    pos = [set() for _ in range(n)]
-    for a, b in zip(a1, p):
-        if not (layout1 and a == b) and b != own[a]:
-            pos[a].add(b)
-            cands[a].add(b)
-    for a, b in zip(a2, neg):
-        cands[a].add(b)
-    return [sorted(c) for c in cands], [sorted(x) for x in pos]
 
 
 def two_views(b=6, d=8, classes=3, seed=0, dtype=torch.float32):
@@ -405,38 +346,6 @@ def test_miner_errors():
 
 
 # ----------------------------------------------------------------------------- memory
-class NaiveRing:
-    """Ring buffer of (embedding, label) written slot by slot."""
-
-    def __init__(self, size):
-        self.slots, self.ptr = [None] * size, 0
-
-    def enqueue(self, keys, labels):
-        start = self.ptr
-        for key, label in zip(keys, labels.tolist()):
-            self.slots[self.ptr] = (key.clone(), label)
-            self.ptr = (self.ptr + 1) % len(self.slots)
-        return [(start + i) % len(self.slots) for i in range(len(keys))]
-
-    def expected(self, queries, labels, partner_slots, alpha):
-        """The loss of ``queries`` against the other queries and the filled slots."""
-        n = len(queries)
-        filled = [s for s in range(len(self.slots)) if self.slots[s] is not None]
-        refs = {n + s: self.slots[s][0] for s in filled}
-        refs.update(enumerate(queries))
-        cands = [[j for j in range(n) if j != i] + [n + s for s in filled] for i in range(n)]
-        pos = [
-            [c for c in cands[i] if c != n + partner_slots[i] and self._label(c, n, labels)
-             == labels[i]]
-            for i in range(n)
-        ]
-        own = [n + s for s in partner_slots]
-        return naive_loss(queries, refs, alpha, cands, own, pos)
-
-    def _label(self, column, n, labels):
-        return labels[column] if column < n else self.slots[column - n][1]
-
-
 def _step_batch(step, b=4, d=6, classes=3):
     g = torch.Generator().manual_seed(100 + step)
     y = torch.randint(0, classes, (b,), generator=g)

@@ -139,6 +139,7 @@ def _docs_block(after_heading):
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_readme_own_method_runs_through_dscl_train(tmp_path, monkeypatch, isolated_registry):
     """docs/configs.md's "Your own method" module, as printed, trained and evaluated by
     ``dscl-train --import my_method`` (from the current directory)."""
@@ -157,6 +158,7 @@ def test_readme_own_method_runs_through_dscl_train(tmp_path, monkeypatch, isolat
     assert train_main(["--import", "no_such_module", *args]) == 2
 
 
+@pytest.mark.slow
 def test_entry_point_group_registers_methods(tmp_path):
     """An installed package's entry point in ``dscl_plugin.methods`` reaches the CLI."""
     (tmp_path / "plugin_methods.py").write_text(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import training_losses
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
@@ -16,7 +17,6 @@ from dscl_plugin.config import ConfigError, load_config
 from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
 from dscl_plugin.training import build_method
 from dscl_plugin.backbones.vit import ViTBackbone, build_vit, vit_spec
-from test_models import training_losses  # the few-steps loop test_models uses
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGITS = CONFIGS / "dscl_digits_lt.yaml"
@@ -280,6 +280,7 @@ def test_imagenet_lt_vit_recipe_is_vit_small_with_adamw():
     assert "OURS" in (CONFIGS / "dscl_imagenet_lt_vit.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_cli_trains_and_evaluates_a_vit_on_digits(tmp_path, capsys):
     out = tmp_path / "vit"
     tiny = ["model.backbone=vit_tiny", "model.vit_depth=1", "model.vit_width=24",
@@ -297,6 +298,7 @@ def test_cli_trains_and_evaluates_a_vit_on_digits(tmp_path, capsys):
     assert sorted(missing) == ["heads.head.bias", "heads.head.weight"] and not unexpected
 
 
+@pytest.mark.slow
 def test_vit_benchmark_quick_run(tmp_path, import_benchmark):
     bench = import_benchmark("vit_digits_lt")
     summary = bench.main(["--quick", "--output-dir", str(tmp_path)])

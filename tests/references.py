@@ -1,0 +1,169 @@
+"""Independent reference formulas the tests compare the package against: DSCL, SupCon and
+PBSD written with explicit loops over anchors and candidates, the candidate and positive sets
+of the PML layouts, and a slot-by-slot ring buffer. Definitions only, no tests."""
+
+import math
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+T = 0.07
+ALPHA = 1.0 / 9.0
+
+
+def naive_contrastive(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    labels: torch.Tensor,
+    queue: Optional[torch.Tensor],
+    queue_labels: Optional[torch.Tensor],
+    alpha: Optional[float],
+    temperature: float = T,
+) -> torch.Tensor:
+    """DSCL (alpha) or SupCon (alpha None), one anchor and one candidate at a time."""
+    q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
+    # (feature, label, anchor whose own key it is, query row)
+    cands = [(q[j], int(labels[j]), None, j) for j in range(len(q))]
+    cands += [(k[j], int(labels[j]), j, None) for j in range(len(k))]
+    if queue is not None:
+        m = F.normalize(queue, dim=1)
+        cands += [(m[j], int(queue_labels[j]), None, None) for j in range(len(m))]
+    losses: List[torch.Tensor] = []
+    for i in range(len(q)):
+        logits, own, positives = [], None, []
+        for feat, label, own_of, query_index in cands:
+            if query_index == i:
+                continue  # the anchor is never its own candidate
+            if own_of == i:
+                own = len(logits)
+            elif label == int(labels[i]):
+                positives.append(len(logits))
+            logits.append(torch.dot(q[i], feat) / temperature)
+        log_p = torch.stack(logits) - torch.logsumexp(torch.stack(logits), dim=0)
+        if alpha is None:
+            w_own = w_pos = 1.0 / (len(positives) + 1)
+        elif positives:
+            w_own, w_pos = alpha, (1.0 - alpha) / len(positives)
+        else:
+            w_own, w_pos = 1.0, 0.0
+        loss = -w_own * log_p[own]
+        for p in positives:
+            loss = loss - w_pos * log_p[p]
+        losses.append(loss)
+    return torch.stack(losses).mean()
+
+
+def naive_pbsd(patch, region, key, queue, temperature: float = T) -> torch.Tensor:
+    """-sum softmax(teacher) * log_softmax(student) over [k_i, queue], per patch.
+
+    The teacher distribution is a constant target: no gradient to region, key or queue.
+    """
+    s, t = F.normalize(patch, dim=-1), F.normalize(region, dim=-1).detach()
+    k = F.normalize(key, dim=-1)
+    m = [] if queue is None else list(F.normalize(queue, dim=-1))
+    total = 0.0
+    b, l, _ = patch.shape
+    for i in range(b):
+        cands = [k[i]] + m
+        for j in range(l):
+            student = torch.stack([torch.dot(s[i, j], c) for c in cands]) / temperature
+            teacher = torch.stack([torch.dot(t[i, j], c.detach()) for c in cands]) / temperature
+            total = total - (teacher.softmax(0) * student.log_softmax(0)).sum()
+    return total / (b * l)
+
+
+def cosine(a, b):
+    return float(a.double() @ b.double() / (a.double().norm() * b.double().norm()))
+
+
+def naive_loss(anchors, refs, alpha, candidates, own, positives, sim=cosine, temperature=T):
+    """Per-anchor DSCL with explicit loops; candidates/positives are lists of ref columns."""
+    out = []
+    for i, anchor in enumerate(anchors):
+        logits = {c: sim(anchor, refs[c]) / temperature for c in candidates[i]}
+        lse = math.log(sum(math.exp(v) for v in logits.values()))
+        logp = {c: v - lse for c, v in logits.items()}
+        pos = positives[i]
+        if pos:
+            loss = -(alpha * logp[own[i]] + (1 - alpha) / len(pos) * sum(logp[c] for c in pos))
+        else:
+            loss = -logp[own[i]]
+        out.append(loss)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def layout1_sets(labels):
+    """Candidates, partners and class positives of layout 1 (every other row)."""
+    n = len(labels)
+    own = [(i + n // 2) % n for i in range(n)]
+    cands = [[j for j in range(n) if j != i] for i in range(n)]
+    pos = [[j for j in cands[i] if j != own[i] and labels[j] == labels[i]] for i in range(n)]
+    return cands, own, pos
+
+
+def layout2_sets(labels, ref_labels):
+    n, r = len(labels), len(ref_labels)
+    cands = [list(range(r)) for _ in range(n)]
+    pos = [[j for j in range(r) if j != i and ref_labels[j] == labels[i]] for i in range(n)]
+    return cands, list(range(n)), pos
+
+
+def with_queries(anchors, labels, refs, cands, own, pos):
+    """Layout 2 with ``query_candidates``: the other anchors (queries) as extra candidates
+    before the ref columns, class positives by label. Returns refs and the shifted sets."""
+    n = len(anchors)
+    refs = list(anchors) + [refs[c] for c in range(len(refs))]
+    others = [[j for j in range(n) if j != i] for i in range(n)]
+    cands = [others[i] + [n + c for c in cands[i]] for i in range(n)]
+    pos = [
+        [j for j in others[i] if labels[j] == labels[i]] + [n + c for c in pos[i]]
+        for i in range(n)
+    ]
+    return refs, cands, [n + o for o in own], pos
+
+
+def tuple_sets(indices_tuple, n, own, layout1):
+    """Candidates and class positives given by an (a1, p, a2, n) tuple."""
+    a1, p, a2, neg = (x.tolist() for x in indices_tuple)
+    cands = [{own[i]} for i in range(n)]
+    pos = [set() for _ in range(n)]
+    for a, b in zip(a1, p):
+        if not (layout1 and a == b) and b != own[a]:
+            pos[a].add(b)
+            cands[a].add(b)
+    for a, b in zip(a2, neg):
+        cands[a].add(b)
+    return [sorted(c) for c in cands], [sorted(x) for x in pos]
+
+
+class NaiveRing:
+    """Ring buffer of (embedding, label) written slot by slot."""
+
+    def __init__(self, size):
+        self.slots, self.ptr = [None] * size, 0
+
+    def enqueue(self, keys, labels):
+        start = self.ptr
+        for key, label in zip(keys, labels.tolist()):
+            self.slots[self.ptr] = (key.clone(), label)
+            self.ptr = (self.ptr + 1) % len(self.slots)
+        return [(start + i) % len(self.slots) for i in range(len(keys))]
+
+    def expected(self, queries, labels, partner_slots, alpha):
+        """The loss of ``queries`` against the other queries and the filled slots."""
+        n = len(queries)
+        filled = [s for s in range(len(self.slots)) if self.slots[s] is not None]
+        refs = {n + s: self.slots[s][0] for s in filled}
+        refs.update(enumerate(queries))
+        cands = [[j for j in range(n) if j != i] + [n + s for s in filled] for i in range(n)]
+        pos = [
+            [c for c in cands[i] if c != n + partner_slots[i] and self._label(c, n, labels)
+             == labels[i]]
+            for i in range(n)
+        ]
+        own = [n + s for s in partner_slots]
+        return naive_loss(queries, refs, alpha, cands, own, pos)
+
+    def _label(self, column, n, labels):
+        return labels[column] if column < n else self.slots[column - n][1]
