@@ -103,13 +103,20 @@ class DeviceViews:
         colour, key_jitter, key_jitter_prob = spec.colour, spec.key_jitter, spec.key_jitter_prob
         input_size, patch_size, blur_sigmas = spec.input_size, spec.patch_size, colour.blur_sigmas
         K = _kornia_augmentation()
-        self.input_size, self.patch_size, self.num_patches = input_size, patch_size, spec.num_patches
+        self.input_size, self.patch_size = input_size, patch_size
+        self.num_patches = spec.num_patches
         # align_corners=False: torchvision's resized_crop of tensors (half-pixel centres)
         self.crop = K.RandomResizedCrop(
-            (input_size, input_size), scale=spec.crop_scale, ratio=(3 / 4, 4 / 3), align_corners=False
+            (input_size, input_size),
+            scale=spec.crop_scale,
+            ratio=(3 / 4, 4 / 3),
+            align_corners=False,
         )
         self.patch_crop = K.RandomResizedCrop(
-            (patch_size, patch_size), scale=spec.patch_scale, ratio=spec.patch_ratio, align_corners=False
+            (patch_size, patch_size),
+            scale=spec.patch_scale,
+            ratio=spec.patch_ratio,
+            align_corners=False,
         )
         self.flip = K.RandomHorizontalFlip(p=spec.hflip_prob)
         blur_kernel = 2 * math.ceil(3 * blur_sigmas[1]) + 1
