@@ -9,7 +9,6 @@ later). The CPU test reads the instruction-set flags the kernel reports in
 other systems). The losses compute in float32 under autocast either way.
 """
 
-import sys
 from pathlib import Path
 from typing import Tuple
 
@@ -49,12 +48,10 @@ def cuda_supports_bf16() -> bool:
 
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``auto`` -> ``bf16-mixed`` when the resolved ``accelerator`` (``cpu`` or ``gpu``)
-    has bf16 hardware, else ``32-true``; printed once to stderr. Any other value is
-    returned unchanged."""
+    has bf16 hardware, else ``32-true`` (the run's ``config.yaml``, ``metrics.json`` and
+    ``dscl-train --print-config`` show the result). Any other value is returned
+    unchanged."""
     if precision != AUTO:
         return precision
     supported = cpu_supports_bf16() if accelerator == "cpu" else cuda_supports_bf16()
-    resolved = BF16 if supported else FP32
-    hardware = "bf16 hardware" if supported else "no bf16 hardware"
-    print(f"trainer.precision: auto -> {resolved} ({accelerator}: {hardware})", file=sys.stderr)
-    return resolved
+    return BF16 if supported else FP32

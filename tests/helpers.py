@@ -1,11 +1,15 @@
 """Run settings and loops several test files share: the tiny ``digits_lt`` run every CLI
 test trains, a few-steps training loop, and the mark of tests that need a CUDA GPU."""
 
+import textwrap
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
+
+from dscl_plugin.config import load_config
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -39,3 +43,73 @@ def training_losses(model: nn.Module, optimizer: torch.optim.Optimizer, batch: t
         optimizer.step()
         losses.append(out["loss"].item())
     return losses
+
+
+def tiny(tmp_path, name, *extra):
+    return load_config(CONFIG, TINY + [f"output_dir={tmp_path / name}", *extra])
+
+
+def state_copy(module):
+    """A copy of ``module``'s state dict."""
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+class Crash(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 1:
+            raise RuntimeError("simulated crash")
+
+
+class RecordSteps(pl.Callback):
+    """(global step, batch index, labels, lr) of every training batch."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.steps.append((trainer.global_step, batch_idx, batch[4].tolist(), lr))
+
+
+class CrashAt(pl.Callback):
+    def __init__(self, epoch, batch_idx):
+        self.epoch, self.batch_idx = epoch, batch_idx
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch_idx):
+            raise RuntimeError("simulated crash")
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import pytorch_lightning as pl
+    import torch
+    from dscl_plugin.config import ConfigError, load_config
+    from dscl_plugin.models import forward_without_stat_update
+    from dscl_plugin.training import train
+
+    class RecordKeys(pl.Callback):
+        keys, labels = [], []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            model = module.model  # the EMA encoder is unchanged since this step's forward
+            with torch.no_grad():
+                feature_map = forward_without_stat_update(model.backbone_momentum, batch[1])
+                self.keys.append(model.projection_head_momentum(feature_map.mean(dim=(2, 3))))
+            self.labels.append(batch[4])
+
+        def on_train_end(self, trainer, module):
+            bank, bank_labels = module.model.memory_bank.get()
+            torch.save(
+                dict(bank=bank, bank_labels=bank_labels, keys=torch.cat(self.keys),
+                     labels=torch.cat(self.labels), world_size=trainer.world_size),
+                f"{config.output_dir}/rank{trainer.global_rank}.pt",
+            )
+
+    config = load_config(sys.argv[1], sys.argv[2:])
+    train(config, callbacks=[RecordKeys()])
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    """
+)

@@ -12,11 +12,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchvision
-from helpers import CONFIG, TINY
+from helpers import CONFIG, DDP_SCRIPT, TINY, Crash, CrashAt, RecordSteps, state_copy, tiny
 
 import dscl_plugin
 from dscl_plugin.checkpoints import (
@@ -27,15 +26,11 @@ from dscl_plugin.checkpoints import (
     load_file,
 )
 from dscl_plugin.cli import eval_main, main, train_main
-from dscl_plugin.config import ConfigError, load_config
+from dscl_plugin.config import ConfigError
 from dscl_plugin.methods import NonFiniteLossError
 from dscl_plugin.models import DSCLModel, build_backbone
 from dscl_plugin.devices import torch_threads
 from dscl_plugin.training import build_method, train
-
-
-def tiny(tmp_path, name, *extra):
-    return load_config(CONFIG, TINY + [f"output_dir={tmp_path / name}", *extra])
 
 
 def test_torch_threads_sets_and_restores():
@@ -218,25 +213,15 @@ def test_example_behaves_like_the_cli(tmp_path):
     assert failed.stderr.startswith(f"python {EXAMPLE.as_posix()}: config error: Unknown config key")
 
 
-def _state(module):
-    return {k: v.clone() for k, v in module.state_dict().items()}
-
-
-class Crash(pl.Callback):
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.current_epoch == 1 and batch_idx == 1:
-            raise RuntimeError("simulated crash")
-
-
 @pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path):
     short = "trainer.limit_train_batches=2"
-    straight = _state(train(tiny(tmp_path, "straight", short)))
+    straight = state_copy(train(tiny(tmp_path, "straight", short)))
     config = tiny(tmp_path, "resumed", short)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, callbacks=[Crash()])  # epoch 0 done and saved, crash inside epoch 1
     assert not (Path(config.output_dir) / "backbone.pt").exists()
-    resumed = _state(train(config, resume=True))
+    resumed = state_copy(train(config, resume=True))
     logs = Path(config.output_dir) / "logs"
     assert sorted(p.name for p in logs.iterdir()) == ["hparams.yaml", "metrics.csv"]  # one log
     steps = [row.split(",") for row in (logs / "metrics.csv").read_text().splitlines()]
@@ -246,26 +231,6 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not different, different
     assert int(resumed["model.memory_bank.num_filled"]) == 4 * 16
-
-
-class RecordSteps(pl.Callback):
-    """(global step, batch index, labels, lr) of every training batch."""
-
-    def __init__(self):
-        self.steps = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self.steps.append((trainer.global_step, batch_idx, batch[4].tolist(), lr))
-
-
-class CrashAt(pl.Callback):
-    def __init__(self, epoch, batch_idx):
-        self.epoch, self.batch_idx = epoch, batch_idx
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch_idx):
-            raise RuntimeError("simulated crash")
 
 
 @pytest.mark.slow
@@ -412,41 +377,6 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     weights = [v for v in checkpoint["state_dict"].values() if v.is_floating_point()]
     assert all(torch.isfinite(v).all() for v in weights)
     assert not (Path(config.output_dir) / "backbone.pt").exists()
-
-
-DDP_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    import pytorch_lightning as pl
-    import torch
-    from dscl_plugin.config import ConfigError, load_config
-    from dscl_plugin.models import forward_without_stat_update
-    from dscl_plugin.training import train
-
-    class RecordKeys(pl.Callback):
-        keys, labels = [], []
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            model = module.model  # the EMA encoder is unchanged since this step's forward
-            with torch.no_grad():
-                feature_map = forward_without_stat_update(model.backbone_momentum, batch[1])
-                self.keys.append(model.projection_head_momentum(feature_map.mean(dim=(2, 3))))
-            self.labels.append(batch[4])
-
-        def on_train_end(self, trainer, module):
-            bank, bank_labels = module.model.memory_bank.get()
-            torch.save(
-                dict(bank=bank, bank_labels=bank_labels, keys=torch.cat(self.keys),
-                     labels=torch.cat(self.labels), world_size=trainer.world_size),
-                f"{config.output_dir}/rank{trainer.global_rank}.pt",
-            )
-
-    config = load_config(sys.argv[1], sys.argv[2:])
-    train(config, callbacks=[RecordKeys()])
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    """
-)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import torch
 from dscl_plugin.checkpoints import load_file
 from dscl_plugin.training import train
 
-from test_cli import CONFIG, DDP_SCRIPT, TINY, Crash, CrashAt, RecordSteps, _state, tiny
+from helpers import CONFIG, DDP_SCRIPT, TINY, Crash, CrashAt, RecordSteps, state_copy, tiny
 
 pytest.importorskip("kornia")
 pytestmark = pytest.mark.slow
@@ -42,11 +42,11 @@ def test_device_batches_follow_the_loader_order_and_shapes(tmp_path):
 
 def test_device_resume_equals_uninterrupted_run(tmp_path):
     short = "trainer.limit_train_batches=2"
-    straight = _state(train(tiny(tmp_path, "straight", short, DEVICE)))
+    straight = state_copy(train(tiny(tmp_path, "straight", short, DEVICE)))
     config = tiny(tmp_path, "resumed", short, DEVICE)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, callbacks=[Crash()])  # epoch 0 done and saved, crash inside epoch 1
-    resumed = _state(train(config, resume=True))
+    resumed = state_copy(train(config, resume=True))
     different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not different, different
 
@@ -54,7 +54,7 @@ def test_device_resume_equals_uninterrupted_run(tmp_path):
 def test_device_mid_epoch_resume_is_bit_exact(tmp_path):
     every_step = ["trainer.checkpoint_every_n_steps=1", "trainer.limit_train_batches=4", DEVICE]
     straight = RecordViews()
-    final = _state(train(tiny(tmp_path, "straight", *every_step), callbacks=[straight]))
+    final = state_copy(train(tiny(tmp_path, "straight", *every_step), callbacks=[straight]))
     config = tiny(tmp_path, "resumed", *every_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(config, callbacks=[CrashAt(epoch=0, batch_idx=2)])  # 2 steps done and saved
@@ -66,7 +66,7 @@ def test_device_mid_epoch_resume_is_bit_exact(tmp_path):
     for got, want in zip(resumed.steps, straight.steps[2:], strict=True):
         assert got[:3] == want[:3] and got[3] == pytest.approx(want[3])
         assert all(torch.equal(a, b) for a, b in zip(got[4:], want[4:]))  # the very same views
-    state = _state(module)
+    state = state_copy(module)
     assert not [k for k in final if not torch.equal(final[k], state[k])]
 
 

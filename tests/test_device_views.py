@@ -22,7 +22,7 @@ from dscl_plugin.data import IndexedImages, build_dataset
 from dscl_plugin.device_views import BatchViews, DeviceViews, check_pipeline, step_seed
 from dscl_plugin.transforms import DSCLTransform
 
-from test_cli import CONFIG
+from helpers import CONFIG
 
 pytest.importorskip("kornia")
 
