@@ -14,6 +14,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -55,9 +56,12 @@ def method_title(config: Config) -> str:
     return {"supcon": "SupCon"}.get(config.method, config.method)
 
 
-def check_checkpoint_config(config: Config, checkpoint: PathLike, saved: Dict) -> None:
-    """Refuse to score a training checkpoint as another method or model than it was
-    trained as (``saved``: its config), on one line naming each difference and the fix.
+def check_checkpoint_config(
+    config: Config, checkpoint: PathLike, saved: Dict, own: Optional[Path] = None
+) -> None:
+    """Refuse to score a checkpoint as another method or model than it was trained as
+    (``saved``: its config; ``own``: that run's ``config.yaml``, named in the fix), on one
+    line naming each difference and the fix.
 
     Raises:
         ConfigError: ``method`` or a ``model.*`` setting differs from the checkpoint's.
@@ -67,8 +71,8 @@ def check_checkpoint_config(config: Config, checkpoint: PathLike, saved: Dict) -
         return
     shown = [f"{k} is {old!r} there, the config asks for {new!r}" for k, old, new in changes[:3]]
     more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
-    own = Path(checkpoint).resolve().parent.parent / "config.yaml"
-    fix = f"--config {own}" if own.is_file() else "the config it was trained with"
+    known = own is not None and own.is_file()
+    fix = f"--config {own}" if known else "the config it was trained with"
     raise ConfigError(
         f"checkpoint '{checkpoint}' was trained with other settings: {'; '.join(shown)}{more}; "
         f"evaluate it with {fix}."
@@ -78,7 +82,8 @@ def check_checkpoint_config(config: Config, checkpoint: PathLike, saved: Dict) -
 def load_for_eval(config: Config, checkpoint: PathLike) -> pl.LightningModule:
     """The method module with weights from a training checkpoint (``*.ckpt``, whose saved
     config must match ``config``'s method and model) or a backbone ``state_dict``
-    (``backbone.pt``, torchvision weights).
+    (``backbone.pt``, torchvision weights; beside a run's ``config.yaml``, that config
+    must match too).
 
     Raises:
         ConfigError: the training checkpoint is another method or model.
@@ -88,7 +93,8 @@ def load_for_eval(config: Config, checkpoint: PathLike) -> pl.LightningModule:
     if isinstance(state, dict) and "state_dict" in state:
         saved = state.get("hyper_parameters", {}).get("config")
         if saved is not None:
-            check_checkpoint_config(config, checkpoint, saved)
+            own = Path(checkpoint).resolve().parent.parent / "config.yaml"
+            check_checkpoint_config(config, checkpoint, saved, own)
         module = build_method(config)
         try:
             module.load_state_dict(state["state_dict"])
@@ -98,6 +104,9 @@ def load_for_eval(config: Config, checkpoint: PathLike) -> pl.LightningModule:
                 f"{str(error).splitlines()[0]}"
             ) from None
         return module
+    beside = Path(checkpoint).resolve().parent / "config.yaml"  # a dscl-train run's backbone.pt
+    if beside.is_file():
+        check_checkpoint_config(config, checkpoint, yaml.safe_load(beside.read_text()), beside)
     module = build_method(config)
     load_backbone_weights(module.backbone, config.model.backbone, checkpoint)
     return module

@@ -137,6 +137,25 @@ def test_eval_names_both_backbones_on_a_mismatch(tmp_path, capsys):
     assert "state_dict" not in err and "Missing key" not in err
 
 
+def test_eval_of_a_runs_backbone_pt_checks_the_config_beside_it(tmp_path, capsys):
+    """A ``backbone.pt`` has no config of its own, but a run's ``config.yaml`` sits beside
+    it: a SupCon run's backbone scored with a ``dscl`` config is refused, not mislabelled."""
+    from dscl_plugin.config import load_config, to_yaml
+    from dscl_plugin.models import build_backbone
+
+    run = tmp_path / "supcon_run"
+    run.mkdir()
+    supcon = load_config(CONFIGS / "supcon_digits_lt.yaml", [*TINY_MODEL, f"output_dir={run}"])
+    (run / "config.yaml").write_text(to_yaml(supcon))
+    torch.save(build_backbone("small_cnn")[0].state_dict(), run / "backbone.pt")
+    args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), *TINY_MODEL,
+            f"output_dir={tmp_path / 'x'}", "--checkpoint", str(run / "backbone.pt")]
+    assert eval_main(args) == 2
+    err = one_line_error(capsys)
+    assert "method is 'supcon' there, the config asks for 'dscl'" in err
+    assert f"--config {run / 'config.yaml'}" in err
+
+
 def test_backbone_weights_of_another_backbone_give_one_short_line(tmp_path, capsys):
     from dscl_plugin.models import build_backbone
 
