@@ -1,6 +1,8 @@
 """Run settings and loops several test files share: the tiny ``digits_lt`` run every CLI
 test trains, a few-steps training loop, and the mark of tests that need a CUDA GPU."""
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -113,3 +115,26 @@ DDP_SCRIPT = textwrap.dedent(
         torch.distributed.barrier()
     """
 )
+
+
+def run_two_process_ddp(tmp_path, *extra):
+    """:data:`DDP_SCRIPT` on the tiny digits run, one epoch of 2 steps in 2 CPU processes
+    (DDP, no shuffle-BN: keys recorded per rank); what rank 0 and rank 1 saved."""
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    overrides = TINY + [
+        f"output_dir={out}",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.epochs=1",
+        "trainer.limit_train_batches=2",
+        "model.shuffle_bn=false",  # keys recorded per rank (shuffle-BN: test_models.py)
+        *extra,
+    ]
+    result = subprocess.run(
+        [sys.executable, str(script), CONFIG, *overrides],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tuple(torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from helpers import CONFIG, DDP_SCRIPT, TINY, Crash, CrashAt, RecordSteps, state_copy, tiny
+from helpers import CONFIG, TINY, Crash, CrashAt, RecordSteps, run_two_process_ddp, state_copy, tiny
 
 import dscl_plugin
 from dscl_plugin.checkpoints import (
@@ -381,23 +381,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_gather_keys_with_labels(tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(DDP_SCRIPT)
-    out = tmp_path / "ddp"
-    overrides = TINY + [
-        f"output_dir={out}",
-        "trainer.devices=2",
-        "trainer.accelerator=cpu",
-        "trainer.epochs=1",
-        "trainer.limit_train_batches=2",
-        "model.shuffle_bn=false",  # keys recorded per rank (shuffle-BN: test_models.py)
-    ]
-    result = subprocess.run(
-        [sys.executable, str(script), CONFIG, *overrides],
-        capture_output=True, text=True, timeout=400, cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = run_two_process_ddp(tmp_path)
     assert rank0["world_size"] == rank1["world_size"] == 2
     per_device, steps = 8, 2
     assert rank0["bank"].shape == (2 * per_device * steps, 16)
@@ -412,4 +396,5 @@ def test_ddp_two_cpu_processes_gather_keys_with_labels(tmp_path):
     assert torch.equal(rank0["bank_labels"], expected_labels)
     torch.testing.assert_close(rank0["bank"], F.normalize(expected_keys, dim=1))
     assert not torch.equal(rank0["labels"], rank1["labels"])  # the ranks saw different images
+    out = tmp_path / "ddp"
     assert (out / "backbone.pt").is_file() and (out / "checkpoints" / "last.ckpt").is_file()

@@ -3,8 +3,6 @@ loader path, exact resume after a crash (at an epoch boundary and inside an epoc
 the device path is bit-exact too: its views are seeded by the step), and a 2-process CPU
 DDP run in which each rank gathers its own images."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import torch
 from dscl_plugin.checkpoints import load_file
 from dscl_plugin.training import train
 
-from helpers import CONFIG, DDP_SCRIPT, TINY, Crash, CrashAt, RecordSteps, state_copy, tiny
+from helpers import Crash, CrashAt, RecordSteps, run_two_process_ddp, state_copy, tiny
 
 pytest.importorskip("kornia")
 pytestmark = pytest.mark.slow
@@ -71,19 +69,7 @@ def test_device_mid_epoch_resume_is_bit_exact(tmp_path):
 
 
 def test_device_ddp_ranks_gather_their_own_images(tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(DDP_SCRIPT)
-    out = tmp_path / "ddp"
-    overrides = TINY + [
-        f"output_dir={out}", DEVICE, "trainer.devices=2", "trainer.accelerator=cpu",
-        "trainer.epochs=1", "trainer.limit_train_batches=2", "model.shuffle_bn=false",
-    ]
-    result = subprocess.run(
-        [sys.executable, str(script), CONFIG, *overrides],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = run_two_process_ddp(tmp_path, DEVICE)
     assert rank0["world_size"] == rank1["world_size"] == 2
     assert rank0["bank"].shape == (2 * 8 * 2, 16) and torch.equal(rank0["bank"], rank1["bank"])
     assert not torch.equal(rank0["labels"], rank1["labels"])  # DistributedSampler: other images
