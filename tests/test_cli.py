@@ -45,9 +45,16 @@ def test_torch_threads_sets_and_restores():
 @pytest.mark.slow
 def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     caplog.set_level(logging.INFO, logger="pytorch_lightning")  # whatever earlier tests set
+    # Lightning stops propagating to the root logger when it is imported before any root
+    # handler exists (import order decides), so listen on its own logger too
+    lightning_logger = logging.getLogger("pytorch_lightning")
+    lightning_logger.addHandler(caplog.handler)
     out = tmp_path / "run"
     threads = torch.get_num_threads()
-    assert train_main(["--config", CONFIG, *TINY, f"output_dir={out}"]) == 0
+    try:
+        assert train_main(["--config", CONFIG, *TINY, f"output_dir={out}"]) == 0
+    finally:
+        lightning_logger.removeHandler(caplog.handler)
     assert torch.get_num_threads() == threads  # trainer.num_threads applies to the run only
     captured = capsys.readouterr()
     printed = captured.out
