@@ -262,7 +262,9 @@ def train(
     ckpt_path = resolve_resume(config, resume)
     pl.seed_everything(config.seed, workers=True)
     module = build_method(config)
-    dataset = build_dataset_split(config, "train", module.train_transform())
+    on_device = config.data.pipeline == "device"  # views made on the training device
+    transform = None if on_device else module.train_transform()
+    dataset = build_dataset_split(config, "train", transform)
     t = config.trainer
     processes = t.devices * t.num_nodes
     per_device = t.batch_size // processes
@@ -272,7 +274,7 @@ def train(
             f"({len(dataset)} images over {processes} process(es)); every epoch would be empty."
         )
     collate_fn, num_workers = module.collate_fn(), t.num_workers
-    if config.data.pipeline == "device":  # batches of (indices, labels); views made on the device
+    if on_device:  # batches of (indices, labels)
         dataset, collate_fn, num_workers = use_device_views(module, dataset, config.seed), None, 0
     generator = torch.Generator().manual_seed(config.seed)
     loader = ResumableDataLoader(

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dscl_plugin.checkpoints import load_file
+from dscl_plugin.methods import ContrastiveMethod
 from dscl_plugin.training import train
 
 from helpers import Crash, CrashAt, RecordSteps, run_two_process_ddp, state_copy, tiny
@@ -27,9 +28,14 @@ class RecordViews(RecordSteps):
         self.steps[-1] += tuple(t.clone() for t in batch[:4])
 
 
-def test_device_batches_follow_the_loader_order_and_shapes(tmp_path):
+def test_device_batches_follow_the_loader_order_and_shapes(tmp_path, monkeypatch):
     loader, device = RecordSteps(), RecordViews()
     train(tiny(tmp_path, "loader", "trainer.epochs=1"), callbacks=[loader])
+
+    def no_pil_views(self):
+        raise AssertionError("the device path built the loader path's PIL transform")
+
+    monkeypatch.setattr(ContrastiveMethod, "train_transform", no_pil_views)
     module = train(tiny(tmp_path, "device", "trainer.epochs=1", DEVICE), callbacks=[device])
     assert [s[:3] for s in device.steps] == [s[:3] for s in loader.steps]  # same seeded order
     _, _, _, _, view_q, view_k, patches, boxes = device.steps[0]
