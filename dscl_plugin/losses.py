@@ -101,7 +101,9 @@ class _LabeledContrastiveLoss(nn.Module):
             queue_labels = queue_labels.to(labels.device)
             queue_normalized = True  # the bank holds normalised keys
             update_bank = query.requires_grad and torch.is_grad_enabled()
-        loss = self._loss(query, key, labels, queue, queue_labels, queue_normalized)
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            inputs = self._cast(query, key, labels, queue, queue_labels)
+            loss = dscl_cross_entropy(*inputs, self.alpha, self.temperature, queue_normalized)
         if update_bank:
             self.memory_bank.enqueue(key, labels, normalize=True)
         return loss
@@ -127,23 +129,6 @@ class _LabeledContrastiveLoss(nn.Module):
         with torch.autocast(device_type=query.device.type, enabled=False):
             inputs = self._cast(query, key, labels, queue, queue_labels)
             return pull_gradient_ratio(*inputs, self.alpha)
-
-    def _loss(
-        self,
-        query: Tensor,
-        key: Tensor,
-        labels: Tensor,
-        queue: Optional[Tensor],
-        queue_labels: Optional[Tensor],
-        queue_normalized: bool,
-    ) -> Tensor:
-        with torch.autocast(device_type=query.device.type, enabled=False):
-            return dscl_cross_entropy(
-                *self._cast(query, key, labels, queue, queue_labels),
-                self.alpha,
-                self.temperature,
-                queue_normalized,
-            )
 
     @staticmethod
     def _cast(

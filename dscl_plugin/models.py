@@ -299,7 +299,16 @@ class DSCLModel(nn.Module):
         else:
             loss_pbsd = loss_dscl.new_zeros(())
             loss = loss_dscl
-        diagnostics = self._grad_ratio(query, key, labels, queue, queue_labels)
+        diagnostics: Dict[str, Tensor] = {}
+        if self.track_grad_ratio:  # no gradient
+            ratio = self.criterion.pull_gradient_ratio(
+                query.detach(), key, labels, queue, queue_labels
+            )
+            diagnostics = dict(
+                grad_ratio=ratio.ratio,
+                grad_ratio_aligned=ratio.aligned,
+                grad_ratio_valid=ratio.valid,
+            )
         if self.training and torch.is_grad_enabled():  # training steps only
             self.memory_bank.enqueue(key, labels, normalize=True)
         return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd, **diagnostics)
@@ -319,25 +328,6 @@ class DSCLModel(nn.Module):
 
     def _key_forward(self, view_k: Tensor) -> Tensor:
         return self.projection_head_momentum(_features(self.backbone_momentum, view_k)[1])
-
-    def _grad_ratio(
-        self,
-        query: Tensor,
-        key: Tensor,
-        labels: Tensor,
-        queue: Optional[Tensor],
-        queue_labels: Optional[Tensor],
-    ) -> Dict[str, Tensor]:
-        """``grad_ratio``, ``grad_ratio_aligned`` and ``grad_ratio_valid`` per anchor
-        (``criterion.pull_gradient_ratio``) if ``track_grad_ratio`` is set, else nothing."""
-        if not self.track_grad_ratio:
-            return {}
-        ratio = self.criterion.pull_gradient_ratio(
-            query.detach(), key, labels, queue, queue_labels
-        )
-        return dict(
-            grad_ratio=ratio.ratio, grad_ratio_aligned=ratio.aligned, grad_ratio_valid=ratio.valid
-        )
 
     def _pbsd(
         self,
