@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
+from dscl_plugin.figures import agg_figure, save_png
+
 PathLike = Union[str, Path]
 
 
@@ -50,12 +52,9 @@ def plot_grad_ratio(
     """PNG of the pull-gradient ratio against training class size, one line per run (e.g.
     ``{"SupCon": ".../metrics.csv", "DSCL": ".../metrics.csv"}``), with each run's
     aligned-feature value dashed (log-log axes; the paper's Fig. 2)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = agg_figure((6, 4))
     ax = fig.add_subplot()
     for i, (name, metrics_csv) in enumerate(runs.items()):
         ratios = read_grad_ratio(metrics_csv, epoch)
@@ -83,10 +82,7 @@ def plot_grad_ratio(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path)
 
 
 def _one_two_five(value: float, _position: object = None) -> str:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from dscl_plugin.data.samplers import ClassBalancedSampler
 from dscl_plugin.data.shots import shot_groups
+from dscl_plugin.figures import agg_figure, save_png
 
 GROUPS = ("many", "medium", "few")
 
@@ -313,13 +314,10 @@ def plot_per_class_accuracy(
     """Write a PNG scatter of per-class accuracy (%) against training class size (log x).
 
     Each point is labelled with its class name (``class_names``; default: its id; up to
-    40 classes); x ticks sit at the real
-    class sizes (at most 12 of them); the shot thresholds, when given, are dashed lines
-    named in the legend. Classes without test samples (None) or without training
+    40 classes); x ticks sit at the real class sizes (at most 12 of them); the shot
+    thresholds, when given, are dashed lines named in the legend. Classes without test samples (None) or without training
     samples are left out.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter, NullLocator
 
     if len(per_class) != len(class_counts):
@@ -335,8 +333,7 @@ def plot_per_class_accuracy(
         (n, 100 * a, c) for c, (a, n) in enumerate(zip(per_class, class_counts))
         if a is not None and n > 0
     ]
-    fig = Figure(figsize=(7, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = agg_figure((7, 4.5))
     ax = fig.add_subplot()
     if points:
         xs, ys, _ = zip(*points)
@@ -369,10 +366,7 @@ def plot_per_class_accuracy(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path)
 
 
 def _to_json(value):

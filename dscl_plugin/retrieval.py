@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dscl_plugin.data.shots import shot_groups
+from dscl_plugin.figures import agg_figure, save_png
 from dscl_plugin.models import pool_regions
 
 PathLike = Union[str, Path]
@@ -89,7 +90,7 @@ def plot_retrieval(
             _show(axes[r][j + 1], neighbour_images[r][j], text, colour)
     fig.suptitle(f"top-{k} training-set neighbours by cosine of frozen features", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --- patch retrieval (Fig. 4) ------------------------------------------------------------
@@ -156,7 +157,7 @@ def plot_patch_retrieval(
     fig.tight_layout()
     fig.colorbar(overlay, ax=[ax for row in axes for ax in row], shrink=0.8, pad=0.01,
                  label="cosine to the box feature")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # --- from a backbone ---------------------------------------------------------------------
@@ -347,11 +348,7 @@ def _undo_imagenet_normalisation(image: Tensor) -> Tensor:
 
 
 def _grid(rows: int, cols: int):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(1.9 * cols, 2.0 * rows + 0.4), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = agg_figure((1.9 * cols, 2.0 * rows + 0.4))
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, axes
 
@@ -380,9 +377,3 @@ def _show(ax, image: Tensor, title: str, colour: str) -> None:
         spine.set_edgecolor(colour)
         spine.set_linewidth(3 if colour != "black" else 1)
 
-
-def _save(fig, path: PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
