@@ -34,7 +34,7 @@ from dscl_plugin.evaluation import (
     shot_metrics,
     write_metrics,
 )
-from dscl_plugin.retrieval import RetrievalSettings, compute_retrieval, plot_retrieval_pictures
+from dscl_plugin.retrieval import RetrievalSettings, retrieval_pictures
 from dscl_plugin.training import backbone_path, build_dataset_split, build_method, changed_settings
 from dscl_plugin.transforms import eval_transform, probe_transform
 
@@ -246,11 +246,10 @@ def write_retrieval_pictures(
         seed=config.seed,
         aligned=config.model.roi_aligned,
     )
-    train_set, test_set = datasets["train"], datasets["test"]
-    found = compute_retrieval(module.eval().backbone, train_set, test_set, settings,
-                              device=eval_device(config.trainer.accelerator))
-    return plot_retrieval_pictures(found, train_set, test_set, out_dir,
-                                   class_names=getattr(train_set, "class_names", None))
+    train_set = datasets["train"]
+    return retrieval_pictures(module.eval().backbone, train_set, datasets["test"], out_dir,
+                              settings, device=eval_device(config.trainer.accelerator),
+                              class_names=getattr(train_set, "class_names", None))
 
 
 def augmented_loader(config: Config) -> DataLoader:
