@@ -317,6 +317,8 @@ def training_finished(config: Config) -> bool:
 
 def resumes_finished(config: Config, resume: Resume) -> bool:
     """``resume`` names this run's last checkpoint and that run has finished stage 1
-    (its settings are checked as for any resume)."""
-    path = resolve_resume(config, resume)
-    return path == checkpoint_dir(config) / "last.ckpt" and training_finished(config)
+    (its settings are then checked as for any resume; an unfinished run's checkpoint is
+    left to :func:`train`, which checks it once)."""
+    if not training_finished(config):
+        return False
+    return resolve_resume(config, resume) == checkpoint_dir(config) / "last.ckpt"

@@ -241,6 +241,20 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_resuming_an_unfinished_run_reads_its_settings_once(tmp_path, monkeypatch):
+    import dscl_plugin.training as training
+    from dscl_plugin.cli import run
+
+    config = tiny(tmp_path, "once", "trainer.limit_train_batches=2")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, callbacks=[Crash()])
+    read, reads = training.saved_config, []
+    monkeypatch.setattr(training, "saved_config", lambda path: reads.append(path) or read(path))
+    assert run(config, stage=1, resume=True) is None
+    assert reads == [Path(config.output_dir) / "checkpoints" / "last.ckpt"]
+
+
+@pytest.mark.slow
 def test_mid_epoch_checkpoint_resumes_at_the_right_step(tmp_path):
     every_step = ["trainer.checkpoint_every_n_steps=1", "trainer.limit_train_batches=4"]
     straight = RecordSteps()
