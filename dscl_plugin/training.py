@@ -273,9 +273,10 @@ def train(
             f"trainer.batch_size: {t.batch_size} is larger than the training set "
             f"({len(dataset)} images over {processes} process(es)); every epoch would be empty."
         )
-    collate_fn, num_workers = module.collate_fn(), t.num_workers
-    if on_device:  # batches of (indices, labels)
+    if on_device:  # batches of (indices, labels): no workers, the default collate
         dataset, collate_fn, num_workers = use_device_views(module, dataset, config.seed), None, 0
+    else:
+        collate_fn, num_workers = module.collate_fn(), t.num_workers
     generator = torch.Generator().manual_seed(config.seed)
     loader = ResumableDataLoader(
         dataset,
