@@ -62,6 +62,7 @@ def scale_range(name: str, value: Sequence[float]) -> None:
 # running statistics untouched) or "separate" (the official L train-mode passes of B patches)
 PATCH_PASSES = ("batched", "separate")
 
+
 def features(name: str, x: Tensor, ndim: int) -> None:
     """An ``ndim``-D floating point feature tensor."""
     require(

@@ -64,8 +64,6 @@ BASE_KEY = "base"
 EXCLUSIVE_KEYS = (("model.alpha", "model.beta"),)
 
 
-
-
 def load_config(
     path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()
 ) -> Config:

@@ -14,6 +14,7 @@ from omegaconf import MISSING
 from dscl_plugin.evaluation import ProbeSchedule
 from dscl_plugin.transforms import COLOUR_AUGMENTATION
 
+
 @dataclass
 class DataConfig:
     """``name``: one of ``dscl_plugin.data.DATASET_NAMES``; ``imbalance_factor`` null = the

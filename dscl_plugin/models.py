@@ -41,6 +41,7 @@ __all__ = [
     "pool_regions",
 ]
 
+
 def pool_regions(
     feature_map: Tensor, boxes: Tensor, image_size: Sequence[int], aligned: bool = False
 ) -> Tensor:

@@ -50,6 +50,7 @@ from dscl_plugin.pml_miner import DSCLMiner
 
 __all__ = ["DSCLCrossBatchMemory", "DSCLLoss", "DSCLMiner"]
 
+
 class DSCLLoss(BaseMetricLossFunction):
     """Decoupled supervised contrastive loss (DSCL) [0] as a PML loss.
 
