@@ -29,8 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,38 +39,64 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reporting import REPO, git_state, print_and_save  # noqa: E402  (a sibling script)
 
-from dscl_plugin.config import load_config  # noqa: E402
 from dscl_plugin.data import ArrayImageDataset, build_dataset  # noqa: E402
-from dscl_plugin.device_views import DeviceViews  # noqa: E402
+from dscl_plugin.training.config import load_config  # noqa: E402
 from dscl_plugin.transforms import DSCLTransform, PatchViewCollate  # noqa: E402
+from dscl_plugin.transforms.kornia_views import DeviceViews  # noqa: E402
 
 FASHION_CONFIG = REPO / "configs" / "dscl_fashion_mnist_lt.yaml"
-OFFICIAL = dict(crop_scale=(0.08, 1.0), hflip_prob=0.5, jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8,
-                grayscale_prob=0.2, blur_prob=0.5, key_jitter=(0.4, 0.4, 0.4, 0.0), num_patches=5)
+OFFICIAL = dict(
+    crop_scale=(0.08, 1.0),
+    hflip_prob=0.5,
+    jitter=(0.4, 0.4, 0.4, 0.1),
+    jitter_prob=0.8,
+    grayscale_prob=0.2,
+    blur_prob=0.5,
+    key_jitter=(0.4, 0.4, 0.4, 0.0),
+    num_patches=5,
+)
 
 
-def fashion_setting() -> Dict[str, object]:
+def fashion_setting() -> dict[str, object]:
     config = load_config(FASHION_CONFIG)
     d, m = config.data, config.model
-    options = dict(patch_size=m.patch_size, num_patches=m.num_patches, patch_scale=tuple(m.patch_scale),
-                   key_jitter=(*d.color_jitter[:3], 0.0), **d.view_augmentation())
-    dataset = build_dataset("fashion_mnist_lt", "train", root=d.root, imbalance_factor=d.imbalance_factor)
+    options = dict(
+        patch_size=m.patch_size,
+        num_patches=m.num_patches,
+        patch_scale=tuple(m.patch_scale),
+        key_jitter=(*d.color_jitter[:3], 0.0),
+        **d.view_augmentation(),
+    )
+    dataset = build_dataset(
+        "fashion_mnist_lt", "train", root=d.root, imbalance_factor=d.imbalance_factor
+    )
     return {"images": dataset.images, "targets": [0] * len(dataset), "options": options}
 
 
-def random_setting(size: int, view: int, patch: int, count: int) -> Dict[str, object]:
+def random_setting(size: int, view: int, patch: int, count: int) -> dict[str, object]:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
-    return {"images": images, "targets": [0] * count,
-            "options": dict(input_size=view, patch_size=patch, **OFFICIAL)}
+    return {
+        "images": images,
+        "targets": [0] * count,
+        "options": dict(input_size=view, patch_size=patch, **OFFICIAL),
+    }
 
 
-def loader_rate(setting: Dict[str, object], workers: int, batch: int, batches: int) -> float:
+def loader_rate(setting: dict[str, object], workers: int, batch: int, batches: int) -> float:
     """Images/s of DataLoader(ArrayImageDataset + DSCLTransform, PatchViewCollate)."""
-    dataset = ArrayImageDataset(setting["images"], setting["targets"], 1, DSCLTransform(**setting["options"]))
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                        collate_fn=PatchViewCollate(), drop_last=True,
-                        generator=torch.Generator().manual_seed(0))
+    dataset = ArrayImageDataset(
+        setting["images"], setting["targets"], 1, DSCLTransform(**setting["options"])
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=PatchViewCollate(),
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     iterator = iter(loader)
     next(iterator)  # warm-up: workers started, first batch made
     start = time.perf_counter()
@@ -79,10 +105,14 @@ def loader_rate(setting: Dict[str, object], workers: int, batch: int, batches: i
     return batches * batch / (time.perf_counter() - start)
 
 
-def device_rate(setting: Dict[str, object], device: str, batch: int, batches: int) -> float:
+def device_rate(setting: dict[str, object], device: str, batch: int, batches: int) -> float:
     """Images/s of DeviceViews on batches gathered from a device-resident uint8 tensor."""
     images = torch.from_numpy(setting["images"])
-    images = (images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)).contiguous().to(device)
+    images = (
+        (images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2))
+        .contiguous()
+        .to(device)
+    )
     views = DeviceViews(**setting["options"])
     generator = torch.Generator().manual_seed(0)
 
@@ -99,32 +129,66 @@ def device_rate(setting: Dict[str, object], device: str, batch: int, batches: in
     return batches * batch / (time.perf_counter() - start)
 
 
-def epoch_seconds(pipeline: str, steps: Optional[int]) -> float:
+def epoch_seconds(pipeline: str, steps: int | None) -> float:
     """Wall time of ``dscl-train --stage 1`` of the Fashion-MNIST-LT recipe, 1 epoch (of
     ``steps`` steps if given)."""
     with tempfile.TemporaryDirectory() as out:
-        overrides = ["trainer.epochs=1", f"data.pipeline={pipeline}", "trainer.progress_bar=false",
-                     f"output_dir={out}"] + ([f"trainer.limit_train_batches={steps}"] if steps else [])
-        code = "import sys; from dscl_plugin.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
+        overrides = [
+            "trainer.epochs=1",
+            f"data.pipeline={pipeline}",
+            "trainer.progress_bar=false",
+            f"output_dir={out}",
+        ] + ([f"trainer.limit_train_batches={steps}"] if steps else [])
+        code = (
+            "import sys; from dscl_plugin.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
+        )
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code, "--config", str(FASHION_CONFIG), "--stage", "1", *overrides],
-                       check=True, capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--config",
+                str(FASHION_CONFIG),
+                "--stage",
+                "1",
+                *overrides,
+            ],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         return time.perf_counter() - start
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
+def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 batches of 32 per path, 2 epoch steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 batches of 32 per path, 2 epoch steps"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--settings", nargs="+", default=["fashion_mnist_28px", "rgb_32px", "rgb_224px"])
+    parser.add_argument(
+        "--settings", nargs="+", default=["fashion_mnist_28px", "rgb_32px", "rgb_224px"]
+    )
     parser.add_argument("--no-epoch", action="store_true", help="skip the recipe epoch timings")
     parser.add_argument("--no-rates", action="store_true", help="only the recipe epoch timings")
-    parser.add_argument("--epoch-steps", type=int, help="time this many steps of the epoch (default: all)")
+    parser.add_argument(
+        "--epoch-steps",
+        type=int,
+        help="time this many steps of the epoch (default: all)",
+    )
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     meta = {  # the code measured: the state at the start
-        "command": " ".join(["python", "benchmarks/data_pipeline.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            [
+                "python",
+                "benchmarks/data_pipeline.py",
+                *(argv if argv is not None else sys.argv[1:]),
+            ]
+        ),
         "machine": f"{os.cpu_count()} CPU cores, {platform.platform()}, torch {torch.__version__}"
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "load_average_1_5_15_min": os.getloadavg(),  # a shared machine: how busy it was
@@ -137,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
         "rgb_32px": (lambda: random_setting(32, 32, 16, 2048), 128, 4),
         "rgb_224px": (lambda: random_setting(256, 224, 64, 256), 32, 2),
     }
-    rows: List[Dict[str, object]] = []
+    rows: list[dict[str, object]] = []
     for name in [] if args.no_rates else args.settings:
         build, batch, batches = settings[name]
         batch, batches = (32, 2) if args.quick else (batch, batches)
@@ -146,28 +210,62 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
         size = f"{opts['input_size']} px / {opts['num_patches']} x {opts['patch_size']} px"
         for workers in args.workers:
             rate = loader_rate(setting, workers, batch, batches)
-            rows.append({"setting": name, "views": size, "path": "loader (PIL)", "workers": workers,
-                         "device": "cpu", "batch": batch, "images_per_s": round(rate, 1)})
+            rows.append(
+                {
+                    "setting": name,
+                    "views": size,
+                    "path": "loader (PIL)",
+                    "workers": workers,
+                    "device": "cpu",
+                    "batch": batch,
+                    "images_per_s": round(rate, 1),
+                }
+            )
         for device in devices:
             rate = device_rate(setting, device, batch, batches)
-            rows.append({"setting": name, "views": size, "path": "device (Kornia)", "workers": 0,
-                         "device": device, "batch": batch, "images_per_s": round(rate, 1)})
+            rows.append(
+                {
+                    "setting": name,
+                    "views": size,
+                    "path": "device (Kornia)",
+                    "workers": 0,
+                    "device": device,
+                    "batch": batch,
+                    "images_per_s": round(rate, 1),
+                }
+            )
     suffix = "_quick" if args.quick else ""
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if rows:
-        print_and_save(rows, "View + patch generation, images/s (1 torch thread per process)",
-                       csv_path=str(out / f"data_pipeline{suffix}.csv"))
-        (out / f"data_pipeline{suffix}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+        print_and_save(
+            rows,
+            "View + patch generation, images/s (1 torch thread per process)",
+            csv_path=str(out / f"data_pipeline{suffix}.csv"),
+        )
+        (out / f"data_pipeline{suffix}.json").write_text(
+            json.dumps({**meta, "rows": rows}, indent=2)
+        )
     epochs = []
     steps = 2 if args.quick else args.epoch_steps
     for pipeline in [] if args.no_epoch else ["loader", "device"]:
-        epochs.append({"recipe": FASHION_CONFIG.name, "pipeline": pipeline, "steps": steps or "all",
-                       "stage1_wall_s": round(epoch_seconds(pipeline, steps), 1)})
+        epochs.append(
+            {
+                "recipe": FASHION_CONFIG.name,
+                "pipeline": pipeline,
+                "steps": steps or "all",
+                "stage1_wall_s": round(epoch_seconds(pipeline, steps), 1),
+            }
+        )
     if epochs:
-        name = f"data_pipeline_epoch{suffix}" + (f"_{steps}steps" if steps and not args.quick else "")
-        print_and_save(epochs, "\nOne stage-1 epoch (trainer.epochs=1, the recipe's other settings)",
-                       csv_path=str(out / f"{name}.csv"))
+        name = f"data_pipeline_epoch{suffix}" + (
+            f"_{steps}steps" if steps and not args.quick else ""
+        )
+        print_and_save(
+            epochs,
+            "\nOne stage-1 epoch (trainer.epochs=1, the recipe's other settings)",
+            csv_path=str(out / f"{name}.csv"),
+        )
         (out / f"{name}.json").write_text(json.dumps({**meta, "rows": epochs}, indent=2))
     return rows + epochs
 

@@ -35,8 +35,8 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reporting import git_state, markdown_table, write_csv  # noqa: E402  (a sibling)
@@ -69,25 +69,67 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _commands(device: str, tmp: Path) -> Dict[str, List[str]]:
+def _commands(device: str, tmp: Path) -> dict[str, list[str]]:
     """The command of every stage; ``--device cpu`` gets tiny sizes."""
     python = sys.executable
     cuda = device == "cuda"
     tests = [python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
-    tests += [f"--junitxml={tmp / 'pytest.xml'}", str(REPO / "tests" / "test_devices.py")]
+    tests += [
+        f"--junitxml={tmp / 'pytest.xml'}",
+        str(REPO / "tests" / "test_devices.py"),
+    ]
     if not cuda:
         tests += ["-k", "cpu and float32"]  # the smoke run: one precision
     loss = [python, str(BENCHMARKS / "loss_speed.py"), "--device", device, "--profile"]
     if cuda:
-        loss += ["--batch-sizes", "256", "1024", "--queue-sizes", "4096", "65536", "--dim", "128"]
+        loss += [
+            "--batch-sizes",
+            "256",
+            "1024",
+            "--queue-sizes",
+            "4096",
+            "65536",
+            "--dim",
+            "128",
+        ]
     else:
-        loss += ["--batch-sizes", "16", "--queue-sizes", "256", "--dim", "32", "--repeats", "5"]
-    train = [python, str(BENCHMARKS / "train_step.py"), "--device", device, "--autocast", "bf16"]
+        loss += [
+            "--batch-sizes",
+            "16",
+            "--queue-sizes",
+            "256",
+            "--dim",
+            "32",
+            "--repeats",
+            "5",
+        ]
+    train = [
+        python,
+        str(BENCHMARKS / "train_step.py"),
+        "--device",
+        device,
+        "--autocast",
+        "bf16",
+    ]
     if cuda:
-        train += ["--settings", "resnet50_224px", "--batch-size", "64", "--num-patches", "5"]
+        train += [
+            "--settings",
+            "resnet50_224px",
+            "--batch-size",
+            "64",
+            "--num-patches",
+            "5",
+        ]
         train += ["--queue-size", "65536", "--repeats", "10"]
     else:
-        train += ["--settings", "resnet18_32px", "--batch-size", "2", "--num-patches", "2"]
+        train += [
+            "--settings",
+            "resnet18_32px",
+            "--batch-size",
+            "2",
+            "--num-patches",
+            "2",
+        ]
         train += ["--queue-size", "64", "--repeats", "1", "--threads", "1"]
     return {
         "tests": tests,
@@ -99,14 +141,19 @@ def _commands(device: str, tmp: Path) -> Dict[str, List[str]]:
     }
 
 
-def _run(cmd: List[str], timeout: float, log) -> str:
+def _run(cmd: list[str], timeout: float, log) -> str:
     """Runs ``cmd`` (and every process it starts) for at most ``timeout`` seconds."""
     log.write(f"\n$ {' '.join(cmd)}\n")
     log.flush()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         code = proc.wait(timeout=max(timeout, 1.0))
@@ -121,7 +168,7 @@ def _read_json(path: Path) -> list:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
-def _test_counts(path: Path) -> Optional[Dict[str, int]]:
+def _test_counts(path: Path) -> dict[str, int] | None:
     """passed/failed/skipped counts from pytest's JUnit XML, or None without one."""
     if not path.is_file():
         return None
@@ -134,7 +181,7 @@ def _test_counts(path: Path) -> Optional[Dict[str, int]]:
     return {"passed": passed, "failed": failed + errors, "skipped": skipped}
 
 
-def _check(check: str, setting: str, value, limit: Optional[float]) -> Dict[str, object]:
+def _check(check: str, setting: str, value, limit: float | None) -> dict[str, object]:
     """A summary row; ``value`` is a ratio (PASS if <= ``limit``) or a text."""
     if isinstance(value, float):
         value = round(value, 2)
@@ -147,8 +194,8 @@ def _check(check: str, setting: str, value, limit: Optional[float]) -> Dict[str,
 
 
 def summary_rows(
-    tests: Optional[Dict[str, int]], loss_rows: List[dict], train_rows: List[dict]
-) -> List[Dict[str, object]]:
+    tests: dict[str, int] | None, loss_rows: list[dict], train_rows: list[dict]
+) -> list[dict[str, object]]:
     """One row per checked quantity: ``check, setting, value, target, result``."""
     if tests is None:
         rows = [dict(check="tests", setting="test_devices.py", value=None, target="all pass",
@@ -162,7 +209,12 @@ def summary_rows(
         setting = f"{r['autocast']} B={r['B']} K={r['K']} D={r['D']}"
         peak = r["dscl_peak_mib"] / r["pml_peak_mib"] if r["pml_peak_mib"] > 0 else None
         rows += [
-            _check("loss time / matmul floor", setting, r["dscl/floor"], TARGETS["dscl/floor"]),
+            _check(
+                "loss time / matmul floor",
+                setting,
+                r["dscl/floor"],
+                TARGETS["dscl/floor"],
+            ),
             _check("loss time / PML SupCon", setting, r["dscl/pml"], TARGETS["dscl/pml"]),
             _check("loss peak memory / PML", setting, peak, TARGETS["dscl_peak/pml_peak"]),
         ]
@@ -176,7 +228,12 @@ def summary_rows(
         for method, label in (("dscl", "DSCL"), ("dscl_pbsd", "DSCL+PBSD")):
             ratio = steps[(layout, method)]["x_supcon"]
             rows.append(
-                _check(f"train step {label} / SupCon", setting, ratio, TARGETS[f"{method}/supcon"])
+                _check(
+                    f"train step {label} / SupCon",
+                    setting,
+                    ratio,
+                    TARGETS[f"{method}/supcon"],
+                )
             )
     if len(layouts) == 2:  # channels-last pays where this is < 1
         for method in ("supcon", "dscl", "dscl_pbsd"):
@@ -185,10 +242,14 @@ def summary_rows(
     return rows
 
 
-def _environment(device: str) -> Dict[str, object]:
+def _environment(device: str) -> dict[str, object]:
     import torch
 
-    env = {"python": sys.version.split()[0], "torch": torch.__version__, "device": device}
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "device": device,
+    }
     if device == "cuda" and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda
@@ -202,13 +263,19 @@ def main(argv: Sequence[str]) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print("gpu_check: no CUDA device; use --device cpu for the smoke run", file=sys.stderr)
+            print(
+                "gpu_check: no CUDA device; use --device cpu for the smoke run",
+                file=sys.stderr,
+            )
             return 2
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget
-    status: Dict[str, str] = {}
-    with tempfile.TemporaryDirectory() as tmp_dir, open(out / "gpu_check.log", "w") as log:
+    status: dict[str, str] = {}
+    with (
+        tempfile.TemporaryDirectory() as tmp_dir,
+        open(out / "gpu_check.log", "w") as log,
+    ):
         tmp = Path(tmp_dir)
         commands = _commands(args.device, tmp)
         for i, (stage, share) in enumerate(STAGES):

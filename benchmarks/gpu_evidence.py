@@ -73,9 +73,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, TextIO
+from typing import TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_tail_accuracy as lta  # noqa: E402  (siblings: benchmarks is not a package)
@@ -107,15 +108,29 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--quick", action="store_true", help="smoke test: a few steps, tiny sizes")
     parser.add_argument("--budget", type=float, default=340.0, help="seconds for everything")
-    parser.add_argument("--epochs", type=int, default=RECIPE_EPOCHS, help="trainer.epochs (recorded)")
+    parser.add_argument(
+        "--epochs", type=int, default=RECIPE_EPOCHS, help="trainer.epochs (recorded)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--methods", nargs="+", choices=lta.MAIN_METHODS, default=lta.MAIN_METHODS)
     parser.add_argument("--concurrency", default="auto", help="runs side by side: auto or N")
     parser.add_argument("--data-pipeline", choices=("device", "loader"), default="device")
-    parser.add_argument("--workers", type=int, help="loader processes per run (default: CPU cores / runs)")
-    parser.add_argument("--data-root", default="data", help="data.root (the Fashion-MNIST IDX files)")
-    parser.add_argument("--resume", type=Path, help="a JSONL of runs already done (copied into OUT's)")
-    parser.add_argument("--log", type=Path, help="append the runs' output here (default OUT/gpu_evidence.log)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="loader processes per run (default: CPU cores / runs)",
+    )
+    parser.add_argument(
+        "--data-root", default="data", help="data.root (the Fashion-MNIST IDX files)"
+    )
+    parser.add_argument(
+        "--resume", type=Path, help="a JSONL of runs already done (copied into OUT's)"
+    )
+    parser.add_argument(
+        "--log",
+        type=Path,
+        help="append the runs' output here (default OUT/gpu_evidence.log)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # JSON job spec of one subprocess
     args = parser.parse_args(argv)
     args.argv = list(argv)
@@ -127,8 +142,12 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if any(seed < 0 for seed in args.seeds):
         parser.error(f"--seeds must be >= 0, got {args.seeds}")
-    if args.concurrency != "auto" and not (args.concurrency.isdigit() and int(args.concurrency) > 0):
-        parser.error(f"--concurrency must be 'auto' or a positive integer, got {args.concurrency!r}")
+    if args.concurrency != "auto" and not (
+        args.concurrency.isdigit() and int(args.concurrency) > 0
+    ):
+        parser.error(
+            f"--concurrency must be 'auto' or a positive integer, got {args.concurrency!r}"
+        )
     if args.resume is not None and not args.resume.is_file():
         parser.error(f"--resume: no file {args.resume}")
     return args
@@ -137,8 +156,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 # ---------------------------------------------------------------- what one run trains
 
 
-def run_overrides(args: argparse.Namespace, method: str, seed: int, pipeline: str,
-                  workers: int) -> List[str]:
+def run_overrides(
+    args: argparse.Namespace, method: str, seed: int, pipeline: str, workers: int
+) -> list[str]:
     """Config overrides of one run: the method's, the seed, the schedule and the device."""
     warmup = round(args.epochs * WARMUP_FRACTION)
     overrides = lta.METHODS[method] + [
@@ -149,7 +169,11 @@ def run_overrides(args: argparse.Namespace, method: str, seed: int, pipeline: st
     if pipeline == "device":
         overrides.append("data.pipeline=device")
     if args.device == "cpu":
-        overrides += ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.num_threads=1"]
+        overrides += [
+            "trainer.accelerator=cpu",
+            "trainer.precision=32-true",
+            "trainer.num_threads=1",
+        ]
     if args.quick:
         overrides += QUICK + ["optim.warmup_epochs=0"]
     return overrides
@@ -159,14 +183,16 @@ def run_overrides(args: argparse.Namespace, method: str, seed: int, pipeline: st
 class Job:
     method: str
     seed: int
-    overrides: List[str]
+    overrides: list[str]
     probe_seconds: float = 0.0  # > 0: count the steps done in this window instead of a run
-    probe_methods: List[List[object]] = field(default_factory=list)  # [method, overrides] to time in turn
-    barrier: Optional[str] = None  # folder: wait for ``parties`` workers before timing
+    probe_methods: list[list[object]] = field(
+        default_factory=list
+    )  # [method, overrides] to time in turn
+    barrier: str | None = None  # folder: wait for ``parties`` workers before timing
     parties: int = 1
-    result: Optional[str] = None  # JSON file of a probe's seconds per step
-    record: Optional[str] = None  # JSONL to append a finished run to
-    context: Dict[str, object] = field(default_factory=dict)  # recorded with the run
+    result: str | None = None  # JSON file of a probe's seconds per step
+    record: str | None = None  # JSONL to append a finished run to
+    context: dict[str, object] = field(default_factory=dict)  # recorded with the run
 
 
 # ---------------------------------------------------------------- inside a subprocess
@@ -191,7 +217,7 @@ def _step_timer(job: Job):
 
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
-            self.start: Optional[float] = None
+            self.start: float | None = None
             self.last = 0.0
             self.steps = 0
 
@@ -237,9 +263,9 @@ def run_worker(job: Job) -> None:
 
     import torch
 
-    from dscl_plugin.config import load_config
-    from dscl_plugin.run_evaluation import evaluate
-    from dscl_plugin.training import train
+    from dscl_plugin.runs.stage1 import train
+    from dscl_plugin.runs.stage2 import evaluate
+    from dscl_plugin.training.config import load_config
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dscl_gpu_") as output_dir:
@@ -247,8 +273,11 @@ def run_worker(job: Job) -> None:
             seconds = {}
             for method, overrides in job.probe_methods:
                 # enough epochs for the window; the timer stops the fit
-                extra = ["trainer.epochs=1000", "trainer.limit_train_batches=null",
-                         f"output_dir={output_dir}/{method}"]
+                extra = [
+                    "trainer.epochs=1000",
+                    "trainer.limit_train_batches=null",
+                    f"output_dir={output_dir}/{method}",
+                ]
                 config = load_config(REPO / CONFIG, overrides + extra)
                 timer = _step_timer(job)
                 with contextlib.redirect_stdout(io.StringIO()):
@@ -275,7 +304,7 @@ def run_worker(job: Job) -> None:
     _append(Path(job.record), run)
 
 
-def _append(path: Path, run: Dict[str, object]) -> None:
+def _append(path: Path, run: dict[str, object]) -> None:
     """Append one JSON line under an exclusive lock (runs finish side by side)."""
     import fcntl
 
@@ -294,15 +323,31 @@ class Workers:
     def __init__(self, args: argparse.Namespace, log: TextIO) -> None:
         self.out_dir, self.log = args.out_dir, log
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), self.env.get("PYTHONPATH")]))
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPO), self.env.get("PYTHONPATH")])
+        )
 
     def start(self, job: Job) -> subprocess.Popen:
         spec = json.dumps(job.__dict__)
-        cmd = [sys.executable, str(Path(__file__).resolve()), str(self.out_dir), "--worker", spec]
-        self.log.write(f"\n$ gpu_evidence worker {job.method} seed {job.seed}: {' '.join(job.overrides)}\n")
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            str(self.out_dir),
+            "--worker",
+            spec,
+        ]
+        self.log.write(
+            f"\n$ gpu_evidence worker {job.method} seed {job.seed}: {' '.join(job.overrides)}\n"
+        )
         self.log.flush()
-        return subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self.log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @staticmethod
     def kill(proc: subprocess.Popen) -> None:
@@ -310,7 +355,7 @@ class Workers:
         proc.wait()
 
 
-def _wait_all(procs: List[subprocess.Popen], deadline: float) -> bool:
+def _wait_all(procs: list[subprocess.Popen], deadline: float) -> bool:
     """Waits for ``procs`` until ``deadline``; kills them and returns False past it."""
     for proc in procs:
         try:
@@ -322,20 +367,32 @@ def _wait_all(procs: List[subprocess.Popen], deadline: float) -> bool:
     return all(p.returncode == 0 for p in procs)
 
 
-def calibrate(args: argparse.Namespace, workers: Workers, overrides: Dict[str, List[str]],
-              deadline: float) -> Dict[str, object]:
+def calibrate(
+    args: argparse.Namespace,
+    workers: Workers,
+    overrides: dict[str, list[str]],
+    deadline: float,
+) -> dict[str, object]:
     """Seconds per training step of every method alone (one process, in turn) and, for
     ``--concurrency auto``, with one process per method side by side; picks the number of
     runs side by side. ``--concurrency N`` times only that arrangement."""
     window = 1.0 if args.quick else 8.0
     fixed = None if args.concurrency == "auto" else int(args.concurrency)
-    result: Dict[str, object] = {"window_s": window}
+    result: dict[str, object] = {"window_s": window}
     with tempfile.TemporaryDirectory(prefix="dscl_gpu_probe_") as tmp:
         if fixed in (None, 1):
-            job = Job("probe", -1, [], probe_seconds=window, result=f"{tmp}/alone.json",
-                      probe_methods=[[m, overrides[m]] for m in args.methods])
+            job = Job(
+                "probe",
+                -1,
+                [],
+                probe_seconds=window,
+                result=f"{tmp}/alone.json",
+                probe_methods=[[m, overrides[m]] for m in args.methods],
+            )
             if not _wait_all([workers.start(job)], deadline):
-                raise RuntimeError("timing the methods alone failed or ran past the budget (see the log)")
+                raise RuntimeError(
+                    "timing the methods alone failed or ran past the budget (see the log)"
+                )
             result["alone_step_s"] = json.loads(Path(job.result).read_text())
         if fixed != 1:
             n = fixed or len(args.methods)
@@ -347,8 +404,10 @@ def calibrate(args: argparse.Namespace, workers: Workers, overrides: Dict[str, L
                                         overrides[args.methods[i % len(args.methods)]]]])
                     for i in range(n)]  # fmt: skip
             if not _wait_all([workers.start(job) for job in jobs], deadline):
-                raise RuntimeError("timing the methods side by side failed or ran past the budget (see the log)")
-            side: Dict[str, List[float]] = {}
+                raise RuntimeError(
+                    "timing the methods side by side failed or ran past the budget (see the log)"
+                )
+            side: dict[str, list[float]] = {}
             for job in jobs:
                 for method, seconds in json.loads(Path(job.result).read_text()).items():
                     side.setdefault(method, []).append(seconds)
@@ -360,12 +419,18 @@ def calibrate(args: argparse.Namespace, workers: Workers, overrides: Dict[str, L
         alone, side = result["alone_step_s"], result["side_step_s"]
         speedup = sum(alone[m] / side[m] for m in side) * result["side_by_side"] / len(side)
         result["speedup"] = round(speedup, 3)
-        result["concurrency"] = result["side_by_side"] if speedup > SPEEDUP_TO_RUN_SIDE_BY_SIDE else 1
+        result["concurrency"] = (
+            result["side_by_side"] if speedup > SPEEDUP_TO_RUN_SIDE_BY_SIDE else 1
+        )
     return result
 
 
-def predicted_seconds(args: argparse.Namespace, method: str, calibration: Dict[str, object],
-                      measured: Dict[str, float]) -> float:
+def predicted_seconds(
+    args: argparse.Namespace,
+    method: str,
+    calibration: dict[str, object],
+    measured: dict[str, float],
+) -> float:
     """Wall seconds of one run: a finished run's, else steps x seconds per step + overhead."""
     if method in measured:
         return measured[method]
@@ -374,7 +439,7 @@ def predicted_seconds(args: argparse.Namespace, method: str, calibration: Dict[s
     return OVERHEAD_S[args.device] + steps * calibration[key][method]
 
 
-def read_all_runs(args: argparse.Namespace) -> List[Dict[str, object]]:
+def read_all_runs(args: argparse.Namespace) -> list[dict[str, object]]:
     """The runs in OUT's JSONL, after appending those of ``--resume`` that it lacks."""
     path = args.out_dir / RUNS_FILE
     if args.resume is not None and args.resume.resolve() != path.resolve():
@@ -385,11 +450,11 @@ def read_all_runs(args: argparse.Namespace) -> List[Dict[str, object]]:
     return lta.read_runs(path)
 
 
-def _run_key(run: Dict[str, object]) -> tuple:
+def _run_key(run: dict[str, object]) -> tuple:
     return run["method"], run["seed"], run["epochs"]
 
 
-def summary_tables(runs: List[Dict[str, object]]) -> Dict[int, Dict[str, object]]:
+def summary_tables(runs: list[dict[str, object]]) -> dict[int, dict[str, object]]:
     """Per epoch count: the summary rows and the Markdown table of the CPU benchmark."""
     tables = {}
     for epochs in sorted({r["epochs"] for r in runs}, reverse=True):
@@ -399,15 +464,17 @@ def summary_tables(runs: List[Dict[str, object]]) -> Dict[int, Dict[str, object]
     return tables
 
 
-def throughput_rows(runs: List[Dict[str, object]]) -> List[str]:
+def throughput_rows(runs: list[dict[str, object]]) -> list[str]:
     """One line per (epochs, method): mean wall seconds and epochs per second."""
     lines = []
     for epochs, method in sorted({(r["epochs"], r["method"]) for r in runs}, reverse=True):
         mine = [r for r in runs if (r["epochs"], r["method"]) == (epochs, method)]
         wall = sum(r["seconds"] for r in mine) / len(mine)
         rate = sum(r["epochs_per_second"] for r in mine) / len(mine)
-        lines.append(f"{epochs} epochs {lta.LABELS[method]}: {len(mine)} run(s), {wall:.0f} s wall, "
-                     f"{rate:.3f} epochs/s (side by side: {sorted({r['concurrency'] for r in mine})})")
+        lines.append(
+            f"{epochs} epochs {lta.LABELS[method]}: {len(mine)} run(s), {wall:.0f} s wall, "
+            f"{rate:.3f} epochs/s (side by side: {sorted({r['concurrency'] for r in mine})})"
+        )
     return lines
 
 
@@ -421,7 +488,10 @@ def main(argv: Sequence[str]) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print("gpu_evidence: no CUDA device; use --device cpu --quick for the smoke run", file=sys.stderr)
+            print(
+                "gpu_evidence: no CUDA device; use --device cpu --quick for the smoke run",
+                file=sys.stderr,
+            )
             return 2
     args.out_dir.mkdir(parents=True, exist_ok=True)
     record = args.out_dir / RUNS_FILE
@@ -430,54 +500,111 @@ def main(argv: Sequence[str]) -> int:
     todo = [(seed, m) for seed in args.seeds for m in args.methods if (m, seed, epochs) not in done]
     pipeline = args.data_pipeline
     git = git_state()
-    context = {"commit": git["commit"], "modified": git["modified"], "data_pipeline": pipeline,
-               "command": shlex.join(["python", "benchmarks/gpu_evidence.py", *args.argv])}
-    status: Dict[str, object] = {"finished": [], "failed": [], "killed": [], "not_started": []}
-    calibration: Dict[str, object] = {}
+    context = {
+        "commit": git["commit"],
+        "modified": git["modified"],
+        "data_pipeline": pipeline,
+        "command": shlex.join(["python", "benchmarks/gpu_evidence.py", *args.argv]),
+    }
+    status: dict[str, object] = {
+        "finished": [],
+        "failed": [],
+        "killed": [],
+        "not_started": [],
+    }
+    calibration: dict[str, object] = {}
     log_path = args.log or args.out_dir / "gpu_evidence.log"
     with open(log_path, "a") as log:
         workers = Workers(args, log)
         if todo:
             n_guess = 1 if args.concurrency == "auto" else int(args.concurrency)
             threads = os.cpu_count() or 1
-            per_run = args.workers if args.workers is not None else (
-                0 if args.device == "cpu" else max(2, threads // max(n_guess, len(args.methods)) - 1))
+            per_run = (
+                args.workers
+                if args.workers is not None
+                else (
+                    0
+                    if args.device == "cpu"
+                    else max(2, threads // max(n_guess, len(args.methods)) - 1)
+                )
+            )
             overrides = {m: run_overrides(args, m, 0, pipeline, per_run) for m in args.methods}
             started = time.monotonic()
             calibration = calibrate(args, workers, overrides, deadline)
             n = calibration["concurrency"]
             calibration["seconds"] = round(time.monotonic() - started, 1)
-            print(f"gpu_evidence: step timing {json.dumps(calibration)}; {n} run(s) side by side",
-                  flush=True)
+            print(
+                f"gpu_evidence: step timing {json.dumps(calibration)}; {n} run(s) side by side",
+                flush=True,
+            )
             context.update(concurrency=n, workers=per_run)
-            status.update(_schedule(args, workers, todo, n, pipeline, per_run, context, calibration,
-                                    record, deadline))
+            status.update(
+                _schedule(
+                    args,
+                    workers,
+                    todo,
+                    n,
+                    pipeline,
+                    per_run,
+                    context,
+                    calibration,
+                    record,
+                    deadline,
+                )
+            )
     runs = [r for r in lta.read_runs(record) if r["method"] in args.methods]
     tables = summary_tables(runs)
     gpu = sorted({str(r["gpu"]) for r in runs}) or ["none"]
-    print(f"\ngpu_evidence: Fashion-MNIST-LT rho {RHO:g}, GPU recipe; card(s) {', '.join(gpu)}; "
-          f"{len(runs)} run(s) in {record}")
+    print(
+        f"\ngpu_evidence: Fashion-MNIST-LT rho {RHO:g}, GPU recipe; card(s) {', '.join(gpu)}; "
+        f"{len(runs)} run(s) in {record}"
+    )
     for epochs, entry in tables.items():
-        print(f"\n{epochs} epochs (recipe {RECIPE_EPOCHS}): top-1 % of a class-balanced linear probe "
-              f"and kNN P@1 %, mean ± std over paired seeds\n")
+        print(
+            f"\n{epochs} epochs (recipe {RECIPE_EPOCHS}): top-1 % of a class-balanced linear probe "
+            f"and kNN P@1 %, mean ± std over paired seeds\n"
+        )
         print(entry["table"])
     print("\n".join(throughput_rows(runs)))
     for key in ("failed", "killed", "not_started"):
         if status[key]:
             print(f"{key}: {', '.join(status[key])}")
-    (args.out_dir / SUMMARY_FILE).write_text(json.dumps(
-        {"calibration": calibration, "status": status, "context": context,
-         "tables": {str(k): v for k, v in tables.items()}}, indent=2) + "\n")
+    (args.out_dir / SUMMARY_FILE).write_text(
+        json.dumps(
+            {
+                "calibration": calibration,
+                "status": status,
+                "context": context,
+                "tables": {str(k): v for k, v in tables.items()},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 1 if status["failed"] else 0
 
 
-def _schedule(args: argparse.Namespace, workers: Workers, todo: List[tuple], n: int, pipeline: str,
-              per_run: int, context: Dict[str, object], calibration: Dict[str, object], record: Path,
-              deadline: float) -> Dict[str, List[str]]:
+def _schedule(
+    args: argparse.Namespace,
+    workers: Workers,
+    todo: list[tuple],
+    n: int,
+    pipeline: str,
+    per_run: int,
+    context: dict[str, object],
+    calibration: dict[str, object],
+    record: Path,
+    deadline: float,
+) -> dict[str, list[str]]:
     """Runs ``todo`` (seed, method) in order, ``n`` at a time; a run predicted to end past
     the deadline is not started, one still going at the deadline is killed."""
-    status: Dict[str, List[str]] = {"finished": [], "failed": [], "killed": [], "not_started": []}
-    measured: Dict[str, float] = {}
+    status: dict[str, list[str]] = {
+        "finished": [],
+        "failed": [],
+        "killed": [],
+        "not_started": [],
+    }
+    measured: dict[str, float] = {}
     pending, running = list(todo), {}
     while pending or running:
         for proc, (name, method, started) in list(running.items()):
@@ -488,8 +615,11 @@ def _schedule(args: argparse.Namespace, workers: Workers, todo: List[tuple], n: 
                     measured[method] = time.monotonic() - started
                 else:
                     status["failed"].append(name)
-                print(f"gpu_evidence: {name} {'done' if proc.returncode == 0 else 'FAILED'} "
-                      f"({time.monotonic() - started:.0f} s)", flush=True)
+                print(
+                    f"gpu_evidence: {name} {'done' if proc.returncode == 0 else 'FAILED'} "
+                    f"({time.monotonic() - started:.0f} s)",
+                    flush=True,
+                )
         if time.monotonic() >= deadline:
             for proc, (name, _, _) in running.items():
                 Workers.kill(proc)
@@ -501,8 +631,13 @@ def _schedule(args: argparse.Namespace, workers: Workers, todo: List[tuple], n: 
             if time.monotonic() + predicted_seconds(args, method, calibration, measured) > deadline:
                 status["not_started"].append(name)
                 continue
-            job = Job(method, seed, run_overrides(args, method, seed, pipeline, per_run),
-                      record=str(record), context=context)
+            job = Job(
+                method,
+                seed,
+                run_overrides(args, method, seed, pipeline, per_run),
+                record=str(record),
+                context=context,
+            )
             running[workers.start(job)] = (name, method, time.monotonic())
         time.sleep(0.2)
     status["not_started"] += [f"{m} seed {s}" for s, m in pending]

@@ -65,7 +65,10 @@ def help_sample() -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", HELP_SAMPLE.format(heavy=HEAVY)],
-        capture_output=True, text=True, check=True, env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -74,7 +77,11 @@ def sample(module: str) -> dict:
     code = SAMPLE.format(baseline=BASELINE, module=module, heavy=HEAVY)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -84,7 +91,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--module", default="dscl_plugin")
     parser.add_argument("--help-repeats", type=int, default=5, help="dscl-train --help samples")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "import_time.json")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "import_time.json",
+    )
     args = parser.parse_args(argv)
 
     samples = [sample(args.module) for _ in range(args.repeats)]
@@ -112,18 +123,26 @@ def main(argv=None) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "commit": git_state()["commit"],
     }
-    print(f"| module | baseline wall / CPU s | added wall / CPU s (median of {args.repeats}) "
-          f"| heavy imports | target <= {TARGET_S} s |")
+    print(
+        f"| module | baseline wall / CPU s | added wall / CPU s (median of {args.repeats}) "
+        f"| heavy imports | target <= {TARGET_S} s |"
+    )
     print("|---|---|---|---|---|")
-    print(f"| {args.module} | {result['baseline_median_s']:.2f} / "
-          f"{result['baseline_cpu_median_s']:.2f} | {added:.3f} / {added_cpu:.3f} | "
-          f"{', '.join(result['heavy_modules_imported']) or 'none'} | "
-          f"{'met' if result['target_met'] else 'missed'} |")
+    print(
+        f"| {args.module} | {result['baseline_median_s']:.2f} / "
+        f"{result['baseline_cpu_median_s']:.2f} | {added:.3f} / {added_cpu:.3f} | "
+        f"{', '.join(result['heavy_modules_imported']) or 'none'} | "
+        f"{'met' if result['target_met'] else 'missed'} |"
+    )
     cli = result["cli_help"]
-    print(f"\n| dscl-train --help (median of {args.help_repeats}) | wall s | CPU s | heavy imports |")
+    print(
+        f"\n| dscl-train --help (median of {args.help_repeats}) | wall s | CPU s | heavy imports |"
+    )
     print("|---|---|---|---|")
-    print(f"| import dscl_plugin.cli + parse --help | {cli['wall_median_s']:.2f} | "
-          f"{cli['cpu_median_s']:.2f} | {', '.join(cli['heavy_modules_imported']) or 'none'} |")
+    print(
+        f"| import dscl_plugin.cli + parse --help | {cli['wall_median_s']:.2f} | "
+        f"{cli['cpu_median_s']:.2f} | {', '.join(cli['heavy_modules_imported']) or 'none'} |"
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     return result

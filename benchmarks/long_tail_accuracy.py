@@ -1,9 +1,9 @@
 """Long-tailed top-1 accuracy: SupCon vs DSCL vs DSCL+PBSD over paired seeds.
 
 Training and evaluation run through the project's own pipeline: one config file per
-dataset (``configs/dscl_<dataset>.yaml``) loaded with :func:`dscl_plugin.config.load_config`
-and per-method overrides, then :func:`dscl_plugin.training.train` and
-:func:`dscl_plugin.run_evaluation.evaluate` (frozen backbone, class-balanced linear probe,
+dataset (``configs/dscl_<dataset>.yaml``) loaded with :func:`dscl_plugin.training.config.load_config`
+and per-method overrides, then :func:`dscl_plugin.runs.stage1.train` and
+:func:`dscl_plugin.runs.stage2.evaluate` (frozen backbone, class-balanced linear probe,
 shot-group top-1, kNN precision@1). The three methods share every setting (backbone, views,
 epochs, optimiser, probe) and differ only in:
 
@@ -55,8 +55,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -64,15 +64,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweep  # noqa: E402  (siblings: benchmarks is not a package)
 from reporting import git_state, mean_std, pct, write_csv  # noqa: E402
 
-from dscl_plugin.config import Config, load_config  # noqa: E402
-from dscl_plugin.evaluation import knn_metrics, linear_probe, shot_metrics  # noqa: E402
-from dscl_plugin.run_evaluation import evaluate  # noqa: E402
-from dscl_plugin.training import build_dataset_split, train  # noqa: E402
+from dscl_plugin.evaluation.metrics import knn_metrics, shot_metrics
+from dscl_plugin.evaluation.probes import linear_probe  # noqa: E402
+from dscl_plugin.runs.datasets import build_dataset_split
+from dscl_plugin.runs.stage1 import train  # noqa: E402
+from dscl_plugin.runs.stage2 import evaluate  # noqa: E402
+from dscl_plugin.training.config import load_config  # noqa: E402
+from dscl_plugin.training.schema import Config
 from dscl_plugin.transforms import eval_transform  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = {
-    "supcon": ["method=supcon", "model.alpha=null", "model.beta=null", "model.pbsd_weight=0"],
+    "supcon": [
+        "method=supcon",
+        "model.alpha=null",
+        "model.beta=null",
+        "model.pbsd_weight=0",
+    ],
     "dscl": ["method=dscl", "model.pbsd_weight=0"],
     "dscl_pbsd": ["method=dscl"],
     # PBSD ablations (DSCL + PBSD with one setting changed)
@@ -101,23 +109,66 @@ DATASETS = {
 }
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=list(DATASETS), default="digits_lt")
-    parser.add_argument("--seeds", type=int, nargs="+", help="paired seeds to run (default 0..N-1: 5 for digits_lt, else 3)")
-    parser.add_argument("--imbalance-factors", type=float, nargs="+", help="rho values (default: digits_lt 10 50, fashion_mnist_lt 100 10, CIFAR 100)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="paired seeds to run (default 0..N-1: 5 for digits_lt, else 3)",
+    )
+    parser.add_argument(
+        "--imbalance-factors",
+        type=float,
+        nargs="+",
+        help="rho values (default: digits_lt 10 50, fashion_mnist_lt 100 10, CIFAR 100)",
+    )
     parser.add_argument("--epochs", type=int, help="trainer.epochs (default: the config's)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run of every method, e.g. trainer.precision=bf16-mixed (recorded in each run's command)")
-    parser.add_argument("--tag", help="a harness name appended to the result files (long_tail_accuracy_<dataset>_<tag>...): runs with other settings are kept apart")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for every run of every method, e.g. trainer.precision=bf16-mixed (recorded in each run's command)",
+    )
+    parser.add_argument(
+        "--tag",
+        help="a harness name appended to the result files (long_tail_accuracy_<dataset>_<tag>...): runs with other settings are kept apart",
+    )
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=MAIN_METHODS)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument("--quick", action="store_true", help="smoke test: first rho, 1 epoch of 2 batches, 2 probe epochs")
-    parser.add_argument("--data-root", default="data", help="data.root (CIFAR, Fashion-MNIST); never downloads")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: first rho, 1 epoch of 2 batches, 2 probe epochs",
+    )
+    parser.add_argument(
+        "--data-root",
+        default="data",
+        help="data.root (CIFAR, Fashion-MNIST); never downloads",
+    )
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"))
-    parser.add_argument("--fresh", action="store_true", help="forget the runs recorded in <name>_runs.jsonl")
-    parser.add_argument("--summarise", action="store_true", help="train nothing: merge the recorded runs into the tables")
-    parser.add_argument("--keep-dir", help="keep each run's output_dir (checkpoints, logs) under this folder")
-    parser.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", help="sweep config keys one at a time for the non-SupCon --methods, e.g. model.alpha=0.05,0.11,0.2,0.5 (sweep.py)")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="forget the runs recorded in <name>_runs.jsonl",
+    )
+    parser.add_argument(
+        "--summarise",
+        action="store_true",
+        help="train nothing: merge the recorded runs into the tables",
+    )
+    parser.add_argument(
+        "--keep-dir",
+        help="keep each run's output_dir (checkpoints, logs) under this folder",
+    )
+    parser.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="KEY=V1,V2",
+        help="sweep config keys one at a time for the non-SupCon --methods, e.g. model.alpha=0.05,0.11,0.2,0.5 (sweep.py)",
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _, default_rhos, min_seeds = DATASETS[args.dataset]
@@ -139,7 +190,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
-def _overrides(args: argparse.Namespace, rho: float, seed: int) -> List[str]:
+def _overrides(args: argparse.Namespace, rho: float, seed: int) -> list[str]:
     overrides = [
         f"data.imbalance_factor={rho}",
         f"data.root={args.data_root}",
@@ -162,8 +213,14 @@ def _overrides(args: argparse.Namespace, rho: float, seed: int) -> List[str]:
     return overrides
 
 
-def _config(args: argparse.Namespace, rho: float, seed: int, method: str, output_dir: str,
-            swept: Optional[tuple] = None) -> Config:
+def _config(
+    args: argparse.Namespace,
+    rho: float,
+    seed: int,
+    method: str,
+    output_dir: str,
+    swept: tuple | None = None,
+) -> Config:
     extra = [] if method == "raw_pixels" else METHODS[method]
     if swept is not None and swept[0] is not None:  # (key, value) of a --sweep run
         extra = extra + sweep.sweep_overrides(*swept)
@@ -171,7 +228,7 @@ def _config(args: argparse.Namespace, rho: float, seed: int, method: str, output
     return load_config(path, _overrides(args, rho, seed) + extra + [f"output_dir={output_dir}"])
 
 
-def _raw_pixel_run(config: Config) -> Dict[str, object]:
+def _raw_pixel_run(config: Config) -> dict[str, object]:
     """The linear probe of ``config.probe`` and the kNN on flattened normalised pixels."""
     transform = eval_transform(config.data.input_size)
     data = {}
@@ -183,110 +240,177 @@ def _raw_pixel_run(config: Config) -> Dict[str, object]:
             class_counts, num_classes = dataset.class_counts, dataset.num_classes
     p, e = config.probe, config.eval
     logits = linear_probe(
-        data["train"][0], data["train"][1], data["test"][0], num_classes, p.schedule(config.seed)
+        data["train"][0],
+        data["train"][1],
+        data["test"][0],
+        num_classes,
+        p.schedule(config.seed),
     )
     metrics = shot_metrics(logits, data["test"][1], class_counts, e.many_threshold, e.few_threshold)
     knn = knn_metrics(*data["train"], *data["test"], k=e.knn_k or "max_bin_count")
     return {key: metrics[key] for key in SHOTS} | {
-        "knn_p1": knn["precision_at_1"], "class_counts": list(class_counts)}
+        "knn_p1": knn["precision_at_1"],
+        "class_counts": list(class_counts),
+    }
 
 
-def _last_epoch_losses(output_dir: str) -> Dict[str, Optional[float]]:
+def _last_epoch_losses(output_dir: str) -> dict[str, float | None]:
     """Mean ``loss_dscl`` and ``loss_pbsd`` over the last epoch's logged steps."""
     with open(Path(output_dir) / "logs" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("loss_dscl")]
     last = [r for r in rows if r["epoch"] == rows[-1]["epoch"]] if rows else []
-    return {key: statistics.fmean(float(r[key]) for r in last) if last else None
-            for key in ("loss_dscl", "loss_pbsd")}
+    return {
+        key: statistics.fmean(float(r[key]) for r in last) if last else None
+        for key in ("loss_dscl", "loss_pbsd")
+    }
 
 
-def _method_run(config: Config) -> Dict[str, object]:
+def _method_run(config: Config) -> dict[str, object]:
     """Stage 1 then stage 2 of the pipeline; its own printed table is swallowed."""
     with contextlib.redirect_stdout(io.StringIO()):
         module = train(config)
         metrics = evaluate(config, module)
     return dict(metrics["linear_probe"]) | {
-        "knn_p1": metrics["knn"]["precision_at_1"], "class_counts": metrics["train_class_counts"],
-        **_last_epoch_losses(config.output_dir)}
+        "knn_p1": metrics["knn"]["precision_at_1"],
+        "class_counts": metrics["train_class_counts"],
+        **_last_epoch_losses(config.output_dir),
+    }
 
 
-def _output_dir(args: argparse.Namespace, rho: float, seed: int, method: str, swept: Optional[tuple]):
+def _output_dir(args: argparse.Namespace, rho: float, seed: int, method: str, swept: tuple | None):
     """A temporary folder, or ``--keep-dir/<dataset>_rho<rho>_seed<seed>_<method>[_<key>=<value>]``."""
     if args.keep_dir is None:
         return tempfile.TemporaryDirectory(prefix="dscl_lt_")
-    name = f"{args.dataset}_rho{rho:g}_seed{seed}_{method}" + ("" if swept is None else "_" + "=".join(swept))
+    name = f"{args.dataset}_rho{rho:g}_seed{seed}_{method}" + (
+        "" if swept is None else "_" + "=".join(swept)
+    )
     return contextlib.nullcontext(str(Path(args.keep_dir) / name))
 
 
-def _one_run(args: argparse.Namespace, rho: float, seed: int, method: str,
-             swept: Optional[tuple] = None) -> Dict[str, object]:
+def _one_run(
+    args: argparse.Namespace,
+    rho: float,
+    seed: int,
+    method: str,
+    swept: tuple | None = None,
+) -> dict[str, object]:
     with _output_dir(args, rho, seed, method, swept) as output_dir:
         config = _config(args, rho, seed, method, output_dir, swept)
         start = time.perf_counter()
         result = _raw_pixel_run(config) if method == "raw_pixels" else _method_run(config)
         seconds = time.perf_counter() - start
-    return {"dataset": args.dataset, "imbalance_factor": rho, "method": method, "seed": seed,
-            **{key: result[key] for key in METRICS}, "seconds": round(seconds, 2),
-            "epochs": config.trainer.epochs, "class_counts": result["class_counts"],
-            "loss_dscl": result.get("loss_dscl"), "loss_pbsd": result.get("loss_pbsd"),
-            "threads": args.threads, "git": args.git,
-            **({} if swept is None else {"sweep_key": swept[0], "sweep_value": swept[1]}),
-            "command": " ".join(["python", "benchmarks/long_tail_accuracy.py", *args.argv])}
+    return {
+        "dataset": args.dataset,
+        "imbalance_factor": rho,
+        "method": method,
+        "seed": seed,
+        **{key: result[key] for key in METRICS},
+        "seconds": round(seconds, 2),
+        "epochs": config.trainer.epochs,
+        "class_counts": result["class_counts"],
+        "loss_dscl": result.get("loss_dscl"),
+        "loss_pbsd": result.get("loss_pbsd"),
+        "threads": args.threads,
+        "git": args.git,
+        **({} if swept is None else {"sweep_key": swept[0], "sweep_value": swept[1]}),
+        "command": " ".join(["python", "benchmarks/long_tail_accuracy.py", *args.argv]),
+    }
 
 
-def summarise(runs: List[Dict[str, object]]) -> List[Dict[str, object]]:
+def summarise(runs: list[dict[str, object]]) -> list[dict[str, object]]:
     """Mean +- std per (dataset, rho, method, metric) and of the per-seed differences to SupCon."""
     rows = []
-    settings = sorted({(r["dataset"], r["imbalance_factor"]) for r in runs}, key=lambda s: (s[0], -s[1]))
+    settings = sorted(
+        {(r["dataset"], r["imbalance_factor"]) for r in runs},
+        key=lambda s: (s[0], -s[1]),
+    )
     for dataset, rho in settings:
         group = [r for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)]
         baseline = {r["seed"]: r for r in group if r["method"] == "supcon"}
         for method in [m for m in LABELS if any(r["method"] == m for r in group)]:
             mine = [r for r in group if r["method"] == method]
-            row = {"dataset": dataset, "imbalance_factor": rho, "method": method, "seeds": len(mine)}
+            row = {
+                "dataset": dataset,
+                "imbalance_factor": rho,
+                "method": method,
+                "seeds": len(mine),
+            }
             for metric in METRICS:
                 row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(r[metric] for r in mine)
-                diffs = [r[metric] - baseline[r["seed"]][metric] for r in mine
-                         if r["seed"] in baseline and r[metric] is not None and baseline[r["seed"]][metric] is not None]
+                diffs = [
+                    r[metric] - baseline[r["seed"]][metric]
+                    for r in mine
+                    if r["seed"] in baseline
+                    and r[metric] is not None
+                    and baseline[r["seed"]][metric] is not None
+                ]
                 row[f"{metric}_diff_mean"], row[f"{metric}_diff_std"] = (
-                    mean_std(diffs) if method != "supcon" else (None, None))
+                    mean_std(diffs) if method != "supcon" else (None, None)
+                )
             rows.append(row)
     return rows
 
 
-def format_table(summary: List[Dict[str, object]], runs: List[Dict[str, object]]) -> str:
+def format_table(summary: list[dict[str, object]], runs: list[dict[str, object]]) -> str:
     """Markdown tables: top-1 % and kNN precision@1 % (mean ± std over seeds) and the paired
     difference to SupCon, one table per dataset and rho."""
     lines = []
     for dataset, rho in dict.fromkeys((r["dataset"], r["imbalance_factor"]) for r in summary):
-        counts = next(r["class_counts"] for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho))
+        counts = next(
+            r["class_counts"]
+            for r in runs
+            if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)
+        )
         rows = [r for r in summary if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)]
-        seeds = sorted({r["seed"] for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)})
+        seeds = sorted(
+            {r["seed"] for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)}
+        )
         lines += [
             f"{dataset}, imbalance {rho:g} (train class sizes {counts}; seeds {seeds})",
             "",
             "| method | seeds | overall | many | medium | few | kNN P@1 |",
             "|---|---|---|---|---|---|---|",
         ]
-        lines += [f"| {LABELS[r['method']]} | {r['seeds']} | " + " | ".join(
-            pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS) + " |" for r in rows]
-        lines += [f"| {LABELS[r['method']]} − SupCon (paired) | {r['seeds']} | " + " | ".join(
-            pct(r[f"{m}_diff_mean"], r[f"{m}_diff_std"], signed=True) for m in METRICS) + " |"
-                  for r in rows if r["method"] not in ("supcon", "raw_pixels")]
+        lines += [
+            f"| {LABELS[r['method']]} | {r['seeds']} | "
+            + " | ".join(pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS)
+            + " |"
+            for r in rows
+        ]
+        lines += [
+            f"| {LABELS[r['method']]} − SupCon (paired) | {r['seeds']} | "
+            + " | ".join(pct(r[f"{m}_diff_mean"], r[f"{m}_diff_std"], signed=True) for m in METRICS)
+            + " |"
+            for r in rows
+            if r["method"] not in ("supcon", "raw_pixels")
+        ]
         lines.append("")
     return "\n".join(lines)
 
 
-def missing_seeds(summary: List[Dict[str, object]], min_seeds: int) -> List[str]:
+def missing_seeds(summary: list[dict[str, object]], min_seeds: int) -> list[str]:
     """Settings with fewer than ``min_seeds`` paired seeds, as readable warnings."""
-    return [f"{r['dataset']} rho={r['imbalance_factor']:g} {r['method']}: {r['seeds']} seed(s), "
-            f"fewer than the {min_seeds} a comparison needs" for r in summary if r["seeds"] < min_seeds]
+    return [
+        f"{r['dataset']} rho={r['imbalance_factor']:g} {r['method']}: {r['seeds']} seed(s), "
+        f"fewer than the {min_seeds} a comparison needs"
+        for r in summary
+        if r["seeds"] < min_seeds
+    ]
 
 
-def _write(stem: Path, args: argparse.Namespace, runs: List[Dict[str, object]],
-           summary: List[Dict[str, object]], table: str) -> None:
+def _write(
+    stem: Path,
+    args: argparse.Namespace,
+    runs: list[dict[str, object]],
+    summary: list[dict[str, object]],
+    table: str,
+) -> None:
     write_csv(Path(f"{stem}.csv"), summary)
-    write_csv(Path(f"{stem}_runs.csv"), [{**r, "git": r["git"]["commit"]} for r in runs], extrasaction="ignore")
+    write_csv(
+        Path(f"{stem}_runs.csv"),
+        [{**r, "git": r["git"]["commit"]} for r in runs],
+        extrasaction="ignore",
+    )
     settings = {
         "commands": sorted({r["command"] for r in runs}),
         "commits": sorted({r["git"]["commit"] for r in runs}),
@@ -300,11 +424,15 @@ def _write(stem: Path, args: argparse.Namespace, runs: List[Dict[str, object]],
         "common_overrides_example": _overrides(args, runs[0]["imbalance_factor"], 0),
     }
     Path(f"{stem}.json").write_text(
-        json.dumps({"settings": settings, "summary": summary, "runs": runs, "table": table}, indent=2) + "\n"
+        json.dumps(
+            {"settings": settings, "summary": summary, "runs": runs, "table": table},
+            indent=2,
+        )
+        + "\n"
     )
 
 
-def read_runs(path: Path) -> List[Dict[str, object]]:
+def read_runs(path: Path) -> list[dict[str, object]]:
     """The runs recorded in ``path`` (JSON lines); a later record of the same
     (dataset, rho, method, seed) replaces an earlier one."""
     if not path.exists():
@@ -318,7 +446,7 @@ def read_runs(path: Path) -> List[Dict[str, object]]:
     return list(runs.values())
 
 
-def _record(path: Path, run: Dict[str, object]) -> None:
+def _record(path: Path, run: dict[str, object]) -> None:
     """Append one run to ``path`` under an exclusive lock (parts may run side by side)."""
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -327,11 +455,17 @@ def _record(path: Path, run: Dict[str, object]) -> None:
 
 def _quiet() -> None:
     warnings.filterwarnings("ignore")
-    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+    for name in (
+        "pytorch_lightning",
+        "lightning",
+        "lightning.pytorch",
+        "lightning_fabric",
+        "lightning.fabric",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _run_sweep(args: argparse.Namespace) -> List[str]:
+def _run_sweep(args: argparse.Namespace) -> list[str]:
     """``--sweep``: SupCon once per seed, every other method at every swept value; runs are
     recorded in ``sweep_<dataset>_runs.jsonl`` (resumable like the main runs); one table and
     plot per rho and swept key (:func:`sweep.write_sweep_reports`)."""
@@ -340,25 +474,43 @@ def _run_sweep(args: argparse.Namespace) -> List[str]:
     log = Path(f"{stem}_runs.jsonl")
     if args.fresh:
         log.unlink(missing_ok=True)
-    done = {(r["imbalance_factor"], r["method"], r["seed"], r.get("sweep_key"), r.get("sweep_value"))
-            for r in read_runs(log)}
-    jobs = [] if args.summarise else [
-        (rho, seed, method, (key, value)) for rho in args.imbalance_factors for seed in args.seeds
-        for method, key, value in sweep.sweep_jobs(args.grid, args.methods)
-        if (rho, method, seed, key, value) not in done]
+    done = {
+        (
+            r["imbalance_factor"],
+            r["method"],
+            r["seed"],
+            r.get("sweep_key"),
+            r.get("sweep_value"),
+        )
+        for r in read_runs(log)
+    }
+    jobs = (
+        []
+        if args.summarise
+        else [
+            (rho, seed, method, (key, value))
+            for rho in args.imbalance_factors
+            for seed in args.seeds
+            for method, key, value in sweep.sweep_jobs(args.grid, args.methods)
+            if (rho, method, seed, key, value) not in done
+        ]
+    )
     start = time.perf_counter()
     for i, (rho, seed, method, swept) in enumerate(jobs):
         run = _one_run(args, rho, seed, method, swept if swept[0] is not None else None)
         _record(log, run)
-        print(f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] rho={rho:g} seed={seed} {method} "
-              f"{'' if swept[0] is None else '='.join(swept)}  overall {pct(run['overall'])}", flush=True)
+        print(
+            f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] rho={rho:g} seed={seed} {method} "
+            f"{'' if swept[0] is None else '='.join(swept)}  overall {pct(run['overall'])}",
+            flush=True,
+        )
     runs = [r for r in read_runs(log) if r["dataset"] == args.dataset and r["seed"] in args.seeds]
     tables = sweep.write_sweep_reports(runs, args.grid, LABELS, stem) if runs else []
     print("\n\n".join(tables) + f"\nwrote {stem}_rho<rho>_<key>.{{csv,md,png}}")
     return tables
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List:
+def main(argv: Sequence[str] | None = None) -> list:
     """The summary rows, or with ``--sweep`` the sweep tables."""
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -366,7 +518,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List:
     _quiet()
     if args.grid:
         return _run_sweep(args)
-    name = "long_tail_accuracy" if args.dataset == "digits_lt" else f"long_tail_accuracy_{args.dataset}"
+    name = (
+        "long_tail_accuracy"
+        if args.dataset == "digits_lt"
+        else f"long_tail_accuracy_{args.dataset}"
+    )
     if args.tag:
         name += f"_{args.tag}"
     stem = Path(args.output_dir) / (f"{name}_quick" if args.quick else name)
@@ -375,24 +531,38 @@ def main(argv: Optional[Sequence[str]] = None) -> List:
     if args.fresh:
         log.unlink(missing_ok=True)
     done = {(r["imbalance_factor"], r["method"], r["seed"]) for r in read_runs(log)}
-    jobs = [] if args.summarise else [
-        (rho, seed, method) for rho in args.imbalance_factors for seed in args.seeds
-        for method in ["raw_pixels", *args.methods] if (rho, method, seed) not in done]
+    jobs = (
+        []
+        if args.summarise
+        else [
+            (rho, seed, method)
+            for rho in args.imbalance_factors
+            for seed in args.seeds
+            for method in ["raw_pixels", *args.methods]
+            if (rho, method, seed) not in done
+        ]
+    )
     start = time.perf_counter()
     for i, (rho, seed, method) in enumerate(jobs):
         run = _one_run(args, rho, seed, method)
         _record(log, run)
-        print(f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] {args.dataset} rho={rho:g} seed={seed} "
-              f"{method:<13} " + "  ".join(f"{m} {pct(run[m])}" for m in METRICS)
-              + f"  ({run['seconds']:.0f}s)", flush=True)
+        print(
+            f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] {args.dataset} rho={rho:g} seed={seed} "
+            f"{method:<13} "
+            + "  ".join(f"{m} {pct(run[m])}" for m in METRICS)
+            + f"  ({run['seconds']:.0f}s)",
+            flush=True,
+        )
     runs = [r for r in read_runs(log) if r["dataset"] == args.dataset]
     if not runs:
         print(f"no runs recorded in {log}")
         return []
     summary = summarise(runs)
     table = format_table(summary, runs)
-    print(f"\nTop-1 % of a class-balanced linear probe and kNN precision@1 %, mean ± std over paired "
-          f"seeds; {len(jobs)} new run(s) in {(time.perf_counter() - start) / 60:.1f} min\n")
+    print(
+        f"\nTop-1 % of a class-balanced linear probe and kNN precision@1 %, mean ± std over paired "
+        f"seeds; {len(jobs)} new run(s) in {(time.perf_counter() - start) / 60:.1f} min\n"
+    )
     print(table)
     for warning in missing_seeds(summary, args.min_seeds):
         print(f"warning: {warning}")

@@ -37,9 +37,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -50,7 +50,7 @@ METHODS = ("dscl", "pml_supcon", "matmul_floor")
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _parse_args(argv: List[str]) -> argparse.Namespace:
+def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
@@ -60,10 +60,15 @@ def _parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=9, help="timed runs (median, >= 5)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument(
-        "--autocast", choices=list(AUTOCAST), default="none", help="autocast dtype of the losses"
+        "--autocast",
+        choices=list(AUTOCAST),
+        default="none",
+        help="autocast dtype of the losses",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="print a torch.profiler table per method (stderr)"
+        "--profile",
+        action="store_true",
+        help="print a torch.profiler table per method (stderr)",
     )
     parser.add_argument("--quick", action="store_true", help="B {16, 64}, K {0, 1024}, D 32")
     parser.add_argument("--json", help="also write the rows to this JSON file")
@@ -86,7 +91,7 @@ def _step_fn(
     d: int,
     classes: int,
     device: str,
-    amp: Optional[torch.dtype] = None,
+    amp: torch.dtype | None = None,
 ) -> Callable:
     """Allocates the inputs and returns a closure running one forward+backward
     (the losses under ``torch.autocast(amp)`` unless ``amp`` is None)."""
@@ -138,7 +143,7 @@ def _step_fn(
     return floor
 
 
-def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
+def _time_worker(args: argparse.Namespace) -> dict[str, float]:
     """Median forward+backward time (ms) of every method, run round-robin so that a
     load change on a shared machine affects all of them alike. A sample times as
     many back-to-back calls as fill about 50 ms (small configurations), divided out.
@@ -148,7 +153,13 @@ def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
     amp = AUTOCAST[args.autocast]
     steps = {
         m: _step_fn(
-            m, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device, amp
+            m,
+            args.batch_size,
+            args.queue_size,
+            args.dim,
+            args.num_classes,
+            args.device,
+            amp,
         )
         for m in METHODS
     }
@@ -169,7 +180,7 @@ def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
             steps[method]()
             torch.cuda.synchronize()
             result[f"{method}_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-    times: Dict[str, List[float]] = {m: [] for m in METHODS}
+    times: dict[str, list[float]] = {m: [] for m in METHODS}
     for _ in range(args.repeats):
         for method, step in steps.items():
             sync()
@@ -184,7 +195,7 @@ def _time_worker(args: argparse.Namespace) -> Dict[str, float]:
     return result
 
 
-def _print_profiles(args: argparse.Namespace, steps: Dict[str, Callable]) -> None:
+def _print_profiles(args: argparse.Namespace, steps: dict[str, Callable]) -> None:
     """A ``torch.profiler`` table of one forward+backward of every method, on stderr."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -210,7 +221,13 @@ def _memory_worker(args: argparse.Namespace, method: str) -> float:
     tiny()  # lazy imports and kernel set-up, kept out of the baseline
     del tiny
     step = _step_fn(
-        method, args.batch_size, args.queue_size, args.dim, args.num_classes, args.device, amp
+        method,
+        args.batch_size,
+        args.queue_size,
+        args.dim,
+        args.num_classes,
+        args.device,
+        amp,
     )
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     step()
@@ -230,7 +247,7 @@ def _subprocess(args: argparse.Namespace, worker: str, b: int, k: int):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main(argv: List[str]) -> None:
+def main(argv: list[str]) -> None:
     args = _parse_args(argv)
     if args.worker:
         torch.set_num_threads(args.threads)
@@ -259,8 +276,10 @@ def main(argv: List[str]) -> None:
             })  # fmt: skip
             print(f"done B={b} K={k}", file=sys.stderr, flush=True)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    heading = (f"torch {torch.__version__}, {where}, {args.threads} threads, autocast "
-               f"{args.autocast}, median of {args.repeats} runs")
+    heading = (
+        f"torch {torch.__version__}, {where}, {args.threads} threads, autocast "
+        f"{args.autocast}, median of {args.repeats} runs"
+    )
     print_and_save(rows, heading, args.json, args.csv)
 
 

@@ -9,13 +9,15 @@ import csv
 import json
 import statistics
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def mean_std(values: Iterable[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
+def mean_std(
+    values: Iterable[float | None],
+) -> tuple[float | None, float | None]:
     """Mean and sample std of the values that are not None; ``(None, None)`` for none, and
     std None for a single value."""
     values = [v for v in values if v is not None]
@@ -24,7 +26,7 @@ def mean_std(values: Iterable[Optional[float]]) -> Tuple[Optional[float], Option
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def pct(mean: Optional[float], std: Optional[float] = None, signed: bool = False) -> str:
+def pct(mean: float | None, std: float | None = None, signed: bool = False) -> str:
     """A fraction as percent with one decimal, ``"92.7 ± 1.3"`` (``"+0.4"`` signed); ``"-"``
     for None."""
     if mean is None:
@@ -40,7 +42,9 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, object]], extrasaction: str = "raise") -> None:
+def write_csv(
+    path: Path, rows: Sequence[Mapping[str, object]], extrasaction: str = "raise"
+) -> None:
     """``rows`` as CSV with the first row's keys as columns (nothing written for no rows)."""
     if not rows:
         return
@@ -50,17 +54,26 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, object]], extrasaction: st
         writer.writerows(rows)
 
 
-def git_state() -> Dict[str, object]:
+def git_state() -> dict[str, object]:
     """HEAD commit and the files that differ from it (the code the numbers came from)."""
+
     def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *cmd], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or None,
-            "modified": git("diff", "--name-only", "HEAD").split()}
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "modified": git("diff", "--name-only", "HEAD").split(),
+    }
 
 
-def print_and_save(rows: Sequence[Mapping[str, object]], heading: str,
-                   json_path: Optional[str] = None, csv_path: Optional[str] = None) -> None:
+def print_and_save(
+    rows: Sequence[Mapping[str, object]],
+    heading: str,
+    json_path: str | None = None,
+    csv_path: str | None = None,
+) -> None:
     """Print ``heading`` and ``rows`` as a Markdown table; save them as JSON and CSV where a
     path is given."""
     print(heading)

@@ -8,8 +8,8 @@ overrides, and writes one table (CSV + Markdown) and one plot per swept key.
 
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reporting import mean_std, pct, write_csv  # noqa: E402  (a sibling: benchmarks is not a package)
@@ -19,14 +19,14 @@ EXCLUSIVE = {"model.alpha": "model.beta", "model.beta": "model.alpha"}
 METRICS = ("overall", "many", "medium", "few")
 
 
-def parse_sweep(specs: Sequence[str]) -> Dict[str, List[str]]:
+def parse_sweep(specs: Sequence[str]) -> dict[str, list[str]]:
     """``["model.alpha=0.05,0.11", ...]`` -> ``{"model.alpha": ["0.05", "0.11"], ...}``.
 
     Raises:
         ValueError: a spec is not ``key.path=v1,v2,...``, a value is empty, not a finite
             number or repeated, or a key is swept twice.
     """
-    grid: Dict[str, List[str]] = {}
+    grid: dict[str, list[str]] = {}
     for spec in specs:
         key, sep, values = spec.partition("=")
         key = key.strip()
@@ -58,7 +58,7 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def sweep_overrides(key: str, value: str) -> List[str]:
+def sweep_overrides(key: str, value: str) -> list[str]:
     """Config overrides of one swept run: ``key=value`` (and ``model.beta=null`` for an
     alpha, ``model.alpha=null`` for a beta)."""
     overrides = [f"{key}={value}"]
@@ -69,22 +69,22 @@ def sweep_overrides(key: str, value: str) -> List[str]:
 
 def sweep_jobs(
     grid: Mapping[str, Sequence[str]], methods: Sequence[str]
-) -> List[Tuple[str, Optional[str], Optional[str]]]:
+) -> list[tuple[str, str | None, str | None]]:
     """``(method, key, value)`` of one seed's runs: the SupCon baseline once (key and value
     None), then every other method at every value of every swept key."""
-    jobs: List[Tuple[str, Optional[str], Optional[str]]] = [("supcon", None, None)]
+    jobs: list[tuple[str, str | None, str | None]] = [("supcon", None, None)]
     for key, values in grid.items():
         jobs += [(m, key, v) for m in methods if m != "supcon" for v in values]
     return jobs
 
 
-def summarise_sweep(runs: Sequence[Mapping[str, object]], key: str) -> List[Dict[str, object]]:
+def summarise_sweep(runs: Sequence[Mapping[str, object]], key: str) -> list[dict[str, object]]:
     """One row per (method, value) of ``key`` plus the SupCon baseline (value None):
     mean and sample std over seeds of every metric, and of the per-seed difference to
     SupCon. Runs are dicts with ``method``, ``seed``, ``sweep_key``, ``sweep_value``
     and the metrics; the baseline runs have ``method == "supcon"``."""
     baseline = {r["seed"]: r for r in runs if r["method"] == "supcon"}
-    groups: Dict[tuple, List[Mapping[str, object]]] = {("supcon", None): list(baseline.values())}
+    groups: dict[tuple, list[Mapping[str, object]]] = {("supcon", None): list(baseline.values())}
     for r in runs:
         if r["method"] != "supcon" and r["sweep_key"] == key:
             groups.setdefault((r["method"], float(r["sweep_value"])), []).append(r)
@@ -92,12 +92,21 @@ def summarise_sweep(runs: Sequence[Mapping[str, object]], key: str) -> List[Dict
     order = sorted(groups, key=lambda g: (g[0] != "supcon", g[0], g[1] or 0.0))  # SupCon first
     for method, value in order:
         mine = groups[(method, value)]
-        row: Dict[str, object] = {"key": key, "value": value, "method": method, "seeds": len(mine)}
+        row: dict[str, object] = {
+            "key": key,
+            "value": value,
+            "method": method,
+            "seeds": len(mine),
+        }
         for metric in METRICS:
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std([r[metric] for r in mine])
-            diffs = [r[metric] - baseline[r["seed"]][metric] for r in mine
-                     if method != "supcon" and r["seed"] in baseline
-                     and None not in (r[metric], baseline[r["seed"]][metric])]
+            diffs = [
+                r[metric] - baseline[r["seed"]][metric]
+                for r in mine
+                if method != "supcon"
+                and r["seed"] in baseline
+                and None not in (r[metric], baseline[r["seed"]][metric])
+            ]
             row[f"{metric}_diff_mean"], row[f"{metric}_diff_std"] = mean_std(diffs)
         rows.append(row)
     return rows
@@ -114,13 +123,19 @@ def format_sweep_table(rows: Sequence[Mapping[str, object]], labels: Mapping[str
         value = "–" if r["value"] is None else f"{r['value']:g}"
         cells = [pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
         diff = pct(r["overall_diff_mean"], r["overall_diff_std"], signed=True)
-        lines.append(f"| {labels.get(r['method'], r['method'])} | {value} | "
-                     + " | ".join(cells) + f" | {diff} |")
+        lines.append(
+            f"| {labels.get(r['method'], r['method'])} | {value} | "
+            + " | ".join(cells)
+            + f" | {diff} |"
+        )
     return "\n".join(lines)
 
 
 def plot_sweep(
-    rows: Sequence[Mapping[str, object]], labels: Mapping[str, str], path: Path, title: str = ""
+    rows: Sequence[Mapping[str, object]],
+    labels: Mapping[str, str],
+    path: Path,
+    title: str = "",
 ) -> Path:
     """PNG, one panel per metric: top-1 % against the swept value (mean ± std over seeds)
     per method, SupCon as a horizontal line with its ± std band (the paper's Fig. 5)."""
@@ -135,7 +150,10 @@ def plot_sweep(
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "supcon"))
     for ax, metric in zip(axes, METRICS):
         if baseline is not None and baseline[f"{metric}_mean"] is not None:
-            mean, std = 100 * baseline[f"{metric}_mean"], 100 * (baseline[f"{metric}_std"] or 0)
+            mean, std = (
+                100 * baseline[f"{metric}_mean"],
+                100 * (baseline[f"{metric}_std"] or 0),
+            )
             ax.axhline(mean, color="grey", linestyle="--", label=labels.get("supcon", "supcon"))
             ax.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
         for i, method in enumerate(methods):
@@ -143,8 +161,15 @@ def plot_sweep(
             xs = [r["value"] for r in mine]
             ys = [100 * r[f"{metric}_mean"] for r in mine]
             errs = [100 * (r[f"{metric}_std"] or 0) for r in mine]
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=f"C{i}",
-                        label=labels.get(method, method))
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=errs,
+                marker="o",
+                capsize=3,
+                color=f"C{i}",
+                label=labels.get(method, method),
+            )
         ax.set_title(metric if metric == "overall" else f"{metric}-shot classes", fontsize=10)
         ax.set_xlabel(key)
         ax.grid(True, alpha=0.3)
@@ -159,8 +184,11 @@ def plot_sweep(
 
 
 def write_sweep(
-    rows: Sequence[Mapping[str, object]], labels: Mapping[str, str], stem: Path, title: str = ""
-) -> Dict[str, Path]:
+    rows: Sequence[Mapping[str, object]],
+    labels: Mapping[str, str],
+    stem: Path,
+    title: str = "",
+) -> dict[str, Path]:
     """``<stem>.csv`` (the rows), ``<stem>.md`` (the table) and ``<stem>.png`` (the plot)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {kind: stem.with_name(f"{stem.name}.{kind}") for kind in ("csv", "md", "png")}
@@ -176,7 +204,7 @@ def write_sweep_reports(
     grid: Mapping[str, Sequence[str]],
     labels: Mapping[str, str],
     stem: Path,
-) -> List[str]:
+) -> list[str]:
     """:func:`write_sweep` for every imbalance factor of ``runs`` (one dataset) and every
     swept key, as ``<stem>_rho<rho>_<key>.{csv,md,png}``; returns the titled tables."""
     tables = []

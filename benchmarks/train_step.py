@@ -46,9 +46,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import torch
 
@@ -62,11 +62,15 @@ from dscl_plugin.models import (  # noqa: E402
     forward_without_stat_update,
     pool_regions,
 )
-from dscl_plugin.precision import cpu_bf16_flags  # noqa: E402
+from dscl_plugin.training.precision import cpu_bf16_flags  # noqa: E402
 
 METHODS = ("supcon", "dscl", "dscl_pbsd")
 # name: (--autocast, --channels-last)
-PRECISIONS = {"fp32": ("none", False), "bf16": ("bf16", False), "bf16_cl": ("bf16", True)}
+PRECISIONS = {
+    "fp32": ("none", False),
+    "bf16": ("bf16", False),
+    "bf16_cl": ("bf16", True),
+}
 # name: (backbone, cifar_stem, view px, patch px, CPU batch, CUDA batch)
 SETTINGS = {
     "cnn5_28px": ("cnn5", False, 28, 14, 128, 512),
@@ -75,7 +79,7 @@ SETTINGS = {
 }
 
 
-def _parse_args(argv: List[str]) -> argparse.Namespace:
+def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
@@ -127,7 +131,11 @@ class _Bench:
 
     def __init__(self, method: str, setting: str, args: argparse.Namespace) -> None:
         name, cifar_stem, view, patch, *_ = SETTINGS[setting]
-        b, num_patches, device = _batch_size(args, setting), args.num_patches, args.device
+        b, num_patches, device = (
+            _batch_size(args, setting),
+            args.num_patches,
+            args.device,
+        )
         torch.manual_seed(0)
         backbone, dim = build_backbone(name, cifar_stem=cifar_stem)
         common = dict(queue_size=args.queue_size)
@@ -143,8 +151,9 @@ class _Bench:
         g = torch.Generator().manual_seed(0)
         bank = self.model.memory_bank
         bank.enqueue(  # unit-norm keys, as DSCLModel stores them
-            torch.nn.functional.normalize(torch.randn(bank.size[0], bank.size[1], generator=g))
-            .to(device),
+            torch.nn.functional.normalize(torch.randn(bank.size[0], bank.size[1], generator=g)).to(
+                device
+            ),
             torch.randint(args.num_classes, (bank.size[0],), generator=g).to(device),
         )
         self.view_q = torch.randn(b, 3, view, view, generator=g).to(device)
@@ -214,7 +223,7 @@ class _Bench:
         queue = m.memory_bank.get()[0]
         return m.pbsd_criterion(student, teacher, self._key, queue, queue_normalized=True)
 
-    def parts(self, step_only: bool = False) -> Dict[str, Callable[[], None]]:
+    def parts(self, step_only: bool = False) -> dict[str, Callable[[], None]]:
         """The timed parts; keys and the q-view map are computed once, untimed."""
         if step_only:
             return {"step": self.step}
@@ -232,20 +241,20 @@ class _Bench:
         return parts
 
 
-def _time_worker(args: argparse.Namespace) -> Dict[str, Dict[str, Dict[str, float]]]:
+def _time_worker(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     """Median time (ms) of every part of every method in every precision, run round-robin
     (keyed precision, then method); on CUDA also ``peak_mib`` per method."""
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     keys = [(p, m) for p in args.precisions for m in METHODS]
     benches = {(p, m): _Bench(m, args.setting, _with_precision(args, p)) for p, m in keys}
-    peaks: Dict[str, Dict[str, float]] = {p: {} for p in args.precisions}
+    peaks: dict[str, dict[str, float]] = {p: {} for p in args.precisions}
     if cuda:
         benches[keys[0]].ema_forward()  # persistent cuBLAS/cuDNN set-up, before any peak
         for (precision, method), bench in benches.items():
             peaks[precision][method] = _cuda_peak_of_first_step(bench)
     parts = {key: bench.parts(args.step_only) for key, bench in benches.items()}
-    times: Dict[tuple, Dict[str, List[float]]] = {
+    times: dict[tuple, dict[str, list[float]]] = {
         key: {p: [] for p in key_parts} for key, key_parts in parts.items()
     }
     for i in range(args.repeats + 1):  # the first round warms up and is not timed
@@ -258,11 +267,9 @@ def _time_worker(args: argparse.Namespace) -> Dict[str, Dict[str, Dict[str, floa
                 if i > 0:
                     times[key][part].append(time.perf_counter() - start)
         print(f"  {args.setting}: round {i}/{args.repeats}", file=sys.stderr, flush=True)
-    result: Dict[str, Dict[str, Dict[str, float]]] = {p: {} for p in args.precisions}
+    result: dict[str, dict[str, dict[str, float]]] = {p: {} for p in args.precisions}
     for (precision, method), part_times in times.items():
-        result[precision][method] = {
-            p: 1000 * statistics.median(t) for p, t in part_times.items()
-        }
+        result[precision][method] = {p: 1000 * statistics.median(t) for p, t in part_times.items()}
         if cuda:
             result[precision][method]["peak_mib"] = peaks[precision][method]
     return result
@@ -304,7 +311,7 @@ def _subprocess(args: argparse.Namespace, worker: str, setting: str):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _rows(args: argparse.Namespace, setting: str) -> List[Dict[str, object]]:
+def _rows(args: argparse.Namespace, setting: str) -> list[dict[str, object]]:
     times = _subprocess(args, "time", setting)
     b, first = _batch_size(args, setting), args.precisions[0]
     rows = []
@@ -337,7 +344,7 @@ def _rows(args: argparse.Namespace, setting: str) -> List[Dict[str, object]]:
     return rows
 
 
-def main(argv: List[str]) -> None:
+def main(argv: list[str]) -> None:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.worker:
@@ -349,7 +356,9 @@ def main(argv: List[str]) -> None:
         where = torch.cuda.get_device_name()
     else:
         where = f"{platform.processor() or 'CPU'} (bf16 flags: {cpu_bf16_flags() or 'none'})"
-    heading = f"torch {torch.__version__}, {where}, {args.threads} threads, median of {args.repeats} runs"
+    heading = (
+        f"torch {torch.__version__}, {where}, {args.threads} threads, median of {args.repeats} runs"
+    )
     print_and_save(rows, heading, args.json, args.csv)
 
 

@@ -22,8 +22,8 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -31,16 +31,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_tail_accuracy as lta  # noqa: E402  (the shared runs and summary)
 from reporting import git_state, write_csv  # noqa: E402
 
-from dscl_plugin.config import load_config  # noqa: E402
+from dscl_plugin.training.config import load_config  # noqa: E402
 
 CONFIG = lta.REPO / "configs" / "dscl_digits_lt.yaml"
-VIT = ["model.backbone=vit_tiny", "optim.name=adamw", "optim.lr=1e-3", "optim.weight_decay=0.05"]
+VIT = [
+    "model.backbone=vit_tiny",
+    "optim.name=adamw",
+    "optim.lr=1e-3",
+    "optim.weight_decay=0.05",
+]
 METHODS = ("supcon", "dscl", "dscl_pbsd")
-QUICK = ["trainer.epochs=1", "trainer.limit_train_batches=2", "optim.warmup_epochs=0",
-         "probe.epochs=2", "probe.milestones=[1]"]
+QUICK = [
+    "trainer.epochs=1",
+    "trainer.limit_train_batches=2",
+    "optim.warmup_epochs=0",
+    "probe.epochs=2",
+    "probe.milestones=[1]",
+]
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=2, help="paired seeds 0..N-1")
     parser.add_argument("--imbalance-factor", type=float, default=10.0)
@@ -54,25 +64,35 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
-def _overrides(args: argparse.Namespace, seed: int, method: str, output_dir: str) -> List[str]:
-    common = [f"data.imbalance_factor={args.imbalance_factor}", f"seed={seed}",
-              "trainer.progress_bar=false", f"output_dir={output_dir}"]
+def _overrides(args: argparse.Namespace, seed: int, method: str, output_dir: str) -> list[str]:
+    common = [
+        f"data.imbalance_factor={args.imbalance_factor}",
+        f"seed={seed}",
+        "trainer.progress_bar=false",
+        f"output_dir={output_dir}",
+    ]
     return common + VIT + (QUICK if args.quick else []) + lta.METHODS[method]
 
 
-def _one_run(args: argparse.Namespace, seed: int, method: str) -> Dict[str, object]:
+def _one_run(args: argparse.Namespace, seed: int, method: str) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="dscl_vit_") as tmp:
         config = load_config(CONFIG, _overrides(args, seed, method, tmp))
         start = time.perf_counter()
         result = lta._method_run(config)
         seconds = time.perf_counter() - start
-    return {"dataset": "digits_lt", "imbalance_factor": args.imbalance_factor,
-            "method": method, "seed": seed, **{m: result[m] for m in lta.METRICS},
-            "seconds": round(seconds, 2), "epochs": config.trainer.epochs,
-            "class_counts": result["class_counts"]}
+    return {
+        "dataset": "digits_lt",
+        "imbalance_factor": args.imbalance_factor,
+        "method": method,
+        "seed": seed,
+        **{m: result[m] for m in lta.METRICS},
+        "seconds": round(seconds, 2),
+        "epochs": config.trainer.epochs,
+        "class_counts": result["class_counts"],
+    }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
+def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
     git = git_state()
@@ -89,14 +109,19 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
                 if len(runs) == 1:
                     writer.writeheader()
                 writer.writerow(r)
-            print(f"[{len(runs)}/{args.seeds * len(METHODS)} {time.perf_counter() - start:5.0f}s] "
-                  f"seed={seed} {method:<10} "
-                  + "  ".join(f"{m} {100 * r[m]:.1f}" for m in lta.METRICS), flush=True)
+            print(
+                f"[{len(runs)}/{args.seeds * len(METHODS)} {time.perf_counter() - start:5.0f}s] "
+                f"seed={seed} {method:<10} "
+                + "  ".join(f"{m} {100 * r[m]:.1f}" for m in lta.METRICS),
+                flush=True,
+            )
     wall = time.perf_counter() - start
     summary = lta.summarise(runs)
     table = lta.format_table(summary, runs)
-    print(f"\nTiny ViT, top-1 % of a class-balanced linear probe, mean ± std over paired seeds; "
-          f"{args.threads} torch thread(s), wall {wall / 60:.1f} min\n\n{table}")
+    print(
+        f"\nTiny ViT, top-1 % of a class-balanced linear probe, mean ± std over paired seeds; "
+        f"{args.threads} torch thread(s), wall {wall / 60:.1f} min\n\n{table}"
+    )
     write_csv(Path(f"{stem}.csv"), summary)
     settings = {
         "command": " ".join(["python", "benchmarks/vit_digits_lt.py", *args.argv]),
@@ -109,8 +134,13 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
         "vit_overrides": VIT,
         "method_overrides": {m: lta.METHODS[m] for m in METHODS},
     }
-    Path(f"{stem}.json").write_text(json.dumps(
-        {"settings": settings, "summary": summary, "runs": runs, "table": table}, indent=2) + "\n")
+    Path(f"{stem}.json").write_text(
+        json.dumps(
+            {"settings": settings, "summary": summary, "runs": runs, "table": table},
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {stem}.csv, {stem}.json, {stem}_runs.csv")
     return summary
 

@@ -8,7 +8,8 @@ same constructor-level checks and reports ``"<section>.<name>: <rule>"``, so a c
 key and the argument it feeds can never disagree.
 """
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ def positive(name: str, value: float) -> None:
     require(value > 0, name, f"must be > 0, got {value}")
 
 
-def at_least(name: str, value: Optional[float], low: float, allow_none: bool = False) -> None:
+def at_least(name: str, value: float | None, low: float, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     require(value is not None and value >= low, name, f"must be >= {low}, got {value}")
@@ -88,7 +89,7 @@ def labels(name: str, value: Tensor, length: int) -> None:
     )
 
 
-def finite(**tensors: Optional[Tensor]) -> None:
+def finite(**tensors: Tensor | None) -> None:
     """Every floating point tensor given (None skipped) holds no NaN or Inf (a host sync on
     GPU; the losses run it with ``check_finite=True``)."""
     for name, x in tensors.items():
@@ -99,7 +100,7 @@ def finite(**tensors: Optional[Tensor]) -> None:
 DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)
 
 
-def alpha_from(alpha: Optional[float], beta: Optional[float]) -> float:
+def alpha_from(alpha: float | None, beta: float | None) -> float:
     """The own-view weight from ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``;
     neither: the official beta 8).
 

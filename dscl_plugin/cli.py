@@ -12,13 +12,14 @@ installed packages can instead declare an entry point in the group ``dscl_plugin
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING
 
 from dscl_plugin.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:  # the CLI loads Lightning and OmegaConf only when a command runs
-    from dscl_plugin.config import Config
+    from dscl_plugin.training.schema import Config
 
 _TRAIN_OVERRIDES = "config overrides such as trainer.epochs=5 model.beta=4 (OmegaConf dotlist)"
 _EVAL_OVERRIDES = "config overrides such as probe.epochs=10 eval.knn_k=20 (OmegaConf dotlist)"
@@ -29,7 +30,7 @@ _EXAMPLE_EPILOG = (
 )
 
 
-def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.ArgumentParser:
+def _parser(prog: str, train: bool, default_config: str | None) -> argparse.ArgumentParser:
     description = (
         "Train (stage 1) and evaluate with a frozen linear probe and kNN (stage 2)."
         if train
@@ -38,7 +39,9 @@ def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.A
     epilog = _EXAMPLE_EPILOG if train and default_config is not None else None
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
     if default_config is None:
-        parser.add_argument("--config", required=True, help="YAML, e.g. configs/dscl_digits_lt.yaml")
+        parser.add_argument(
+            "--config", required=True, help="YAML, e.g. configs/dscl_digits_lt.yaml"
+        )
     else:
         parser.add_argument("--config", default=default_config, help="YAML (default: %(default)s)")
     parser.add_argument(
@@ -57,7 +60,9 @@ def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.A
         "a method with @dscl_plugin.register_method; repeatable",
     )
     parser.add_argument(
-        "--print-config", action="store_true", help="print the merged config as YAML and exit"
+        "--print-config",
+        action="store_true",
+        help="print the merged config as YAML and exit",
     )
     if train:
         parser.add_argument("--stage", type=int, choices=(1, 2), help="run only stage 1 or 2")
@@ -70,11 +75,14 @@ def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.A
             "a finished run is only re-evaluated",
         )
         parser.add_argument(
-            "--checkpoint", help="weights for --stage 2 (default: output_dir/backbone.pt)"
+            "--checkpoint",
+            help="weights for --stage 2 (default: output_dir/backbone.pt)",
         )
     else:
         parser.add_argument(
-            "--checkpoint", required=True, help="backbone.pt (state_dict) or a training *.ckpt"
+            "--checkpoint",
+            required=True,
+            help="backbone.pt (state_dict) or a training *.ckpt",
         )
         parser.add_argument(
             "--retrieval",
@@ -86,7 +94,7 @@ def _parser(prog: str, train: bool, default_config: Optional[str]) -> argparse.A
 
 
 def _parse(
-    prog: str, train: bool, argv: Optional[Sequence[str]], default_config: Optional[str]
+    prog: str, train: bool, argv: Sequence[str] | None, default_config: str | None
 ) -> argparse.Namespace:
     args = _parser(prog, train, default_config).parse_intermixed_args(argv)
     resume = getattr(args, "resume", None)
@@ -100,15 +108,15 @@ def _parse(
 def _main(
     prog: str,
     train: bool,
-    argv: Optional[Sequence[str]],
-    default_config: Optional[str] = None,
+    argv: Sequence[str] | None,
+    default_config: str | None = None,
     resume_existing: bool = False,
 ) -> int:
     args = _parse(prog, train, argv, default_config)
-    from dscl_plugin.config import load_config, to_yaml
-    from dscl_plugin.methods import NonFiniteLossError
-    from dscl_plugin.registry import load_plugins
-    from dscl_plugin.training import checkpoint_dir
+    from dscl_plugin.runs.folder import checkpoint_dir
+    from dscl_plugin.training.config import load_config, to_yaml
+    from dscl_plugin.training.methods import NonFiniteLossError
+    from dscl_plugin.training.registry import load_plugins
 
     try:
         load_plugins(args.imports)
@@ -131,30 +139,38 @@ def _main(
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:
-        print(f"{prog}: {_resume_hint(prog, argv, error, resume_existing)}", file=sys.stderr)
+        print(
+            f"{prog}: {_resume_hint(prog, argv, error, resume_existing)}",
+            file=sys.stderr,
+        )
         return 130
     return 0
 
 
 def run(
     config: "Config",
-    stage: Optional[int] = None,
-    resume: Union[None, bool, str, Path] = None,
-    checkpoint: Optional[str] = None,
+    stage: int | None = None,
+    resume: None | bool | str | Path = None,
+    checkpoint: str | None = None,
     retrieval: bool = False,
-) -> Optional[dict]:
+) -> dict | None:
     """Stage 1 then stage 2 (or only ``stage``) with ``trainer.num_threads`` CPU threads;
     returns the metrics on the main process. ``resume`` of a finished run only
     re-evaluates it."""
-    from dscl_plugin.devices import torch_threads
-    from dscl_plugin.run_evaluation import evaluate
-    from dscl_plugin.training import check_method, resumes_finished, train
+    from dscl_plugin.runs.compute import torch_threads
+    from dscl_plugin.runs.folder import resumes_finished
+    from dscl_plugin.runs.stage1 import train
+    from dscl_plugin.runs.stage2 import evaluate
+    from dscl_plugin.training.methods import check_method
 
     check_method(config)
     with torch_threads(config.trainer.num_threads):
         module = None
         if stage in (None, 1) and resume not in (None, False) and resumes_finished(config, resume):
-            print(f"{config.output_dir}: training finished; re-evaluating", file=sys.stderr)
+            print(
+                f"{config.output_dir}: training finished; re-evaluating",
+                file=sys.stderr,
+            )
         elif stage in (None, 1):
             module = train(config, resume)
             if module is None:  # a non-zero DDP rank: rank 0 evaluates
@@ -165,7 +181,10 @@ def run(
 
 
 def _resume_hint(
-    prog: str, argv: Optional[Sequence[str]], error: KeyboardInterrupt, resume_existing: bool
+    prog: str,
+    argv: Sequence[str] | None,
+    error: KeyboardInterrupt,
+    resume_existing: bool,
 ) -> str:
     """What an interrupted user runs next: the same command, with ``--resume``."""
     checkpoint = getattr(error, "checkpoint", None)
@@ -179,9 +198,9 @@ def _resume_hint(
 
 
 def train_main(
-    argv: Optional[Sequence[str]] = None,
+    argv: Sequence[str] | None = None,
     prog: str = "dscl-train",
-    default_config: Optional[str] = None,
+    default_config: str | None = None,
     resume_existing: bool = False,
 ) -> int:
     """``dscl-train``: stage 1 then stage 2 (or ``--stage``).
@@ -192,14 +211,14 @@ def train_main(
     return _main(prog, True, argv, default_config, resume_existing)
 
 
-def eval_main(argv: Optional[Sequence[str]] = None) -> int:
+def eval_main(argv: Sequence[str] | None = None) -> int:
     """``dscl-eval``: stage 2 for ``--checkpoint``."""
     return _main("dscl-eval", False, argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dscl_plugin.cli [train|eval] ...`` (train if no sub-command)."""
-    args: List[str] = list(sys.argv[1:] if argv is None else argv)
+    args: list[str] = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "eval":
         return eval_main(args[1:])
     if args and args[0] == "train":

@@ -1,6 +1,6 @@
 """A FIFO memory bank of features together with their class labels."""
 
-from typing import Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,16 +34,14 @@ class LabeledMemoryBank(MemoryBankModule):
         >>> bank.enqueue(keys, batch_labels)
     """
 
-    def __init__(self, size: Union[int, Sequence[int]], gather_distributed: bool = False) -> None:
+    def __init__(self, size: int | Sequence[int], gather_distributed: bool = False) -> None:
         size = (size,) if isinstance(size, int) else tuple(size)
         if size != (0,) and (len(size) != 2 or min(size) < 0):
             raise ValueError(
                 f"LabeledMemoryBank size must be (num_entries, dim) with entries >= 0, or 0 "
                 f"to disable the bank (as Lightly's MemoryBankModule), got {size}."
             )
-        super().__init__(
-            size=size, gather_distributed=gather_distributed, feature_dim_first=False
-        )
+        super().__init__(size=size, gather_distributed=gather_distributed, feature_dim_first=False)
         shape = size if len(size) == 2 else (0, 0)
         self.register_buffer("bank", torch.zeros(shape), persistent=True)
         self.register_buffer("bank_ptr", torch.zeros(1, dtype=torch.long))
@@ -52,7 +50,7 @@ class LabeledMemoryBank(MemoryBankModule):
 
     def forward(
         self, output: Tensor, labels: Tensor, update: bool = False
-    ) -> Tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Returns ``(output, features, labels)`` of the filled rows as they were
         before this call, then enqueues ``output`` with ``labels`` if ``update``."""
         features, bank_labels = self.get()
@@ -62,7 +60,7 @@ class LabeledMemoryBank(MemoryBankModule):
         return output, features, bank_labels
 
     @torch.no_grad()
-    def get(self) -> Tuple[Tensor, Tensor]:
+    def get(self) -> tuple[Tensor, Tensor]:
         """The filled rows, ``(n, dim)`` features and ``(n,)`` labels.
 
         Views of the bank, not copies (no K x D pass per step): the next

@@ -71,7 +71,8 @@ def main() -> None:
         blur_prob=0.0,
     )
     train_views = LightlyDataset.from_torch_dataset(  # samples: (views, label, filename)
-        build_dataset("digits_lt", "train", input_size=args.input_size), transform=transform
+        build_dataset("digits_lt", "train", input_size=args.input_size),
+        transform=transform,
     )
     loader = DataLoader(
         train_views,
@@ -87,12 +88,18 @@ def main() -> None:
 
     backbone, feature_dim = build_backbone(args.backbone, cifar_stem=args.input_size <= 32)
     model = DSCLModel(
-        backbone, feature_dim, proj_dim=64, queue_size=1024, temperature=0.1,
+        backbone,
+        feature_dim,
+        proj_dim=64,
+        queue_size=1024,
+        temperature=0.1,
         pbsd_weight=args.pbsd_weight,
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    print(f"train images: {len(train_eval)}, test 1-NN accuracy before: "
-          f"{nn_accuracy(model, train_eval, test_eval):.3f}")
+    print(
+        f"train images: {len(train_eval)}, test 1-NN accuracy before: "
+        f"{nn_accuracy(model, train_eval, test_eval):.3f}"
+    )
 
     step = 0
     while step < args.steps:
@@ -103,14 +110,18 @@ def main() -> None:
             out["loss"].backward()
             optimizer.step()
             if step % 10 == 0 or step == args.steps - 1:
-                print(f"step {step:4d}  loss {out['loss'].item():.3f}  "
-                      f"dscl {out['loss_dscl'].item():.3f}  pbsd {out['loss_pbsd'].item():.3f}  "
-                      f"queue {int(model.memory_bank.num_filled)}")
+                print(
+                    f"step {step:4d}  loss {out['loss'].item():.3f}  "
+                    f"dscl {out['loss_dscl'].item():.3f}  pbsd {out['loss_pbsd'].item():.3f}  "
+                    f"queue {int(model.memory_bank.num_filled)}"
+                )
             step += 1
             if step == args.steps:
                 break
-    print(f"test 1-NN accuracy after {args.steps} steps: "
-          f"{nn_accuracy(model, train_eval, test_eval):.3f}")
+    print(
+        f"test 1-NN accuracy after {args.steps} steps: "
+        f"{nn_accuracy(model, train_eval, test_eval):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from lightly.models.utils import update_momentum
+from pytorch_metric_learning import losses, miners, reducers
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
 import dscl_plugin  # noqa: F401  (registers the names used below in PML)
-from lightly.models.utils import update_momentum
-from pytorch_metric_learning import losses, miners, reducers
 
 
 def long_tailed_digits(imbalance: float, seed: int):
@@ -34,11 +34,18 @@ def long_tailed_digits(imbalance: float, seed: int):
     )
     x_tr, y_tr = torch.tensor(x_tr, dtype=torch.float32), torch.tensor(y_tr)
     n_max = int((y_tr == 0).sum())
-    keep = torch.cat([
-        torch.nonzero(y_tr == c).flatten()[: max(2, int(n_max * imbalance ** (-c / 9)))]
-        for c in range(10)
-    ])
-    return x_tr[keep], y_tr[keep], torch.tensor(x_te, dtype=torch.float32), torch.tensor(y_te)
+    keep = torch.cat(
+        [
+            torch.nonzero(y_tr == c).flatten()[: max(2, int(n_max * imbalance ** (-c / 9)))]
+            for c in range(10)
+        ]
+    )
+    return (
+        x_tr[keep],
+        y_tr[keep],
+        torch.tensor(x_te, dtype=torch.float32),
+        torch.tensor(y_te),
+    )
 
 
 def augment(x: Tensor) -> Tensor:

@@ -17,7 +17,10 @@ from helpers import requires_cuda
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
-DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=requires_cuda)]
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=requires_cuda),
+]
 AMP_DTYPES = [
     pytest.param(None, id="float32"),
     pytest.param(torch.bfloat16, id="bf16"),

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from dscl_plugin.config import load_config
+from dscl_plugin.training.config import load_config
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -33,7 +33,9 @@ TINY = [
 ]
 
 
-def training_losses(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple, steps: int) -> list:
+def training_losses(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple, steps: int
+) -> list:
     """The loss of each of ``steps`` training steps (EMA update, forward, backward, step)
     on one batch."""
     losses = []
@@ -87,9 +89,10 @@ DDP_SCRIPT = textwrap.dedent(
     import sys
     import pytorch_lightning as pl
     import torch
-    from dscl_plugin.config import ConfigError, load_config
+    from dscl_plugin.errors import ConfigError
+    from dscl_plugin.training.config import load_config
     from dscl_plugin.models import forward_without_stat_update
-    from dscl_plugin.training import train
+    from dscl_plugin.runs.stage1 import train
 
     class RecordKeys(pl.Callback):
         keys, labels = [], []
@@ -134,7 +137,10 @@ def run_two_process_ddp(tmp_path, *extra):
     ]
     result = subprocess.run(
         [sys.executable, str(script), CONFIG, *overrides],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return tuple(torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))

@@ -3,7 +3,6 @@ PBSD written with explicit loops over anchors and candidates, the candidate and 
 of the PML layouts, and a slot-by-slot ring buffer. Definitions only, no tests."""
 
 import math
-from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +15,9 @@ def naive_contrastive(
     query: torch.Tensor,
     key: torch.Tensor,
     labels: torch.Tensor,
-    queue: Optional[torch.Tensor],
-    queue_labels: Optional[torch.Tensor],
-    alpha: Optional[float],
+    queue: torch.Tensor | None,
+    queue_labels: torch.Tensor | None,
+    alpha: float | None,
     temperature: float = T,
 ) -> torch.Tensor:
     """DSCL (alpha) or SupCon (alpha None), one anchor and one candidate at a time."""
@@ -29,7 +28,7 @@ def naive_contrastive(
     if queue is not None:
         m = F.normalize(queue, dim=1)
         cands += [(m[j], int(queue_labels[j]), None, None) for j in range(len(m))]
-    losses: List[torch.Tensor] = []
+    losses: list[torch.Tensor] = []
     for i in range(len(q)):
         logits, own, positives = [], None, []
         for feat, label, own_of, query_index in cands:
@@ -117,8 +116,7 @@ def with_queries(anchors, labels, refs, cands, own, pos):
     others = [[j for j in range(n) if j != i] for i in range(n)]
     cands = [others[i] + [n + c for c in cands[i]] for i in range(n)]
     pos = [
-        [j for j in others[i] if labels[j] == labels[i]] + [n + c for c in pos[i]]
-        for i in range(n)
+        [j for j in others[i] if labels[j] == labels[i]] + [n + c for c in pos[i]] for i in range(n)
     ]
     return refs, cands, [n + o for o in own], pos
 
@@ -158,8 +156,11 @@ class NaiveRing:
         refs.update(enumerate(queries))
         cands = [[j for j in range(n) if j != i] + [n + s for s in filled] for i in range(n)]
         pos = [
-            [c for c in cands[i] if c != n + partner_slots[i] and self._label(c, n, labels)
-             == labels[i]]
+            [
+                c
+                for c in cands[i]
+                if c != n + partner_slots[i] and self._label(c, n, labels) == labels[i]
+            ]
             for i in range(n)
         ]
         own = [n + s for s in partner_slots]

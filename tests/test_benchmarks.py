@@ -15,13 +15,31 @@ def long_tail_accuracy(import_benchmark):
 @pytest.mark.slow
 def test_quick_run_writes_paired_summary(long_tail_accuracy, tmp_path, capsys):
     summary = long_tail_accuracy.main(
-        ["--quick", "--seeds", "0", "--methods", "supcon", "dscl_pbsd", "--output-dir", str(tmp_path)]
+        [
+            "--quick",
+            "--seeds",
+            "0",
+            "--methods",
+            "supcon",
+            "dscl_pbsd",
+            "--output-dir",
+            str(tmp_path),
+        ]
     )
 
     rows = {row["method"]: row for row in summary}
     assert list(rows) == ["raw_pixels", "supcon", "dscl_pbsd"]
-    runs = {r["method"]: r for r in json.loads((tmp_path / "long_tail_accuracy_quick.json").read_text())["runs"]}
-    for metric in ("overall", "many", "medium", "few", "knn_p1"):  # one seed: paired = plain difference
+    runs = {
+        r["method"]: r
+        for r in json.loads((tmp_path / "long_tail_accuracy_quick.json").read_text())["runs"]
+    }
+    for metric in (
+        "overall",
+        "many",
+        "medium",
+        "few",
+        "knn_p1",
+    ):  # one seed: paired = plain difference
         expected = runs["dscl_pbsd"][metric] - runs["supcon"][metric]
         assert rows["dscl_pbsd"][f"{metric}_diff_mean"] == pytest.approx(expected)
     assert rows["supcon"]["overall_diff_mean"] is None
@@ -34,25 +52,58 @@ def test_quick_run_writes_paired_summary(long_tail_accuracy, tmp_path, capsys):
 
     # a second part skips what is recorded and merges: only DSCL is trained now
     merged = long_tail_accuracy.main(
-        ["--quick", "--seeds", "0", "--methods", "supcon", "dscl", "--output-dir", str(tmp_path)]
+        [
+            "--quick",
+            "--seeds",
+            "0",
+            "--methods",
+            "supcon",
+            "dscl",
+            "--output-dir",
+            str(tmp_path),
+        ]
     )
-    assert [row["method"] for row in merged] == ["raw_pixels", "supcon", "dscl", "dscl_pbsd"]
+    assert [row["method"] for row in merged] == [
+        "raw_pixels",
+        "supcon",
+        "dscl",
+        "dscl_pbsd",
+    ]
     assert "1 new run(s)" in capsys.readouterr().out
     log = tmp_path / "long_tail_accuracy_quick_runs.jsonl"
     assert len(log.read_text().splitlines()) == 4
-    assert long_tail_accuracy.main(["--quick", "--summarise", "--output-dir", str(tmp_path)]) == merged
+    assert (
+        long_tail_accuracy.main(["--quick", "--summarise", "--output-dir", str(tmp_path)]) == merged
+    )
 
 
 def test_read_runs_keeps_the_latest_record(long_tail_accuracy, tmp_path):
     log = tmp_path / "runs.jsonl"
-    key = {"dataset": "digits_lt", "imbalance_factor": 10.0, "method": "dscl", "seed": 0}
+    key = {
+        "dataset": "digits_lt",
+        "imbalance_factor": 10.0,
+        "method": "dscl",
+        "seed": 0,
+    }
     log.write_text("\n".join(json.dumps(key | {"overall": v}) for v in (0.5, 0.7)) + "\n")
     assert long_tail_accuracy.read_runs(log) == [key | {"overall": 0.7}]
 
 
 def test_warns_about_too_few_paired_seeds(long_tail_accuracy):
-    summary = [{"dataset": "fashion_mnist_lt", "imbalance_factor": 10.0, "method": "dscl", "seeds": 2},
-               {"dataset": "fashion_mnist_lt", "imbalance_factor": 10.0, "method": "supcon", "seeds": 3}]
+    summary = [
+        {
+            "dataset": "fashion_mnist_lt",
+            "imbalance_factor": 10.0,
+            "method": "dscl",
+            "seeds": 2,
+        },
+        {
+            "dataset": "fashion_mnist_lt",
+            "imbalance_factor": 10.0,
+            "method": "supcon",
+            "seeds": 3,
+        },
+    ]
     (warning,) = long_tail_accuracy.missing_seeds(summary, 3)
     assert warning.startswith("fashion_mnist_lt rho=10 dscl: 2 seed(s)")
 
@@ -85,10 +136,22 @@ def test_reporting_mean_std_and_percent(import_benchmark):
 
 def test_set_overrides_every_method_and_tag_keeps_runs_apart(long_tail_accuracy, tmp_path, capsys):
     args = long_tail_accuracy._parse_args(
-        ["--epochs", "3", "--set", "trainer.precision=bf16-mixed", "optim.lr=0.05", "--tag", "3ep_bf16"]
+        [
+            "--epochs",
+            "3",
+            "--set",
+            "trainer.precision=bf16-mixed",
+            "optim.lr=0.05",
+            "--tag",
+            "3ep_bf16",
+        ]
     )
     for method in ("supcon", "dscl", "dscl_pbsd"):
         config = long_tail_accuracy._config(args, 10.0, 0, method, str(tmp_path))
-        assert (config.trainer.precision, config.optim.lr, config.trainer.epochs) == ("bf16-mixed", 0.05, 3)
+        assert (config.trainer.precision, config.optim.lr, config.trainer.epochs) == (
+            "bf16-mixed",
+            0.05,
+            3,
+        )
     long_tail_accuracy.main(["--summarise", "--tag", "3ep_bf16", "--output-dir", str(tmp_path)])
     assert "long_tail_accuracy_3ep_bf16_runs.jsonl" in capsys.readouterr().out

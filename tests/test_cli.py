@@ -15,22 +15,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from helpers import CONFIG, TINY, Crash, CrashAt, RecordSteps, run_two_process_ddp, state_copy, tiny
+from helpers import (
+    CONFIG,
+    TINY,
+    Crash,
+    CrashAt,
+    RecordSteps,
+    run_two_process_ddp,
+    state_copy,
+    tiny,
+)
 
 import dscl_plugin
-from dscl_plugin.checkpoints import (
-    AtomicCheckpointIO,
-    CheckpointError,
-    export_backbone,
-    load_backbone_weights,
-    load_file,
-)
+from dscl_plugin.backbones.weights import export_backbone, load_backbone_weights
 from dscl_plugin.cli import eval_main, main, train_main
-from dscl_plugin.config import ConfigError
-from dscl_plugin.methods import NonFiniteLossError
+from dscl_plugin.errors import CheckpointError, ConfigError
+from dscl_plugin.files import load_file
 from dscl_plugin.models import DSCLModel, build_backbone
-from dscl_plugin.devices import torch_threads
-from dscl_plugin.training import build_method, train
+from dscl_plugin.runs.compute import torch_threads
+from dscl_plugin.runs.stage1 import train
+from dscl_plugin.training.checkpoint_io import AtomicCheckpointIO
+from dscl_plugin.training.methods import NonFiniteLossError, build_method
 
 
 def test_torch_threads_sets_and_restores():
@@ -73,7 +78,10 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     assert metrics["config"]["model"]["queue_size"] == 64
     assert metrics["package"]["version"] == dscl_plugin.__version__
     assert (out / "per_class_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (out / "logs").iterdir()) == ["hparams.yaml", "metrics.csv"]
+    assert sorted(p.name for p in (out / "logs").iterdir()) == [
+        "hparams.yaml",
+        "metrics.csv",
+    ]
     log = (out / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss_step", "loss_dscl", "loss_pbsd", "queue_fill", "lr"} <= set(log)
     checkpoint = load_file(out / "checkpoints" / "last.ckpt")
@@ -87,7 +95,20 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     own = (out / "metrics.json").read_text()
     last = out / "checkpoints" / "last.ckpt"
     shown = ["trainer.progress_bar=true"]  # stage 2 progress goes with the progress bar
-    assert eval_main(["--config", CONFIG, *TINY, *shown, f"output_dir={out}", "--checkpoint", str(last)]) == 0
+    assert (
+        eval_main(
+            [
+                "--config",
+                CONFIG,
+                *TINY,
+                *shown,
+                f"output_dir={out}",
+                "--checkpoint",
+                str(last),
+            ]
+        )
+        == 0
+    )
     scored = json.loads((out / "checkpoints" / "last_eval" / "metrics.json").read_text())
     assert scored["linear_probe"] == probe and scored["checkpoint"] == str(last.resolve())
     assert (out / "checkpoints" / "last_eval" / "per_class_accuracy.png").is_file()
@@ -121,9 +142,9 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
 def test_augmented_probe_protocol_keeps_bn_frozen(tmp_path, monkeypatch):
     """probe.protocol=augmented: class-balanced loader of augmented training images,
     the backbone in eval mode (BN running statistics unchanged)."""
-    import dscl_plugin.run_evaluation as run_evaluation
+    import dscl_plugin.runs.stage2 as run_evaluation
     from dscl_plugin.data.samplers import ClassBalancedSampler
-    from dscl_plugin.run_evaluation import evaluate
+    from dscl_plugin.runs.stage2 import evaluate
 
     config = tiny(tmp_path, "augmented", "probe.protocol=augmented", "probe.batch_size=64")
     loaders, real = [], run_evaluation.augmented_linear_probe
@@ -209,15 +230,22 @@ EXAMPLE_RUNS = textwrap.dedent(
 def test_example_behaves_like_the_cli(tmp_path):
     """--help works; a config error is one line on stderr with exit code 2."""
     runs = [["--help"], ["model.queue=3"]]
-    result = subprocess.run([sys.executable, "-c", EXAMPLE_RUNS, str(EXAMPLE), json.dumps(runs)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", EXAMPLE_RUNS, str(EXAMPLE), json.dumps(runs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
     helped, failed = (SimpleNamespace(**run) for run in json.loads(result.stdout))
     assert helped.returncode == 0 and "key.path=value" in helped.stdout
     assert "dscl_digits_lt.yaml" in helped.stdout  # the example's own default config
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr
-    assert failed.stderr.startswith(f"python {EXAMPLE.as_posix()}: config error: Unknown config key")
+    assert failed.stderr.startswith(
+        f"python {EXAMPLE.as_posix()}: config error: Unknown config key"
+    )
 
 
 @pytest.mark.slow
@@ -230,10 +258,16 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert not (Path(config.output_dir) / "backbone.pt").exists()
     resumed = state_copy(train(config, resume=True))
     logs = Path(config.output_dir) / "logs"
-    assert sorted(p.name for p in logs.iterdir()) == ["hparams.yaml", "metrics.csv"]  # one log
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "hparams.yaml",
+        "metrics.csv",
+    ]  # one log
     steps = [row.split(",") for row in (logs / "metrics.csv").read_text().splitlines()]
     column = steps[0].index("step")
-    assert {int(row[column]) for row in steps[1:]} >= {0, 3}  # before the crash and after resume
+    assert {int(row[column]) for row in steps[1:]} >= {
+        0,
+        3,
+    }  # before the crash and after resume
     assert straight.keys() == resumed.keys()
     different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert not different, different
@@ -242,7 +276,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_resuming_an_unfinished_run_reads_its_settings_once(tmp_path, monkeypatch):
-    import dscl_plugin.training as training
+    import dscl_plugin.runs.folder as training
     from dscl_plugin.cli import run
 
     config = tiny(tmp_path, "once", "trainer.limit_train_batches=2")
@@ -408,6 +442,7 @@ def test_ddp_two_cpu_processes_gather_keys_with_labels(tmp_path):
     assert rank0["bank"].shape == (2 * per_device * steps, 16)
     assert torch.equal(rank0["bank"], rank1["bank"])  # both queues identical
     assert torch.equal(rank0["bank_labels"], rank1["bank_labels"])
+
     # each step enqueues [rank 0's keys, rank 1's keys], every key with its own label
     def interleave(name):
         pairs = zip(rank0[name].split(per_device), rank1[name].split(per_device))

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from torch import nn
 
 from dscl_plugin import DSCLLoss, DSCLModel, DSCLTransform, build_backbone
 from dscl_plugin.checks import InvalidValue
 from dscl_plugin.cli import train_main
-from dscl_plugin.config import Config, ConfigError, load_config, to_dict
+from dscl_plugin.errors import ConfigError
+from dscl_plugin.training.config import load_config, to_dict
+from dscl_plugin.training.schema import Config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGITS = CONFIGS / "dscl_digits_lt.yaml"
@@ -33,7 +34,13 @@ def test_shipped_configs_are_valid(path):
 
 def test_every_dataset_has_dscl_and_supcon_twins():
     names = {p.stem for p in CONFIGS.glob("*.yaml")}
-    for dataset in ("digits_lt", "fashion_mnist_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt"):
+    for dataset in (
+        "digits_lt",
+        "fashion_mnist_lt",
+        "cifar10_lt",
+        "cifar100_lt",
+        "imagenet_lt",
+    ):
         assert {f"dscl_{dataset}", f"supcon_{dataset}"} <= names
 
 
@@ -42,7 +49,13 @@ def test_official_imagenet_lt_recipe():
     assert (c.method, c.data.name, c.data.input_size) == ("dscl", "imagenet_lt", 224)
     assert (c.trainer.epochs, c.trainer.batch_size) == (200, 256)
     o = c.optim
-    assert (o.lr, o.momentum, o.weight_decay, o.warmup_epochs, o.cosine) == (0.1, 0.9, 5e-4, 10, True)
+    assert (o.lr, o.momentum, o.weight_decay, o.warmup_epochs, o.cosine) == (
+        0.1,
+        0.9,
+        5e-4,
+        10,
+        True,
+    )
     m = c.model
     assert (m.backbone, m.proj_dim, m.zero_init_residual) == ("resnet50", 128, True)
     assert (m.queue_size, m.momentum, m.temperature) == (65536, 0.999, 0.07)
@@ -52,23 +65,47 @@ def test_official_imagenet_lt_recipe():
     assert (p.epochs, p.lr, p.batch_size) == (40, 10.0, 2048)
     assert (p.milestones, p.class_balanced) == ([20, 30], True)
     assert (c.eval.many_threshold, c.eval.few_threshold) == (100, 20)
-    assert c.data.color_jitter == [0.4, 0.4, 0.4, 0.1] and c.data.crop_scale == [0.08, 1.0]
-    assert (p.protocol, p.weight_decay, m.shuffle_bn, m.roi_aligned) == ("augmented", 0, True, False)
+    assert c.data.color_jitter == [0.4, 0.4, 0.4, 0.1] and c.data.crop_scale == [
+        0.08,
+        1.0,
+    ]
+    assert (p.protocol, p.weight_decay, m.shuffle_bn, m.roi_aligned) == (
+        "augmented",
+        0,
+        True,
+        False,
+    )
     assert c.trainer.sync_batchnorm is False
     twin = load_config(CONFIGS / "supcon_imagenet_lt.yaml")
-    assert twin.probe == p and (twin.model.shuffle_bn, twin.model.roi_aligned) == (True, False)
+    assert twin.probe == p and (twin.model.shuffle_bn, twin.model.roi_aligned) == (
+        True,
+        False,
+    )
 
 
 @pytest.mark.parametrize("dataset", ["cifar10_lt", "cifar100_lt"])
 def test_cifar_lt_recipe(dataset):
     c = load_config(CONFIGS / f"dscl_{dataset}.yaml")
-    assert (c.data.imbalance_factor, c.data.input_size, c.model.patch_size) == (100, 32, 16)
-    assert (c.model.backbone, c.model.cifar_stem, c.model.queue_size) == ("resnet18", True, 4096)
+    assert (c.data.imbalance_factor, c.data.input_size, c.model.patch_size) == (
+        100,
+        32,
+        16,
+    )
+    assert (c.model.backbone, c.model.cifar_stem, c.model.queue_size) == (
+        "resnet18",
+        True,
+        4096,
+    )
     assert (c.trainer.batch_size, c.optim.lr, c.trainer.epochs) == (256, 0.1, 200)
 
 
 def test_overrides_take_precedence_over_yaml():
-    overrides = ["model.beta=4", "trainer.epochs=3", "model.patch_scale=[0.1,0.5]", "output_dir=/x"]
+    overrides = [
+        "model.beta=4",
+        "trainer.epochs=3",
+        "model.patch_scale=[0.1,0.5]",
+        "output_dir=/x",
+    ]
     c = load_config(DIGITS, overrides)
     assert (c.model.beta, c.trainer.epochs, c.output_dir) == (4.0, 3, "/x")
     assert c.model.patch_scale == [0.1, 0.5]
@@ -76,7 +113,12 @@ def test_overrides_take_precedence_over_yaml():
 
 
 def test_output_dir_defaults_to_method_and_dataset():
-    overrides = ["method=dscl", "data.name=digits_lt", "data.input_size=32", "model.patch_size=16"]
+    overrides = [
+        "method=dscl",
+        "data.name=digits_lt",
+        "data.input_size=32",
+        "model.patch_size=16",
+    ]
     c = load_config(None, overrides + ["trainer.accelerator=cpu"])
     assert c.output_dir == "outputs/dscl_digits_lt"
     assert c.model.alpha is None and c.model.beta is None  # DSCLLoss default beta 8
@@ -124,22 +166,40 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         (["model.alpha=0.5", "model.beta=4"], "model.alpha/beta: must not both be set"),
         (["model.beta=-1"], "model.beta: must be >= 0, got -1"),
         (["model.temperature=0"], "model.temperature: must be > 0"),
-        (["model.patch_size=32"], "model.patch_size: must be in (0, input_size=16], got 32"),
-        (["model.patch_scale=[0.6,0.2]"], "model.patch_scale: must be (min, max) with 0 < min"),
-        (["model.patch_scale=[0,0.5]"], "model.patch_scale: must be (min, max) with 0 < min"),
+        (
+            ["model.patch_size=32"],
+            "model.patch_size: must be in (0, input_size=16], got 32",
+        ),
+        (
+            ["model.patch_scale=[0.6,0.2]"],
+            "model.patch_scale: must be (min, max) with 0 < min",
+        ),
+        (
+            ["model.patch_scale=[0,0.5]"],
+            "model.patch_scale: must be (min, max) with 0 < min",
+        ),
         (["model.momentum=1.5"], "model.momentum: must be in [0.0, 1.0], got 1.5"),
         (["model.pbsd_weight=-1"], "model.pbsd_weight: must be >= 0, got -1"),
-        (["data.color_jitter=[0.4,0.4,0.4,0.9]"], "data.color_jitter: must be [brightness"),
+        (
+            ["data.color_jitter=[0.4,0.4,0.4,0.9]"],
+            "data.color_jitter: must be [brightness",
+        ),
         (["model.num_patches=0"], "PBSD (pbsd_weight > 0) needs num_patches >= 1"),
         (["model.backbone=vgg16"], "model.backbone: names an unknown backbone 'vgg16'"),
         (["model.init_from=/no/such/weights.pt"], "/no/such/weights.pt"),
         (["data.name=mnist"], "data.name: unknown dataset 'mnist'"),
         (["optim.warmup_epochs=99"], "optim.warmup_epochs"),
-        (["trainer.batch_size=63", "trainer.devices=2"], "trainer.devices x trainer.num_nodes = 2"),
+        (
+            ["trainer.batch_size=63", "trainer.devices=2"],
+            "trainer.devices x trainer.num_nodes = 2",
+        ),
         (["probe.milestones=[30,20]"], "probe.milestones"),
         (["probe.protocol=centre"], "probe.protocol"),
         (["trainer.num_nodes=0"], "trainer.num_nodes"),
-        (["trainer.devices=1", "trainer.num_nodes=3", "trainer.batch_size=64"], "trainer.batch_size"),
+        (
+            ["trainer.devices=1", "trainer.num_nodes=3", "trainer.batch_size=64"],
+            "trainer.batch_size",
+        ),
         (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps"),
         (["trainer.sync_batchnorm=true"], "trainer.sync_batchnorm: needs CUDA GPUs"),
         (["eval.few_threshold=200"], "eval.few_threshold"),
@@ -157,7 +217,7 @@ def test_all_problems_reported_together():
 
 
 def _method_error(*overrides, path=DIGITS) -> str:
-    from dscl_plugin.training import check_method
+    from dscl_plugin.training.methods import check_method
 
     config = load_config(path, overrides)  # schema checks pass: the method's rules come later
     with pytest.raises(ConfigError) as info:
@@ -184,7 +244,10 @@ def test_method_checks_run_where_the_run_is_composed():
         ("model.alpha=2 model.beta=null", lambda: DSCLLoss(alpha=2)),
         ("model.beta=-1", lambda: DSCLLoss(beta=-1)),
         ("model.momentum=2", lambda: DSCLModel(nn.Conv2d(3, 4, 1), 4, momentum=2)),
-        ("model.pbsd_weight=-1", lambda: DSCLModel(nn.Conv2d(3, 4, 1), 4, pbsd_weight=-1)),
+        (
+            "model.pbsd_weight=-1",
+            lambda: DSCLModel(nn.Conv2d(3, 4, 1), 4, pbsd_weight=-1),
+        ),
         ("model.backbone=vgg16", lambda: build_backbone("vgg16")),
         ("data.color_jitter=[0,0,0,0.7]", lambda: DSCLTransform(jitter=(0, 0, 0, 0.7))),
         ("model.patch_size=99", lambda: DSCLTransform(input_size=16, patch_size=99)),
@@ -255,11 +318,17 @@ def test_base_cycles_and_missing_bases_are_clear_errors(tmp_path):
 
 
 def test_an_alpha_or_beta_layer_clears_the_other_from_the_layers_below(tmp_path):
-    assert (load_config(DIGITS).model.beta, load_config(DIGITS).model.alpha) == (8, None)
+    assert (load_config(DIGITS).model.beta, load_config(DIGITS).model.alpha) == (
+        8,
+        None,
+    )
     config = load_config(DIGITS, ["model.alpha=0.5"])  # the file's beta 8 is cleared
     assert (config.model.alpha, config.model.beta) == (0.5, None)
     alpha_file = _write(tmp_path, "alpha.yaml", f"base: {DIGITS}\nmodel: {{alpha: 0.25}}\n")
-    assert (load_config(alpha_file).model.alpha, load_config(alpha_file).model.beta) == (0.25, None)
+    assert (
+        load_config(alpha_file).model.alpha,
+        load_config(alpha_file).model.beta,
+    ) == (0.25, None)
     config = load_config(alpha_file, ["model.beta=4"])  # and back
     assert (config.model.alpha, config.model.beta) == (None, 4)
     message = _error("model.alpha=0.5", "model.beta=4")  # one level: the error names the fix
@@ -286,5 +355,8 @@ def test_print_config_prints_the_merged_config(capsys):
     merged = OmegaConf.to_container(OmegaConf.create(printed))
     expected = to_dict(load_config(path, ["trainer.epochs=2"]))
     assert merged == json.loads(json.dumps(expected)) and "base" not in merged
-    assert (merged["method"], merged["model"]["backbone"], merged["trainer"]["epochs"]) == (
-        "supcon", "small_cnn", 2)
+    assert (
+        merged["method"],
+        merged["model"]["backbone"],
+        merged["trainer"]["epochs"],
+    ) == ("supcon", "small_cnn", 2)

@@ -33,7 +33,10 @@ def fake_cifar(num_classes, per_class_train, per_class_test=10):
 
 @pytest.mark.parametrize(
     "name, source, num_classes, n_max, total",
-    [("cifar100_lt", "CIFAR100", 100, 500, 10847), ("cifar10_lt", "CIFAR10", 10, 5000, 12406)],
+    [
+        ("cifar100_lt", "CIFAR100", 100, 500, 10847),
+        ("cifar10_lt", "CIFAR10", 10, 5000, 12406),
+    ],
 )
 def test_cifar_lt_class_counts(monkeypatch, name, source, num_classes, n_max, total):
     monkeypatch.setattr(torchvision.datasets, source, fake_cifar(num_classes, n_max))
@@ -131,7 +134,11 @@ def test_image_folder_imbalance(tmp_path):
     assert lt.class_counts == [8, 4, 2]  # 8 * 4 ** (-c / 2)
     assert lt[len(lt) - 1][0].shape == (3, 4, 4) and lt[len(lt) - 1][1] == 2
     flat = build_dataset("image_folder", "train", root=tmp_path, imbalance_factor=1.5)
-    assert flat.class_counts == [8, 6, 4]  # min(available, floor(8 * 1.5 ** (-c / 2)) = 8, 6, 5)
+    assert flat.class_counts == [
+        8,
+        6,
+        4,
+    ]  # min(available, floor(8 * 1.5 ** (-c / 2)) = 8, 6, 5)
     test = build_dataset("image_folder", "test", root=tmp_path, imbalance_factor=4)
     assert test.class_counts == [8, 6, 4]
     with pytest.raises(FileNotFoundError, match="image folder not found"):
@@ -144,13 +151,14 @@ def test_digits_lt_profile_and_splits():
     assert train.class_counts == [144, 111, 86, 66, 51, 40, 31, 24, 18, 14]
     assert test.class_counts == [30] * 10 and train.num_classes == 10
     image, label = train[0]
-    assert image.shape == (3, 32, 32) and 0.0 <= image.min() and image.max() <= 1.0
+    assert image.shape == (3, 32, 32) and image.min() >= 0.0 and image.max() <= 1.0
     assert isinstance(label, int) and label == train.targets[0]
     assert test[0][0].size == (16, 16) and test[0][0].mode == "RGB"
     assert max(np.asarray(test[i][0]).max() for i in range(10)) > 200  # 0-16 scaled to 0-255
     assert not set(train.indices) & set(test.indices)
     assert np.array_equal(
-        build_dataset("digits_lt", "train", None, imbalance_factor=10).indices, train.indices
+        build_dataset("digits_lt", "train", None, imbalance_factor=10).indices,
+        train.indices,
     )
     other = build_dataset("digits_lt", "train", None, imbalance_factor=10, seed=1)
     assert other.class_counts == train.class_counts

@@ -17,9 +17,21 @@ def data_pipeline(import_benchmark):
 @pytest.mark.slow
 def test_quick_rates(data_pipeline, tmp_path, capsys):
     rows = data_pipeline.main(
-        ["--quick", "--settings", "rgb_32px", "--workers", "0", "--no-epoch", "--output-dir", str(tmp_path)]
+        [
+            "--quick",
+            "--settings",
+            "rgb_32px",
+            "--workers",
+            "0",
+            "--no-epoch",
+            "--output-dir",
+            str(tmp_path),
+        ]
     )
-    assert [(r["path"], r["device"]) for r in rows][:2] == [("loader (PIL)", "cpu"), ("device (Kornia)", "cpu")]
+    assert [(r["path"], r["device"]) for r in rows][:2] == [
+        ("loader (PIL)", "cpu"),
+        ("device (Kornia)", "cpu"),
+    ]
     assert all(r["images_per_s"] > 0 and r["views"] == "32 px / 5 x 16 px" for r in rows)
     with open(tmp_path / "data_pipeline_quick.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)

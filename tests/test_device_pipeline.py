@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from dscl_plugin.checkpoints import load_file
-from dscl_plugin.methods import ContrastiveMethod
-from dscl_plugin.training import train
-
 from helpers import Crash, CrashAt, RecordSteps, run_two_process_ddp, state_copy, tiny
+
+from dscl_plugin.files import load_file
+from dscl_plugin.runs.stage1 import train
+from dscl_plugin.training.methods import ContrastiveMethod
 
 pytest.importorskip("kornia")
 pytestmark = pytest.mark.slow
@@ -56,7 +55,11 @@ def test_device_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_device_mid_epoch_resume_is_bit_exact(tmp_path):
-    every_step = ["trainer.checkpoint_every_n_steps=1", "trainer.limit_train_batches=4", DEVICE]
+    every_step = [
+        "trainer.checkpoint_every_n_steps=1",
+        "trainer.limit_train_batches=4",
+        DEVICE,
+    ]
     straight = RecordViews()
     final = state_copy(train(tiny(tmp_path, "straight", *every_step), callbacks=[straight]))
     config = tiny(tmp_path, "resumed", *every_step)

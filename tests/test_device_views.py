@@ -13,22 +13,27 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as F
+from helpers import CONFIG
 from PIL import Image
 from scipy.stats import ks_2samp
 from torchvision.transforms import RandomResizedCrop
 
-from dscl_plugin.config import ConfigError, load_config
 from dscl_plugin.data import IndexedImages, build_dataset
-from dscl_plugin.device_views import BatchViews, DeviceViews, check_pipeline, step_seed
+from dscl_plugin.errors import ConfigError
+from dscl_plugin.training.config import load_config
+from dscl_plugin.training.device_views import BatchViews, check_pipeline, step_seed
 from dscl_plugin.transforms import DSCLTransform
-
-from helpers import CONFIG
+from dscl_plugin.transforms.kornia_views import DeviceViews
 
 pytest.importorskip("kornia")
 
 N = 4000
 PLAIN = dict(  # geometry only: no colour, no normalisation
-    jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, key_jitter_prob=0.0, normalize=None
+    jitter_prob=0.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+    key_jitter_prob=0.0,
+    normalize=None,
 )
 
 
@@ -44,7 +49,9 @@ def assert_same_distribution(ours, theirs):
     assert ks_2samp(ours, theirs).pvalue > 1e-3
     quantiles = [0.1, 0.25, 0.5, 0.75, 0.9]
     spread = np.quantile(theirs, 0.9) - np.quantile(theirs, 0.1)
-    assert np.quantile(ours, quantiles) == pytest.approx(np.quantile(theirs, quantiles), abs=0.1 * spread)
+    assert np.quantile(ours, quantiles) == pytest.approx(
+        np.quantile(theirs, quantiles), abs=0.1 * spread
+    )
 
 
 @pytest.mark.parametrize("size, scale", [(28, (0.3, 1.0)), (32, (0.08, 1.0))])
@@ -52,7 +59,9 @@ def test_view_crop_area_and_aspect_match_torchvision(size, scale):
     views = DeviceViews(input_size=size, patch_size=size // 2, crop_scale=scale, **PLAIN)
     torch.manual_seed(0)
     corners = views.crop.forward_parameters((N, 3, size, size))["src"]
-    w, h = (corners[:, 2] - corners[:, 0] + 1).T.double().numpy()  # float64 as the reference: equal atoms
+    w, h = (
+        (corners[:, 2] - corners[:, 0] + 1).T.double().numpy()
+    )  # float64 as the reference: equal atoms
     ref_w, ref_h = torchvision_boxes(size, scale, N).T
     assert_same_distribution(w * h / size**2, ref_w * ref_h / size**2)
     assert_same_distribution(np.log(w / h), np.log(ref_w / ref_h))
@@ -61,12 +70,22 @@ def test_view_crop_area_and_aspect_match_torchvision(size, scale):
 
 def test_patch_boxes_match_torchvision_and_lie_in_the_view():
     size, patch = 16, 8
-    views = DeviceViews(input_size=size, patch_size=patch, num_patches=4, patch_scale=(0.2, 0.6), **PLAIN)
+    views = DeviceViews(
+        input_size=size,
+        patch_size=patch,
+        num_patches=4,
+        patch_scale=(0.2, 0.6),
+        **PLAIN,
+    )
     torch.manual_seed(0)
     images = torch.randint(0, 256, (N // 4, 3, 20, 20), dtype=torch.uint8)
     view_q, view_k, patches, boxes = views(images)
     assert view_q.shape == view_k.shape == (N // 4, 3, size, size)
-    assert patches.shape == (N // 4, 4, 3, patch, patch) and boxes.shape == (N // 4, 4, 4)
+    assert patches.shape == (N // 4, 4, 3, patch, patch) and boxes.shape == (
+        N // 4,
+        4,
+        4,
+    )
     assert boxes.dtype == torch.float32 and torch.equal(boxes, boxes.round())
     x1, y1, x2, y2 = boxes.reshape(-1, 4).T
     assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 <= size).all() and (y2 <= size).all()
@@ -81,8 +100,18 @@ def test_patch_boxes_match_torchvision_and_lie_in_the_view():
     for i in range(20):
         for j in range(4):
             left, top, right, bottom = boxes[i, j].int().tolist()
-            expected = F.resized_crop(view_q[i], top, left, bottom - top, right - left, [patch, patch], antialias=False)
-            error = min((patches[i, j] - e).abs().max().item() for e in (expected, expected.flip(-1)))
+            expected = F.resized_crop(
+                view_q[i],
+                top,
+                left,
+                bottom - top,
+                right - left,
+                [patch, patch],
+                antialias=False,
+            )
+            error = min(
+                (patches[i, j] - e).abs().max().item() for e in (expected, expected.flip(-1))
+            )
             assert error < 1e-5
 
 
@@ -96,8 +125,13 @@ def left_dark_right_bright(n, size=12):
 def test_flip_rate(hflip_prob):
     """Full-size crops (scale 1) of a half-bright image: a flip puts the bright half left."""
     views = DeviceViews(
-        input_size=12, patch_size=6, num_patches=1, crop_scale=(1.0, 1.0), patch_scale=(1.0, 1.0),
-        hflip_prob=hflip_prob, **PLAIN,
+        input_size=12,
+        patch_size=6,
+        num_patches=1,
+        crop_scale=(1.0, 1.0),
+        patch_scale=(1.0, 1.0),
+        hflip_prob=hflip_prob,
+        **PLAIN,
     )
     torch.manual_seed(0)
     view_q, view_k, patches, _ = views(left_dark_right_bright(N // 2))
@@ -115,15 +149,27 @@ def test_brightness_factors_match_the_loader_path():
     """A constant grey image: the q-view brightness factor is out / in, drawn from
     U(0.6, 1.4) with probability jitter_prob, else 1 (loader: PIL, rounded to uint8)."""
     value, n = 100, 1000
-    options = dict(input_size=8, patch_size=4, num_patches=0, jitter=(0.4, 0.0, 0.0, 0.0), jitter_prob=0.8,
-                   grayscale_prob=0.0, blur_prob=0.0, normalize=None)
+    options = dict(
+        input_size=8,
+        patch_size=4,
+        num_patches=0,
+        jitter=(0.4, 0.0, 0.0, 0.0),
+        jitter_prob=0.8,
+        grayscale_prob=0.0,
+        blur_prob=0.0,
+        normalize=None,
+    )
     torch.manual_seed(0)
-    device_q, device_k, _, _ = DeviceViews(**options, key_jitter=(0.4, 0, 0, 0))(torch.full((n, 1, 8, 8), value, dtype=torch.uint8))
+    device_q, device_k, _, _ = DeviceViews(**options, key_jitter=(0.4, 0, 0, 0))(
+        torch.full((n, 1, 8, 8), value, dtype=torch.uint8)
+    )
     loader = DSCLTransform(**options, key_jitter=(0.4, 0, 0, 0))
     image = Image.fromarray(np.full((8, 8), value, dtype=np.uint8)).convert("RGB")
     loader_q = torch.stack([loader(image)[0] for _ in range(n)])
     # float64 and rounded: "unchanged" is the same atom 1.0 on both paths
-    ours, theirs = (np.round(brightness_factors(q, value).astype(float), 4) for q in (device_q, loader_q))
+    ours, theirs = (
+        np.round(brightness_factors(q, value).astype(float), 4) for q in (device_q, loader_q)
+    )
     assert ours.min() >= 0.6 - 1e-6 and ours.max() <= 1.4 + 1e-6
     assert ours.min() < 0.62 and ours.max() > 1.38  # the whole range is drawn
     unchanged = np.mean(np.abs(ours - 1) < 1e-6)
@@ -139,7 +185,13 @@ def test_grayscale_rate_and_normalisation():
     n, red = 2000, torch.zeros(2000, 3, 8, 8, dtype=torch.uint8)
     red[:, 0] = 255
     views = DeviceViews(
-        input_size=8, patch_size=4, num_patches=1, jitter_prob=0.0, grayscale_prob=0.2, blur_prob=0.0, key_jitter_prob=0.0
+        input_size=8,
+        patch_size=4,
+        num_patches=1,
+        jitter_prob=0.0,
+        grayscale_prob=0.2,
+        blur_prob=0.0,
+        key_jitter_prob=0.0,
     )
     torch.manual_seed(0)
     view_q, view_k, patches, _ = views(red)
@@ -190,15 +242,25 @@ def test_bad_batches_and_arguments_raise():
 
 def test_config_asks_device_only_for_in_memory_datasets(monkeypatch):
     assert load_config(CONFIG, ["data.pipeline=device"]).data.pipeline == "device"
-    with pytest.raises(ConfigError, match=r"data.pipeline: 'device' works only for the in-memory .* use data.pipeline=loader"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.pipeline: 'device' works only for the in-memory .* use data.pipeline=loader",
+    ):
         load_config(CONFIG, ["data.pipeline=device", "data.name=image_folder"])
     with pytest.raises(ConfigError, match=r"data.pipeline: must be one of \['loader', 'device'\]"):
         load_config(CONFIG, ["data.pipeline=gpu"])
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kornia" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"data.pipeline: 'device' needs Kornia.*pip install 'dscl-plugin\[fast\]'"):
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "kornia" else real(name, *a),
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"data.pipeline: 'device' needs Kornia.*pip install 'dscl-plugin\[fast\]'",
+    ):
         load_config(CONFIG, ["data.pipeline=device"])
     with pytest.raises(ImportError, match=r"dscl-plugin\[fast\]"):
         DeviceViews()
@@ -214,19 +276,26 @@ def test_cli_without_kornia_exits_2_naming_the_extra(tmp_path):
         "from dscl_plugin.cli import train_main\n"
         f"sys.exit(train_main(['--config', {CONFIG!r}, 'data.pipeline=device', 'output_dir={tmp_path}']))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
-    assert "data.pipeline: 'device' needs Kornia" in result.stderr and "dscl-plugin[fast]" in result.stderr
+    assert (
+        "data.pipeline: 'device' needs Kornia" in result.stderr
+        and "dscl-plugin[fast]" in result.stderr
+    )
 
 
 @pytest.mark.slow
 def test_import_does_not_load_kornia():
     code = (
         "import sys, dscl_plugin, dscl_plugin.training\n"
-        "from dscl_plugin.config import load_config\n"
+        "from dscl_plugin.training.config import load_config\n"
         f"load_config({CONFIG!r}, ['data.pipeline=device'])\n"
         "print('kornia' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"

@@ -11,7 +11,6 @@ to the features' own precision.
 import copy
 import json
 import math
-from typing import List, Optional
 
 import pytest
 import pytorch_lightning as pl
@@ -20,8 +19,8 @@ from helpers import CONFIG, TINY, requires_cuda
 from pytorch_metric_learning.reducers import MeanReducer
 from references import (
     ALPHA,
-    T,
     NaiveRing,
+    T,
     layout1_sets,
     layout2_sets,
     naive_contrastive,
@@ -32,20 +31,20 @@ from references import (
 )
 
 from dscl_plugin import pml
-from dscl_plugin.config import load_config
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
 from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
-from dscl_plugin.devices import torch_threads
-from dscl_plugin.run_evaluation import evaluate
-from dscl_plugin.training import train
+from dscl_plugin.runs.compute import torch_threads
+from dscl_plugin.runs.stage1 import train
+from dscl_plugin.runs.stage2 import evaluate
+from dscl_plugin.training.config import load_config
 
 LOSS_TOL = dict(rtol=1e-4, atol=1e-5)  # every loss is computed in float32 (or float64)
 # relative accuracy of a gradient returned in the features' dtype
 GRAD_RTOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 
 
-def _amp(device: torch.device, amp_dtype: Optional[torch.dtype]):
+def _amp(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
 
 
@@ -55,7 +54,7 @@ def _features(x: torch.Tensor, device: torch.device, amp_dtype, grad: bool = Tru
     return out.requires_grad_(grad)
 
 
-def _reference(*tensors: Optional[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+def _reference(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
     """CPU float64 leaf copies (with grad) of the exact values fed to the device."""
     return [None if t is None else t.detach().cpu().double().requires_grad_() for t in tensors]
 
@@ -76,7 +75,7 @@ def _assert_grads(got, want, like) -> None:
         torch.testing.assert_close(g.cpu().double(), w, rtol=rtol, atol=rtol * scale)
 
 
-def _grads(loss: torch.Tensor, tensors) -> List[torch.Tensor]:
+def _grads(loss: torch.Tensor, tensors) -> list[torch.Tensor]:
     tensors = [t for t in tensors if t is not None]
     return list(torch.autograd.grad(loss, tensors))
 
@@ -159,8 +158,8 @@ def test_loss_owned_memory_bank(device, amp_dtype, bank_on_device):
     if bank_on_device:
         loss_fn.to(device)
     bank_device = device if bank_on_device else torch.device("cpu")
-    keys: List[torch.Tensor] = []
-    labels: List[torch.Tensor] = []
+    keys: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
     for step in range(3):
         query = _features(_random(b, d, seed=20 + step), device, amp_dtype)
         key = _features(_random(b, d, seed=30 + step), device, amp_dtype, grad=False)
@@ -287,7 +286,9 @@ def test_pool_regions_of_a_large_batch_under_autocast(device, amp_dtype):
     boxes = torch.tensor([[[7.5, 0.0, 8.5, 16.0]]]).expand(b, 1, 4)  # a box across x = 8
     with _amp(device, amp_dtype):
         regions = pool_regions(
-            feature_map.to(device, amp_dtype or torch.float32), boxes.to(device), (16, 16),
+            feature_map.to(device, amp_dtype or torch.float32),
+            boxes.to(device),
+            (16, 16),
             aligned=True,
         )
     expected = pool_regions(feature_map, boxes, (16, 16), aligned=True)
@@ -312,7 +313,13 @@ def _model_batch(seed: int = 0, b: int = 4, num_patches: int = 3, view: int = 16
     patches = torch.randn(b, num_patches, 3, patch, patch, generator=g, dtype=torch.float64)
     xy = torch.randint(0, view // 2, (b, num_patches, 2), generator=g).double()
     wh = torch.randint(2, view // 2 + 1, (b, num_patches, 2), generator=g).double()
-    return view_q, view_k, patches, torch.cat([xy, xy + wh], dim=-1), torch.arange(b) % 2
+    return (
+        view_q,
+        view_k,
+        patches,
+        torch.cat([xy, xy + wh], dim=-1),
+        torch.arange(b) % 2,
+    )
 
 
 # Relative error of a whole model's losses and (norm-wise) parameter gradients: under
@@ -339,7 +346,10 @@ def test_model_training_step(device, amp_dtype, cls, kwargs):
     for name in ("loss", "loss_dscl", "loss_pbsd"):
         assert out[name].device.type == device.type and out[name].dtype == torch.float32
         torch.testing.assert_close(
-            out[name].detach().cpu().double(), expected[name].detach(), rtol=rtol, atol=rtol
+            out[name].detach().cpu().double(),
+            expected[name].detach(),
+            rtol=rtol,
+            atol=rtol,
         )
     params = dict(model.named_parameters())
     for name, want in twin.named_parameters():
@@ -363,7 +373,7 @@ class _RecordSteps(pl.Callback):
     """Device and value of every training loss, and the queue's device."""
 
     def __init__(self) -> None:
-        self.losses: List[float] = []
+        self.losses: list[float] = []
         self.devices = set()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

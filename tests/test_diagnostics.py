@@ -11,22 +11,24 @@ from helpers import TINY
 from PIL import Image
 
 from dscl_plugin.cli import eval_main
-from dscl_plugin.config import load_config
-from dscl_plugin.diagnostics import plot_grad_ratio, read_grad_ratio
-from dscl_plugin.retrieval import (
+from dscl_plugin.evaluation.diagnostics import plot_grad_ratio, read_grad_ratio
+from dscl_plugin.evaluation.retrieval import (
     RetrievalSettings,
     box_features,
     compute_retrieval,
     nearest_neighbours,
     pick_queries,
-    plot_retrieval_pictures,
     response_maps,
+)
+from dscl_plugin.evaluation.retrieval_figures import (
+    plot_retrieval_pictures,
     retrieval_pictures,
 )
 from dscl_plugin.functional import pull_gradient_ratio
 from dscl_plugin.losses import DSCLLoss, SupConLoss
 from dscl_plugin.models import build_backbone
-from dscl_plugin.training import train
+from dscl_plugin.runs.stage1 import train
+from dscl_plugin.training.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -141,10 +143,26 @@ def test_training_logs_grad_ratio_per_class_and_group_and_plot(tmp_path):
 
 
 def test_grad_ratio_axes_label_one_two_five_times_powers_of_ten():
-    from dscl_plugin.diagnostics import _one_two_five
+    from dscl_plugin.evaluation.diagnostics import _one_two_five
 
-    labels = [_one_two_five(v) for v in (10, 20, 30, 40, 50, 200, 300, 400, 1000, 2000, 3000, 6000, 0.5)]
-    assert labels == ["10", "20", "", "", "50", "200", "", "", "1000", "2000", "", "", "0.5"]
+    labels = [
+        _one_two_five(v) for v in (10, 20, 30, 40, 50, 200, 300, 400, 1000, 2000, 3000, 6000, 0.5)
+    ]
+    assert labels == [
+        "10",
+        "20",
+        "",
+        "",
+        "50",
+        "200",
+        "",
+        "",
+        "1000",
+        "2000",
+        "",
+        "",
+        "0.5",
+    ]
 
 
 @pytest.mark.slow
@@ -209,8 +227,13 @@ def test_retrieval_pictures_on_a_tiny_model(tmp_path):
         with Image.open(paths[name]) as image:  # one 190 x 200 px cell per image
             assert image.size == (190 * cols, 200 * rows + 40)
     with pytest.raises(ValueError, match="one .x1, y1, x2, y2. box per patch query .3"):
-        compute_retrieval(tiny_backbone(), train_set, test_set, RetrievalSettings(**groups),
-                          boxes=torch.zeros(2, 4))
+        compute_retrieval(
+            tiny_backbone(),
+            train_set,
+            test_set,
+            RetrievalSettings(**groups),
+            boxes=torch.zeros(2, 4),
+        )
     vectors = torch.nn.Sequential(
         tiny_backbone(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
     )
@@ -242,7 +265,9 @@ def test_retrieval_is_computed_then_drawn_with_ranks_names_and_a_colour_scale(
 
     saved = []
     save = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k)))
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))
+    )
     names = ["coat", "bag", "shirt"]
     plot_retrieval_pictures(found, train_set, test_set, tmp_path, class_names=names)
     retrieval, patch = saved
@@ -262,7 +287,12 @@ def test_dscl_eval_retrieval_flag_writes_beside_the_metrics(tmp_path, capsys):
     weights.parent.mkdir()
     torch.save(tiny_backbone().state_dict(), weights)
     run = tmp_path / "run"
-    args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), *TINY, f"output_dir={run}"]
+    args = [
+        "--config",
+        str(CONFIGS / "dscl_digits_lt.yaml"),
+        *TINY,
+        f"output_dir={run}",
+    ]
     assert eval_main([*args, "--checkpoint", str(weights), "--retrieval"]) == 0
     assert "patch_retrieval.png" in capsys.readouterr().out
     for name in ("retrieval.png", "patch_retrieval.png", "metrics.json"):

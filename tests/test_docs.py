@@ -28,9 +28,9 @@ import pytest
 import torch
 from torch import nn
 
-from dscl_plugin import registry
+from dscl_plugin.training import registry
 from dscl_plugin.cli import eval_main, train_main
-from dscl_plugin.config import load_config
+from dscl_plugin.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -46,7 +46,7 @@ SKIPPED = {  # command prefix -> why its smoke form is not run
     "cp /usr/share/datasets/fashion-mnist/": "copies the Fashion-MNIST files into the tree",
     "/tmp/venv-bare/bin/pip install": "installs packages into the bare venv",
     "PYTHON=/tmp/venv-bare/bin/python bash benchmarks/gpu_check.sh": "the lease's dry run (~12 min)",
-    'python -c "\nimport json\nfrom dscl_plugin.diagnostics': "reads the two diagnostics runs' logs",
+    'python -c "\nimport json\nfrom dscl_plugin.evaluation.diagnostics': "reads the two diagnostics runs' logs",
 }
 
 
@@ -100,7 +100,7 @@ def _run_python_blocks(path: Path) -> list:
 @pytest.fixture
 def local_registry(monkeypatch):
     """Methods registered by a docs block stay local to the test."""
-    importlib.import_module("dscl_plugin.methods")  # built-ins registered before the copy
+    importlib.import_module("dscl_plugin.training.methods")  # built-ins registered before the copy
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
 
 
@@ -111,8 +111,10 @@ def _finite(value) -> bool:
 # what each page's blocks leave behind, one check per block
 EXPECTED = {
     "README.md": [
-        lambda ns: ns["features"].shape == (300, 128)  # every digits test image embedded
-        and int(ns["model"].memory_bank.num_filled) == 576,  # 9 full batches of 64 keys
+        lambda ns: (
+            ns["features"].shape == (300, 128)  # every digits test image embedded
+            and int(ns["model"].memory_bank.num_filled) == 576
+        ),  # 9 full batches of 64 keys
         lambda ns: _finite(ns["loss"]),
     ],
     "docs/method.md": [lambda ns: _finite(ns["loss"]) and _finite(ns["loss_pbsd"])],
@@ -246,7 +248,9 @@ def test_bash_command_smoke_form(page, command, tmp_path, local_registry, monkey
     help_text = _help(entry, capsys, monkeypatch)
     assert all(flag in help_text for flag in flags), (flags, help_text)
     if entry.startswith("dscl-") or entry == "examples/train_digits_lt.py":
-        config = tokens[tokens.index("--config") + 1] if "--config" in tokens else MAIN_EXAMPLE_CONFIG
+        config = (
+            tokens[tokens.index("--config") + 1] if "--config" in tokens else MAIN_EXAMPLE_CONFIG
+        )
         overrides = [t for t in tokens if "=" in t and not t.startswith("-")]
         if "--import" in tokens:  # the module docs/configs.md tells the reader to save
             block = next(b for b in _fenced((ROOT / "docs/configs.md").read_text(), "python"))
@@ -259,11 +263,21 @@ def test_bash_command_smoke_form(page, command, tmp_path, local_registry, monkey
 @pytest.mark.slow
 def test_main_example_trains_and_evaluates(tmp_path):
     done = subprocess.run(
-        [sys.executable, "examples/train_digits_lt.py", "trainer.epochs=1",
-         "trainer.limit_train_batches=2", "probe.epochs=1", "probe.milestones=[]",
-         "trainer.num_workers=0",
-         "trainer.progress_bar=false", f"output_dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "examples/train_digits_lt.py",
+            "trainer.epochs=1",
+            "trainer.limit_train_batches=2",
+            "probe.epochs=1",
+            "probe.milestones=[]",
+            "trainer.num_workers=0",
+            "trainer.progress_bar=false",
+            f"output_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "linear_probe/overall" in done.stdout

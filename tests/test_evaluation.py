@@ -8,16 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dscl_plugin.evaluation import (
-    extract_features,
-    format_metrics_table,
-    knn_metrics,
-    ProbeSchedule,
-    linear_probe,
-    plot_per_class_accuracy,
-    shot_metrics,
-    write_metrics,
-)
+from dscl_plugin.evaluation.features import extract_features
+from dscl_plugin.evaluation.figures import plot_per_class_accuracy
+from dscl_plugin.evaluation.metrics import knn_metrics, shot_metrics
+from dscl_plugin.evaluation.probes import ProbeSchedule, linear_probe
+from dscl_plugin.evaluation.reports import format_metrics_table, write_metrics
 
 
 def blobs(counts, dim=6, seed=0):
@@ -51,17 +46,28 @@ def test_linear_probe_separates_long_tailed_blobs(class_balanced):
     logits = linear_probe(train_x, train_y, test_x, 3, schedule)
     assert logits.shape == (60, 3)
     assert (logits.argmax(1) == test_y).float().mean().item() == 1.0
-    again = linear_probe(train_x, train_y, test_x, 3, ProbeSchedule(30, 0.1, [20, 25], 2048,
-                                                                    class_balanced, seed=0))
+    again = linear_probe(
+        train_x,
+        train_y,
+        test_x,
+        3,
+        ProbeSchedule(30, 0.1, [20, 25], 2048, class_balanced, seed=0),
+    )
     assert torch.equal(logits, again)
-    other_seed = linear_probe(train_x, train_y, test_x, 3, ProbeSchedule(30, 0.1, [20, 25], 2048,
-                                                                         class_balanced, seed=1))
+    other_seed = linear_probe(
+        train_x,
+        train_y,
+        test_x,
+        3,
+        ProbeSchedule(30, 0.1, [20, 25], 2048, class_balanced, seed=1),
+    )
     assert not torch.equal(logits, other_seed)
 
 
 def test_linear_probe_caps_batch_size(monkeypatch):
     steps = []
     step = torch.optim.SGD.step
+
     def counting_step(self, *args, **kwargs):
         steps.append(1)
         return step(self, *args, **kwargs)
@@ -89,10 +95,16 @@ def test_linear_probe_errors():
 
 
 def test_probe_config_gives_its_schedule():
-    from dscl_plugin.config import ProbeConfig
+    from dscl_plugin.training.schema import ProbeConfig
 
-    probe = ProbeConfig(epochs=7, lr=0.5, batch_size=64, milestones=[3, 5],
-                        class_balanced=False, weight_decay=1e-4)
+    probe = ProbeConfig(
+        epochs=7,
+        lr=0.5,
+        batch_size=64,
+        milestones=[3, 5],
+        class_balanced=False,
+        weight_decay=1e-4,
+    )
     assert probe.schedule(seed=3) == ProbeSchedule(7, 0.5, [3, 5], 64, False, 1e-4, 0.9, 3)
 
 
@@ -135,8 +147,14 @@ def naive_retrieval(ref, ref_y, query, query_y):
 
 def test_knn_metrics_match_brute_force():
     g = torch.Generator().manual_seed(0)
-    ref, ref_y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
-    query, query_y = torch.randn(15, 5, generator=g), torch.randint(0, 3, (15,), generator=g)
+    ref, ref_y = (
+        torch.randn(40, 5, generator=g),
+        torch.randint(0, 3, (40,), generator=g),
+    )
+    query, query_y = (
+        torch.randn(15, 5, generator=g),
+        torch.randint(0, 3, (15,), generator=g),
+    )
     m = knn_metrics(ref, ref_y, query, query_y, batch_size=7)
     p1, rp, mapr = naive_retrieval(ref, ref_y, query, query_y)
     assert m["precision_at_1"] == pytest.approx(p1)
@@ -154,8 +172,11 @@ def test_knn_metrics_match_brute_force():
 
 def test_plot_per_class_accuracy_writes_png(tmp_path):
     path = plot_per_class_accuracy(
-        [0.9, None, 0.2, 0.5], [500, 40, 5, 0], tmp_path / "out" / "per_class.png",
-        many_threshold=100, few_threshold=20,
+        [0.9, None, 0.2, 0.5],
+        [500, 40, 5, 0],
+        tmp_path / "out" / "per_class.png",
+        many_threshold=100,
+        few_threshold=20,
     )
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
@@ -165,15 +186,25 @@ def test_plot_per_class_accuracy_writes_png(tmp_path):
 
 def test_write_metrics_null_and_table(tmp_path):
     metrics = {
-        "linear_probe": {"overall": 0.5, "many": torch.tensor(0.75), "medium": None,
-                         "few": float("nan"), "per_class": [1.0, None]},
+        "linear_probe": {
+            "overall": 0.5,
+            "many": torch.tensor(0.75),
+            "medium": None,
+            "few": float("nan"),
+            "per_class": [1.0, None],
+        },
         "knn": {"precision_at_1": 0.25},
         "epochs": 2,
     }
     path = write_metrics(metrics, tmp_path / "run" / "metrics.json")
     loaded = json.loads(path.read_text())
-    assert loaded["linear_probe"] == {"overall": 0.5, "many": 0.75, "medium": None, "few": None,
-                                      "per_class": [1.0, None]}
+    assert loaded["linear_probe"] == {
+        "overall": 0.5,
+        "many": 0.75,
+        "medium": None,
+        "few": None,
+        "per_class": [1.0, None],
+    }
     assert '"medium": null' in path.read_text()
     table = format_metrics_table(metrics)
     lines = table.splitlines()
@@ -203,7 +234,7 @@ class NoisyTemplates(torch.utils.data.Dataset):
 
 def test_augmented_probe_embeds_fresh_images_every_epoch_and_learns():
     from dscl_plugin.data.samplers import ClassBalancedSampler
-    from dscl_plugin.evaluation import augmented_linear_probe
+    from dscl_plugin.evaluation.probes import augmented_linear_probe
 
     torch.manual_seed(0)
     dataset = NoisyTemplates([40, 8, 2])
@@ -233,7 +264,9 @@ def test_per_class_plot_stands_on_its_own(tmp_path, monkeypatch):
 
     saved = []
     save = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k)))
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))
+    )
     counts = [144, 111, 86, 66, 51, 40, 31, 24, 18, 14]
     accuracy = [0.97, 1.0, 0.93, 0.9, 0.97, 0.83, None, 0.8, 0.73, 0.6]
     title = "dscl on digits_lt: linear probe top-1 85.7%"
@@ -254,10 +287,16 @@ def test_per_class_plot_names_the_classes(tmp_path, monkeypatch):
 
     saved = []
     save = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k)))
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))
+    )
     names = ["T-shirt/top", "trouser", "coat"]
     plot_per_class_accuracy([0.5, None, 1.0], [60, 20, 5], tmp_path / "p.png", class_names=names)
-    assert sorted(t.get_text() for t in saved[0].axes[0].texts) == ["T-shirt/top", "coat"]
+    assert sorted(t.get_text() for t in saved[0].axes[0].texts) == [
+        "T-shirt/top",
+        "coat",
+    ]
     with pytest.raises(ValueError, match=r"class_names \(2\) and class_counts \(3\) differ"):
-        plot_per_class_accuracy([0.5, None, 1.0], [60, 20, 5], tmp_path / "q.png",
-                                class_names=names[:2])
+        plot_per_class_accuracy(
+            [0.5, None, 1.0], [60, 20, 5], tmp_path / "q.png", class_names=names[:2]
+        )

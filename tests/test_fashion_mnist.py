@@ -43,7 +43,10 @@ def write_fixture(root: Path, compress: bool = True):
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images, labels = fixture_split(split, seed=len(prefix))
         arrays[split] = images, labels
-        for name, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
+        for name, array in (
+            (f"{prefix}-images-idx3-ubyte", images),
+            (f"{prefix}-labels-idx1-ubyte", labels),
+        ):
             data = idx_bytes(array)
             if compress:
                 (root / f"{name}.gz").write_bytes(gzip.compress(data))
@@ -103,7 +106,9 @@ def test_falls_back_to_the_debian_folder(tmp_path, monkeypatch):
 
 def test_mismatched_files_are_refused(tmp_path):
     write_fixture(tmp_path)
-    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(5, np.uint8))))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(idx_bytes(np.zeros(5, np.uint8)))
+    )
     with pytest.raises(ValueError, match="30 images but 5 labels"):
         build_dataset("fashion_mnist_lt", "test", root=tmp_path)
 

@@ -18,7 +18,13 @@ from dscl_plugin.cli import eval_main, train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-HEAVY = ("pytorch_lightning", "lightning", "lightning_fabric", "omegaconf", "matplotlib")
+HEAVY = (
+    "pytorch_lightning",
+    "lightning",
+    "lightning_fabric",
+    "omegaconf",
+    "matplotlib",
+)
 
 
 def one_line_error(capsys) -> str:
@@ -41,7 +47,10 @@ def test_help_loads_no_lightning_or_omegaconf():
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -54,8 +63,12 @@ def test_eval_help_gives_eval_overrides_and_the_example_documents_its_resume(cap
     shown = " ".join(capsys.readouterr().out.split())
     assert "probe.epochs=10 eval.knn_k=20" in shown and "trainer.epochs" not in shown
     with pytest.raises(SystemExit):
-        train_main(["--help"], prog="python examples/train_digits_lt.py",
-                   default_config=str(CONFIGS / "dscl_digits_lt.yaml"), resume_existing=True)
+        train_main(
+            ["--help"],
+            prog="python examples/train_digits_lt.py",
+            default_config=str(CONFIGS / "dscl_digits_lt.yaml"),
+            resume_existing=True,
+        )
     shown = " ".join(capsys.readouterr().out.split())
     assert "it is dscl-train with --resume when output_dir/checkpoints/last.ckpt exists" in shown
     with pytest.raises(SystemExit):
@@ -67,18 +80,28 @@ def test_eval_help_gives_eval_overrides_and_the_example_documents_its_resume(cap
     "config, overrides",
     [
         ("dscl_cifar10_lt.yaml", []),
-        ("dscl_digits_lt.yaml", ["data.name=image_folder", "data.imbalance_factor=null"]),
+        (
+            "dscl_digits_lt.yaml",
+            ["data.name=image_folder", "data.imbalance_factor=null"],
+        ),
         ("dscl_fashion_mnist_lt.yaml", []),
     ],
 )
-def test_missing_data_is_one_line_naming_data_root(tmp_path, capsys, monkeypatch, config,
-                                                   overrides):
+def test_missing_data_is_one_line_naming_data_root(
+    tmp_path, capsys, monkeypatch, config, overrides
+):
     fashion = importlib.import_module("dscl_plugin.data.fashion_mnist_lt")
     monkeypatch.setattr(fashion, "DEBIAN_ROOT", tmp_path / "no_debian_copy")
     fashion.load_split.cache_clear()
     missing = tmp_path / "missing"
-    args = ["--config", str(CONFIGS / config), *overrides, f"data.root={missing}",
-            f"output_dir={tmp_path / 'run'}", "trainer.num_workers=0"]
+    args = [
+        "--config",
+        str(CONFIGS / config),
+        *overrides,
+        f"data.root={missing}",
+        f"output_dir={tmp_path / 'run'}",
+        "trainer.num_workers=0",
+    ]
     assert train_main(args) == 2
     err = one_line_error(capsys)
     assert err.startswith("dscl-train: config error: data.root (") and str(missing) in err
@@ -99,16 +122,21 @@ def test_a_text_file_is_no_checkpoint_and_eval_says_what_it_takes(tmp_path, caps
 
 def fake_training_checkpoint(tmp_path, config_name, *overrides):
     """A ``last.ckpt`` as dscl-train writes it (untrained weights, saved config)."""
-    from dscl_plugin.config import load_config, to_dict, to_yaml
-    from dscl_plugin.training import build_method
+    from dscl_plugin.training.config import load_config, to_dict, to_yaml
+    from dscl_plugin.training.methods import build_method
 
     run = tmp_path / config_name.split("_")[0]
     config = load_config(CONFIGS / config_name, [*overrides, f"output_dir={run}"])
     module = build_method(config)
     path = run / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True)
-    torch.save({"state_dict": module.state_dict(),
-                "hyper_parameters": {"config": to_dict(config)}}, path)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": {"config": to_dict(config)},
+        },
+        path,
+    )
     (run / "config.yaml").write_text(to_yaml(config))
     return path
 
@@ -118,8 +146,14 @@ TINY_MODEL = ["model.queue_size=64", "model.proj_dim=16"]
 
 def test_eval_refuses_a_checkpoint_of_another_method_in_one_line(tmp_path, capsys):
     last = fake_training_checkpoint(tmp_path, "supcon_digits_lt.yaml", *TINY_MODEL)
-    args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), *TINY_MODEL,
-            f"output_dir={tmp_path / 'dscl'}", "--checkpoint", str(last)]
+    args = [
+        "--config",
+        str(CONFIGS / "dscl_digits_lt.yaml"),
+        *TINY_MODEL,
+        f"output_dir={tmp_path / 'dscl'}",
+        "--checkpoint",
+        str(last),
+    ]
     assert eval_main(args) == 2
     err = one_line_error(capsys)
     assert "method is 'supcon' there, the config asks for 'dscl'" in err
@@ -129,8 +163,15 @@ def test_eval_refuses_a_checkpoint_of_another_method_in_one_line(tmp_path, capsy
 
 def test_eval_names_both_backbones_on_a_mismatch(tmp_path, capsys):
     last = fake_training_checkpoint(tmp_path, "dscl_digits_lt.yaml", *TINY_MODEL)
-    args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), *TINY_MODEL,
-            "model.backbone=resnet18", f"output_dir={tmp_path / 'x'}", "--checkpoint", str(last)]
+    args = [
+        "--config",
+        str(CONFIGS / "dscl_digits_lt.yaml"),
+        *TINY_MODEL,
+        "model.backbone=resnet18",
+        f"output_dir={tmp_path / 'x'}",
+        "--checkpoint",
+        str(last),
+    ]
     assert eval_main(args) == 2
     err = one_line_error(capsys)
     assert "model.backbone is 'small_cnn' there, the config asks for 'resnet18'" in err
@@ -140,16 +181,22 @@ def test_eval_names_both_backbones_on_a_mismatch(tmp_path, capsys):
 def test_eval_of_a_runs_backbone_pt_checks_the_config_beside_it(tmp_path, capsys):
     """A ``backbone.pt`` has no config of its own, but a run's ``config.yaml`` sits beside
     it: a SupCon run's backbone scored with a ``dscl`` config is refused, not mislabelled."""
-    from dscl_plugin.config import load_config, to_yaml
     from dscl_plugin.models import build_backbone
+    from dscl_plugin.training.config import load_config, to_yaml
 
     run = tmp_path / "supcon_run"
     run.mkdir()
     supcon = load_config(CONFIGS / "supcon_digits_lt.yaml", [*TINY_MODEL, f"output_dir={run}"])
     (run / "config.yaml").write_text(to_yaml(supcon))
     torch.save(build_backbone("small_cnn")[0].state_dict(), run / "backbone.pt")
-    args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), *TINY_MODEL,
-            f"output_dir={tmp_path / 'x'}", "--checkpoint", str(run / "backbone.pt")]
+    args = [
+        "--config",
+        str(CONFIGS / "dscl_digits_lt.yaml"),
+        *TINY_MODEL,
+        f"output_dir={tmp_path / 'x'}",
+        "--checkpoint",
+        str(run / "backbone.pt"),
+    ]
     assert eval_main(args) == 2
     err = one_line_error(capsys)
     assert "method is 'supcon' there, the config asks for 'dscl'" in err
@@ -161,8 +208,13 @@ def test_backbone_weights_of_another_backbone_give_one_short_line(tmp_path, caps
 
     weights = tmp_path / "resnet.pt"
     torch.save(build_backbone("resnet18")[0].state_dict(), weights)
-    args = ["--config", str(CONFIGS / "dscl_digits_lt.yaml"), f"output_dir={tmp_path}",
-            "--checkpoint", str(weights)]
+    args = [
+        "--config",
+        str(CONFIGS / "dscl_digits_lt.yaml"),
+        f"output_dir={tmp_path}",
+        "--checkpoint",
+        str(weights),
+    ]
     assert eval_main(args) == 1
     err = one_line_error(capsys)
     assert "do not fit backbone 'small_cnn'" in err and "model.backbone" in err
@@ -170,8 +222,8 @@ def test_backbone_weights_of_another_backbone_give_one_short_line(tmp_path, caps
 
 
 def test_method_titles():
-    from dscl_plugin.config import load_config
-    from dscl_plugin.run_evaluation import method_title
+    from dscl_plugin.runs.stage2 import method_title
+    from dscl_plugin.training.config import load_config
 
     dscl = CONFIGS / "dscl_digits_lt.yaml"
     assert method_title(load_config(dscl)) == "DSCL+PBSD"
@@ -180,7 +232,7 @@ def test_method_titles():
 
 
 def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_otherwise(monkeypatch, capsys):
-    from dscl_plugin.lightning_adapters import EpochLines, progress_callbacks
+    from dscl_plugin.training.lightning_adapters import EpochLines, progress_callbacks
 
     monkeypatch.setattr(sys, "stdout", SimpleNamespace(isatty=lambda: True))
     assert progress_callbacks(True) == (True, [])
@@ -189,9 +241,15 @@ def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_otherwise(monkey
     bar, (lines,) = progress_callbacks(True)  # pytest's captured stdout is no terminal
     assert bar is False and isinstance(lines, EpochLines)
     trainer = SimpleNamespace(
-        is_global_zero=True, current_epoch=2, max_epochs=200,
-        callback_metrics={"loss": torch.tensor(4.2123), "loss_epoch": torch.tensor(4.2123),
-                          "loss_step": torch.tensor(9.0), "lr": torch.tensor(0.05)},
+        is_global_zero=True,
+        current_epoch=2,
+        max_epochs=200,
+        callback_metrics={
+            "loss": torch.tensor(4.2123),
+            "loss_epoch": torch.tensor(4.2123),
+            "loss_step": torch.tensor(9.0),
+            "lr": torch.tensor(0.05),
+        },
     )
     lines.on_train_epoch_start(trainer, None)
     lines.on_train_epoch_end(trainer, None)
@@ -200,7 +258,7 @@ def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_otherwise(monkey
 
 
 def test_expected_fit_warnings_are_narrow():
-    from dscl_plugin.lightning_adapters import expected_fit_warnings
+    from dscl_plugin.training.lightning_adapters import expected_fit_warnings
 
     leaf = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`"
     exists = "Checkpoint directory /x/checkpoints exists and is not empty."
@@ -216,7 +274,7 @@ def test_expected_fit_warnings_are_narrow():
 
 
 def test_continued_csv_logger_keeps_the_earlier_rows(tmp_path):
-    from dscl_plugin.lightning_adapters import ContinuedCSVLogger
+    from dscl_plugin.training.lightning_adapters import ContinuedCSVLogger
 
     first = ContinuedCSVLogger(tmp_path, name="", version="logs")
     first.log_hyperparams({"a": 1})
@@ -229,5 +287,7 @@ def test_continued_csv_logger_keeps_the_earlier_rows(tmp_path):
         second.save()
     with open(tmp_path / "logs" / "metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
-    assert rows == [{"loss": "1.5", "lr": "", "step": "0"},
-                    {"loss": "1.25", "lr": "0.1", "step": "1"}]
+    assert rows == [
+        {"loss": "1.5", "lr": "", "step": "0"},
+        {"loss": "1.25", "lr": "0.1", "step": "1"},
+    ]

@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 
-
 LOSS_ROW = {
     "device": "cuda", "autocast": "none", "B": 256, "K": 4096, "D": 128, "dscl_ms": 1.0,
     "pml_ms": 2.0, "floor_ms": 0.5, "dscl/pml": 0.5, "dscl/floor": 2.0, "pml/floor": 4.0,
@@ -35,12 +34,18 @@ def test_summary_rows_judge_every_target(gpu_check):
     train = _train_rows(False, (1.0, 1.04, 1.7)) + _train_rows(True, (1.0, 1.1, 1.5))
     rows = gpu_check.summary_rows(tests, [LOSS_ROW], train)
     got = {(r["check"], r["setting"]): (r["value"], r["result"]) for r in rows}
-    assert got[("tests", "test_devices.py")] == ("10 passed, 0 failed, 2 skipped", "PASS")
+    assert got[("tests", "test_devices.py")] == (
+        "10 passed, 0 failed, 2 skipped",
+        "PASS",
+    )
     loss = "none B=256 K=4096 D=128"
     assert got[("loss time / matmul floor", loss)] == (2.0, "PASS")
     assert got[("loss time / PML SupCon", loss)] == (0.5, "PASS")
     assert got[("loss peak memory / PML", loss)] == (1.5, "MISS")  # 30 MiB vs 20 MiB
-    nchw, last = "resnet50_224px bf16 NCHW B=64 L=5", "resnet50_224px bf16 channels_last B=64 L=5"
+    nchw, last = (
+        "resnet50_224px bf16 NCHW B=64 L=5",
+        "resnet50_224px bf16 channels_last B=64 L=5",
+    )
     assert got[("train step DSCL / SupCon", nchw)] == (1.04, "PASS")
     assert got[("train step DSCL+PBSD / SupCon", nchw)] == (1.7, "MISS")
     assert got[("train step DSCL / SupCon", last)] == (1.1, "MISS")
@@ -72,7 +77,11 @@ def test_main_runs_stages_merges_results_and_kills_a_stage_past_its_share(
             "train_step_nchw": writer(
                 tmp / "train_nchw.json", json.dumps(_train_rows(False, (1.0, 1.0, 1.2)))
             ),
-            "train_step_channels_last": [sys.executable, "-c", "import time; time.sleep(60)"],
+            "train_step_channels_last": [
+                sys.executable,
+                "-c",
+                "import time; time.sleep(60)",
+            ],
         }
 
     monkeypatch.setattr(gpu_check, "_commands", commands)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dscl_plugin.config import load_config
+from dscl_plugin.training.config import load_config
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -46,7 +46,11 @@ def _stand_in(ev, monkeypatch, started, sleeps=None, overall=None):
 def _fixed_calibration(ev, monkeypatch, step_s, concurrency=3):
     def calibrate(args, workers, overrides, deadline):
         calibrate.calls += 1
-        return {"concurrency": concurrency, "side_step_s": step_s, "alone_step_s": step_s}
+        return {
+            "concurrency": concurrency,
+            "side_step_s": step_s,
+            "alone_step_s": step_s,
+        }
 
     calibrate.calls = 0
     monkeypatch.setattr(ev, "calibrate", calibrate)
@@ -58,17 +62,39 @@ def test_resume_skips_the_runs_done_and_continues_with_the_next_seeds(
 ):
     committed = tmp_path / "committed.jsonl"
     seed0 = {"supcon": 0.60, "dscl": 0.65, "dscl_pbsd": 0.70}
-    committed.write_text("".join(json.dumps(_run(ev, m, 0, 50, v)) + "\n" for m, v in seed0.items())
-                         + json.dumps(_run(ev, "supcon", 1, 200, 0.9)) + "\n")  # another schedule
+    committed.write_text(
+        "".join(json.dumps(_run(ev, m, 0, 50, v)) + "\n" for m, v in seed0.items())
+        + json.dumps(_run(ev, "supcon", 1, 200, 0.9))
+        + "\n"
+    )  # another schedule
     started = []
-    _stand_in(ev, monkeypatch, started, overall={"supcon": 0.62, "dscl": 0.70, "dscl_pbsd": 0.71})
+    _stand_in(
+        ev,
+        monkeypatch,
+        started,
+        overall={"supcon": 0.62, "dscl": 0.70, "dscl_pbsd": 0.71},
+    )
     calibrate = _fixed_calibration(ev, monkeypatch, {m: 0.001 for m in seed0})
     out = tmp_path / "out"
-    argv = [str(out), "--device", "cpu", "--epochs", "50", "--seeds", "0", "1", "--budget", "120"]
+    argv = [
+        str(out),
+        "--device",
+        "cpu",
+        "--epochs",
+        "50",
+        "--seeds",
+        "0",
+        "1",
+        "--budget",
+        "120",
+    ]
     assert ev.main(argv + ["--resume", str(committed)]) == 0
     assert started == [("supcon", 1), ("dscl", 1), ("dscl_pbsd", 1)]  # seed 0 was done
     runs = [json.loads(line) for line in (out / ev.RUNS_FILE).read_text().splitlines()]
-    assert len(runs) == 4 + 3 and {r["seed"] for r in runs if r["epochs"] == 50} == {0, 1}
+    assert len(runs) == 4 + 3 and {r["seed"] for r in runs if r["epochs"] == 50} == {
+        0,
+        1,
+    }
     assert all(r["concurrency"] == 3 and r["data_pipeline"] == "device" for r in runs[4:])
     printed = capsys.readouterr().out
     # DSCL - SupCon per seed: +5.0 and +8.0 points -> +6.5 ± 2.1
@@ -76,7 +102,11 @@ def test_resume_skips_the_runs_done_and_continues_with_the_next_seeds(
     assert "| SupCon | 2 | 61.0 ± 1.4 |" in printed and "| SupCon | 1 | 90.0 |" in printed
     summary = json.loads((out / ev.SUMMARY_FILE).read_text())
     assert set(summary["tables"]) == {"50", "200"}
-    assert summary["status"]["finished"] == ["supcon seed 1", "dscl seed 1", "dscl_pbsd seed 1"]
+    assert summary["status"]["finished"] == [
+        "supcon seed 1",
+        "dscl seed 1",
+        "dscl_pbsd seed 1",
+    ]
     # a second call with the same OUT has nothing left to run: no timing, no run
     started.clear()
     assert ev.main(argv) == 0
@@ -93,7 +123,17 @@ def test_a_run_that_cannot_finish_is_not_started_and_one_past_the_deadline_is_ki
     # predicted: 0.5 s + 58 steps x seconds per step; the budget is 4 s
     _fixed_calibration(ev, monkeypatch, {"supcon": 0.01, "dscl": 0.01, "dscl_pbsd": 1.0})
     out = tmp_path / "out"
-    argv = [str(out), "--device", "cpu", "--epochs", "1", "--seeds", "0", "--budget", "4"]
+    argv = [
+        str(out),
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--seeds",
+        "0",
+        "--budget",
+        "4",
+    ]
     assert ev.main(argv) == 0
     assert started == [("supcon", 0), ("dscl", 0)]
     status = json.loads((out / ev.SUMMARY_FILE).read_text())["status"]
@@ -142,7 +182,11 @@ def test_each_method_trains_the_gpu_recipe_with_its_own_overrides(ev, tmp_path):
         for m in ev.lta.MAIN_METHODS
     }
     for config in configs.values():
-        assert (config.seed, config.trainer.epochs, config.optim.warmup_epochs) == (3, 50, 2)
+        assert (config.seed, config.trainer.epochs, config.optim.warmup_epochs) == (
+            3,
+            50,
+            2,
+        )
         assert config.trainer.precision == "bf16-mixed" and config.trainer.num_workers == 5
         assert (config.model.backbone, config.data.input_size, config.model.patch_size) == (
             "resnet18", 32, 16)  # fmt: skip
@@ -174,7 +218,9 @@ def test_cuda_run_without_a_gpu_stops_at_once(ev, tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="needs apt-get install dataset-fashion-mnist")
+@pytest.mark.skipif(
+    not FASHION_MNIST.is_dir(), reason="needs apt-get install dataset-fashion-mnist"
+)
 def test_quick_cpu_run_records_every_method(ev, tmp_path):
     out = tmp_path / "out"
     argv = [str(out), "--device", "cpu", "--quick", "--concurrency", "1", "--seeds", "0",

@@ -8,13 +8,9 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 from references import T, naive_contrastive, naive_pbsd
 
-from dscl_plugin.losses import (
-    DSCLLoss,
-    PBSDLoss,
-    SupConLoss,
-    alpha_from,
-    decoupled_cross_entropy,
-)
+from dscl_plugin.checks import alpha_from
+from dscl_plugin.functional.contrastive import decoupled_cross_entropy
+from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 
 
 def _inputs(b, k, d=6, classes=3, dtype=torch.float64, seed=0, grad=True):
@@ -189,7 +185,10 @@ def test_no_positive_puts_all_weight_on_own_key():
 @pytest.mark.parametrize("alpha", [None, 0.25])
 def test_all_labels_equal(alpha):
     query, key, _, queue, _ = _inputs(6, 4, seed=6)
-    labels, queue_labels = torch.zeros(6, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    labels, queue_labels = (
+        torch.zeros(6, dtype=torch.long),
+        torch.zeros(4, dtype=torch.long),
+    )
     loss = _loss_fn(alpha)(query, key, labels, queue, queue_labels)
     ref = naive_contrastive(query, key, labels, queue, queue_labels, alpha)
     torch.testing.assert_close(loss, ref, rtol=1e-10, atol=0)
@@ -205,10 +204,14 @@ def test_single_anchor_without_queue_is_zero():
 
 def test_empty_queue_equals_no_queue():
     query, key, labels, _, _ = _inputs(5, None, seed=8)
-    empty, empty_labels = torch.empty(0, 6, dtype=torch.float64), torch.empty(0, dtype=torch.long)
+    empty, empty_labels = (
+        torch.empty(0, 6, dtype=torch.float64),
+        torch.empty(0, dtype=torch.long),
+    )
     for loss_fn in (DSCLLoss(), SupConLoss()):
         torch.testing.assert_close(
-            loss_fn(query, key, labels, empty, empty_labels), loss_fn(query, key, labels)
+            loss_fn(query, key, labels, empty, empty_labels),
+            loss_fn(query, key, labels),
         )
 
 
@@ -288,8 +291,13 @@ def test_pbsd_matches_naive(b, l, k, dtype):
 def _pbsd_float64(patch, region, key, queue, temperature=T):
     """PBSD in float64, vectorised: the reference for large queues."""
     s, t, k, m = (F.normalize(x.double(), dim=-1) for x in (patch, region, key, queue))
-    cands = torch.cat([k[:, None, None, :].expand(-1, s.shape[1], 1, -1),
-                       m.expand(*s.shape[:2], *m.shape)], dim=2)  # (B, L, 1 + K, D)
+    cands = torch.cat(
+        [
+            k[:, None, None, :].expand(-1, s.shape[1], 1, -1),
+            m.expand(*s.shape[:2], *m.shape),
+        ],
+        dim=2,
+    )  # (B, L, 1 + K, D)
     student = (cands @ s[..., None]).squeeze(-1) / temperature
     teacher = (cands @ t[..., None]).squeeze(-1) / temperature
     return -(teacher.softmax(-1) * student.log_softmax(-1)).sum(-1).mean()

@@ -176,8 +176,11 @@ def test_loss_owned_bank_is_not_updated_without_grad():
     assert int(loss_fn.memory_bank.num_filled) == 0
     with pytest.raises(ValueError, match="owns a memory bank"):
         loss_fn(
-            torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0, 1]),
-            torch.randn(3, 4), torch.zeros(3, dtype=torch.long),
+            torch.randn(2, 4),
+            torch.randn(2, 4),
+            torch.tensor([0, 1]),
+            torch.randn(3, 4),
+            torch.zeros(3, dtype=torch.long),
         )
 
 

@@ -31,7 +31,13 @@ def _model(cls=DSCLModel, queue_size: int = 16, **kwargs) -> nn.Module:
     return cls(backbone, dim, proj_dim=8, queue_size=queue_size, **kwargs)
 
 
-def _batch(seed: int = 0, b: int = B, num_patches: int = L, view: int = VIEW, patch: int = PATCH):
+def _batch(
+    seed: int = 0,
+    b: int = B,
+    num_patches: int = L,
+    view: int = VIEW,
+    patch: int = PATCH,
+):
     g = torch.Generator().manual_seed(seed)
     view_q = torch.randn(b, 3, view, view, generator=g)
     view_k = torch.randn(b, 3, view, view, generator=g)
@@ -197,7 +203,11 @@ def test_losses_match_the_loss_modules_on_manual_features():
         q = model.projection_head(fmap.mean(dim=(2, 3)))
         k = model.projection_head_momentum(model.backbone_momentum(view_k).mean(dim=(2, 3)))
         regions = roi_align(
-            fmap, list(boxes), output_size=2, spatial_scale=fmap.shape[-1] / VIEW, aligned=False
+            fmap,
+            list(boxes),
+            output_size=2,
+            spatial_scale=fmap.shape[-1] / VIEW,
+            aligned=False,
         ).mean(dim=(2, 3))
         teacher = model.projection_head(regions).reshape(B, L, -1)
         student = model.projection_head(
@@ -331,12 +341,25 @@ def test_train_step_benchmark_parts_run(one_thread):
     path = Path(__file__).parents[1] / "benchmarks" / "train_step.py"
     bench_module = runpy.run_path(str(path))
     args = bench_module["_parse_args"](
-        ["--batch-size", "2", "--num-patches", "2", "--queue-size", "8", "--setting", "resnet18_32px"]
+        [
+            "--batch-size",
+            "2",
+            "--num-patches",
+            "2",
+            "--queue-size",
+            "8",
+            "--setting",
+            "resnet18_32px",
+        ]
     )
     bench = bench_module["_Bench"]("dscl_pbsd", "resnet18_32px", args)
     parts = bench.parts()
     assert set(parts) == {
-        "step", "online_fwd_bwd", "ema_fwd", "patch_fwd_bwd", "patch_separate_fwd_bwd"
+        "step",
+        "online_fwd_bwd",
+        "ema_fwd",
+        "patch_fwd_bwd",
+        "patch_separate_fwd_bwd",
     }
     for fn in parts.values():
         fn()
@@ -347,7 +370,7 @@ def test_train_step_benchmark_parts_run(one_thread):
 
 
 def test_shuffle_bn_permutes_the_key_batch_and_keeps_eval_keys(monkeypatch):
-    import dscl_plugin.models as models
+    import dscl_plugin.models.dscl_model as models
 
     model = _model()
     model.eval()
@@ -401,8 +424,11 @@ def test_shuffle_bn_permutes_across_two_gloo_ranks(tmp_path):
     import torch.multiprocessing as mp
 
     mp.start_processes(
-        _shuffle_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
-        join=True, start_method="fork",
+        _shuffle_worker,
+        args=(str(tmp_path / "init"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
     )
     ranks = [torch.load(tmp_path / f"shuffle{r}.pt", weights_only=True) for r in range(2)]
     model = _model(queue_size=8)
@@ -413,7 +439,9 @@ def test_shuffle_bn_permutes_across_two_gloo_ranks(tmp_path):
     for rank, r in enumerate(ranks):
         for j, image in enumerate(r["view_k"]):
             (where,) = [
-                (other, i) for other in range(2) for i in range(B)
+                (other, i)
+                for other in range(2)
+                for i in range(B)
                 if torch.equal(ranks[other]["seen"][i], image)
             ]
             crossed += where[0] != rank
@@ -458,8 +486,8 @@ def _imported_modules(path: Path) -> set:
 def test_backbone_facts_come_without_the_model_code():
     package = Path(dscl_plugin.__file__).parent
     users = [*sorted((package / "backbones").glob("*.py"))]
-    users += [package / "config.py", package / "checkpoints.py"]
+    users += [package / "training" / "config.py", package / "training" / "checkpoint_io.py"]
     for path in users:
         model_code = ("dscl_plugin.models", "dscl_plugin.losses")
         assert not [n for n in _imported_modules(path) if n.startswith(model_code)], path
-    assert "dscl_plugin.backbones" in _imported_modules(package / "models.py")
+    assert "dscl_plugin.backbones" in _imported_modules(package / "models" / "feature_maps.py")

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dscl_plugin import DSCLLoss, DSCLModel, DSCLTransform, PBSDLoss
-from dscl_plugin.config import load_config
 from dscl_plugin.models import build_backbone, pool_regions
+from dscl_plugin.training.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BETA, T, LAMBDA = 8.0, 0.07, 1.5
@@ -173,8 +173,10 @@ def _official_setup(**model_kwargs):
                 tensor.mul_(0.5 + torch.rand_like(tensor))
             else:
                 tensor.add_(0.05 * torch.randn_like(tensor))
-    model.memory_bank.enqueue(F.normalize(torch.randn(10, 8, dtype=torch.float64), dim=1),
-                              torch.randint(0, 3, (10,)))
+    model.memory_bank.enqueue(
+        F.normalize(torch.randn(10, 8, dtype=torch.float64), dim=1),
+        torch.randint(0, 3, (10,)),
+    )
     g = torch.Generator().manual_seed(1)
     view_q = torch.randn(b, 3, view, view, generator=g, dtype=torch.float64)
     view_k = torch.randn(b, 3, view, view, generator=g, dtype=torch.float64)
@@ -191,8 +193,14 @@ def _assert_equals_official_step(model, reference, batch, queue, queue_labels, v
     out = model(*batch)
     out["loss"].backward()
     loss_dscl, loss_pbsd = official_step(
-        reference.backbone, reference.projection_head, reference.backbone_momentum,
-        reference.projection_head_momentum, queue, queue_labels, batch, view,
+        reference.backbone,
+        reference.projection_head,
+        reference.backbone_momentum,
+        reference.projection_head_momentum,
+        queue,
+        queue_labels,
+        batch,
+        view,
     )
     (loss_dscl + LAMBDA * loss_pbsd).backward()
     torch.testing.assert_close(out["loss_dscl"], loss_dscl, rtol=rtol, atol=rtol)
@@ -219,14 +227,20 @@ def test_separate_patch_passes_are_the_official_train_mode_step():
     _assert_equals_official_step(model, reference, *step, rtol=1e-9)  # both in train mode
     stats = [n for n, _ in model.backbone.named_buffers() if n.endswith("running_mean")]
     assert stats
-    buffers, expected = dict(model.backbone.named_buffers()), dict(reference.backbone.named_buffers())
+    buffers, expected = (
+        dict(model.backbone.named_buffers()),
+        dict(reference.backbone.named_buffers()),
+    )
     for name in stats:  # after the q view and the L patch passes
         torch.testing.assert_close(buffers[name], expected[name], rtol=1e-10, atol=1e-12)
 
     batched, views_only, batch, *_ = _official_setup()  # default: one pass, stats untouched
     batched(*batch)
     views_only.backbone(batch[0])  # the q view's pass alone updates the statistics
-    buffers, expected = dict(batched.backbone.named_buffers()), dict(views_only.backbone.named_buffers())
+    buffers, expected = (
+        dict(batched.backbone.named_buffers()),
+        dict(views_only.backbone.named_buffers()),
+    )
     for name in stats:
         torch.testing.assert_close(buffers[name], expected[name], rtol=1e-12, atol=1e-12)
 
@@ -244,17 +258,36 @@ def _defaults(fn):
 
 def test_python_api_defaults_are_the_paper_recipe():
     model_defaults = _defaults(DSCLModel.__init__)
-    assert {k: model_defaults[k] for k in
-            ("proj_dim", "queue_size", "momentum", "temperature", "pbsd_weight",
-             "shuffle_bn", "roi_aligned", "patch_passes")} == dict(
-        proj_dim=128, queue_size=65536, momentum=0.999, temperature=0.07, pbsd_weight=1.5,
-        shuffle_bn=True, roi_aligned=False, patch_passes="batched",  # batched: a kept deviation
+    assert {
+        k: model_defaults[k]
+        for k in (
+            "proj_dim",
+            "queue_size",
+            "momentum",
+            "temperature",
+            "pbsd_weight",
+            "shuffle_bn",
+            "roi_aligned",
+            "patch_passes",
+        )
+    } == dict(
+        proj_dim=128,
+        queue_size=65536,
+        momentum=0.999,
+        temperature=0.07,
+        pbsd_weight=1.5,
+        shuffle_bn=True,
+        roi_aligned=False,
+        patch_passes="batched",  # batched: a kept deviation
     )
     backbone, dim = build_backbone("resnet50")
     model = DSCLModel(backbone, dim)
     assert model.criterion.alpha == pytest.approx(1 / (1 + BETA))  # beta 8
     head = [m for m in model.projection_head.modules() if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in head] == [(2048, 2048), (2048, 128)]
+    assert [(m.in_features, m.out_features) for m in head] == [
+        (2048, 2048),
+        (2048, 128),
+    ]
     assert model.memory_bank.size == (65536, 128)
     bn = backbone[4][0].bn3 if hasattr(backbone[4][0], "bn3") else None
     assert bn is not None and torch.equal(bn.weight, torch.zeros_like(bn.weight))  # zero-init
@@ -262,17 +295,26 @@ def test_python_api_defaults_are_the_paper_recipe():
     assert (DSCLLoss().alpha, DSCLLoss().temperature) == (pytest.approx(1 / 9), 0.07)
     assert PBSDLoss().temperature == 0.07
     transform = DSCLTransform()
-    assert (transform.input_size, transform.patch_size, transform.num_patches) == (224, 64, 5)
+    assert (transform.input_size, transform.patch_size, transform.num_patches) == (
+        224,
+        64,
+        5,
+    )
     assert transform.patch_scale == (0.05, 0.6)
     assert transform.patch_ratio == pytest.approx((3 / 4, 4 / 3))
     crop = transform.geometric.transforms[0]
     assert (tuple(crop.size), tuple(crop.scale)) == ((224, 224), (0.08, 1.0))
     transform_defaults = _defaults(DSCLTransform.__init__)
     assert transform_defaults["jitter"] == (0.4, 0.4, 0.4, 0.1)
-    assert (transform_defaults["jitter_prob"], transform_defaults["grayscale_prob"],
-            transform_defaults["blur_prob"]) == (0.8, 0.2, 0.5)
-    assert (transform_defaults["key_jitter"], transform_defaults["key_jitter_prob"]) == (
-        (0.4, 0.4, 0.4, 0.0), 1.0)
+    assert (
+        transform_defaults["jitter_prob"],
+        transform_defaults["grayscale_prob"],
+        transform_defaults["blur_prob"],
+    ) == (0.8, 0.2, 0.5)
+    assert (
+        transform_defaults["key_jitter"],
+        transform_defaults["key_jitter_prob"],
+    ) == ((0.4, 0.4, 0.4, 0.0), 1.0)
 
 
 @pytest.mark.parametrize("name", ["dscl_imagenet_lt.yaml", "supcon_imagenet_lt.yaml"])
@@ -287,11 +329,25 @@ def test_imagenet_lt_configs_are_the_paper_recipe(name):
         assert m.patch_passes == "separate"
         assert m.patch_scale == [0.05, 0.6]
     assert (o.lr, o.momentum, o.weight_decay, o.warmup_epochs, o.cosine) == (
-        0.1, 0.9, 5e-4, 10, True)
+        0.1,
+        0.9,
+        5e-4,
+        10,
+        True,
+    )
     assert (t.epochs, t.batch_size) == (200, 256)
     assert (p.protocol, p.epochs, p.lr, p.batch_size, p.milestones) == (
-        "augmented", 40, 10.0, 2048, [20, 30])
+        "augmented",
+        40,
+        10.0,
+        2048,
+        [20, 30],
+    )
     assert (p.class_balanced, p.weight_decay) == (True, 0.0)
     d = c.data
-    assert (d.crop_scale, d.color_jitter, d.jitter_prob) == ([0.08, 1.0], [0.4, 0.4, 0.4, 0.1], 0.8)
+    assert (d.crop_scale, d.color_jitter, d.jitter_prob) == (
+        [0.08, 1.0],
+        [0.4, 0.4, 0.4, 0.1],
+        0.8,
+    )
     assert (d.grayscale_prob, d.blur_prob, d.hflip_prob) == (0.2, 0.5, 0.5)

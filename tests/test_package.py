@@ -9,12 +9,23 @@ from pathlib import Path
 
 import pytest
 
-import dscl_plugin
-
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "dscl_plugin"
 
-CORE = ("checks", "functional", "losses", "memory", "pml", "pml_layouts", "pml_miner", "models",
-        "backbones", "transforms", "lightly_registration", "precision")
+# The package's top-level entries (a module or a sub-package folder), bottom layer first: an
+# entry imports only entries of its own layer or below.
+LAYERS = (
+    ("errors", "_version"),
+    ("checks", "files", "functional", "memory", "losses", "backbones", "models", "transforms",
+     "data"),
+    ("pml", "namespaces"),
+    ("evaluation",),
+    ("training",),
+    ("runs",),
+    ("cli",),
+)  # fmt: skip
+LAYER = {entry: level for level, entries in enumerate(LAYERS) for entry in entries}
+CORE = LAYERS[1]
 HEAVY = ("pytorch_lightning", "lightning", "lightning_fabric", "omegaconf", "matplotlib")
 
 
@@ -33,32 +44,67 @@ def _imports(path):
     return names
 
 
-def _package_graph():
-    package = ROOT / "dscl_plugin"
+def _entry(path):
+    """The top-level entry of the package a source file belongs to."""
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def _module_graph():
+    """``{module: (dscl_plugin modules it imports, every module it imports)}`` for every
+    source file of the package (``__init__`` files as their package)."""
     graph = {}
-    for path in [*package.glob("*.py"), *package.glob("backbones/*.py")]:  # a sub-package: one node
-        name = path.stem if path.parent == package else path.parent.name
-        if name == "__init__":
-            continue
-        deps = {n.split(".")[1] for n in _imports(path) if n.startswith("dscl_plugin.")}
-        old_deps, old_imports = graph.get(name, (set(), set()))
-        graph[name] = (old_deps | deps - {name}, old_imports | _imports(path))
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        imports = _imports(path)
+        graph[name] = ({n for n in imports if n.startswith("dscl_plugin.")}, imports)
     return graph
 
 
+def test_every_folder_and_module_has_a_layer():
+    entries = {
+        _entry(p) for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem != "__init__"
+    }
+    assert entries == set(LAYER), (entries - set(LAYER), set(LAYER) - entries)
+    top_modules = [p for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "_version")]
+    assert (
+        len(top_modules) <= 10
+        and len([d for d in PACKAGE.iterdir() if (d / "__init__.py").is_file()]) >= 3
+    )
+
+
 def test_layers_point_one_way():
-    graph = _package_graph()
-    assert not graph["registry"][0], "registry.py must import nothing from dscl_plugin"
-    for module in CORE:  # the core imports only the core and no training library
-        deps, imports = graph[module]
-        assert deps <= set(CORE), (module, deps - set(CORE))
-        assert not {n.split(".")[0] for n in imports} & set(HEAVY), module
-    assert "registry" not in graph["config"][0] and "methods" not in graph["config"][0]
+    problems = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "__init__.py":
+            continue
+        entry = _entry(path)
+        for name in _imports(path):
+            if not name.startswith("dscl_plugin."):
+                continue
+            target = name.split(".")[1]
+            if LAYER[target] > LAYER[entry]:
+                problems.append(f"{path.relative_to(ROOT)} imports {name} (a higher layer)")
+        if entry in CORE:  # the core imports no training library
+            heavy = {n.split(".")[0] for n in _imports(path)} & set(HEAVY)
+            problems += [f"{path.relative_to(ROOT)} imports {n}" for n in heavy]
+    assert not problems, problems
+    registry = _imports(PACKAGE / "training" / "registry.py")
+    assert not [n for n in registry if n.startswith("dscl_plugin")], "registry must be a leaf"
+
+
+def test_no_import_cycle():
+    graph = _module_graph()
+
+    def resolve(name):  # ``from dscl_plugin.x import y``: y may be a module of x
+        return name if name in graph else name.rpartition(".")[0]
 
     def visit(module, path):  # depth-first search for a cycle
-        assert module not in path, f"import cycle: {' -> '.join(path + [module])}"
+        assert module not in path, f"import cycle: {' -> '.join([*path, module])}"
         for dep in graph.get(module, ((), ()))[0]:
-            visit(dep, path + [module])
+            dep = resolve(dep)
+            if dep != module and not module.startswith(dep + "."):  # a package's own __init__
+                visit(dep, [*path, module])
 
     for module in graph:
         visit(module, [])
@@ -72,7 +118,10 @@ def test_import_dscl_plugin_loads_no_training_stack():
         "print(dscl_plugin.available_methods())\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -124,15 +173,16 @@ def test_cli_imports_only_the_leaf_errors_at_module_level():
     ``config`` and ``checkpoints`` raise) and imports the rest when a command runs."""
     import ast
 
-    from dscl_plugin import checkpoints, config, errors
+    from dscl_plugin import errors, files
+    from dscl_plugin.training import config
 
-    body = ast.parse((ROOT / "dscl_plugin" / "cli.py").read_text()).body
+    body = ast.parse((PACKAGE / "cli.py").read_text()).body
     top = {n.module for n in body if isinstance(n, ast.ImportFrom) and n.module.startswith("dscl")}
     assert top == {"dscl_plugin.errors"}
-    graph = _package_graph()
-    assert graph["errors"][0] == set() and graph["_version"][0] == set()
+    graph = _module_graph()
+    assert graph["dscl_plugin.errors"][0] == set() and graph["dscl_plugin._version"][0] == set()
     assert config.ConfigError is errors.ConfigError
-    assert checkpoints.CheckpointError is errors.CheckpointError
+    assert files.CheckpointError is errors.CheckpointError
 
 
 def test_test_modules_share_code_only_through_plain_modules():

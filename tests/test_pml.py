@@ -19,8 +19,8 @@ from pytorch_metric_learning.regularizers import LpRegularizer
 from pytorch_metric_learning.utils import distributed as pml_dist
 from references import (
     ALPHA,
-    T,
     NaiveRing,
+    T,
     layout1_sets,
     layout2_sets,
     naive_loss,
@@ -31,7 +31,9 @@ from references import (
 import dscl_plugin
 from dscl_plugin import losses as lightly_losses
 from dscl_plugin import pml
-from dscl_plugin.pml import DSCLCrossBatchMemory, DSCLLoss, DSCLMiner
+from dscl_plugin.namespaces import expose
+from dscl_plugin.pml import DSCLCrossBatchMemory, DSCLLoss
+from dscl_plugin.pml import DSCLMiner
 
 
 def two_views(b=6, d=8, classes=3, seed=0, dtype=torch.float32):
@@ -74,8 +76,10 @@ def test_layout2_with_memory_matches_naive_reference():
     keys_only = DSCLLoss(beta=8, reducer=MeanReducer(), query_candidates=False)
     expected = naive_loss(q, ref, ALPHA, *sets)
     torch.testing.assert_close(
-        keys_only(q, y, ref_emb=ref, ref_labels=ref_y).double(), expected.mean(),
-        rtol=1e-5, atol=1e-5,
+        keys_only(q, y, ref_emb=ref, ref_labels=ref_y).double(),
+        expected.mean(),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
@@ -121,7 +125,10 @@ def test_reducers():
     weights = torch.tensor([0.5, 2.0, 1.0])
     weighted = DSCLLoss(reducer=ClassWeightedReducer(weights))(emb, labels)
     torch.testing.assert_close(
-        weighted.double(), (per_anchor * weights.double()[labels]).mean(), rtol=1e-5, atol=1e-5
+        weighted.double(),
+        (per_anchor * weights.double()[labels]).mean(),
+        rtol=1e-5,
+        atol=1e-5,
     )
     for reducer in (MeanReducer(), AvgNonZeroReducer()):
         loss = DSCLLoss(reducer=reducer)(emb, labels)
@@ -132,8 +139,11 @@ def test_embedding_regularizer_stats_and_recordables():
     v1, v2, y = two_views(seed=7)
     emb, labels = torch.cat([v1, v2]), torch.cat([y, y])
     plain = DSCLLoss()(emb, labels)
-    loss_fn = DSCLLoss(embedding_regularizer=LpRegularizer(), embedding_reg_weight=0.1,
-                       collect_stats=True)
+    loss_fn = DSCLLoss(
+        embedding_regularizer=LpRegularizer(),
+        embedding_reg_weight=0.1,
+        collect_stats=True,
+    )
     regularised = loss_fn(emb, labels)
     torch.testing.assert_close(regularised - plain, 0.1 * emb.norm(dim=1).mean())
     _, _, pos = layout1_sets(labels.tolist())
@@ -218,8 +228,16 @@ def test_layout_errors():
     with pytest.raises(ValueError, match="own augmentation partner"):
         loss_fn(v1, y, ref_emb=v1.clone(), ref_labels=y)
     with pytest.raises(ValueError, match="needs labels"):
-        loss_fn(torch.cat([v1, v2]), None, (torch.tensor([0]), torch.tensor([1]),
-                                            torch.tensor([0]), torch.tensor([2])))
+        loss_fn(
+            torch.cat([v1, v2]),
+            None,
+            (
+                torch.tensor([0]),
+                torch.tensor([1]),
+                torch.tensor([0]),
+                torch.tensor([2]),
+            ),
+        )
     with pytest.raises(ValueError, match="needs ref_labels"):
         loss_fn(v1, y, ref_emb=v2)
     with pytest.raises(ValueError, match="temperature must be > 0"):
@@ -237,7 +255,7 @@ def test_registration():
     assert "DSCLLoss" not in pml_losses.CrossBatchMemory.supported_losses()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pml._register(pml_losses, DSCLLoss)  # registering again is a no-op
+        assert expose(pml_losses, DSCLLoss)  # registering again is a no-op
     assert pml_losses.DSCLLoss is DSCLLoss
 
 
@@ -246,13 +264,16 @@ def test_registration_never_overwrites_a_foreign_name():
     foreign = type("DSCLLoss", (), {})
     module.DSCLLoss = foreign
     with pytest.warns(UserWarning, match="leaves it in place"):
-        pml._register(module, DSCLLoss)
+        assert not expose(module, DSCLLoss)
     assert module.DSCLLoss is foreign
 
 
 def test_importing_the_module_again_is_harmless(monkeypatch):
-    for module, name in ((pml_losses, "DSCLLoss"), (pml_losses, "DSCLCrossBatchMemory"),
-                         (pml_miners, "DSCLMiner")):
+    for module, name in (
+        (pml_losses, "DSCLLoss"),
+        (pml_losses, "DSCLCrossBatchMemory"),
+        (pml_miners, "DSCLMiner"),
+    ):
         monkeypatch.setattr(module, name, getattr(module, name))  # restored afterwards
     supcon, memory = pml_losses.SupConLoss, pml_losses.CrossBatchMemory
     spec = importlib.util.spec_from_file_location("dscl_plugin.pml", pml.__file__)
@@ -333,9 +354,7 @@ def test_uncapped_miner_equals_no_miner():
     v1, v2, y = two_views(seed=15)
     emb, labels = torch.cat([v1, v2]), torch.cat([y, y])
     loss_fn = DSCLLoss()
-    torch.testing.assert_close(
-        loss_fn(emb, labels, DSCLMiner()(emb, labels)), loss_fn(emb, labels)
-    )
+    torch.testing.assert_close(loss_fn(emb, labels, DSCLMiner()(emb, labels)), loss_fn(emb, labels))
 
 
 def test_miner_errors():
@@ -408,7 +427,12 @@ def test_cross_batch_memory_state_dict_round_trip():
         q, k, y, mask = _step_batch(step)
         memory(torch.cat([q, k]), torch.cat([y, y]), enqueue_mask=mask)
     state = memory.state_dict()
-    assert set(state) == {"embedding_memory", "label_memory", "queue_idx", "has_been_filled"}
+    assert set(state) == {
+        "embedding_memory",
+        "label_memory",
+        "queue_idx",
+        "has_been_filled",
+    }
     restored = make()
     restored.load_state_dict(state)
     assert restored.queue_idx == memory.queue_idx == 2 and restored.has_been_filled is True
@@ -456,15 +480,17 @@ def test_every_path_gives_the_official_candidates_value_and_gradients():
     queue_y = torch.randint(0, 4, (num_queue,), generator=g)
 
     core = dscl_plugin.DSCLLoss()(q, k, y, queue, queue_y)
-    partner = pml_losses.DSCLLoss()(q, y, ref_emb=torch.cat([k, queue]),
-                                    ref_labels=torch.cat([y, queue_y]))
+    partner = pml_losses.DSCLLoss()(
+        q, y, ref_emb=torch.cat([k, queue]), ref_labels=torch.cat([y, queue_y])
+    )
     memory = pml_losses.DSCLCrossBatchMemory(
-        pml_losses.DSCLLoss(), d, memory_size=num_queue + b  # K + B: nothing evicted
+        pml_losses.DSCLLoss(),
+        d,
+        memory_size=num_queue + b,  # K + B: nothing evicted
     )
     memory.embedding_memory = memory.embedding_memory.double()
     memory.add_to_memory(queue, queue_y, num_queue)  # the same queue state
-    crossbatch = memory(torch.cat([q, k]), torch.cat([y, y]),
-                        enqueue_mask=torch.arange(2 * b) >= b)
+    crossbatch = memory(torch.cat([q, k]), torch.cat([y, y]), enqueue_mask=torch.arange(2 * b) >= b)
     torch.testing.assert_close(partner, core, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(crossbatch, core, rtol=1e-12, atol=1e-12)
     grads = [torch.autograd.grad(loss, [q, k], allow_unused=True) for loss in (core, partner)]
@@ -533,7 +559,8 @@ def test_distributed_cross_batch_memory(two_fake_ranks):
     loss = wrapped(emb, labels, enqueue_mask=mask)
     local = DSCLCrossBatchMemory(DSCLLoss(), embedding_size=6, memory_size=20)
     expected = local(
-        torch.cat([emb, emb.flip(0)]), torch.cat([labels, labels.flip(0)]),
+        torch.cat([emb, emb.flip(0)]),
+        torch.cat([labels, labels.flip(0)]),
         enqueue_mask=torch.cat([mask, mask.flip(0)]),
     )
     torch.testing.assert_close(loss, 2 * expected)

@@ -12,10 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dscl_plugin import precision
-from dscl_plugin.config import ConfigError, load_config
+from dscl_plugin.training import precision
+from dscl_plugin.errors import ConfigError
 from dscl_plugin.losses import DSCLLoss, PBSDLoss
 from dscl_plugin.models import DSCLModel, build_backbone
+from dscl_plugin.training.config import load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dscl_fashion_mnist_lt.yaml"
 
@@ -91,9 +92,15 @@ def test_losses_compute_in_float32_under_bf16_autocast():
     loss of the same values in float32: the losses cast up before their logits."""
     g = torch.Generator().manual_seed(0)
     query, key = (F.normalize(torch.randn(8, 16, generator=g), dim=-1) for _ in range(2))
-    patches, regions = torch.randn(8, 3, 16, generator=g), torch.randn(8, 3, 16, generator=g)
+    patches, regions = (
+        torch.randn(8, 3, 16, generator=g),
+        torch.randn(8, 3, 16, generator=g),
+    )
     queue = F.normalize(torch.randn(32, 16, generator=g), dim=-1)
-    labels, queue_labels = torch.randint(4, (8,), generator=g), torch.randint(4, (32,), generator=g)
+    labels, queue_labels = (
+        torch.randint(4, (8,), generator=g),
+        torch.randint(4, (32,), generator=g),
+    )
     bf16 = [t.bfloat16() for t in (query, key, patches, regions)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         dscl = DSCLLoss(temperature=0.1)(bf16[0], bf16[1], labels, queue, queue_labels)

@@ -13,22 +13,34 @@ import pytorch_lightning as pl
 import torch
 
 import dscl_plugin
-from dscl_plugin import registry
-from dscl_plugin.config import ConfigError, load_config
-from dscl_plugin.lightly_registration import register_lightly_names
+from dscl_plugin.training import registry
+from dscl_plugin.errors import ConfigError
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
-from dscl_plugin.methods import ContrastiveMethod, DSCLMethod, SupConMethod
 from dscl_plugin.models import DSCLModel, SupConModel
-from dscl_plugin.training import build_method
+from dscl_plugin.namespaces import register_library_names
+from dscl_plugin.training.config import load_config
+from dscl_plugin.training.methods import (
+    ContrastiveMethod,
+    DSCLMethod,
+    SupConMethod,
+    build_method,
+)
 from dscl_plugin.transforms import DSCLTransform
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TINY = ["model.queue_size=32", "model.proj_dim=16"]
 RUN_TINY = TINY + [
-    "trainer.epochs=1", "trainer.batch_size=16", "trainer.limit_train_batches=2",
-    "trainer.num_workers=0", "trainer.progress_bar=false", "optim.warmup_epochs=0",
-    "probe.epochs=2", "probe.milestones=[1]", "probe.batch_size=128", "eval.batch_size=300",
+    "trainer.epochs=1",
+    "trainer.batch_size=16",
+    "trainer.limit_train_batches=2",
+    "trainer.num_workers=0",
+    "trainer.progress_bar=false",
+    "optim.warmup_epochs=0",
+    "probe.epochs=2",
+    "probe.milestones=[1]",
+    "probe.batch_size=128",
+    "eval.batch_size=300",
 ]
 
 
@@ -87,7 +99,11 @@ def test_third_party_method(isolated_registry):
             return DSCLModel(backbone, dim, m.proj_dim, m.queue_size, alpha=1.0, pbsd_weight=0.0)
 
     assert "own_view_only" in registry.available_methods()
-    overrides = TINY + ["method=own_view_only", "model.beta=null", "model.pbsd_weight=0"]
+    overrides = TINY + [
+        "method=own_view_only",
+        "model.beta=null",
+        "model.pbsd_weight=0",
+    ]
     config = load_config(CONFIGS / "dscl_digits_lt.yaml", overrides)
     module = build_method(config)
     assert type(module) is OwnViewOnly and module.model.criterion.alpha == 1.0
@@ -102,12 +118,16 @@ def test_third_party_method(isolated_registry):
 
 
 def test_registry_errors(isolated_registry):
-    with pytest.raises(ValueError, match="already registered by dscl_plugin.methods.DSCLMethod"):
+    with pytest.raises(
+        ValueError, match="already registered by dscl_plugin.training.methods.DSCLMethod"
+    ):
         registry.register_method("dscl")(type("Other", (ContrastiveMethod,), {}))
     registry.register_method("dscl")(DSCLMethod)  # re-registering the same class is a no-op
     with pytest.raises(TypeError, match="LightningModule subclass"):
         registry.register_method("plain")(object)
-    with pytest.raises(ValueError, match=r"Unknown method 'nope'; registered .*\['dscl', 'supcon'\]"):
+    with pytest.raises(
+        ValueError, match=r"Unknown method 'nope'; registered .*\['dscl', 'supcon'\]"
+    ):
         registry.get_method("nope")
     assert issubclass(registry.get_method("supcon"), pl.LightningModule)
 
@@ -120,7 +140,8 @@ def test_lightly_namespace_registration():
     from lightly.loss import DSCLLoss as imported
 
     assert imported is DSCLLoss
-    assert register_lightly_names() == []  # already there: nothing added twice
+    names = register_library_names()  # already there: the same objects, no warning
+    assert "lightly.loss.DSCLLoss" in names and "pytorch_metric_learning.losses.DSCLLoss" in names
 
 
 def test_lightly_names_are_never_overwritten(monkeypatch):
@@ -128,14 +149,16 @@ def test_lightly_names_are_never_overwritten(monkeypatch):
     monkeypatch.setattr(lightly.loss, "DSCLLoss", sentinel)  # as if Lightly shipped its own
     monkeypatch.delattr(lightly.transforms, "DSCLTransform")
     ntxent = lightly.loss.NTXentLoss
-    assert register_lightly_names() == ["lightly.transforms.DSCLTransform"]
+    with pytest.warns(UserWarning, match="lightly.loss.DSCLLoss already exists"):
+        names = register_library_names()
+    assert "lightly.loss.DSCLLoss" not in names and "lightly.transforms.DSCLTransform" in names
     assert lightly.loss.DSCLLoss is sentinel and lightly.loss.NTXentLoss is ntxent
     assert lightly.transforms.DSCLTransform is DSCLTransform
 
 
 def _docs_block(after_heading):
     text = (ROOT / "docs" / "configs.md").read_text()
-    section = text[text.index(after_heading):]
+    section = text[text.index(after_heading) :]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
@@ -149,7 +172,13 @@ def test_readme_own_method_runs_through_dscl_train(tmp_path, monkeypatch, isolat
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "my_method", raising=False)
     config = str(CONFIGS / "dscl_digits_lt.yaml")
-    args = ["--config", config, "method=my_dscl", *RUN_TINY, f"output_dir={tmp_path / 'out'}"]
+    args = [
+        "--config",
+        config,
+        "method=my_dscl",
+        *RUN_TINY,
+        f"output_dir={tmp_path / 'out'}",
+    ]
     assert train_main(args) == 2  # not imported: a config error naming --import
     assert train_main(["--import", "my_method", *args]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -163,7 +192,7 @@ def test_entry_point_group_registers_methods(tmp_path):
     """An installed package's entry point in ``dscl_plugin.methods`` reaches the CLI."""
     (tmp_path / "plugin_methods.py").write_text(
         "from dscl_plugin import register_method\n"
-        "from dscl_plugin.methods import DSCLMethod\n\n"
+        "from dscl_plugin.training.methods import DSCLMethod\n\n"
         "@register_method('ep_dscl')\nclass EntryPointDSCL(DSCLMethod):\n    pass\n"
     )
     info = tmp_path / "plugin-0.1.dist-info"
@@ -172,14 +201,16 @@ def test_entry_point_group_registers_methods(tmp_path):
     (info / "entry_points.txt").write_text("[dscl_plugin.methods]\nep_dscl = plugin_methods\n")
     code = (
         "import sys\n"
-        "from dscl_plugin.config import load_config\n"
-        "from dscl_plugin.training import check_method\n"
+        "from dscl_plugin.training.config import load_config\n"
+        "from dscl_plugin.training.methods import check_method\n"
         "config = load_config(sys.argv[1], ['method=ep_dscl', 'model.queue_size=8'])\n"
         "print(check_method(config).__name__)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(CONFIGS / "dscl_digits_lt.yaml")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dscl_plugin.config import load_config
+from dscl_plugin.training.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,10 @@ def test_parse_sweep_rejects_a_key_swept_twice(sweep):
 
 def test_sweep_overrides_load_with_the_digits_config(sweep):
     path = Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml"  # beta: 8
-    assert sweep.sweep_overrides("model.alpha", "0.2") == ["model.alpha=0.2", "model.beta=null"]
+    assert sweep.sweep_overrides("model.alpha", "0.2") == [
+        "model.alpha=0.2",
+        "model.beta=null",
+    ]
     config = load_config(path, sweep.sweep_overrides("model.alpha", "0.2"))
     assert (config.model.alpha, config.model.beta) == (0.2, None)
     config = load_config(path, sweep.sweep_overrides("model.pbsd_weight", "0.5"))
@@ -54,18 +57,38 @@ def test_sweep_overrides_load_with_the_digits_config(sweep):
 
 
 def run(method, seed, value, overall, key="model.alpha"):
-    metrics = {"overall": overall, "many": overall + 0.1, "medium": overall, "few": None}
+    metrics = {
+        "overall": overall,
+        "many": overall + 0.1,
+        "medium": overall,
+        "few": None,
+    }
     key = None if method == "supcon" else key
-    return {"method": method, "seed": seed, "sweep_key": key, "sweep_value": value, **metrics}
+    return {
+        "method": method,
+        "seed": seed,
+        "sweep_key": key,
+        "sweep_value": value,
+        **metrics,
+    }
 
 
 def test_summary_table_and_plot(sweep, tmp_path):
-    runs = [run("supcon", 0, None, 0.5), run("supcon", 1, None, 0.6),
-            run("dscl", 0, "0.5", 0.6), run("dscl", 1, "0.5", 0.6),
-            run("dscl", 0, "0.1", 0.7), run("dscl", 1, "0.1", 0.9),
-            run("dscl", 0, "3", 0.1, key="model.num_patches")]
+    runs = [
+        run("supcon", 0, None, 0.5),
+        run("supcon", 1, None, 0.6),
+        run("dscl", 0, "0.5", 0.6),
+        run("dscl", 1, "0.5", 0.6),
+        run("dscl", 0, "0.1", 0.7),
+        run("dscl", 1, "0.1", 0.9),
+        run("dscl", 0, "3", 0.1, key="model.num_patches"),
+    ]
     rows = sweep.summarise_sweep(runs, "model.alpha")
-    expected = [("supcon", None), ("dscl", 0.1), ("dscl", 0.5)]  # not the num_patches run
+    expected = [
+        ("supcon", None),
+        ("dscl", 0.1),
+        ("dscl", 0.5),
+    ]  # not the num_patches run
     assert [(r["method"], r["value"]) for r in rows] == expected
     supcon, low, high = rows
     assert low["overall_mean"] == pytest.approx(0.8)
@@ -94,7 +117,10 @@ def long_tail_accuracy(import_benchmark):
     "grid, message",
     [
         ("model.alpha=0.1,x", "value 'x' is not a finite number"),
-        ("model.alfa=0.1", "Unknown config key 'model.alfa'.*Did you mean 'model.alpha'"),
+        (
+            "model.alfa=0.1",
+            "Unknown config key 'model.alfa'.*Did you mean 'model.alpha'",
+        ),
         ("model.alpha=1.5", r"model.alpha: must be in \[0, 1\], got 1.5"),
     ],
 )

@@ -94,8 +94,13 @@ def test_key_view_has_its_own_crop_and_jitter():
     view_q, view_k = transform(_image())
     assert not torch.equal(view_q, view_k)
     no_jitter = DSCLTransform(
-        32, 16, num_patches=0, crop_scale=(1.0, 1.0), key_jitter_prob=0.0,
-        normalize=None, **NO_AUGMENT,
+        32,
+        16,
+        num_patches=0,
+        crop_scale=(1.0, 1.0),
+        key_jitter_prob=0.0,
+        normalize=None,
+        **NO_AUGMENT,
     )
     view_q, view_k = no_jitter(_image(32, 32))
     torch.testing.assert_close(view_q, view_k)
@@ -104,8 +109,14 @@ def test_key_view_has_its_own_crop_and_jitter():
 def test_patches_get_their_own_colour_augmentation():
     _seed(3)
     transform = DSCLTransform(
-        32, 16, num_patches=3, normalize=None, hflip_prob=0.0, jitter_prob=0.0,
-        grayscale_prob=1.0, blur_prob=0.0,
+        32,
+        16,
+        num_patches=3,
+        normalize=None,
+        hflip_prob=0.0,
+        jitter_prob=0.0,
+        grayscale_prob=1.0,
+        blur_prob=0.0,
     )
     patches = transform(_image())[2]
     torch.testing.assert_close(patches[:, 0], patches[:, 1])
@@ -130,7 +141,8 @@ def test_eval_transform():
     image = _image(40, 48)
     small = eval_transform(32, normalize=None)(image)
     torch.testing.assert_close(
-        small, F.to_dtype(F.to_image(F.center_crop(F.resize(image, 32), 32)), scale=True)
+        small,
+        F.to_dtype(F.to_image(F.center_crop(F.resize(image, 32), 32)), scale=True),
     )
     large = eval_transform(224)(_image(300, 400))
     assert large.shape == (3, 224, 224)
@@ -193,22 +205,33 @@ def test_colour_augmentation_defaults_live_in_one_place():
     import dataclasses
     import inspect
 
-    from dscl_plugin.config import DataConfig
+    from dscl_plugin.training.schema import DataConfig
     from dscl_plugin.transforms import COLOUR_AUGMENTATION, ColourAugmentation, probe_transform
 
     defaults = dataclasses.asdict(ColourAugmentation())
     assert defaults == dict(
-        jitter=(0.4, 0.4, 0.4, 0.1), jitter_prob=0.8, grayscale_prob=0.2, blur_prob=0.5,
+        jitter=(0.4, 0.4, 0.4, 0.1),
+        jitter_prob=0.8,
+        grayscale_prob=0.2,
+        blur_prob=0.5,
         blur_sigmas=(0.1, 2.0),
     )
     for fn in (DSCLTransform.__init__, probe_transform):
         parameters = inspect.signature(fn).parameters
         assert {key: parameters[key].default for key in defaults} == defaults, fn
     assert inspect.signature(DSCLTransform.__init__).parameters["key_jitter"].default == (
-        0.4, 0.4, 0.4, 0.0)
+        0.4,
+        0.4,
+        0.4,
+        0.0,
+    )
     data = DataConfig()
-    assert (tuple(data.color_jitter), data.jitter_prob, data.grayscale_prob, data.blur_prob) == (
-        COLOUR_AUGMENTATION.jitter, 0.8, 0.2, 0.5)
+    assert (
+        tuple(data.color_jitter),
+        data.jitter_prob,
+        data.grayscale_prob,
+        data.blur_prob,
+    ) == (COLOUR_AUGMENTATION.jitter, 0.8, 0.2, 0.5)
 
 
 def test_colour_augmentation_checks_and_builds_the_q_view_colour_steps():

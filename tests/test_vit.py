@@ -11,12 +11,13 @@ from helpers import training_losses
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from dscl_plugin.checkpoints import CheckpointError, export_backbone, load_backbone_weights
-from dscl_plugin.cli import train_main
-from dscl_plugin.config import ConfigError, load_config
-from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
-from dscl_plugin.training import build_method
 from dscl_plugin.backbones.vit import ViTBackbone, build_vit, vit_spec
+from dscl_plugin.backbones.weights import export_backbone, load_backbone_weights
+from dscl_plugin.cli import train_main
+from dscl_plugin.errors import CheckpointError, ConfigError
+from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
+from dscl_plugin.training.config import load_config
+from dscl_plugin.training.methods import build_method
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGITS = CONFIGS / "dscl_digits_lt.yaml"
@@ -39,13 +40,21 @@ def test_build_backbone_sizes_and_presets():
     backbone, dim = build_backbone("vit_tiny", **TINY_VIT)
     assert isinstance(backbone, ViTBackbone) and dim == 24 == backbone.feature_dim
     vit = backbone.torchvision_vit
-    assert (vit.patch_size, len(vit.encoder.layers), vit.hidden_dim, vit.mlp_dim) == (4, 2, 24, 96)
+    assert (vit.patch_size, len(vit.encoder.layers), vit.hidden_dim, vit.mlp_dim) == (
+        4,
+        2,
+        24,
+        96,
+    )
     assert vit.encoder.layers[0].num_heads == 2 and isinstance(vit.heads, nn.Identity)
     assert vit_spec("vit_small") == vit_spec("vit_tiny", width=384, num_heads=6)
     assert (vit_spec("vit_b_16").width, vit_spec("vit_b_16").depth) == (768, 12)
     assert list(backbone.buffers()) == []  # BN-free: nothing for the patch pass to protect
     frozen = {n for n, p in backbone.named_parameters() if not p.requires_grad}
-    assert frozen == {"vit.mask_token", "vit.vit.encoder.pos_embedding"}  # unused; fixed sin-cos
+    assert frozen == {
+        "vit.mask_token",
+        "vit.vit.encoder.pos_embedding",
+    }  # unused; fixed sin-cos
 
 
 def test_token_map_is_the_patch_tokens_on_their_grid():
@@ -149,9 +158,18 @@ def test_pbsd_teacher_pools_the_tokens_under_a_box():
     token_map = backbone(view).detach()
     r, c = 3, 5
     boxes = torch.tensor(
-        [[[4 * c, 4 * r, 4 * c + 8, 4 * r + 8],  # exactly the 2x2 tokens (3..4, 5..6)
-          [4 * c, 4 * r, 4 * c + 4, 4 * r + 4],  # exactly token (3, 5)
-          [0, 0, 32, 32]]],  # the whole view
+        [
+            [
+                [
+                    4 * c,
+                    4 * r,
+                    4 * c + 8,
+                    4 * r + 8,
+                ],  # exactly the 2x2 tokens (3..4, 5..6)
+                [4 * c, 4 * r, 4 * c + 4, 4 * r + 4],  # exactly token (3, 5)
+                [0, 0, 32, 32],
+            ]
+        ],  # the whole view
         dtype=torch.float,
     )
     regions = pool_regions(token_map, boxes, (32, 32), aligned=True)[0]  # continuous coordinates
@@ -173,7 +191,13 @@ def _batch(seed: int, b: int = 4, view: int = 16, patch: int = 8, num_patches: i
     view_q, view_k = torch.randn(2, b, 3, view, view, generator=g)
     patches = torch.randn(b, num_patches, 3, patch, patch, generator=g)
     xy = torch.randint(0, view - patch, (b, num_patches, 2), generator=g).float()
-    return view_q, view_k, patches, torch.cat([xy, xy + patch], dim=-1), torch.arange(b) % 2
+    return (
+        view_q,
+        view_k,
+        patches,
+        torch.cat([xy, xy + patch], dim=-1),
+        torch.arange(b) % 2,
+    )
 
 
 @pytest.mark.parametrize("pool", ["mean", "cls"])
@@ -237,8 +261,14 @@ def test_export_round_trip_into_the_torchvision_vit(tmp_path):
 
 def test_config_builds_the_vit_and_adamw():
     config = load_config(
-        DIGITS, ["model.backbone=vit_tiny", "model.vit_pool=cls", "optim.name=adamw",
-                 "optim.weight_decay=0.05", "optim.interval=epoch"]
+        DIGITS,
+        [
+            "model.backbone=vit_tiny",
+            "model.vit_pool=cls",
+            "optim.name=adamw",
+            "optim.weight_decay=0.05",
+            "optim.interval=epoch",
+        ],
     )
     module = build_method(config)
     vit = module.backbone.torchvision_vit
@@ -255,8 +285,14 @@ def test_config_builds_the_vit_and_adamw():
     "overrides, expected",
     [
         (["data.input_size=18"], "data.input_size: Image size 18 px is not a multiple"),
-        (["model.patch_size=10"], "model.patch_size: Image size 10 px is not a multiple"),
-        (["model.vit_width=100"], "model.vit_*: ViT width 100 must be a multiple of num_heads 3"),
+        (
+            ["model.patch_size=10"],
+            "model.patch_size: Image size 10 px is not a multiple",
+        ),
+        (
+            ["model.vit_width=100"],
+            "model.vit_*: ViT width 100 must be a multiple of num_heads 3",
+        ),
         (["model.vit_pool=max"], "model.vit_pool: must be one of ['mean', 'cls']"),
         (["optim.name=adam"], "optim.name: must be one of ['sgd', 'adamw']"),
     ],
@@ -268,14 +304,20 @@ def test_config_rejects_bad_vit_settings(overrides, expected):
 
 
 def test_patch_size_is_not_checked_without_pbsd():
-    config = load_config(DIGITS, ["model.backbone=vit_tiny", "model.patch_size=10",
-                                  "model.pbsd_weight=0"])
+    config = load_config(
+        DIGITS,
+        ["model.backbone=vit_tiny", "model.patch_size=10", "model.pbsd_weight=0"],
+    )
     assert config.model.patch_size == 10
 
 
 def test_imagenet_lt_vit_recipe_is_vit_small_with_adamw():
     c = load_config(CONFIGS / "dscl_imagenet_lt_vit.yaml")
-    assert (c.model.backbone, c.data.input_size, c.model.patch_size) == ("vit_small", 224, 64)
+    assert (c.model.backbone, c.data.input_size, c.model.patch_size) == (
+        "vit_small",
+        224,
+        64,
+    )
     assert (c.optim.name, c.model.vit_pool) == ("adamw", "mean")
     assert "OURS" in (CONFIGS / "dscl_imagenet_lt_vit.yaml").read_text()
 
@@ -283,11 +325,24 @@ def test_imagenet_lt_vit_recipe_is_vit_small_with_adamw():
 @pytest.mark.slow
 def test_cli_trains_and_evaluates_a_vit_on_digits(tmp_path, capsys):
     out = tmp_path / "vit"
-    tiny = ["model.backbone=vit_tiny", "model.vit_depth=1", "model.vit_width=24",
-            "model.queue_size=64", "model.proj_dim=16", "trainer.epochs=1",
-            "trainer.batch_size=16", "trainer.limit_train_batches=2", "trainer.num_workers=0",
-            "trainer.progress_bar=false", "optim.warmup_epochs=0", "optim.name=adamw",
-            "optim.lr=1e-3", "probe.epochs=2", "probe.milestones=[1]", f"output_dir={out}"]
+    tiny = [
+        "model.backbone=vit_tiny",
+        "model.vit_depth=1",
+        "model.vit_width=24",
+        "model.queue_size=64",
+        "model.proj_dim=16",
+        "trainer.epochs=1",
+        "trainer.batch_size=16",
+        "trainer.limit_train_batches=2",
+        "trainer.num_workers=0",
+        "trainer.progress_bar=false",
+        "optim.warmup_epochs=0",
+        "optim.name=adamw",
+        "optim.lr=1e-3",
+        "probe.epochs=2",
+        "probe.milestones=[1]",
+        f"output_dir={out}",
+    ]
     assert train_main(["--config", str(DIGITS), *tiny]) == 0
     assert "linear_probe/overall" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())

@@ -6,14 +6,18 @@ package holds the backbone facts the config checks, the checkpoints and the mode
 it imports no model code.
 """
 
-from typing import Optional, Tuple
-
 from torch import nn
 
 from dscl_plugin import checks
 from dscl_plugin.backbones.cnn import PLAIN_CNNS, build_plain_cnn
 from dscl_plugin.backbones.resnet import RESNET_PREFIXES, build_resnet, is_resnet
-from dscl_plugin.backbones.vit import VIT_POOLS, VIT_PRESETS, ViTBackbone, build_vit, is_vit
+from dscl_plugin.backbones.vit import (
+    VIT_POOLS,
+    VIT_PRESETS,
+    ViTBackbone,
+    build_vit,
+    is_vit,
+)
 
 __all__ = [
     "PLAIN_CNNS",
@@ -33,11 +37,11 @@ def build_backbone(
     *,
     image_size: int = 224,
     vit_pool: str = "mean",
-    vit_patch_size: Optional[int] = None,
-    vit_depth: Optional[int] = None,
-    vit_width: Optional[int] = None,
-    vit_heads: Optional[int] = None,
-) -> Tuple[nn.Module, int]:
+    vit_patch_size: int | None = None,
+    vit_depth: int | None = None,
+    vit_width: int | None = None,
+    vit_heads: int | None = None,
+) -> tuple[nn.Module, int]:
     """A randomly initialised backbone mapping images (B, 3, H, W) to a feature map (B, C, h, w).
 
     Args:
@@ -64,9 +68,7 @@ def build_backbone(
     """
     check_backbone_name("backbone", name)
     if is_vit(name):
-        vit = build_vit(
-            name, image_size, vit_pool, vit_patch_size, vit_depth, vit_width, vit_heads
-        )
+        vit = build_vit(name, image_size, vit_pool, vit_patch_size, vit_depth, vit_width, vit_heads)
         return vit, vit.feature_dim
     if name in PLAIN_CNNS:
         return build_plain_cnn(name)

@@ -1,17 +1,17 @@
 """Small plain CNNs for CPU-sized runs: stacks of 3x3 conv-BN-ReLU blocks."""
 
-from typing import Dict, Sequence, Tuple
+from collections.abc import Sequence
 
 from torch import nn
 
 # name -> (output channels, strides) of a stack of 3x3 conv-BN-ReLU blocks (overall stride 4)
-PLAIN_CNNS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
+PLAIN_CNNS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "small_cnn": ((32, 64, 128), (1, 2, 2)),
     "cnn5": ((32, 64, 64, 128, 128), (1, 2, 1, 2, 1)),
 }
 
 
-def build_plain_cnn(name: str) -> Tuple[nn.Sequential, int]:
+def build_plain_cnn(name: str) -> tuple[nn.Sequential, int]:
     """The plain CNN ``name`` of :data:`PLAIN_CNNS` and its output channels."""
     widths, strides = PLAIN_CNNS[name]
     return plain_cnn(widths, strides), widths[-1]

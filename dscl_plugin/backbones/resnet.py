@@ -1,7 +1,5 @@
 """torchvision ResNets (``resnet*``, ``resnext*``, ``wide_resnet*``) as feature-map backbones."""
 
-from typing import Tuple
-
 import torchvision
 from torch import nn
 
@@ -17,16 +15,14 @@ def is_resnet(name: str) -> bool:
 
 def build_resnet(
     name: str, cifar_stem: bool = False, zero_init_residual: bool = True
-) -> Tuple[nn.Sequential, int]:
+) -> tuple[nn.Sequential, int]:
     """A randomly initialised ResNet without its pooling and ``fc`` (never downloads
     weights), and its output channels.
 
     ``cifar_stem`` replaces the stem (7x7 stride-2 conv + max-pool) with a 3x3 stride-1
     conv and no max-pool, for 32 px inputs (stride 8 instead of 32).
     """
-    resnet = torchvision.models.get_model(
-        name, weights=None, zero_init_residual=zero_init_residual
-    )
+    resnet = torchvision.models.get_model(name, weights=None, zero_init_residual=zero_init_residual)
     if cifar_stem:
         resnet.conv1 = nn.Conv2d(3, resnet.conv1.out_channels, 3, 1, 1, bias=False)
         nn.init.kaiming_normal_(resnet.conv1.weight, mode="fan_out", nonlinearity="relu")

@@ -10,7 +10,6 @@ Images of any square size that is a multiple of the ViT patch size run through L
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 from lightly.models.modules import MaskedVisionTransformerTorchvision
 from torch import Tensor, nn
@@ -47,10 +46,10 @@ def is_vit(name: str) -> bool:
 
 def vit_spec(
     name: str,
-    patch_size: Optional[int] = None,
-    depth: Optional[int] = None,
-    width: Optional[int] = None,
-    num_heads: Optional[int] = None,
+    patch_size: int | None = None,
+    depth: int | None = None,
+    width: int | None = None,
+    num_heads: int | None = None,
 ) -> ViTSpec:
     """The preset ``name`` with the given sizes replaced (None keeps the preset's).
 
@@ -143,7 +142,7 @@ class ViTBackbone(nn.Module):
     def torchvision_vit(self) -> VisionTransformer:
         return self.vit.vit
 
-    def forward_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The token map (B, C, h, w) and the pooled feature (B, C) (see ``pool``)."""
         if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
             raise ValueError(
@@ -165,10 +164,10 @@ def build_vit(
     name: str,
     image_size: int = 224,
     pool: str = "mean",
-    patch_size: Optional[int] = None,
-    depth: Optional[int] = None,
-    width: Optional[int] = None,
-    num_heads: Optional[int] = None,
+    patch_size: int | None = None,
+    depth: int | None = None,
+    width: int | None = None,
+    num_heads: int | None = None,
 ) -> ViTBackbone:
     """A randomly initialised :class:`ViTBackbone` (never downloads weights).
 

@@ -4,8 +4,8 @@
 with ``.targets`` (list of int), ``.num_classes`` and ``.class_counts``.
 """
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, Union
 
 from dscl_plugin.data.base import ArrayImageDataset, FileImageDataset, ImageDataset
 from dscl_plugin.data.cifar_lt import CIFAR_SOURCES, cifar_lt
@@ -37,13 +37,13 @@ IN_MEMORY_DATASETS = ("digits_lt", "fashion_mnist_lt", *CIFAR_SOURCES)
 def build_dataset(
     name: str,
     split: str,
-    transform: Optional[Callable] = None,
-    root: Union[str, Path] = "data",
-    imbalance_factor: Optional[float] = None,
-    input_size: Optional[int] = None,
+    transform: Callable | None = None,
+    root: str | Path = "data",
+    imbalance_factor: float | None = None,
+    input_size: int | None = None,
     download: bool = False,
     seed: int = 0,
-    list_file: Optional[Union[str, Path]] = None,
+    list_file: str | Path | None = None,
 ) -> ImageDataset:
     """Build the ``split`` of dataset ``name``.
 

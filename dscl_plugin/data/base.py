@@ -1,7 +1,7 @@
 """Image datasets returning ``(transform(PIL RGB image), int label)``."""
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -19,18 +19,21 @@ class ImageDataset(Dataset):
     """
 
     def __init__(
-        self, targets: Sequence[int], num_classes: int, transform: Optional[Callable] = None
+        self,
+        targets: Sequence[int],
+        num_classes: int,
+        transform: Callable | None = None,
     ) -> None:
-        self.targets: List[int] = [int(t) for t in targets]
+        self.targets: list[int] = [int(t) for t in targets]
         self.num_classes = int(num_classes)
         self.transform = transform
-        self.class_names: Optional[List[str]] = None
+        self.class_names: list[str] | None = None
         bad = [t for t in self.targets if not 0 <= t < self.num_classes]
         if bad:
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got {bad[:5]}")
 
     @property
-    def class_counts(self) -> List[int]:
+    def class_counts(self) -> list[int]:
         """Number of samples of each class, length ``num_classes``."""
         return np.bincount(self.targets, minlength=self.num_classes).tolist()
 
@@ -55,7 +58,7 @@ class ArrayImageDataset(ImageDataset):
         images: np.ndarray,
         targets: Sequence[int],
         num_classes: int,
-        transform: Optional[Callable] = None,
+        transform: Callable | None = None,
     ) -> None:
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(targets):
             raise ValueError(
@@ -77,7 +80,7 @@ class FileImageDataset(ImageDataset):
         paths: Sequence[str],
         targets: Sequence[int],
         num_classes: int,
-        transform: Optional[Callable] = None,
+        transform: Callable | None = None,
     ) -> None:
         if len(paths) != len(targets):
             raise ValueError(f"got {len(paths)} paths but {len(targets)} targets")

@@ -5,8 +5,8 @@ Train: ``n_c = floor(n_max * rho ** (-c / (C - 1)))`` images of class c, ``n_max
 balanced CIFAR test set.
 """
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 from torchvision import datasets
@@ -15,13 +15,16 @@ from dscl_plugin.data.base import ArrayImageDataset
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 
 # name -> (torchvision class name, number of classes, images per class in the full train set)
-CIFAR_SOURCES = {"cifar10_lt": ("CIFAR10", 10, 5000), "cifar100_lt": ("CIFAR100", 100, 500)}
+CIFAR_SOURCES = {
+    "cifar10_lt": ("CIFAR10", 10, 5000),
+    "cifar100_lt": ("CIFAR100", 100, 500),
+}
 
 
 def cifar_lt(
     name: str,
     split: str,
-    transform: Optional[Callable] = None,
+    transform: Callable | None = None,
     root: str = "data",
     imbalance_factor: float = 100.0,
     download: bool = False,

@@ -7,8 +7,8 @@ so every class can supply its count. Images are scaled from 0-16 to 0-255 and
 upsampled (bilinear) to ``input_size`` px, returned as RGB PIL images.
 """
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -20,7 +20,7 @@ NUM_CLASSES = 10
 
 
 @lru_cache(maxsize=1)
-def _load_digits() -> Tuple[np.ndarray, np.ndarray]:
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -30,7 +30,7 @@ def _load_digits() -> Tuple[np.ndarray, np.ndarray]:
 
 def digits_split(
     imbalance_factor: float, seed: int = 0, test_per_class: int = 30
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """``(train_indices, test_indices)`` into ``sklearn.datasets.load_digits()``."""
     _, targets = _load_digits()
     rng = np.random.RandomState(seed)
@@ -50,7 +50,7 @@ def digits_split(
 
 def digits_lt(
     split: str,
-    transform: Optional[Callable] = None,
+    transform: Callable | None = None,
     imbalance_factor: float = 10.0,
     input_size: int = 32,
     seed: int = 0,

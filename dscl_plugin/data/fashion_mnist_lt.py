@@ -13,9 +13,9 @@ transform.
 import gzip
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from torchvision.datasets.mnist import read_image_file, read_label_file
@@ -24,8 +24,18 @@ from dscl_plugin.data.base import ArrayImageDataset
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 
 NUM_CLASSES = 10
-CLASS_NAMES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-               "sneaker", "bag", "ankle boot")
+CLASS_NAMES = (
+    "T-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
 # split -> (images file, labels file), as the data set is distributed
@@ -65,7 +75,7 @@ def _read_idx(path: Path, reader: Callable[[str], "object"]) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def load_split(root: Path, split: str) -> Tuple[np.ndarray, np.ndarray]:
+def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """``(images uint8 (N, 28, 28), labels int64 (N,))`` of ``split`` ("train"/"test"),
     searched in ``root`` then in :data:`DEBIAN_ROOT`."""
     roots = list(dict.fromkeys([Path(root), DEBIAN_ROOT]))
@@ -82,8 +92,8 @@ def load_split(root: Path, split: str) -> Tuple[np.ndarray, np.ndarray]:
 
 def fashion_mnist_lt(
     split: str,
-    transform: Optional[Callable] = None,
-    root: Union[str, Path] = "data",
+    transform: Callable | None = None,
+    root: str | Path = "data",
     imbalance_factor: float = 100.0,
     seed: int = 0,
 ) -> ArrayImageDataset:

@@ -1,7 +1,7 @@
 """Any ``root/<split>/<class>/<image>`` tree (``ImageFolder``), optionally long-tailed."""
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, Union
 
 import numpy as np
 from torchvision.datasets import ImageFolder
@@ -11,10 +11,10 @@ from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 
 
 def image_folder(
-    root: Union[str, Path],
+    root: str | Path,
     split: str,
-    transform: Optional[Callable] = None,
-    imbalance_factor: Optional[float] = None,
+    transform: Callable | None = None,
+    imbalance_factor: float | None = None,
     seed: int = 0,
 ) -> FileImageDataset:
     """Images of ``root/split`` with ImageFolder's (sorted) class indices.

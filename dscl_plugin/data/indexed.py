@@ -1,7 +1,5 @@
 """``(index, label)`` items of an in-memory dataset, for views made on the training device."""
 
-from typing import List, Tuple
-
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -28,12 +26,12 @@ class IndexedImages(Dataset):
         images = torch.from_numpy(dataset.images)  # (N, H, W) or (N, H, W, 3)
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
         self.images: Tensor = images.contiguous()
-        self.targets: List[int] = dataset.targets
+        self.targets: list[int] = dataset.targets
         self.num_classes = dataset.num_classes
-        self.class_counts: List[int] = dataset.class_counts
+        self.class_counts: list[int] = dataset.class_counts
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> Tuple[int, int]:
+    def __getitem__(self, index: int) -> tuple[int, int]:
         return index, self.targets[index]

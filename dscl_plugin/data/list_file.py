@@ -4,8 +4,8 @@ Each non-empty line is ``relative/path.jpg label``; images are read lazily from
 ``root / relative/path.jpg`` and converted to RGB.
 """
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple, Union
 
 from dscl_plugin.data.base import FileImageDataset
 
@@ -21,7 +21,11 @@ LIST_FILE_SOURCES = {
     ),
     "places_lt": (
         365,
-        {"train": "Places_LT_train.txt", "val": "Places_LT_val.txt", "test": "Places_LT_test.txt"},
+        {
+            "train": "Places_LT_train.txt",
+            "val": "Places_LT_val.txt",
+            "test": "Places_LT_test.txt",
+        },
     ),
     # iNaturalist 2018 has no public test labels: its validation set is the test set.
     "inat2018": (
@@ -35,9 +39,7 @@ LIST_FILE_SOURCES = {
 }
 
 
-def read_list_file(
-    path: Union[str, Path], num_classes: Optional[int] = None
-) -> Tuple[List[str], List[int]]:
+def read_list_file(path: str | Path, num_classes: int | None = None) -> tuple[list[str], list[int]]:
     """Parse ``path label`` lines into ``(paths, labels)``.
 
     Raises:
@@ -71,10 +73,10 @@ def read_list_file(
 
 
 def list_file_dataset(
-    root: Union[str, Path],
-    list_file: Union[str, Path],
-    transform: Optional[Callable] = None,
-    num_classes: Optional[int] = None,
+    root: str | Path,
+    list_file: str | Path,
+    transform: Callable | None = None,
+    num_classes: int | None = None,
 ) -> FileImageDataset:
     """Dataset of the images listed in ``list_file``, relative to ``root``.
 
@@ -89,9 +91,9 @@ def list_file_dataset(
 def named_list_file_dataset(
     name: str,
     split: str,
-    transform: Optional[Callable] = None,
-    root: Union[str, Path] = "data",
-    list_file: Optional[Union[str, Path]] = None,
+    transform: Callable | None = None,
+    root: str | Path = "data",
+    list_file: str | Path | None = None,
 ) -> FileImageDataset:
     """``imagenet_lt`` / ``places_lt`` / ``inat2018`` ``split`` from ``root``.
 

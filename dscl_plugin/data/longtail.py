@@ -1,12 +1,12 @@
 """Exponential long-tailed class profile and per-class subsampling."""
 
 import math
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float) -> List[int]:
+def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float) -> list[int]:
     """``n_c = floor(n_max * rho ** (-c / (C - 1)))`` for ``c = 0 .. C-1``.
 
     ``rho = imbalance_factor = n_0 / n_{C-1}``; ``rho = 1`` keeps every class at ``n_max``.
@@ -18,8 +18,7 @@ def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float) -> L
     if num_classes == 1:
         return [int(n_max)]
     return [
-        math.floor(n_max * imbalance_factor ** (-c / (num_classes - 1)))
-        for c in range(num_classes)
+        math.floor(n_max * imbalance_factor ** (-c / (num_classes - 1))) for c in range(num_classes)
     ]
 
 

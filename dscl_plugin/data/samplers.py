@@ -1,6 +1,6 @@
 """Class-balanced sampling for the linear probe."""
 
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
@@ -22,8 +22,8 @@ class ClassBalancedSampler(Sampler[int]):
     def __init__(
         self,
         targets: Sequence[int],
-        num_samples: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
+        num_samples: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         targets = torch.as_tensor(targets, dtype=torch.long)
         if targets.ndim != 1 or targets.numel() == 0:

@@ -1,11 +1,11 @@
 """Many / medium / few-shot class groups by training-set class size."""
 
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 
 def shot_groups(
     class_counts: Sequence[int], many_threshold: int = 100, few_threshold: int = 20
-) -> Dict[str, List[int]]:
+) -> dict[str, list[int]]:
     """Split classes by training size n_c: many ``n_c > many_threshold``, medium
     ``few_threshold <= n_c <= many_threshold``, few ``n_c < few_threshold``.
 
@@ -16,7 +16,7 @@ def shot_groups(
         raise ValueError(
             f"few_threshold ({few_threshold}) must be <= many_threshold ({many_threshold})"
         )
-    groups: Dict[str, List[int]] = {"many": [], "medium": [], "few": []}
+    groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
     for c, n in enumerate(class_counts):
         if n > many_threshold:
             groups["many"].append(c)

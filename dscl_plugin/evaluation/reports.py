@@ -1,0 +1,57 @@
+"""Metrics as JSON files and as a printed table."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_json(value):
+    """Python scalars/lists/dicts; tensors and numpy values unwrapped, NaN/inf -> None."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return to_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics(metrics: dict[str, object], path: str | Path) -> Path:
+    """Write ``metrics`` as indented JSON (None, NaN and inf become null)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_json(metrics), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def format_metrics_table(metrics: dict[str, object]) -> str:
+    """Two-column text table of the scalar metrics (nested dicts as ``outer/inner``).
+
+    Values in [0, 1] are shown as percentages; None and NaN as "-"; lists are skipped.
+    """
+    rows: list[tuple[str, str]] = []
+
+    def add(prefix: str, items: dict[str, object]) -> None:
+        for key, value in items.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                add(f"{name}/", value)
+            elif value is None:
+                rows.append((name, "-"))
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            elif isinstance(value, float) and 0.0 <= value <= 1.0:
+                rows.append((name, f"{100 * value:.2f}%"))
+            else:
+                rows.append((name, f"{value:g}"))
+
+    add("", to_json(metrics))
+    width = max([len("metric")] + [len(name) for name, _ in rows])
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
+    lines += [f"{name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)

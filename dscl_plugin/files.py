@@ -1,0 +1,109 @@
+"""Crash-safe writes of torch files and reads that say what is wrong with a file.
+
+Core: no PyTorch Lightning. :func:`atomic_save` writes checkpoints and exported backbones,
+:func:`load_file` reads them (``weights_only``) with one-line errors naming the file.
+"""
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dscl_plugin.errors import CheckpointError
+
+PathLike = str | Path
+
+
+def atomic_save(obj: Any, path: PathLike, keep_previous: bool = False) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``:
+    a crash mid-write leaves any previous file at ``path`` intact. ``keep_previous``
+    first keeps the file being replaced as :func:`previous_path` (hard link or copy)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.is_file():
+            _replace_with_copy(path, previous_path(path))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def previous_path(path: PathLike) -> Path:
+    """``last.ckpt`` -> ``last.prev.ckpt``: the checkpoint before ``path``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _replace_with_copy(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of ``source`` (a hard link where possible), atomically."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def load_file(path: PathLike, hint: str | None = None) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; errors name the file, why it
+    cannot be read and what to do: ``hint``, or by default the resume advice (an older
+    good checkpoint next to it, if there is one).
+
+    Raises:
+        CheckpointError: the file is missing, not a PyTorch file, corrupt, or holds
+            Python objects that are not loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint file not found: '{path}'.")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(
+            f"'{path}' is not a PyTorch file (torch.save writes a zip archive). "
+            f"{hint or _what_to_do(path)}"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"Cannot read checkpoint '{path}': {_reason(error)}. {hint or _what_to_do(path)}"
+        ) from None
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """Starts like a zip archive (``torch.save``'s format, even if truncated) or a legacy
+    pickle (protocol 2+)."""
+    with open(path, "rb") as file:
+        start = file.read(4)
+    return start == b"PK\x03\x04" or (len(start) >= 2 and start[0] == 0x80 and start[1] >= 2)
+
+
+def _reason(error: Exception) -> str:
+    """Why ``torch.load`` failed, without torch's advice to load with ``weights_only=False``
+    (which would run arbitrary code from the file)."""
+    message = str(error)
+    if "Weights only load failed" in message:
+        return (
+            "it holds Python objects other than tensors and plain containers, which are "
+            "not loaded (loading them could run arbitrary code)"
+        )
+    first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    return f"the file is corrupt or truncated ({first_line[:200]})"
+
+
+def _what_to_do(path: Path) -> str:
+    previous = previous_path(path)
+    if previous.is_file() and previous != path:
+        return (
+            f"The previous checkpoint '{previous}' is kept: resume from it with "
+            f"--resume {previous}, or start over in a new output_dir."
+        )
+    return "Resume from another checkpoint with --resume PATH, or start over in a new output_dir."

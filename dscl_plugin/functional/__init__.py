@@ -1,0 +1,20 @@
+"""The maths of the losses, once: fused cross-entropy kernels of DSCL/SupCon
+(:mod:`.contrastive`) and PBSD (:mod:`.distillation`), and the pull-gradient ratio
+(:mod:`.gradient_ratio`)."""
+
+from dscl_plugin.functional.contrastive import (
+    compute_dtype,
+    decoupled_cross_entropy,
+    dscl_cross_entropy,
+)
+from dscl_plugin.functional.distillation import patch_distillation
+from dscl_plugin.functional.gradient_ratio import PullRatio, pull_gradient_ratio
+
+__all__ = [
+    "PullRatio",
+    "compute_dtype",
+    "decoupled_cross_entropy",
+    "dscl_cross_entropy",
+    "patch_distillation",
+    "pull_gradient_ratio",
+]

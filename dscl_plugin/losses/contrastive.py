@@ -1,0 +1,244 @@
+"""DSCL and SupCon losses as Lightly-style ``torch.nn.Module`` s.
+
+Reference:
+- [0] Xuan & Zhang, Decoupled Contrastive Learning for Long-Tailed Recognition,
+  AAAI 2024, https://arxiv.org/abs/2403.06151
+
+Notation: ``q`` online (query) features, ``k`` EMA (key) features of the other view,
+``M`` a queue of past keys with their labels, all L2-normalised, ``T`` the
+temperature and ``s(a, b) = a . b / T``.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dscl_plugin import checks
+from dscl_plugin.checks import alpha_from
+from dscl_plugin.functional.contrastive import compute_dtype, dscl_cross_entropy
+from dscl_plugin.functional.gradient_ratio import PullRatio, pull_gradient_ratio
+from dscl_plugin.memory import LabeledMemoryBank
+
+
+class _LabeledContrastiveLoss(nn.Module):
+    """Query-vs-[queries, keys, queue] cross-entropy with a labelled target.
+
+    Subclasses set ``alpha`` (own-view weight, or None for SupCon weights).
+    """
+
+    alpha: float | None
+
+    def __init__(
+        self,
+        temperature: float,
+        memory_bank_size: int | Sequence[int],
+        gather_distributed: bool,
+        check_finite: bool,
+    ) -> None:
+        super().__init__()
+        checks.temperature(temperature)
+        self.temperature = temperature
+        self.check_finite = check_finite
+        self.memory_bank: LabeledMemoryBank | None = None
+        if memory_bank_size not in (0, (0,), [0]):
+            self.memory_bank = LabeledMemoryBank(
+                size=memory_bank_size, gather_distributed=gather_distributed
+            )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Tensor | None = None,
+        queue_labels: Tensor | None = None,
+        queue_normalized: bool = False,
+    ) -> Tensor:
+        """Mean loss over the B query anchors.
+
+        Args:
+            query: (B, D) online features (anchors), with gradient.
+            key: (B, D) features of the other view of the same images.
+            labels: (B,) integer class ids.
+            queue: optional (K, D) memory entries, every row a real entry.
+            queue_labels: (K,) class ids of ``queue``; required with ``queue``.
+            queue_normalized: the queue rows have unit L2 norm already (as in a
+                ``LabeledMemoryBank`` filled by ``DSCLModel``), so the loss uses them as
+                they are instead of normalising a K x D copy. Query and key are always
+                normalised.
+
+        If the loss owns a memory bank (``memory_bank_size``), its filled rows are the
+        queue and the L2-normalised ``key`` is enqueued with ``labels`` after the loss
+        whenever ``query`` requires grad (and grad mode is on), i.e. in training steps.
+        """
+        self._check_inputs(query, key, labels, queue, queue_labels)
+        update_bank = False
+        if self.memory_bank is not None:
+            if queue is not None:
+                raise ValueError(
+                    "This loss owns a memory bank (memory_bank_size > 0); do not pass "
+                    "queue/queue_labels as well."
+                )
+            queue, queue_labels = self.memory_bank.get()
+            queue = queue.to(query.device)
+            queue_labels = queue_labels.to(labels.device)
+            queue_normalized = True  # the bank holds normalised keys
+            update_bank = query.requires_grad and torch.is_grad_enabled()
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            inputs = self._cast(query, key, labels, queue, queue_labels)
+            loss = dscl_cross_entropy(*inputs, self.alpha, self.temperature, queue_normalized)
+        if update_bank:
+            self.memory_bank.enqueue(key, labels, normalize=True)
+        return loss
+
+    def pull_gradient_ratio(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Tensor | None = None,
+        queue_labels: Tensor | None = None,
+    ) -> PullRatio:
+        """Per-anchor class-term / own-key-term ratio of the pull gradient, with this loss's
+        weights (:func:`dscl_plugin.functional.pull_gradient_ratio`); no gradient.
+
+        Takes the arguments of :meth:`forward`; call it with the queue the loss sees (before
+        an owned memory bank enqueues this step's keys: its entries are used if
+        ``queue`` is None).
+        """
+        self._check_inputs(query, key, labels, queue, queue_labels)
+        if self.memory_bank is not None and queue is None:
+            queue, queue_labels = self.memory_bank.get()
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            inputs = self._cast(query, key, labels, queue, queue_labels)
+            return pull_gradient_ratio(*inputs, self.alpha)
+
+    @staticmethod
+    def _cast(
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Tensor | None,
+        queue_labels: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Features in the compute dtype on the query's device; an empty queue is None."""
+        dtype = compute_dtype(query)
+        if queue is not None and queue.shape[0] > 0:
+            queue = queue.to(device=query.device, dtype=dtype)
+            queue_labels = queue_labels.to(query.device)
+        else:
+            queue = queue_labels = None
+        return (
+            query.to(dtype),
+            key.to(dtype),
+            labels.to(query.device),
+            queue,
+            queue_labels,
+        )
+
+    def _check_inputs(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Tensor | None,
+        queue_labels: Tensor | None,
+    ) -> None:
+        checks.features("query", query, 2)
+        checks.features("key", key, 2)
+        if key.shape != query.shape:
+            raise ValueError(
+                f"key must have the shape of query, got query {tuple(query.shape)} "
+                f"and key {tuple(key.shape)}."
+            )
+        if query.shape[0] == 0:
+            raise ValueError("query is empty: the loss needs at least one anchor.")
+        checks.labels("labels", labels, query.shape[0])
+        if (queue is None) != (queue_labels is None):
+            raise ValueError(
+                "queue and queue_labels must be given together: got "
+                f"queue={'None' if queue is None else tuple(queue.shape)}, "
+                f"queue_labels="
+                f"{'None' if queue_labels is None else tuple(queue_labels.shape)}."
+            )
+        if queue is not None:
+            checks.features("queue", queue, 2)
+            if queue.shape[1] != query.shape[1]:
+                raise ValueError(
+                    f"queue must have feature dimension {query.shape[1]} like query, "
+                    f"got queue {tuple(queue.shape)}."
+                )
+            checks.labels("queue_labels", queue_labels, queue.shape[0])
+        if self.check_finite:
+            checks.finite(query=query, key=key, queue=queue)
+
+
+class DSCLLoss(_LabeledContrastiveLoss):
+    """Decoupled supervised contrastive loss (DSCL) [0].
+
+    For anchor ``q_i`` the candidates are ``C_i = {q_j, j != i} + {k_1..k_B} + M``
+    and ``p(c) = softmax_{c in C_i} s(q_i, c)``. ``P_i`` are the candidates with
+    label ``y_i`` other than ``k_i``:
+
+    ``L_i = -[alpha log p(k_i) + (1 - alpha) / |P_i| sum_{c in P_i} log p(c)]``
+
+    (``alpha = 1`` when ``P_i`` is empty); the loss is the mean over anchors. With
+    ``alpha = 1 / (|P_i| + 1)`` it is SupCon. Logits are computed in float32 even
+    under autocast.
+
+    Attributes:
+        alpha: weight of the own other view; default 1/9 (official beta = 8).
+        beta: alternative to ``alpha``, ``alpha = 1 / (1 + beta)``; give at most one.
+        temperature: T, default 0.07.
+        memory_bank_size: ``(K, D)`` to let the loss own a ``LabeledMemoryBank``
+            (as Lightly's ``NTXentLoss`` does); 0 for none.
+        gather_distributed: gather keys and labels across processes before
+            enqueueing them into the owned bank.
+        check_finite: raise on NaN/Inf inputs (costs a host sync on GPU).
+
+    - [0] Xuan & Zhang, Decoupled Contrastive Learning for Long-Tailed Recognition,
+      AAAI 2024, https://arxiv.org/abs/2403.06151
+
+    Examples:
+        >>> loss_fn = DSCLLoss(beta=8)
+        >>> loss = loss_fn(query, key, labels, queue, queue_labels)
+    """
+
+    def __init__(
+        self,
+        alpha: float | None = None,
+        temperature: float = 0.07,
+        beta: float | None = None,
+        memory_bank_size: int | Sequence[int] = 0,
+        gather_distributed: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(temperature, memory_bank_size, gather_distributed, check_finite)
+        self.alpha = alpha_from(alpha, beta)
+
+
+class SupConLoss(_LabeledContrastiveLoss):
+    """Supervised contrastive loss (SupCon) [0] with the DSCL call.
+
+    ``L_i = -1 / (|P_i| + 1) [log p(k_i) + sum_{c in P_i} log p(c)]`` with the
+    candidates and ``P_i`` of :class:`DSCLLoss`: the own view and every class
+    positive get the same weight.
+
+    - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020,
+      https://arxiv.org/abs/2004.11362
+
+    Examples:
+        >>> loss = SupConLoss()(query, key, labels, queue, queue_labels)
+    """
+
+    alpha = None
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        memory_bank_size: int | Sequence[int] = 0,
+        gather_distributed: bool = False,
+        check_finite: bool = False,
+    ) -> None:
+        super().__init__(temperature, memory_bank_size, gather_distributed, check_finite)

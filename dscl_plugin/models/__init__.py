@@ -1,0 +1,14 @@
+"""Training models built from Lightly parts: :class:`DSCLModel` and :class:`SupConModel`
+(:mod:`.dscl_model`), and the feature-map helpers they share (:mod:`.feature_maps`)."""
+
+from dscl_plugin.backbones import build_backbone
+from dscl_plugin.models.dscl_model import DSCLModel, SupConModel
+from dscl_plugin.models.feature_maps import forward_without_stat_update, pool_regions
+
+__all__ = [
+    "DSCLModel",
+    "SupConModel",
+    "build_backbone",
+    "forward_without_stat_update",
+    "pool_regions",
+]

@@ -1,0 +1,61 @@
+"""The two row layouts of the PML loss and miner (see :mod:`dscl_plugin.pml`): where each
+anchor's augmentation partner is, with the checks that a call follows a layout."""
+
+import torch
+from torch import Tensor
+
+LAYOUT_HELP = (
+    "Layout 1 (no ref_emb): embeddings = cat([view1, view2]) with 2B rows and "
+    "labels = cat([y, y]); row i's augmentation partner is row (i + B) mod 2B. "
+    "Layout 2: pass ref_emb/ref_labels with ref_emb[i] the partner of embeddings[i]."
+)
+
+
+def partner_index(
+    embeddings: Tensor,
+    labels: Tensor | None,
+    ref_emb: Tensor,
+    ref_labels: Tensor | None,
+) -> tuple[Tensor, bool]:
+    """Column of each anchor's augmentation partner and whether layout 1 is used.
+
+    Layout 1 is PML's "no ref_emb" call, where ``ref_emb is embeddings``.
+    """
+    n = embeddings.shape[0]
+    rows = torch.arange(n, device=embeddings.device)
+    if ref_emb is embeddings:
+        if n == 0 or n % 2:
+            raise ValueError(
+                f"embeddings has {n} rows; without ref_emb DSCL needs an even, non-zero "
+                f"row count. {LAYOUT_HELP}"
+            )
+        half = n // 2
+        if labels is not None and not torch.equal(labels[:half], labels[half:]):
+            raise ValueError(
+                f"labels[:B] != labels[B:] for B = {half}: the rows are not two views of "
+                f"the same B images. {LAYOUT_HELP} PML's DistributedLossWrapper "
+                "concatenates ranks as [rank0 views, rank1 views, ...], which breaks "
+                "layout 1: use layout 2 there."
+            )
+        return (rows + half) % n, True
+    if ref_emb.shape[0] < n:
+        raise ValueError(
+            f"ref_emb has {ref_emb.shape[0]} rows, fewer than embeddings ({n}): "
+            f"ref_emb[i] must be the augmentation partner of embeddings[i]. {LAYOUT_HELP}"
+        )
+    if torch.equal(ref_emb[:n], embeddings):
+        raise ValueError(
+            "ref_emb[:len(embeddings)] equals embeddings, so every anchor would be its "
+            "own augmentation partner. This happens when layout 1 runs under "
+            "DistributedLossWrapper(efficient=True); use layout 2 (ref_emb = the other "
+            f"view) instead. {LAYOUT_HELP}"
+        )
+    if labels is not None and ref_labels is not None:
+        if not torch.equal(ref_labels[:n], labels):
+            raise ValueError(
+                "ref_labels[:len(embeddings)] != labels: ref_emb[i] must be the other "
+                "view of embeddings[i]. Under DistributedLossWrapper(efficient=False), "
+                "ref_emb must have one row per embedding (no memory rows); use "
+                f"efficient=True or DSCLCrossBatchMemory. {LAYOUT_HELP}"
+            )
+    return rows, False

@@ -1,0 +1,145 @@
+"""``DSCLCrossBatchMemory``: PML's ``CrossBatchMemory`` with MoCo-style queries and keys for
+:class:`~dscl_plugin.pml.loss.DSCLLoss`."""
+
+import torch
+from pytorch_metric_learning.losses import CrossBatchMemory
+from pytorch_metric_learning.miners import BaseMiner
+from pytorch_metric_learning.utils import common_functions as c_f
+from torch import Tensor
+
+from dscl_plugin.pml.loss import DSCLLoss
+
+
+class DSCLCrossBatchMemory(CrossBatchMemory):
+    """PML ``CrossBatchMemory`` for :class:`DSCLLoss`: queries vs a labelled key memory.
+
+    ``forward(embeddings, labels, enqueue_mask=mask)``: rows with ``mask`` True are keys
+    (e.g. from an EMA encoder), the others queries, with the same images in the same
+    order. The keys are enqueued with their labels first; then each query is an anchor
+    whose partner is the memory slot its key was just written to, and every other
+    memory entry and (with the loss's default ``query_candidates=True``) every other
+    query is a class positive or negative by label (layout 2 of :class:`DSCLLoss`, with
+    ``ref_emb`` the memory rotated to start at this step's keys): the official
+    candidates ``cat(q, k, queue)``, so with a memory of ``K + B`` entries it matches
+    ``dscl_plugin.DSCLLoss`` with a queue of the ``K`` previous keys. An optional
+    ``miner`` is applied to (queries, memory) in that layout.
+
+    ``enqueue_mask`` is required (DSCL needs each query's partner) and
+    ``indices_tuple`` is not accepted (use ``miner``). The state dict holds the memory,
+    its labels, ``queue_idx`` and ``has_been_filled``.
+
+    Examples:
+        >>> memory = DSCLCrossBatchMemory(DSCLLoss(), embedding_size=128, memory_size=4096)
+        >>> mask = torch.cat([torch.zeros(B), torch.ones(B)]).bool()
+        >>> loss = memory(torch.cat([q, k.detach()]), torch.cat([y, y]), enqueue_mask=mask)
+    """
+
+    def __init__(
+        self,
+        loss: DSCLLoss,
+        embedding_size: int,
+        memory_size: int = 1024,
+        miner: BaseMiner | None = None,
+        **kwargs,
+    ) -> None:
+        if not isinstance(loss, DSCLLoss):
+            raise TypeError(
+                "DSCLCrossBatchMemory needs a dscl_plugin.pml.DSCLLoss, got "
+                f"{type(loss).__module__}.{type(loss).__name__}; use PML's "
+                "CrossBatchMemory for other losses."
+            )
+        if memory_size < 1:
+            raise ValueError(f"memory_size must be >= 1, got {memory_size}.")
+        super().__init__(loss, embedding_size, memory_size=memory_size, miner=miner, **kwargs)
+
+    @staticmethod
+    def supported_losses() -> list:
+        return ["DSCLLoss"]
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        indices_tuple: tuple | None = None,
+        enqueue_mask: Tensor | None = None,
+    ) -> Tensor:
+        if enqueue_mask is None:
+            raise ValueError(
+                "DSCLCrossBatchMemory needs enqueue_mask (True for key rows, False for "
+                "query rows): DSCL needs each query's augmentation partner."
+            )
+        if indices_tuple is not None:
+            raise ValueError(
+                "DSCLCrossBatchMemory does not take indices_tuple; pass a miner instead."
+            )
+        c_f.check_shapes(embeddings, labels)
+        enqueue_mask = torch.as_tensor(enqueue_mask, device=embeddings.device)
+        if enqueue_mask.shape != (embeddings.shape[0],) or enqueue_mask.dtype != torch.bool:
+            raise ValueError(
+                f"enqueue_mask must be a bool tensor of shape ({embeddings.shape[0]},), got "
+                f"shape {tuple(enqueue_mask.shape)} and dtype {enqueue_mask.dtype}."
+            )
+        self.reset_stats()
+        labels = c_f.to_device(labels, device=embeddings.device)
+        keys, key_labels = embeddings[enqueue_mask], labels[enqueue_mask]
+        queries, query_labels = embeddings[~enqueue_mask], labels[~enqueue_mask]
+        if (
+            keys.shape[0] == 0
+            or keys.shape[0] != queries.shape[0]
+            or not torch.equal(key_labels, query_labels)
+        ):
+            raise ValueError(
+                "enqueue_mask must mark one key row per query row (at least one), in the "
+                "same image order "
+                f"and with the same labels; got {queries.shape[0]} queries and "
+                f"{keys.shape[0]} keys."
+            )
+        if keys.shape[0] > self.memory_size:
+            raise ValueError(f"{keys.shape[0]} keys do not fit in memory_size={self.memory_size}.")
+        self.embedding_memory = c_f.to_device(
+            self.embedding_memory, device=embeddings.device, dtype=embeddings.dtype
+        )
+        self.label_memory = c_f.to_device(
+            self.label_memory, device=embeddings.device, dtype=labels.dtype
+        )
+        self.add_to_memory(keys, key_labels, keys.shape[0])
+        filled = self.memory_size if self.has_been_filled else self.queue_idx
+        order = (torch.arange(filled, device=embeddings.device) + self.curr_batch_idx[0]) % filled
+        ref_emb, ref_labels = self.embedding_memory[order], self.label_memory[order]
+        indices_tuple = None
+        if self.miner is not None:
+            indices_tuple = self.miner(queries, query_labels, ref_emb, ref_labels)
+        return self.loss(queries, query_labels, indices_tuple, ref_emb, ref_labels)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "queue_idx"] = torch.tensor(int(self.queue_idx))
+        destination[prefix + "has_been_filled"] = torch.tensor(bool(self.has_been_filled))
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list,
+        unexpected_keys: list,
+        error_msgs: list,
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
+        )
+        for name, cast in (("queue_idx", int), ("has_been_filled", bool)):
+            key = prefix + name
+            if key in unexpected_keys:
+                unexpected_keys.remove(key)
+            if key in state_dict:
+                setattr(self, name, cast(state_dict[key].item()))
+            elif strict:
+                missing_keys.append(key)

@@ -1,0 +1,177 @@
+"""A run's folder (``output_dir``): where each stage reads and writes, the settings saved
+with a run and how a config differs from them.
+
+``output_dir/`` holds ``config.yaml`` (the merged config), ``checkpoints/last.ckpt`` (and
+``last.prev.ckpt``), ``logs/metrics.csv``, ``backbone.pt`` once stage 1 has finished and the
+stage-2 results (``metrics.json``, ``per_class_accuracy.png``). A checkpoint scored from
+elsewhere gets its results in ``<checkpoint stem>_eval/`` beside it.
+"""
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from dscl_plugin.errors import CheckpointError, ConfigError
+from dscl_plugin.files import load_file
+from dscl_plugin.training.config import to_dict
+from dscl_plugin.training.schema import Config
+
+Resume = None | bool | str | Path
+PathLike = str | Path
+
+
+def checkpoint_dir(config: Config) -> Path:
+    return Path(config.output_dir) / "checkpoints"
+
+
+def backbone_path(config: Config) -> Path:
+    return Path(config.output_dir) / "backbone.pt"
+
+
+def resolve_resume(config: Config, resume: Resume) -> Path | None:
+    """The checkpoint ``resume`` names (None for a fresh run), once its settings match.
+
+    Raises:
+        CheckpointError: a fresh run would overwrite ``last.ckpt``, or the checkpoint is
+            missing or unreadable.
+        ConfigError: the checkpoint was trained with other settings.
+    """
+    last = checkpoint_dir(config) / "last.ckpt"
+    if resume is None or resume is False:
+        if last.exists():
+            raise CheckpointError(
+                f"'{last}' exists: pass --resume to continue that run, or set another "
+                f"output_dir (now '{config.output_dir}')."
+            )
+        return None
+    path = last if resume is True or resume == "last" else Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint to resume from not found: '{path}'.")
+    check_resume_config(config, path)
+    return path
+
+
+# settings a resumed run must share with its checkpoint (others, e.g. num_workers, may change;
+# trainer.epochs may grow, which extends the run)
+RESUME_KEYS = ("method", "data", "model", "optim", "seed", "trainer.batch_size")
+RESUME_FREE = ("data.root", "data.download")
+
+
+def saved_config(path: str | Path) -> dict:
+    """The config (a dict) saved in the training checkpoint ``path`` by ``dscl-train``.
+
+    Raises:
+        CheckpointError: unreadable, or no saved config.
+    """
+    checkpoint = load_file(path)
+    saved = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    saved = saved.get("config")
+    if saved is None:
+        raise CheckpointError(f"'{path}' has no saved config: it was not written by dscl-train.")
+    return saved
+
+
+def changed_settings(
+    saved: dict, config: Config, keys: Iterable[str], free: Iterable[str] = RESUME_FREE
+) -> list[tuple[str, object, object]]:
+    """``(key, saved value, config value)`` for every leaf under ``keys`` where ``config``
+    differs from the ``saved`` config (a dict), except the keys in ``free``."""
+    current, changes = to_dict(config), []
+    for key in keys:
+        old, new = (
+            _flatten(_lookup(saved, key), key),
+            _flatten(_lookup(current, key), key),
+        )
+        for k in sorted(old.keys() | new.keys()):
+            if old.get(k) != new.get(k) and k not in free:
+                changes.append((k, old.get(k), new.get(k)))
+    return changes
+
+
+def check_resume_config(config: Config, path: Path) -> None:
+    """Refuse to resume ``path`` with different training settings (reads the file once,
+    so a corrupt checkpoint fails here, naming it)."""
+    saved = saved_config(path)
+    changes = [
+        f"{k}: {old!r} -> {new!r}" for k, old, new in changed_settings(saved, config, RESUME_KEYS)
+    ]
+    old_epochs, new_epochs = _lookup(saved, "trainer.epochs"), config.trainer.epochs
+    if old_epochs is not None and new_epochs < old_epochs:
+        changes.append(
+            f"trainer.epochs: {old_epochs!r} -> {new_epochs!r} (may only grow, to extend a run)"
+        )
+    if changes:
+        raise ConfigError(
+            f"Cannot resume '{path}' with changed settings:\n  "
+            + "\n  ".join(changes)
+            + "\nResume with the checkpoint's settings (its config.yaml) or use a new output_dir."
+        )
+
+
+def _lookup(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _flatten(value, prefix: str) -> dict[str, object]:
+    if isinstance(value, dict):
+        flat: dict[str, object] = {}
+        for name, sub in value.items():
+            flat.update(_flatten(sub, f"{prefix}.{name}"))
+        return flat
+    return {prefix: value}
+
+
+def training_finished(config: Config) -> bool:
+    """Whether ``output_dir`` holds a finished stage 1: ``backbone.pt`` written after the
+    last checkpoint."""
+    last, backbone = checkpoint_dir(config) / "last.ckpt", backbone_path(config)
+    return (
+        last.is_file() and backbone.is_file() and backbone.stat().st_mtime >= last.stat().st_mtime
+    )
+
+
+def resumes_finished(config: Config, resume: Resume) -> bool:
+    """``resume`` names this run's last checkpoint and that run has finished stage 1
+    (its settings are then checked as for any resume; an unfinished run's checkpoint is
+    left to :func:`train`, which checks it once)."""
+    if not training_finished(config):
+        return False
+    return resolve_resume(config, resume) == checkpoint_dir(config) / "last.ckpt"
+
+
+# settings that make a training checkpoint the model it is (model.init_from only started it)
+MODEL_KEYS = ("method", "model")
+
+
+def check_checkpoint_config(
+    config: Config, checkpoint: PathLike, saved: dict, own: Path | None = None
+) -> None:
+    """Refuse to score a checkpoint as another method or model than it was trained as
+    (``saved``: its config; ``own``: that run's ``config.yaml``, named in the fix), on one
+    line naming each difference and the fix.
+
+    Raises:
+        ConfigError: ``method`` or a ``model.*`` setting differs from the checkpoint's.
+    """
+    changes = changed_settings(saved, config, MODEL_KEYS, free=("model.init_from",))
+    if not changes:
+        return
+    shown = [f"{k} is {old!r} there, the config asks for {new!r}" for k, old, new in changes[:3]]
+    more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
+    known = own is not None and own.is_file()
+    fix = f"--config {own}" if known else "the config it was trained with"
+    raise ConfigError(
+        f"checkpoint '{checkpoint}' was trained with other settings: {'; '.join(shown)}{more}; "
+        f"evaluate it with {fix}."
+    )
+
+
+def results_dir(config: Config, checkpoint: PathLike) -> Path:
+    """Where stage 2 writes: ``output_dir`` for the run's own ``backbone.pt``, else
+    ``<checkpoint stem>_eval/`` next to the scored file, so scoring another checkpoint
+    never overwrites a run's results."""
+    checkpoint = Path(checkpoint).resolve()
+    if checkpoint == backbone_path(config).resolve():
+        return Path(config.output_dir)
+    return checkpoint.with_name(f"{checkpoint.stem}_eval")

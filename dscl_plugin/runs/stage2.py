@@ -1,0 +1,280 @@
+"""Stage 2 of a run: the frozen online backbone (BN in eval mode) scored by a
+class-balanced linear probe and kNN retrieval: extract features -> score -> report.
+
+Writes ``metrics.json`` and ``per_class_accuracy.png`` (and, on request, the retrieval
+pictures) to :func:`results_dir`: ``output_dir`` when it scores the run's own
+``backbone.pt``, else a folder next to the checkpoint it scores, so evaluation never
+overwrites a run's results.
+"""
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import yaml
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from dscl_plugin.backbones.weights import load_backbone_weights
+from dscl_plugin.data.samplers import ClassBalancedSampler
+from dscl_plugin.errors import CheckpointError
+from dscl_plugin.evaluation.features import extract_features
+from dscl_plugin.evaluation.figures import plot_per_class_accuracy
+from dscl_plugin.evaluation.metrics import knn_metrics, shot_metrics
+from dscl_plugin.evaluation.probes import augmented_linear_probe, linear_probe
+from dscl_plugin.evaluation.reports import format_metrics_table, write_metrics
+from dscl_plugin.evaluation.retrieval import RetrievalSettings
+from dscl_plugin.evaluation.retrieval_figures import retrieval_pictures
+from dscl_plugin.files import load_file
+from dscl_plugin.runs.compute import eval_device
+from dscl_plugin.runs.datasets import build_dataset_split
+from dscl_plugin.runs.folder import backbone_path, check_checkpoint_config, results_dir
+from dscl_plugin.runs.provenance import package_stamp
+from dscl_plugin.training.config import to_dict
+from dscl_plugin.training.methods import build_method
+from dscl_plugin.training.schema import Config
+from dscl_plugin.transforms.views import eval_transform, probe_transform
+
+PathLike = str | Path
+# what to do with a file stage 2 cannot read
+EVAL_HINT = (
+    "dscl-eval scores a backbone.pt or checkpoints/last.ckpt written by dscl-train, or a "
+    "torchvision state_dict of the config's model.backbone."
+)
+
+
+def method_title(config: Config) -> str:
+    """The method's name in titles: ``DSCL+PBSD``, ``DSCL`` (``model.pbsd_weight: 0``),
+    ``SupCon``, or the registered name of another method."""
+    if config.method == "dscl":
+        return "DSCL+PBSD" if config.model.pbsd_weight > 0 else "DSCL"
+    return {"supcon": "SupCon"}.get(config.method, config.method)
+
+
+def load_for_eval(config: Config, checkpoint: PathLike) -> pl.LightningModule:
+    """The method module with weights from a training checkpoint (``*.ckpt``, whose saved
+    config must match ``config``'s method and model) or a backbone ``state_dict``
+    (``backbone.pt``, torchvision weights; beside a run's ``config.yaml``, that config
+    must match too).
+
+    Raises:
+        ConfigError: the training checkpoint is another method or model.
+        CheckpointError: the file is unreadable or its weights do not fit.
+    """
+    state = load_file(checkpoint, EVAL_HINT)
+    if isinstance(state, dict) and "state_dict" in state:
+        saved = state.get("hyper_parameters", {}).get("config")
+        if saved is not None:
+            own = Path(checkpoint).resolve().parent.parent / "config.yaml"
+            check_checkpoint_config(config, checkpoint, saved, own)
+        module = build_method(config)
+        try:
+            module.load_state_dict(state["state_dict"])
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"Checkpoint '{checkpoint}' does not fit the config's model: "
+                f"{str(error).splitlines()[0]}"
+            ) from None
+        return module
+    beside = Path(checkpoint).resolve().parent / "config.yaml"  # a dscl-train run's backbone.pt
+    if beside.is_file():
+        check_checkpoint_config(config, checkpoint, yaml.safe_load(beside.read_text()), beside)
+    module = build_method(config)
+    load_backbone_weights(module.backbone, config.model.backbone, checkpoint)
+    return module
+
+
+def extract_split_features(
+    config: Config,
+    module: pl.LightningModule,
+    datasets: dict[str, Dataset],
+    device: torch.device,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """``{"train": (features, labels), "test": ...}`` of ``datasets`` (centre crops),
+    embedded by the frozen module (in eval mode: the caller's job)."""
+    features = {}
+    for split, dataset in datasets.items():
+        loader = DataLoader(
+            dataset,
+            batch_size=config.eval.batch_size,
+            shuffle=False,
+            num_workers=config.trainer.num_workers,
+        )
+        progress = f"stage 2: {split} features" if config.trainer.progress_bar else None
+        features[split] = extract_features(module.embed, loader, device, progress)
+    return features
+
+
+def score(
+    config: Config,
+    module: pl.LightningModule,
+    features: dict[str, tuple[Tensor, Tensor]],
+    class_counts: Sequence[int],
+    device: torch.device,
+) -> dict[str, object]:
+    """The linear probe (``probe.protocol``) and kNN metrics of the extracted ``features``:
+    ``{"linear_probe": {overall, many, medium, few}, "knn": ..., "per_class_accuracy": ...}``."""
+    (train_feats, train_labels), (test_feats, test_labels) = (
+        features["train"],
+        features["test"],
+    )
+    p, e = config.probe, config.eval
+    progress = "stage 2: linear probe" if config.trainer.progress_bar else None
+    schedule = p.schedule(config.seed)
+    num_classes = len(class_counts)
+    if p.protocol == "augmented":
+        logits = augmented_linear_probe(
+            module.embed,
+            augmented_loader(config),
+            test_feats,
+            num_classes,
+            schedule,
+            device,
+            progress,
+        )
+    else:
+        logits = linear_probe(
+            train_feats.to(device),
+            train_labels,
+            test_feats,
+            num_classes,
+            schedule,
+            progress,
+        )
+    probe = shot_metrics(logits, test_labels, class_counts, e.many_threshold, e.few_threshold)
+    if progress:
+        print(
+            f"stage 2: kNN retrieval ({len(test_labels)} queries, {len(train_labels)} references)",
+            file=sys.stderr,
+        )
+    knn = knn_metrics(
+        train_feats, train_labels, test_feats, test_labels, k=e.knn_k or "max_bin_count"
+    )
+    return {
+        "linear_probe": {key: probe[key] for key in ("overall", "many", "medium", "few")},
+        "knn": knn,
+        "per_class_accuracy": probe["per_class"],
+    }
+
+
+def report(
+    config: Config,
+    scores: dict[str, object],
+    class_counts: Sequence[int],
+    class_names: Sequence[str] | None,
+    scored: Path,
+) -> dict[str, object]:
+    """Writes ``metrics.json`` (scores, class counts, the checkpoint, the config and the
+    package version) and ``per_class_accuracy.png`` to :func:`results_dir`, prints a
+    table; returns the metrics."""
+    e = config.eval
+    metrics: dict[str, object] = {
+        "method": config.method,
+        "dataset": config.data.name,
+        "linear_probe": scores["linear_probe"],
+        "knn": scores["knn"],
+        "shot_thresholds": {"many": e.many_threshold, "few": e.few_threshold},
+        "per_class_accuracy": scores["per_class_accuracy"],
+        "train_class_counts": list(class_counts),
+        "checkpoint": str(scored.resolve()),
+        "config": to_dict(config),
+        "package": package_stamp(),
+    }
+    out = results_dir(config, scored)
+    write_metrics(metrics, out / "metrics.json")
+    overall = scores["linear_probe"]["overall"]
+    plot_per_class_accuracy(
+        scores["per_class_accuracy"],
+        class_counts,
+        out / "per_class_accuracy.png",
+        e.many_threshold,
+        e.few_threshold,
+        title=f"{method_title(config)} on {config.data.name}: linear probe top-1 {overall:.1%}",
+        class_names=class_names,
+    )
+    print(format_metrics_table({k: metrics[k] for k in ("linear_probe", "knn")}))
+    print(f"results: {out / 'metrics.json'}, {out / 'per_class_accuracy.png'}")
+    return metrics
+
+
+def evaluate(
+    config: Config,
+    module: pl.LightningModule | None = None,
+    checkpoint: PathLike | None = None,
+    retrieval: bool = False,
+) -> dict[str, object]:
+    """Stage 2 on the frozen online backbone: :func:`extract_split_features`,
+    :func:`score`, :func:`report` (and :func:`write_retrieval_pictures` beside the metrics
+    when ``retrieval``). ``module``: the trained module of this run (then ``checkpoint``
+    only names its weights; default ``output_dir/backbone.pt``)."""
+    scored = Path(checkpoint) if checkpoint is not None else backbone_path(config)
+    if module is None:
+        module = load_for_eval(config, scored)
+    device = eval_device(config.trainer.accelerator)
+    module = module.to(device).eval()
+    transform = eval_transform(config.data.input_size)
+    datasets = {s: build_dataset_split(config, s, transform) for s in ("train", "test")}
+    class_counts = datasets["train"].class_counts
+    class_names = getattr(datasets["train"], "class_names", None)
+    features = extract_split_features(config, module, datasets, device)
+    metrics = report(
+        config,
+        score(config, module, features, class_counts, device),
+        class_counts,
+        class_names,
+        scored,
+    )
+    if retrieval:
+        paths = write_retrieval_pictures(config, module, datasets, results_dir(config, scored))
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return metrics
+
+
+def write_retrieval_pictures(
+    config: Config,
+    module: pl.LightningModule,
+    datasets: dict[str, Dataset],
+    out_dir: PathLike,
+) -> dict[str, Path]:
+    """The retrieval pictures (:mod:`dscl_plugin.evaluation.retrieval_figures`) of a trained method's
+    backbone on its ``datasets`` (train and test, evaluation transform), into ``out_dir``."""
+    settings = RetrievalSettings(
+        many_threshold=config.eval.many_threshold,
+        few_threshold=config.eval.few_threshold,
+        batch_size=config.eval.batch_size,
+        seed=config.seed,
+        aligned=config.model.roi_aligned,
+    )
+    train_set = datasets["train"]
+    return retrieval_pictures(
+        module.eval().backbone,
+        train_set,
+        datasets["test"],
+        out_dir,
+        settings,
+        device=eval_device(config.trainer.accelerator),
+        class_names=getattr(train_set, "class_names", None),
+    )
+
+
+def augmented_loader(config: Config) -> DataLoader:
+    """Training images for ``probe.protocol: augmented``: the q-view augmentation of
+    ``data`` (official: RandomResizedCrop, jitter p 0.8, grayscale, blur, flip), drawn
+    class-balanced (``probe.class_balanced``), seeded by ``seed``."""
+    p = config.probe
+    transform = probe_transform(**config.data.view_augmentation())
+    dataset = build_dataset_split(config, "train", transform)
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = None
+    if p.class_balanced:
+        sampler = ClassBalancedSampler(dataset.targets, len(dataset), generator)
+    return DataLoader(
+        dataset,
+        batch_size=min(p.batch_size, len(dataset)),
+        sampler=sampler,
+        shuffle=sampler is None,
+        num_workers=config.trainer.num_workers,
+        generator=generator,
+    )

@@ -1,0 +1,145 @@
+"""Method registry: ``config.method`` names a registered ``LightningModule`` class.
+
+A leaf module: it imports nothing from ``dscl_plugin``. Methods register themselves
+with :func:`register_method` when their module is imported; the built-ins ``dscl``
+and ``supcon`` live in :mod:`dscl_plugin.training.methods` (``dscl_plugin.register_method``,
+``dscl_plugin.available_methods`` and the training pipeline import it). Third-party
+methods reach ``dscl-train`` through :func:`load_plugins`: ``--import my_module``, or
+an entry point in the group ``dscl_plugin.methods`` of an installed package::
+
+    [options.entry_points]
+    dscl_plugin.methods =
+        my_dscl = my_package.methods
+
+A method class is constructed as ``cls(config)`` and provides the model and its loss
+(``training_step``), ``train_transform()`` and ``collate_fn()`` for stage 1, ``embed(images)``
+(pooled frozen features) and ``backbone`` for stage 2, and optionally a classmethod
+``check_config(config) -> list[str]`` of config problems (``"key: message"``), run
+by :func:`dscl_plugin.training.methods.build_method` before the method is built. Subclassing :class:`dscl_plugin.training.methods.ContrastiveMethod`
+provides all of these.
+
+Examples:
+    >>> from dscl_plugin.training.methods import ContrastiveMethod
+    >>> @register_method("my_method")
+    ... class MyMethod(ContrastiveMethod):
+    ...     def build_model(self): ...
+    >>> available_methods()
+    ['dscl', 'my_method', 'supcon']
+"""
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TypeVar
+
+ENTRY_POINT_GROUP = "dscl_plugin.methods"
+
+_METHODS: dict[str, type] = {}
+M = TypeVar("M", bound=type)
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator registering a ``LightningModule`` subclass under ``name``.
+
+    Raises:
+        TypeError: the decorated object is not a ``LightningModule`` subclass.
+        ValueError: ``name`` is already registered by another class.
+    """
+
+    def decorator(cls: M) -> M:
+        import pytorch_lightning as pl  # only a method author pays for Lightning here
+
+        if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
+            raise TypeError(
+                f"register_method({name!r}) expects a LightningModule subclass, got {cls!r}."
+            )
+        registered = _METHODS.get(name)
+        if registered is not None and registered is not cls:
+            raise ValueError(
+                f"Method name {name!r} is already registered by "
+                f"{registered.__module__}.{registered.__qualname__}."
+            )
+        _METHODS[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_methods() -> list[str]:
+    """Sorted names of the methods registered so far."""
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> type:
+    """The class registered under ``name``.
+
+    Raises:
+        ValueError: ``name`` is not registered (the message lists the registered names).
+    """
+    if name not in _METHODS:
+        raise ValueError(
+            f"Unknown method {name!r}; registered methods: {sorted(_METHODS)}. A method "
+            f"of your own must be imported first (dscl-train --import MODULE, or an entry "
+            f"point in the group '{ENTRY_POINT_GROUP}')."
+        )
+    return _METHODS[name]
+
+
+_loaded_entry_points = False
+
+
+def load_plugins(modules: Sequence[str] = ()) -> None:
+    """Imports ``modules`` (dotted names, found from the current directory too, or
+    ``.py`` file paths; e.g. from ``--import``) and, once per process, every entry point
+    of the group ``dscl_plugin.methods``, so the methods they register become available.
+
+    Raises:
+        ImportError: a module or entry point cannot be imported (the message names it).
+    """
+    global _loaded_entry_points
+    if not _loaded_entry_points:
+        _loaded_entry_points = True
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry.load()
+            except Exception as error:
+                raise ImportError(
+                    f"Cannot load method plugin {entry.name!r} = {entry.value!r} "
+                    f"(entry point group '{ENTRY_POINT_GROUP}'): {error}"
+                ) from error
+    for module in modules:
+        try:
+            with _current_directory_on_path():
+                _import(module)
+        except Exception as error:
+            raise ImportError(f"Cannot import method module {module!r}: {error}") from error
+
+
+def _import(module: str) -> None:
+    if not module.endswith(".py"):
+        importlib.import_module(module)
+        return
+    path = Path(module).resolve()
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or not path.is_file():
+        raise FileNotFoundError(f"no such file: '{module}'")
+    sys.modules[path.stem] = loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+
+
+@contextmanager
+def _current_directory_on_path() -> Iterator[None]:
+    """``import my_module`` finds ``./my_module.py`` as ``python -m`` would (console
+    scripts do not put the current directory on ``sys.path``)."""
+    added = "" not in sys.path and str(Path.cwd()) not in sys.path
+    if added:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(str(Path.cwd()))

@@ -1,0 +1,241 @@
+"""DSCL views: a query view with patches cut from it, a key view, and their collate.
+
+Follows Lightly's ``MultiViewTransform`` conventions: PIL image (or tensor) in,
+list of views out, torchvision v2 transforms through Lightly's compatibility layer.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from lightly.transforms.gaussian_blur import GaussianBlur
+from lightly.transforms.torchvision_v2_compatibility import torchvision_transforms as T
+from lightly.transforms.utils import IMAGENET_NORMALIZE
+from PIL.Image import Image
+from torch import Tensor
+from torchvision.transforms import RandomResizedCrop as _RandomResizedCropV1
+
+from dscl_plugin import checks
+
+NormalizeSpec = dict[str, Sequence[float]] | None
+
+
+def check_jitter(name: str, jitter: Sequence[float]) -> None:
+    """Colour jitter strengths ``(brightness, contrast, saturation, hue)``."""
+    ok = len(jitter) == 4 and min(jitter) >= 0 and jitter[3] <= 0.5
+    checks.require(
+        ok,
+        name,
+        f"must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, got {list(jitter)}",
+    )
+
+
+def check_patch_size(patch_size: int, input_size: int) -> None:
+    checks.require(
+        0 < patch_size <= input_size,
+        "patch_size",
+        f"must be in (0, input_size={input_size}], got {patch_size}",
+    )
+
+
+def to_tensor_steps(normalize: NormalizeSpec) -> list[Any]:
+    """To float tensor in [0, 1], then ``(x - mean) / std`` if ``normalize`` is given."""
+    steps: list[Any] = [T.ToTensor()]
+    if normalize is not None:
+        steps.append(T.Normalize(mean=normalize["mean"], std=normalize["std"]))
+    return steps
+
+
+@dataclass(frozen=True)
+class ColourAugmentation:
+    """The q-view colour augmentation of the official recipe (MoCo v2's): colour jitter
+    ``(brightness, contrast, saturation, hue)`` with probability ``jitter_prob``,
+    grayscale with ``grayscale_prob``, Gaussian blur (sigma drawn from ``blur_sigmas``)
+    with ``blur_prob``. The defaults here are the only copy: ``DSCLTransform``,
+    ``probe_transform`` and the run config's ``data`` section take theirs from
+    :data:`COLOUR_AUGMENTATION`.
+
+    Raises:
+        ValueError: a jitter strength < 0 or hue > 0.5, or a probability outside [0, 1].
+    """
+
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_sigmas: tuple[float, float] = (0.1, 2.0)
+
+    def __post_init__(self) -> None:
+        check_jitter("jitter", self.jitter)
+        for name in ("jitter_prob", "grayscale_prob", "blur_prob"):
+            checks.within(name, getattr(self, name), 0.0, 1.0)
+
+    def transform(self, normalize: NormalizeSpec = IMAGENET_NORMALIZE) -> T.Compose:
+        """Jitter, grayscale, blur, then to tensor and ``normalize``."""
+        return T.Compose(
+            [
+                T.RandomApply([T.ColorJitter(*self.jitter)], p=self.jitter_prob),
+                T.RandomGrayscale(p=self.grayscale_prob),
+                GaussianBlur(prob=self.blur_prob, sigmas=self.blur_sigmas),
+                *to_tensor_steps(normalize),
+            ]
+        )
+
+
+COLOUR_AUGMENTATION = ColourAugmentation()  # the official defaults
+
+
+class DSCLTransform:
+    """Official DSCL/PBSD views of one image: ``[view_q, view_k, patches, boxes]``.
+
+    - q view: ``RandomResizedCrop(input_size, crop_scale)`` + flip (the geometric crop),
+      then the :class:`ColourAugmentation` (default: jitter ``(0.4, 0.4, 0.4, 0.1)`` p 0.8,
+      grayscale p 0.2, blur sigma 0.1-2 p 0.5);
+    - k view: its own crop + flip, then ``key_jitter`` (default: the q jitter without hue)
+      with ``key_jitter_prob`` (default always);
+    - ``num_patches`` boxes of area ``patch_scale`` and aspect ``patch_ratio`` of the
+      q view, cut from its geometric crop (before colour augmentation and
+      normalisation), each resized to ``patch_size`` and given its own flip and the q
+      colour augmentation;
+    - boxes are ``(x1, y1, x2, y2)`` in q-view pixels, float, ``x2 = x1 + width``.
+
+    With ``num_patches=0`` only ``[view_q, view_k]`` is returned. Set ``hflip_prob=0``
+    for data that must not be mirrored (digits), and ``jitter_prob``,
+    ``grayscale_prob``, ``blur_prob`` (and ``key_jitter_prob``) to 0 and
+    ``normalize=None`` to turn augmentation off.
+
+    Examples:
+        >>> transform = DSCLTransform(input_size=32, patch_size=16)
+        >>> view_q, view_k, patches, boxes = transform(pil_image)  # patches (5, 3, 16, 16)
+    """
+
+    def __init__(
+        self,
+        input_size: int = 224,
+        patch_size: int = 64,
+        num_patches: int = 5,
+        patch_scale: tuple[float, float] = (0.05, 0.6),
+        patch_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        hflip_prob: float = 0.5,
+        normalize: NormalizeSpec = IMAGENET_NORMALIZE,
+        jitter: Sequence[float] = COLOUR_AUGMENTATION.jitter,
+        jitter_prob: float = COLOUR_AUGMENTATION.jitter_prob,
+        grayscale_prob: float = COLOUR_AUGMENTATION.grayscale_prob,
+        blur_prob: float = COLOUR_AUGMENTATION.blur_prob,
+        blur_sigmas: tuple[float, float] = COLOUR_AUGMENTATION.blur_sigmas,
+        key_jitter: Sequence[float] = (*COLOUR_AUGMENTATION.jitter[:3], 0.0),
+        key_jitter_prob: float = 1.0,
+    ) -> None:
+        check_patch_size(patch_size, input_size)
+        checks.at_least("num_patches", num_patches, 0)
+        checks.scale_range("patch_scale", patch_scale)
+        checks.scale_range("crop_scale", crop_scale)
+        ratio_ok = len(patch_ratio) == 2 and 0 < patch_ratio[0] <= patch_ratio[1]
+        checks.require(
+            ratio_ok,
+            "patch_ratio",
+            f"must be (min, max) with 0 < min <= max, got {patch_ratio}",
+        )
+        colour = ColourAugmentation(
+            tuple(jitter), jitter_prob, grayscale_prob, blur_prob, tuple(blur_sigmas)
+        )
+        checks.within("hflip_prob", hflip_prob, 0.0, 1.0)
+        checks.within("key_jitter_prob", key_jitter_prob, 0.0, 1.0)
+        check_jitter("key_jitter", key_jitter)
+        self.input_size = input_size
+        self.patch_size = patch_size
+        self.num_patches = num_patches
+        self.patch_scale = tuple(patch_scale)
+        self.patch_ratio = tuple(patch_ratio)
+        # the settings as given (DeviceViews draws from the same distributions)
+        self.crop_scale, self.hflip_prob, self.normalize = (
+            tuple(crop_scale),
+            hflip_prob,
+            normalize,
+        )
+        self.colour = colour
+        self.key_jitter, self.key_jitter_prob = tuple(key_jitter), key_jitter_prob
+        self.geometric = T.Compose(
+            [
+                T.RandomResizedCrop(size=input_size, scale=crop_scale),
+                T.RandomHorizontalFlip(p=hflip_prob),
+            ]
+        )
+        self.query_colour = colour.transform(normalize)
+        self.key_colour = T.Compose(
+            [
+                T.RandomApply([T.ColorJitter(*key_jitter)], p=key_jitter_prob),
+                *to_tensor_steps(normalize),
+            ]
+        )
+        self.patch_flip = T.RandomHorizontalFlip(p=hflip_prob)
+
+    def __call__(self, image: Image | Tensor) -> list[Tensor]:
+        """``[view_q (3, S, S), view_k (3, S, S), patches (L, 3, s, s), boxes (L, 4)]``."""
+        crop_q = self.geometric(image)
+        views = [self.query_colour(crop_q), self.key_colour(self.geometric(image))]
+        if self.num_patches == 0:
+            return views
+        patches, boxes = [], []
+        for _ in range(self.num_patches):
+            top, left, height, width = _RandomResizedCropV1.get_params(
+                crop_q, scale=list(self.patch_scale), ratio=list(self.patch_ratio)
+            )
+            patch = T.functional.resized_crop(
+                crop_q, top, left, height, width, [self.patch_size, self.patch_size]
+            )
+            patches.append(self.query_colour(self.patch_flip(patch)))
+            boxes.append([left, top, left + width, top + height])
+        return views + [torch.stack(patches), torch.tensor(boxes, dtype=torch.float32)]
+
+
+def probe_transform(
+    input_size: int,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    hflip_prob: float = 0.5,
+    jitter: Sequence[float] = COLOUR_AUGMENTATION.jitter,
+    jitter_prob: float = COLOUR_AUGMENTATION.jitter_prob,
+    grayscale_prob: float = COLOUR_AUGMENTATION.grayscale_prob,
+    blur_prob: float = COLOUR_AUGMENTATION.blur_prob,
+    blur_sigmas: tuple[float, float] = COLOUR_AUGMENTATION.blur_sigmas,
+    normalize: NormalizeSpec = IMAGENET_NORMALIZE,
+) -> T.Compose:
+    """Training images of the official stage 2 (``probe.protocol: augmented``):
+    ``RandomResizedCrop(input_size, crop_scale)``, flip, then the q-view
+    :class:`ColourAugmentation`, to tensor, normalise."""
+    checks.scale_range("crop_scale", crop_scale)
+    colour = ColourAugmentation(
+        tuple(jitter), jitter_prob, grayscale_prob, blur_prob, tuple(blur_sigmas)
+    )
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size=input_size, scale=crop_scale),
+            T.RandomHorizontalFlip(p=hflip_prob),
+            colour.transform(normalize),
+        ]
+    )
+
+
+def eval_transform(
+    input_size: int,
+    normalize: NormalizeSpec = IMAGENET_NORMALIZE,
+    crop_fraction: float | None = None,
+) -> T.Compose:
+    """Resize the short side to ``input_size / crop_fraction``, centre-crop, to tensor, normalise.
+
+    ``crop_fraction=None`` means 0.875 (ImageNet's 256 -> 224) for ``input_size >= 224``
+    and 1.0 (resize only) for small images such as CIFAR.
+    """
+    if crop_fraction is None:
+        crop_fraction = 0.875 if input_size >= 224 else 1.0
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
+    return T.Compose(
+        [
+            T.Resize(round(input_size / crop_fraction)),
+            T.CenterCrop(input_size),
+            *to_tensor_steps(normalize),
+        ]
+    )
