@@ -15,7 +15,9 @@ from dscl_plugin.training.config import load_config
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml")
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+CONFIGS = ROOT / "configs"
+CONFIG = str(CONFIGS / "dscl_digits_lt.yaml")
 TINY = [
     "model.queue_size=64",
     "model.proj_dim=16",

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 from torch import nn
 
-from dscl_plugin.training import registry
 from dscl_plugin.cli import eval_main, train_main
+from dscl_plugin.training import registry
 from dscl_plugin.training.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAIN_EXAMPLE_CONFIG = "configs/dscl_digits_lt.yaml"  # examples/train_digits_lt.py's config
 SKIPPED = {  # command prefix -> why its smoke form is not run

@@ -5,19 +5,18 @@ step (float64, BN in eval mode)."""
 import copy
 import inspect
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import CONFIGS
 from torch import nn
 
 from dscl_plugin import DSCLLoss, DSCLModel, DSCLTransform, PBSDLoss
 from dscl_plugin.models import build_backbone, pool_regions
 from dscl_plugin.training.config import load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BETA, T, LAMBDA = 8.0, 0.07, 1.5
 
 

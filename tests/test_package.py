@@ -5,11 +5,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "dscl_plugin"
 
 # The package's top-level entries (a module or a sub-package folder), bottom layer first: an
@@ -189,10 +188,10 @@ def test_test_modules_share_code_only_through_plain_modules():
     """Tests import shared references and helpers from ``tests/references.py`` and
     ``tests/helpers.py``, never from another ``test_*`` module or from ``conftest``."""
     tests = ROOT / "tests"
-    shared = {path.stem for path in tests.glob("*.py")} - {"references", "helpers"}
+    shared = {path.stem for path in tests.rglob("*.py")} - {"references", "helpers"}
     problems = [
         f"{path.name} imports {name}"
-        for path in sorted(tests.glob("test_*.py"))
+        for path in sorted(tests.rglob("test_*.py"))
         for name in sorted(_imports(path))
         if name.split(".")[0] in shared
     ]

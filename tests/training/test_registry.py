@@ -4,20 +4,20 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import lightly.loss
 import lightly.transforms
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import ROOT
 
 import dscl_plugin
-from dscl_plugin.training import registry
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.models import DSCLModel, SupConModel
 from dscl_plugin.namespaces import register_library_names
+from dscl_plugin.training import registry
 from dscl_plugin.training.config import load_config
 from dscl_plugin.training.methods import (
     ContrastiveMethod,
@@ -27,7 +27,6 @@ from dscl_plugin.training.methods import (
 )
 from dscl_plugin.transforms import DSCLTransform
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TINY = ["model.queue_size=32", "model.proj_dim=16"]
 RUN_TINY = TINY + [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CONFIGS
 
 from dscl_plugin.cli import train_main
 from dscl_plugin.data import build_dataset
@@ -15,7 +16,7 @@ from dscl_plugin.data.fashion_mnist_lt import DEBIAN_ROOT
 
 fmnist_module = importlib.import_module("dscl_plugin.data.fashion_mnist_lt")
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "dscl_fashion_mnist_lt.yaml")
+CONFIG = str(CONFIGS / "dscl_fashion_mnist_lt.yaml")
 PER_CLASS = {"train": 12, "test": 3}
 
 

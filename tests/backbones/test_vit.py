@@ -2,12 +2,11 @@
 interpolation, PBSD teacher on the token grid, DSCL steps, export, config and CLI."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import training_losses
+from helpers import CONFIGS, training_losses
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
@@ -19,7 +18,6 @@ from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regi
 from dscl_plugin.training.config import load_config
 from dscl_plugin.training.methods import build_method
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGITS = CONFIGS / "dscl_digits_lt.yaml"
 TINY_VIT = dict(image_size=16, vit_patch_size=4, vit_depth=2, vit_width=24, vit_heads=2)
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CONFIGS, ROOT
 from torch import nn
 
 from dscl_plugin import DSCLLoss, DSCLModel, DSCLTransform, build_backbone
@@ -14,7 +15,6 @@ from dscl_plugin.errors import ConfigError
 from dscl_plugin.training.config import load_config, to_dict
 from dscl_plugin.training.schema import Config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DIGITS = CONFIGS / "dscl_digits_lt.yaml"
 
 
@@ -275,7 +275,7 @@ def test_precision_and_devices_checked_against_hardware(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- base files
-FLAT = Path(__file__).parent / "data" / "supcon_flat"  # the supcon files before base: existed
+FLAT = ROOT / "tests" / "fixtures" / "supcon_flat"  # the supcon files before base: existed
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("supcon_*.yaml")))

@@ -2,12 +2,11 @@
 patch-retrieval pictures."""
 
 import csv
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY
+from helpers import CONFIGS, TINY
 from PIL import Image
 
 from dscl_plugin.cli import eval_main
@@ -30,7 +29,6 @@ from dscl_plugin.models import build_backbone
 from dscl_plugin.runs.stage1 import train
 from dscl_plugin.training.config import load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -6,19 +6,19 @@ autocast from the same weights, queue and batch.
 """
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import CONFIGS
 
-from dscl_plugin.training import precision
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.losses import DSCLLoss, PBSDLoss
 from dscl_plugin.models import DSCLModel, build_backbone
+from dscl_plugin.training import precision
 from dscl_plugin.training.config import load_config
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dscl_fashion_mnist_lt.yaml"
+CONFIG = CONFIGS / "dscl_fashion_mnist_lt.yaml"
 
 
 def _dscl_pbsd_step(model: DSCLModel, batch, amp: bool):

@@ -8,15 +8,14 @@ import os
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import ROOT
 
 from dscl_plugin.cli import eval_main, train_main
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 HEAVY = (
     "pytorch_lightning",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import training_losses
+from helpers import ROOT, training_losses
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -329,7 +329,7 @@ def test_bad_constructor_arguments_and_vector_backbones_raise():
 
 @pytest.mark.slow
 def test_lightly_example_runs(monkeypatch, capsys, one_thread):
-    example = Path(__file__).parents[1] / "examples" / "lightly_training_loop.py"
+    example = ROOT / "examples" / "lightly_training_loop.py"
     monkeypatch.setattr(sys, "argv", [str(example), "--steps", "2", "--batch-size", "16"])
     runpy.run_path(str(example), run_name="__main__")
     out = capsys.readouterr().out
@@ -338,7 +338,7 @@ def test_lightly_example_runs(monkeypatch, capsys, one_thread):
 
 @pytest.mark.slow
 def test_train_step_benchmark_parts_run(one_thread):
-    path = Path(__file__).parents[1] / "benchmarks" / "train_step.py"
+    path = ROOT / "benchmarks" / "train_step.py"
     bench_module = runpy.run_path(str(path))
     args = bench_module["_parse_args"](
         [

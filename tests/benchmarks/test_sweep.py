@@ -1,9 +1,9 @@
 """benchmarks/sweep.py: the --sweep grid parser, per-run overrides, summary, table and plot."""
 
 import re
-from pathlib import Path
 
 import pytest
+from helpers import CONFIGS
 
 from dscl_plugin.training.config import load_config
 
@@ -45,7 +45,7 @@ def test_parse_sweep_rejects_a_key_swept_twice(sweep):
 
 
 def test_sweep_overrides_load_with_the_digits_config(sweep):
-    path = Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml"  # beta: 8
+    path = CONFIGS / "dscl_digits_lt.yaml"  # beta: 8
     assert sweep.sweep_overrides("model.alpha", "0.2") == [
         "model.alpha=0.2",
         "model.beta=null",

@@ -3,10 +3,10 @@
 import importlib.util
 import types
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning.distances import LpDistance
@@ -32,8 +32,7 @@ import dscl_plugin
 from dscl_plugin import losses as lightly_losses
 from dscl_plugin import pml
 from dscl_plugin.namespaces import expose
-from dscl_plugin.pml import DSCLCrossBatchMemory, DSCLLoss
-from dscl_plugin.pml import DSCLMiner
+from dscl_plugin.pml import DSCLCrossBatchMemory, DSCLLoss, DSCLMiner
 
 
 def two_views(b=6, d=8, classes=3, seed=0, dtype=torch.float32):
@@ -569,7 +568,7 @@ def test_distributed_cross_batch_memory(two_fake_ranks):
 
 # ----------------------------------------------------------------------------- example
 def test_example_training_loop_runs(capsys):
-    path = Path(__file__).resolve().parents[1] / "examples" / "pml_training_loop.py"
+    path = ROOT / "examples" / "pml_training_loop.py"
     spec = importlib.util.spec_from_file_location("pml_training_loop", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
