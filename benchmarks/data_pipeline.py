@@ -5,7 +5,7 @@ wall time of one stage-1 epoch of the Fashion-MNIST-LT recipe on each path.
 Settings (``data.*`` augmentation of each recipe, ``num_patches`` patches per image):
 
 - ``fashion_mnist_28px``: the Fashion-MNIST-LT training images and the augmentation of
-  ``configs/dscl_fashion_mnist_lt.yaml`` (28 px views, 2 patches of 14 px);
+  ``dscl_fashion_mnist_lt` (preset)` (28 px views, 2 patches of 14 px);
 - ``rgb_32px``: random uint8 RGB images, 32 px views, 5 patches of 16 px, the official
   augmentation (jitter, grayscale, blur);
 - ``rgb_224px``: random uint8 RGB 256 x 256 images (in memory: no file decoding),
@@ -44,7 +44,7 @@ from dscl_plugin.training.config import load_config  # noqa: E402
 from dscl_plugin.transforms import DSCLTransform, PatchViewCollate  # noqa: E402
 from dscl_plugin.transforms.kornia_views import DeviceViews  # noqa: E402
 
-FASHION_CONFIG = REPO / "configs" / "dscl_fashion_mnist_lt.yaml"
+FASHION_CONFIG = "dscl_fashion_mnist_lt"
 OFFICIAL = dict(
     crop_scale=(0.08, 1.0),
     hflip_prob=0.5,
@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     for pipeline in [] if args.no_epoch else ["loader", "device"]:
         epochs.append(
             {
-                "recipe": FASHION_CONFIG.name,
+                "recipe": FASHION_CONFIG,
                 "pipeline": pipeline,
                 "steps": steps or "all",
                 "stage1_wall_s": round(epoch_seconds(pipeline, steps), 1),

@@ -3,7 +3,7 @@
 Stages, each a subprocess with its share of ``--budget`` seconds (time a stage leaves
 unused passes to the next ones; a stage past its share is killed and reported):
 
-1. ``pytest tests/test_devices.py`` (the CUDA cases run where a GPU is present);
+1. ``pytest tests/test_accelerators.py`` (the CUDA cases run where a GPU is present);
 2. ``benchmarks/loss_speed.py`` at B {256, 1024} x K {4096, 65536}, D 128, in float32
    and under bf16 autocast, with a ``torch.profiler`` table per method and size in the log;
 3. ``benchmarks/train_step.py``: ResNet-50, 224 px views, 5 patches of 64 px, B 64,
@@ -76,7 +76,7 @@ def _commands(device: str, tmp: Path) -> dict[str, list[str]]:
     tests = [python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
     tests += [
         f"--junitxml={tmp / 'pytest.xml'}",
-        str(REPO / "tests" / "test_devices.py"),
+        str(REPO / "tests" / "test_accelerators.py"),
     ]
     if not cuda:
         tests += ["-k", "cpu and float32"]  # the smoke run: one precision
@@ -198,12 +198,12 @@ def summary_rows(
 ) -> list[dict[str, object]]:
     """One row per checked quantity: ``check, setting, value, target, result``."""
     if tests is None:
-        rows = [dict(check="tests", setting="test_devices.py", value=None, target="all pass",
+        rows = [dict(check="tests", setting="test_accelerators.py", value=None, target="all pass",
                      result="n/a")]  # fmt: skip
     else:
         ok = tests["failed"] == 0 and tests["passed"] > 0
         text = ", ".join(f"{n} {k}" for k, n in tests.items())
-        rows = [dict(check="tests", setting="test_devices.py", value=text, target="all pass",
+        rows = [dict(check="tests", setting="test_accelerators.py", value=text, target="all pass",
                      result="PASS" if ok else "MISS")]  # fmt: skip
     for r in loss_rows:
         setting = f"{r['autocast']} B={r['B']} K={r['K']} D={r['D']}"

@@ -1,6 +1,6 @@
 """Fashion-MNIST-LT evidence on one GPU: SupCon vs DSCL vs DSCL+PBSD, GPU recipe, rho 100.
 
-Every run trains ``configs/dscl_fashion_mnist_lt_gpu.yaml`` (ResNet-18 with the CIFAR stem,
+Every run trains ``dscl_fashion_mnist_lt_gpu` (preset)` (ResNet-18 with the CIFAR stem,
 32 px views, 16 px patches, batch 256, queue 4096, bf16, 200 epochs) with the per-method
 overrides of ``benchmarks/long_tail_accuracy.py`` (``METHODS``), then evaluates it
 (class-balanced linear probe, shot groups, kNN P@1), in its own subprocess. Runs start in
@@ -83,7 +83,7 @@ import long_tail_accuracy as lta  # noqa: E402  (siblings: benchmarks is not a p
 from reporting import git_state  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = "configs/dscl_fashion_mnist_lt_gpu.yaml"
+CONFIG = "dscl_fashion_mnist_lt_gpu"
 DATASET = "fashion_mnist_lt"
 RHO = 100.0
 RECIPE_EPOCHS = 200
@@ -278,14 +278,14 @@ def run_worker(job: Job) -> None:
                     "trainer.limit_train_batches=null",
                     f"output_dir={output_dir}/{method}",
                 ]
-                config = load_config(REPO / CONFIG, overrides + extra)
+                config = load_config(CONFIG, overrides + extra)
                 timer = _step_timer(job)
                 with contextlib.redirect_stdout(io.StringIO()):
                     train(config, callbacks=[timer])
                 seconds[method] = timer.step_seconds()
             Path(job.result).write_text(json.dumps(seconds))
             return
-        config = load_config(REPO / CONFIG, job.overrides + [f"output_dir={output_dir}"])
+        config = load_config(CONFIG, job.overrides + [f"output_dir={output_dir}"])
         timer = _train_timer()
         with contextlib.redirect_stdout(io.StringIO()):
             module = train(config, callbacks=[timer])

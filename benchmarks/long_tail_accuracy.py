@@ -1,7 +1,7 @@
 """Long-tailed top-1 accuracy: SupCon vs DSCL vs DSCL+PBSD over paired seeds.
 
 Training and evaluation run through the project's own pipeline: one config file per
-dataset (``configs/dscl_<dataset>.yaml``) loaded with :func:`dscl_plugin.training.config.load_config`
+dataset (``dscl_<dataset>`` (preset)) loaded with :func:`dscl_plugin.training.config.load_config`
 and per-method overrides, then :func:`dscl_plugin.runs.stage1.train` and
 :func:`dscl_plugin.runs.stage2.evaluate` (frozen backbone, class-balanced linear probe,
 shot-group top-1, kNN precision@1). The three methods share every setting (backbone, views,
@@ -102,10 +102,10 @@ SHOTS = ("overall", "many", "medium", "few")
 METRICS = (*SHOTS, "knn_p1")
 # dataset -> (config file, default imbalance factors, default and minimum number of seeds)
 DATASETS = {
-    "digits_lt": ("configs/dscl_digits_lt.yaml", [10.0, 50.0], 5),
-    "fashion_mnist_lt": ("configs/dscl_fashion_mnist_lt.yaml", [100.0, 10.0], 3),
-    "cifar10_lt": ("configs/dscl_cifar10_lt.yaml", [100.0], 3),
-    "cifar100_lt": ("configs/dscl_cifar100_lt.yaml", [100.0], 3),
+    "digits_lt": ("dscl_digits_lt", [10.0, 50.0], 5),
+    "fashion_mnist_lt": ("dscl_fashion_mnist_lt", [100.0, 10.0], 3),
+    "cifar10_lt": ("dscl_cifar10_lt", [100.0], 3),
+    "cifar100_lt": ("dscl_cifar100_lt", [100.0], 3),
 }
 
 
@@ -224,7 +224,7 @@ def _config(
     extra = [] if method == "raw_pixels" else METHODS[method]
     if swept is not None and swept[0] is not None:  # (key, value) of a --sweep run
         extra = extra + sweep.sweep_overrides(*swept)
-    path = REPO / DATASETS[args.dataset][0]
+    path = DATASETS[args.dataset][0]
     return load_config(path, _overrides(args, rho, seed) + extra + [f"output_dir={output_dir}"])
 
 

@@ -16,7 +16,7 @@ as means over rows:
 - the same entropy and class mass for the q view's own projection (``q``) as a reference;
 - ``loss_dscl`` and ``loss_pbsd`` of the batches and ``λ loss_pbsd / loss_dscl``.
 
-    python benchmarks/pbsd_diagnostics.py --config configs/dscl_fashion_mnist_lt.yaml \\
+    python benchmarks/pbsd_diagnostics.py --config dscl_fashion_mnist_lt \\
         --checkpoint outputs/dscl_fashion_mnist_lt/checkpoints/last.ckpt
 
 Writes ``benchmarks/results/pbsd_diagnostics_<dataset>.json`` (``--output``).

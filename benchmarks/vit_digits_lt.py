@@ -1,6 +1,6 @@
 """A tiny ViT on digits_lt: SupCon vs DSCL vs DSCL+PBSD over paired seeds (CPU-sized).
 
-The runs of ``long_tail_accuracy.py`` (same pipeline, config ``configs/dscl_digits_lt.yaml``,
+The runs of ``long_tail_accuracy.py`` (same pipeline, config ``dscl_digits_lt` (preset)`,
 method overrides, paired seeds, summary) with the backbone swapped for the config's
 CPU-sized ViT: ``model.backbone=vit_tiny`` with its ``vit_*`` keys (4 layers, width 96,
 3 heads, 4 px tokens: a 4x4 grid on 16 px views, 2x2 on the 8 px PBSD patches; mean of
@@ -33,7 +33,7 @@ from reporting import git_state, write_csv  # noqa: E402
 
 from dscl_plugin.training.config import load_config  # noqa: E402
 
-CONFIG = lta.REPO / "configs" / "dscl_digits_lt.yaml"
+CONFIG = "dscl_digits_lt"
 VIT = [
     "model.backbone=vit_tiny",
     "optim.name=adamw",
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
         "torch": torch.__version__,
         "git": git,
         "wall_seconds": round(wall, 1),
-        "config": str(CONFIG.relative_to(lta.REPO)),
+        "config": CONFIG,
         "vit_overrides": VIT,
         "method_overrides": {m: lta.METHODS[m] for m in METHODS},
     }

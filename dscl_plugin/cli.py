@@ -1,7 +1,7 @@
 """Console scripts ``dscl-train`` and ``dscl-eval`` (also ``python -m dscl_plugin.cli``).
 
-    dscl-train --config configs/X.yaml [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
-    dscl-eval  --config configs/X.yaml --checkpoint outputs/.../backbone.pt [key.path=value ...]
+    dscl-train --config PRESET_OR_FILE [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
+    dscl-eval  --config PRESET_OR_FILE --checkpoint outputs/.../backbone.pt [key.path=value ...]
                [--retrieval]
     python -m dscl_plugin.cli [train|eval] ...
 
@@ -40,7 +40,9 @@ def _parser(prog: str, train: bool, default_config: str | None) -> argparse.Argu
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
     if default_config is None:
         parser.add_argument(
-            "--config", required=True, help="YAML, e.g. configs/dscl_digits_lt.yaml"
+            "--config",
+            required=True,
+            help="a shipped preset by name (e.g. dscl_digits_lt; --list-configs lists them) or a YAML file",
         )
     else:
         parser.add_argument("--config", default=default_config, help="YAML (default: %(default)s)")

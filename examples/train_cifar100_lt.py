@@ -1,6 +1,6 @@
 """Train DSCL + PBSD on CIFAR-100-LT (imbalance 100, ResNet-18 with CIFAR stem), then evaluate.
 
-``dscl-train --config configs/dscl_cifar100_lt.yaml`` (same code path and messages), except
+``dscl-train --config dscl_cifar100_lt`` (same code path and messages), except
 that it passes ``--resume`` by itself when ``output_dir`` holds a checkpoint.
 Needs the CIFAR-100 python archive under ``data/`` (``data.root``), or let torchvision
 fetch it:
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from dscl_plugin.cli import train_main
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dscl_cifar100_lt.yaml"
+CONFIG = "dscl_cifar100_lt"  # a shipped preset
 
 if __name__ == "__main__":
     prog = f"python {Path(sys.argv[0]).as_posix()}"
-    sys.exit(train_main(sys.argv[1:], prog=prog, default_config=str(CONFIG), resume_existing=True))
+    sys.exit(train_main(sys.argv[1:], prog=prog, default_config=CONFIG, resume_existing=True))

@@ -1,6 +1,6 @@
 """Train DSCL + PBSD on ``digits_lt`` on the CPU, then evaluate it (under a minute, offline).
 
-``dscl-train --config configs/dscl_digits_lt.yaml`` (same code path and messages), with one
+``dscl-train --config dscl_digits_lt`` (same code path and messages), with one
 difference: it passes ``--resume`` by itself when ``output_dir`` holds a checkpoint, where
 ``dscl-train`` refuses to overwrite the run and asks for ``--resume`` (exit 1):
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from dscl_plugin.cli import train_main
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dscl_digits_lt.yaml"
+CONFIG = "dscl_digits_lt"  # a shipped preset
 
 if __name__ == "__main__":
     prog = f"python {Path(sys.argv[0]).as_posix()}"
-    sys.exit(train_main(sys.argv[1:], prog=prog, default_config=str(CONFIG), resume_existing=True))
+    sys.exit(train_main(sys.argv[1:], prog=prog, default_config=CONFIG, resume_existing=True))

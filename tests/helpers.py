@@ -16,7 +16,7 @@ from dscl_plugin.training.config import load_config
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "dscl_plugin" / "configs"
 CONFIG = str(CONFIGS / "dscl_digits_lt.yaml")
 TINY = [
     "model.queue_size=64",

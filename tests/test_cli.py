@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import torchvision
 from helpers import (
     CONFIG,
+    ROOT,
     TINY,
     Crash,
     CrashAt,
@@ -189,7 +190,7 @@ def test_cli_reports_config_errors(capsys):
     assert "'model.queue'" in err and "Did you mean 'model.queue_size'?" in err
 
 
-EXAMPLE = Path(CONFIG).parents[1] / "examples" / "train_digits_lt.py"
+EXAMPLE = ROOT / "examples" / "train_digits_lt.py"
 
 
 # Runs the example as ``python EXAMPLE args`` once per argument list, all in one interpreter
@@ -240,7 +241,7 @@ def test_example_behaves_like_the_cli(tmp_path):
     assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
     helped, failed = (SimpleNamespace(**run) for run in json.loads(result.stdout))
     assert helped.returncode == 0 and "key.path=value" in helped.stdout
-    assert "dscl_digits_lt.yaml" in helped.stdout  # the example's own default config
+    assert "dscl_digits_lt" in helped.stdout  # the example's own default config
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.count("\n") == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.startswith(

@@ -16,7 +16,7 @@ from helpers import ROOT
 
 from dscl_plugin.cli import eval_main, train_main
 
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "dscl_plugin" / "configs"
 HEAVY = (
     "pytorch_lightning",
     "lightning",

@@ -34,7 +34,7 @@ from dscl_plugin.training import registry
 from dscl_plugin.training.config import load_config
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-MAIN_EXAMPLE_CONFIG = "configs/dscl_digits_lt.yaml"  # examples/train_digits_lt.py's config
+MAIN_EXAMPLE_CONFIG = "dscl_digits_lt"  # examples/train_digits_lt.py's config
 SKIPPED = {  # command prefix -> why its smoke form is not run
     "python3 -m venv": "creates a virtual environment",
     ". .venv/bin/activate": "activates the virtual environment",
@@ -257,7 +257,7 @@ def test_bash_command_smoke_form(page, command, tmp_path, local_registry, monkey
             (tmp_path / "my_method.py").write_text(block)
             monkeypatch.syspath_prepend(str(tmp_path))
             importlib.import_module(tokens[tokens.index("--import") + 1])
-        load_config(ROOT / config, overrides)
+        load_config(config, overrides)
 
 
 @pytest.mark.slow

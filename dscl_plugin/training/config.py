@@ -13,8 +13,8 @@ this round, so that existing user configs and overrides keep working unchanged.
 """
 
 import dataclasses
-import types
 import difflib
+import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +33,7 @@ from dscl_plugin.backbones import check_backbone_name
 from dscl_plugin.checks import PATCH_PASSES, InvalidValue, alpha_from
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.training.precision import resolve_precision
+from dscl_plugin.training.presets import find_config
 from dscl_plugin.training.schema import (
     ACCELERATORS,
     OPTIMIZERS,
@@ -90,8 +91,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 
 def read_layers(path: str | Path) -> list[DictConfig]:
-    """The YAML mappings of ``path`` and of its ``base`` chain, the deepest base first
-    (each without its ``base`` key).
+    """The YAML mappings of ``path`` (a file or a shipped preset's name) and of its ``base``
+    chain, the deepest base first (each without its ``base`` key). A ``base`` is a path
+    relative to the extending file, or a preset's name.
 
     Raises:
         ConfigError: a missing or unparsable file, a ``base`` that is not a file name,
@@ -99,30 +101,26 @@ def read_layers(path: str | Path) -> list[DictConfig]:
     """
     layers: list[DictConfig] = []
     chain: list[Path] = []
-    path = Path(path)
+    resolved = find_config(path)
     while True:
-        if path.resolve() in chain:
-            cycle = " -> ".join(f"'{p}'" for p in [*chain, path.resolve()])
+        if resolved.resolve() in chain:
+            cycle = " -> ".join(f"'{p}'" for p in [*chain, resolved.resolve()])
             raise ConfigError(f"Config files extend each other in a cycle: {cycle}.")
-        chain.append(path.resolve())
-        layer = _read_yaml(path, extended_by=chain[-2] if len(chain) > 1 else None)
+        chain.append(resolved.resolve())
+        layer = _read_yaml(resolved)
         base = layer.pop(BASE_KEY, None)
         layers.insert(0, layer)
         if base is None:
             return layers
         if not isinstance(base, str) or not base:
-            raise ConfigError(f"'{path}': {BASE_KEY} must be a YAML file name, got {base!r}.")
-        path = path.parent / base
+            raise ConfigError(f"'{resolved}': {BASE_KEY} must be a YAML file name, got {base!r}.")
+        try:
+            resolved = find_config(base, folder=resolved.parent)
+        except ConfigError as error:
+            raise ConfigError(f"{BASE_KEY} of '{resolved}': {error}") from None
 
 
-def _read_yaml(path: Path, extended_by: Path | None) -> DictConfig:
-    if not path.is_file():
-        if extended_by is not None:
-            raise ConfigError(
-                f"Base config file not found: '{path}' ({BASE_KEY} of '{extended_by}'; "
-                "the path is relative to that file)."
-            )
-        raise ConfigError(f"Config file not found: '{path}'.")
+def _read_yaml(path: Path) -> DictConfig:
     try:
         layer = OmegaConf.load(path)
     except Exception as error:  # YAML syntax errors come from several libraries

@@ -34,7 +34,7 @@ def test_summary_rows_judge_every_target(gpu_check):
     train = _train_rows(False, (1.0, 1.04, 1.7)) + _train_rows(True, (1.0, 1.1, 1.5))
     rows = gpu_check.summary_rows(tests, [LOSS_ROW], train)
     got = {(r["check"], r["setting"]): (r["value"], r["result"]) for r in rows}
-    assert got[("tests", "test_devices.py")] == (
+    assert got[("tests", "test_accelerators.py")] == (
         "10 passed, 0 failed, 2 skipped",
         "PASS",
     )

@@ -178,7 +178,7 @@ def test_runs_go_side_by_side_only_when_that_does_more_work_per_second(
 def test_each_method_trains_the_gpu_recipe_with_its_own_overrides(ev, tmp_path):
     args = ev._parse_args([str(tmp_path), "--epochs", "50"])
     configs = {
-        m: load_config(ev.REPO / ev.CONFIG, ev.run_overrides(args, m, 3, "loader", 5))
+        m: load_config(ev.CONFIG, ev.run_overrides(args, m, 3, "loader", 5))
         for m in ev.lta.MAIN_METHODS
     }
     for config in configs.values():

@@ -312,7 +312,9 @@ def test_base_cycles_and_missing_bases_are_clear_errors(tmp_path):
     assert "extend each other in a cycle" in message and "a.yaml' -> '" in message
     missing = _write(tmp_path, "c.yaml", "base: nowhere/d.yaml\n")
     message = _error(path=missing)
-    assert "Base config file not found" in message and "nowhere/d.yaml" in message
+    assert (
+        "base of" in message and "Config file not found" in message and "nowhere/d.yaml" in message
+    )
     assert "c.yaml" in message
     assert "base must be a YAML file name" in _error(path=_write(tmp_path, "e.yaml", "base: 3\n"))
 

@@ -27,7 +27,7 @@ from dscl_plugin.training.methods import (
 )
 from dscl_plugin.transforms import DSCLTransform
 
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "dscl_plugin" / "configs"
 TINY = ["model.queue_size=32", "model.proj_dim=16"]
 RUN_TINY = TINY + [
     "trainer.epochs=1",
