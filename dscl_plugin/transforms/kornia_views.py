@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dscl_plugin.transforms.views import DSCLTransform
+from dscl_plugin.transforms.views import ViewSettings
 
 KORNIA_MISSING = "needs Kornia, which is not installed: pip install 'dscl-plugin[fast]'"
 
@@ -45,8 +45,8 @@ def _kornia_augmentation():
 class DeviceViews:
     """:class:`~dscl_plugin.transforms.DSCLTransform`'s views of a uint8 batch, on its device.
 
-    Takes DSCLTransform's keyword arguments (that transform checks them and holds the
-    settings) and draws from the same distributions, independently per sample
+    Takes DSCLTransform's keyword arguments (checked as :class:`ViewSettings`) and draws
+    from the same distributions, independently per sample
     (``same_on_batch=False``):
 
     - q view: Kornia ``RandomResizedCrop(input_size, crop_scale, ratio (3/4, 4/3))``
@@ -75,17 +75,9 @@ class DeviceViews:
     """
 
     def __init__(self, **options: Any) -> None:
-        spec = DSCLTransform(**options)  # checks them; its settings are the distributions
-        colour, key_jitter, key_jitter_prob = (
-            spec.colour,
-            spec.key_jitter,
-            spec.key_jitter_prob,
-        )
-        input_size, patch_size, blur_sigmas = (
-            spec.input_size,
-            spec.patch_size,
-            colour.blur_sigmas,
-        )
+        spec = ViewSettings(**options)
+        colour, key_jitter, key_jitter_prob = spec.colour, spec.key_jitter, spec.key_jitter_prob
+        input_size, patch_size, blur_sigmas = spec.input_size, spec.patch_size, spec.blur_sigmas
         K = _kornia_augmentation()
         self.input_size, self.patch_size = input_size, patch_size
         self.num_patches = spec.num_patches

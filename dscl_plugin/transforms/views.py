@@ -5,7 +5,7 @@ list of views out, torchvision v2 transforms through Lightly's compatibility lay
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -60,11 +60,11 @@ class ColourAugmentation:
         ValueError: a jitter strength < 0 or hue > 0.5, or a probability outside [0, 1].
     """
 
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter: tuple[float, ...] = (0.4, 0.4, 0.4, 0.1)
     jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
     blur_prob: float = 0.5
-    blur_sigmas: tuple[float, float] = (0.1, 2.0)
+    blur_sigmas: tuple[float, ...] = (0.1, 2.0)
 
     def __post_init__(self) -> None:
         check_jitter("jitter", self.jitter)
@@ -86,6 +86,61 @@ class ColourAugmentation:
 COLOUR_AUGMENTATION = ColourAugmentation()  # the official defaults
 
 
+@dataclass(frozen=True)
+class ViewSettings:
+    """The distributions the DSCL views are drawn from, checked once: the settings of
+    :class:`DSCLTransform` (one image at a time, PIL) and of
+    :class:`~dscl_plugin.transforms.kornia_views.DeviceViews` (a batch on its device).
+    The keywords and defaults are :class:`DSCLTransform`'s, which documents them.
+
+    Raises:
+        ValueError: a setting outside its range (the message names it).
+    """
+
+    input_size: int = 224
+    patch_size: int = 64
+    num_patches: int = 5
+    patch_scale: Sequence[float] = (0.05, 0.6)
+    patch_ratio: Sequence[float] = (3 / 4, 4 / 3)
+    crop_scale: Sequence[float] = (0.08, 1.0)
+    hflip_prob: float = 0.5
+    normalize: NormalizeSpec = field(default_factory=lambda: IMAGENET_NORMALIZE)
+    jitter: Sequence[float] = COLOUR_AUGMENTATION.jitter
+    jitter_prob: float = COLOUR_AUGMENTATION.jitter_prob
+    grayscale_prob: float = COLOUR_AUGMENTATION.grayscale_prob
+    blur_prob: float = COLOUR_AUGMENTATION.blur_prob
+    blur_sigmas: Sequence[float] = COLOUR_AUGMENTATION.blur_sigmas
+    key_jitter: Sequence[float] = (*COLOUR_AUGMENTATION.jitter[:3], 0.0)
+    key_jitter_prob: float = 1.0
+    colour: ColourAugmentation = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sequences = ("patch_scale", "patch_ratio", "crop_scale", "jitter", "blur_sigmas")
+        for name in (*sequences, "key_jitter"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_patch_size(self.patch_size, self.input_size)
+        checks.at_least("num_patches", self.num_patches, 0)
+        checks.scale_range("patch_scale", self.patch_scale)
+        checks.scale_range("crop_scale", self.crop_scale)
+        ratio = self.patch_ratio
+        checks.require(
+            len(ratio) == 2 and 0 < ratio[0] <= ratio[1],
+            "patch_ratio",
+            f"must be (min, max) with 0 < min <= max, got {ratio}",
+        )
+        checks.within("hflip_prob", self.hflip_prob, 0.0, 1.0)
+        checks.within("key_jitter_prob", self.key_jitter_prob, 0.0, 1.0)
+        check_jitter("key_jitter", self.key_jitter)
+        colour = ColourAugmentation(  # checks the colour settings
+            tuple(self.jitter), self.jitter_prob, self.grayscale_prob, self.blur_prob,
+            tuple(self.blur_sigmas),
+        )  # fmt: skip
+        object.__setattr__(self, "colour", colour)
+
+
+DEFAULT_VIEWS = ViewSettings()  # the official recipe's views
+
+
 class DSCLTransform:
     """Official DSCL/PBSD views of one image: ``[view_q, view_k, patches, boxes]``.
 
@@ -103,7 +158,11 @@ class DSCLTransform:
     With ``num_patches=0`` only ``[view_q, view_k]`` is returned. Set ``hflip_prob=0``
     for data that must not be mirrored (digits), and ``jitter_prob``,
     ``grayscale_prob``, ``blur_prob`` (and ``key_jitter_prob``) to 0 and
-    ``normalize=None`` to turn augmentation off.
+    ``normalize=None`` to turn augmentation off. The checked settings are
+    :attr:`settings` (a :class:`ViewSettings`).
+
+    Raises:
+        ValueError: a setting outside its range (the message names it).
 
     Examples:
         >>> transform = DSCLTransform(input_size=32, patch_size=16)
@@ -112,79 +171,79 @@ class DSCLTransform:
 
     def __init__(
         self,
-        input_size: int = 224,
-        patch_size: int = 64,
-        num_patches: int = 5,
-        patch_scale: tuple[float, float] = (0.05, 0.6),
-        patch_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        crop_scale: tuple[float, float] = (0.08, 1.0),
-        hflip_prob: float = 0.5,
+        input_size: int = DEFAULT_VIEWS.input_size,
+        patch_size: int = DEFAULT_VIEWS.patch_size,
+        num_patches: int = DEFAULT_VIEWS.num_patches,
+        patch_scale: tuple[float, float] = DEFAULT_VIEWS.patch_scale,
+        patch_ratio: tuple[float, float] = DEFAULT_VIEWS.patch_ratio,
+        crop_scale: tuple[float, float] = DEFAULT_VIEWS.crop_scale,
+        hflip_prob: float = DEFAULT_VIEWS.hflip_prob,
         normalize: NormalizeSpec = IMAGENET_NORMALIZE,
-        jitter: Sequence[float] = COLOUR_AUGMENTATION.jitter,
-        jitter_prob: float = COLOUR_AUGMENTATION.jitter_prob,
-        grayscale_prob: float = COLOUR_AUGMENTATION.grayscale_prob,
-        blur_prob: float = COLOUR_AUGMENTATION.blur_prob,
-        blur_sigmas: tuple[float, float] = COLOUR_AUGMENTATION.blur_sigmas,
-        key_jitter: Sequence[float] = (*COLOUR_AUGMENTATION.jitter[:3], 0.0),
-        key_jitter_prob: float = 1.0,
+        jitter: Sequence[float] = DEFAULT_VIEWS.jitter,
+        jitter_prob: float = DEFAULT_VIEWS.jitter_prob,
+        grayscale_prob: float = DEFAULT_VIEWS.grayscale_prob,
+        blur_prob: float = DEFAULT_VIEWS.blur_prob,
+        blur_sigmas: tuple[float, float] = DEFAULT_VIEWS.blur_sigmas,
+        key_jitter: Sequence[float] = DEFAULT_VIEWS.key_jitter,
+        key_jitter_prob: float = DEFAULT_VIEWS.key_jitter_prob,
     ) -> None:
-        check_patch_size(patch_size, input_size)
-        checks.at_least("num_patches", num_patches, 0)
-        checks.scale_range("patch_scale", patch_scale)
-        checks.scale_range("crop_scale", crop_scale)
-        ratio_ok = len(patch_ratio) == 2 and 0 < patch_ratio[0] <= patch_ratio[1]
-        checks.require(
-            ratio_ok,
-            "patch_ratio",
-            f"must be (min, max) with 0 < min <= max, got {patch_ratio}",
-        )
-        colour = ColourAugmentation(
-            tuple(jitter), jitter_prob, grayscale_prob, blur_prob, tuple(blur_sigmas)
-        )
-        checks.within("hflip_prob", hflip_prob, 0.0, 1.0)
-        checks.within("key_jitter_prob", key_jitter_prob, 0.0, 1.0)
-        check_jitter("key_jitter", key_jitter)
-        self.input_size = input_size
-        self.patch_size = patch_size
-        self.num_patches = num_patches
-        self.patch_scale = tuple(patch_scale)
-        self.patch_ratio = tuple(patch_ratio)
-        # the settings as given (DeviceViews draws from the same distributions)
-        self.crop_scale, self.hflip_prob, self.normalize = (
-            tuple(crop_scale),
+        self.settings = s = ViewSettings(
+            input_size,
+            patch_size,
+            num_patches,
+            patch_scale,
+            patch_ratio,
+            crop_scale,
             hflip_prob,
             normalize,
+            jitter,
+            jitter_prob,
+            grayscale_prob,
+            blur_prob,
+            blur_sigmas,
+            key_jitter,
+            key_jitter_prob,
         )
-        self.colour = colour
-        self.key_jitter, self.key_jitter_prob = tuple(key_jitter), key_jitter_prob
         self.geometric = T.Compose(
             [
-                T.RandomResizedCrop(size=input_size, scale=crop_scale),
-                T.RandomHorizontalFlip(p=hflip_prob),
+                T.RandomResizedCrop(size=s.input_size, scale=s.crop_scale),
+                T.RandomHorizontalFlip(p=s.hflip_prob),
             ]
         )
-        self.query_colour = colour.transform(normalize)
+        self.query_colour = s.colour.transform(s.normalize)
         self.key_colour = T.Compose(
             [
-                T.RandomApply([T.ColorJitter(*key_jitter)], p=key_jitter_prob),
-                *to_tensor_steps(normalize),
+                T.RandomApply([T.ColorJitter(*s.key_jitter)], p=s.key_jitter_prob),
+                *to_tensor_steps(s.normalize),
             ]
         )
-        self.patch_flip = T.RandomHorizontalFlip(p=hflip_prob)
+        self.patch_flip = T.RandomHorizontalFlip(p=s.hflip_prob)
+
+    def __getattr__(self, name: str) -> Any:
+        """The settings read as attributes: ``transform.input_size``, ..."""
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in ViewSettings.__dataclass_fields__:
+            return getattr(settings, name)
+        raise AttributeError(f"'DSCLTransform' object has no attribute {name!r}")
 
     def __call__(self, image: Image | Tensor) -> list[Tensor]:
         """``[view_q (3, S, S), view_k (3, S, S), patches (L, 3, s, s), boxes (L, 4)]``."""
         crop_q = self.geometric(image)
         views = [self.query_colour(crop_q), self.key_colour(self.geometric(image))]
-        if self.num_patches == 0:
+        if self.settings.num_patches == 0:
             return views
         patches, boxes = [], []
-        for _ in range(self.num_patches):
+        for _ in range(self.settings.num_patches):
             top, left, height, width = _RandomResizedCropV1.get_params(
-                crop_q, scale=list(self.patch_scale), ratio=list(self.patch_ratio)
+                crop_q, scale=list(self.settings.patch_scale), ratio=list(self.settings.patch_ratio)
             )
             patch = T.functional.resized_crop(
-                crop_q, top, left, height, width, [self.patch_size, self.patch_size]
+                crop_q,
+                top,
+                left,
+                height,
+                width,
+                [self.settings.patch_size, self.settings.patch_size],
             )
             patches.append(self.query_colour(self.patch_flip(patch)))
             boxes.append([left, top, left + width, top + height])
