@@ -49,6 +49,11 @@ def within(name: str, value: float, low: float, high: float) -> None:
     require(low <= value <= high, name, f"must be in [{low}, {high}], got {value}")
 
 
+def half_open(name: str, value: float, low: float, high: float) -> None:
+    """``low <= value < high`` (e.g. an SGD momentum in [0, 1))."""
+    require(low <= value < high, name, f"must be in [{low}, {high}), got {value}")
+
+
 def one_of(name: str, value: Any, allowed: Sequence[Any]) -> None:
     require(value in allowed, name, f"must be one of {list(allowed)}, got {value!r}")
 

@@ -278,7 +278,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_resuming_an_unfinished_run_reads_its_settings_once(tmp_path, monkeypatch):
     import dscl_plugin.runs.folder as training
-    from dscl_plugin.cli import run
+    from dscl_plugin.runs.pipeline import run
 
     config = tiny(tmp_path, "once", "trainer.limit_train_batches=2")
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -37,8 +37,8 @@ def plot_per_class_accuracy(
 
     Each point is labelled with its class name (``class_names``; default: its id; up to
     40 classes); x ticks sit at the real class sizes (at most 12 of them); the shot
-    thresholds, when given, are dashed lines named in the legend. Classes without test samples (None) or without training
-    samples are left out.
+    thresholds, when given, are dashed lines named in the legend. Classes without test
+    samples (None) or without training samples are left out.
     """
     from matplotlib.ticker import NullFormatter, NullLocator
 
