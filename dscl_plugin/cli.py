@@ -3,10 +3,13 @@
     dscl-train --config PRESET_OR_FILE [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
     dscl-eval  --config PRESET_OR_FILE --checkpoint outputs/.../backbone.pt [key.path=value ...]
                [--retrieval]
+    dscl-train --list-configs
     python -m dscl_plugin.cli [train|eval] ...
 
-``--import MODULE`` (repeatable) imports a module that registers a method of your own;
-installed packages can instead declare an entry point in the group ``dscl_plugin.methods``.
+The commands parse their arguments and report errors;
+:func:`dscl_plugin.runs.pipeline.run` runs the stages. ``--import MODULE`` (repeatable)
+imports a module that registers a method of your own; installed packages can instead
+declare an entry point in the group ``dscl_plugin.methods``.
 """
 
 import argparse

@@ -8,7 +8,7 @@ elsewhere gets its results in ``<checkpoint stem>_eval/`` beside it.
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,35 +28,36 @@ RESUME_FREE = ("data.root", "data.download")
 MODEL_KEYS = ("method", "model")
 
 
+# the files of a run, relative to its folder
+LAYOUT = {
+    "config_file": "config.yaml",
+    "checkpoints": "checkpoints",
+    "last_checkpoint": "checkpoints/last.ckpt",
+    "logs": "logs",
+    "backbone": "backbone.pt",
+}
+
+
 @dataclass(frozen=True)
 class RunFolder:
-    """The files of the run in ``root`` (a config's ``output_dir``)."""
+    """The files of the run in ``root`` (a config's ``output_dir``), as :data:`LAYOUT`
+    places them: ``config_file``, ``checkpoints`` (the folder), ``last_checkpoint``,
+    ``logs`` (the folder of ``metrics.csv``) and ``backbone``."""
 
     root: Path
+    config_file: Path = field(init=False)
+    checkpoints: Path = field(init=False)
+    last_checkpoint: Path = field(init=False)
+    logs: Path = field(init=False)
+    backbone: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name, relative in LAYOUT.items():
+            object.__setattr__(self, name, self.root / relative)
 
     @classmethod
     def of(cls, config: Config) -> "RunFolder":
         return cls(Path(config.output_dir))
-
-    @property
-    def config_file(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def backbone(self) -> Path:
-        return self.root / "backbone.pt"
 
     def training_finished(self) -> bool:
         """Whether stage 1 has finished: ``backbone.pt`` written after the last checkpoint."""

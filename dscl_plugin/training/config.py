@@ -30,30 +30,10 @@ from omegaconf.errors import (
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.training.precision import resolve_accelerator, resolve_precision
 from dscl_plugin.training.presets import find_config
-from dscl_plugin.training.schema import (
-    Config,
-    DataConfig,
-    EvalConfig,
-    ModelConfig,
-    OptimConfig,
-    ProbeConfig,
-    TrainerConfig,
-)
+from dscl_plugin.training.schema import Config
 from dscl_plugin.training.validation import validate
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "DataConfig",
-    "EvalConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "ProbeConfig",
-    "TrainerConfig",
-    "load_config",
-    "to_dict",
-    "to_yaml",
-]
+__all__ = ["Config", "ConfigError", "load_config", "to_dict", "to_yaml"]
 
 BASE_KEY = "base"
 # keys that are one setting: a layer that sets one clears the other below it

@@ -216,10 +216,10 @@ def test_write_metrics_null_and_table(tmp_path):
     assert '"medium": null' in path.read_text()
     table = format_metrics_table(metrics)
     lines = table.splitlines()
-    assert any(l.split() == ["linear_probe/overall", "50.00%"] for l in lines)
-    assert any(l.split() == ["linear_probe/medium", "-"] for l in lines)
-    assert any(l.split() == ["knn/precision_at_1", "25.00%"] for l in lines)
-    assert any(l.split() == ["epochs", "2"] for l in lines)
+    assert any(line.split() == ["linear_probe/overall", "50.00%"] for line in lines)
+    assert any(line.split() == ["linear_probe/medium", "-"] for line in lines)
+    assert any(line.split() == ["knn/precision_at_1", "25.00%"] for line in lines)
+    assert any(line.split() == ["epochs", "2"] for line in lines)
     assert "per_class" not in table
 
 
