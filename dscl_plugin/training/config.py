@@ -28,6 +28,7 @@ from omegaconf.errors import (
 )
 
 from dscl_plugin.errors import ConfigError
+from dscl_plugin.files import PathLike
 from dscl_plugin.training.precision import resolve_accelerator, resolve_precision
 from dscl_plugin.training.presets import find_config
 from dscl_plugin.training.schema import Config
@@ -40,7 +41,7 @@ BASE_KEY = "base"
 EXCLUSIVE_KEYS = (("model.alpha", "model.beta"),)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """Schema defaults <- YAML file (after its ``base`` chain) <- ``a.b=value`` overrides,
     then :func:`validate`."""
     for item in overrides:
@@ -59,7 +60,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return config
 
 
-def read_layers(path: str | Path) -> list[DictConfig]:
+def read_layers(path: PathLike) -> list[DictConfig]:
     """The YAML mappings of ``path`` (a file or a shipped preset's name) and of its ``base``
     chain, the deepest base first (each without its ``base`` key). A ``base`` is a path
     relative to the extending file, or a preset's name.
