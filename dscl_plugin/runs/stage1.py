@@ -19,7 +19,7 @@ from dscl_plugin.errors import ConfigError
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import Resume, RunFolder, resolve_resume
 from dscl_plugin.training.config import to_yaml
-from dscl_plugin.training.data import TrainingData
+from dscl_plugin.training.data import DeviceTrainingData, TrainingData
 from dscl_plugin.training.lightning_adapters import expected_fit_warnings
 from dscl_plugin.training.methods import ContrastiveMethod, build_method
 from dscl_plugin.training.schema import Config
@@ -54,10 +54,8 @@ def training_data(config: Config, method: ContrastiveMethod) -> TrainingData:
             f"({len(dataset)} images over {processes} process(es)); every epoch would be empty."
         )
     if on_device:
-        return TrainingData(dataset, per_process, config.seed, device_views=method.view_options())
-    return TrainingData(
-        dataset, per_process, config.seed, t.num_workers, collate_fn=method.collate_fn()
-    )
+        return DeviceTrainingData(dataset, per_process, config.seed, method.view_options())
+    return TrainingData(dataset, per_process, config.seed, t.num_workers, method.collate_fn())
 
 
 def train(
