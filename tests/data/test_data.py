@@ -8,6 +8,10 @@ from PIL import Image
 from torchvision.transforms import ToTensor
 
 from dscl_plugin.data import (
+    DATASET_NAMES,
+    FILE_DATASETS,
+    IN_MEMORY_DATASETS,
+    ArrayImageDataset,
     ClassBalancedSampler,
     build_dataset,
     long_tail_counts,
@@ -204,3 +208,13 @@ def test_shot_groups_thresholds_and_empty_groups():
     }
     with pytest.raises(ValueError, match="few_threshold"):
         shot_groups(counts, many_threshold=10, few_threshold=20)
+
+
+def test_in_memory_datasets_are_listed_once_and_have_fixed_splits():
+    assert (*IN_MEMORY_DATASETS, *FILE_DATASETS) == DATASET_NAMES
+    for name in IN_MEMORY_DATASETS:
+        with pytest.raises(
+            ValueError, match=rf"split must be one of \['train', 'test'\] for {name}"
+        ):
+            build_dataset(name, "val")
+    assert isinstance(build_dataset("digits_lt", "test"), ArrayImageDataset)
