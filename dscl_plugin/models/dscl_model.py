@@ -59,12 +59,12 @@ def _checked_patches(
             "use pbsd_weight=0 to train without patches",
         )
     b, c, height, width = view_q.shape
+    shape_ok = patches.ndim == 5 and patches.shape[0] == b and patches.shape[2] == c
     checks.require(
-        patches.ndim == 5 and patches.shape[0] == b and patches.shape[2] == c
-        and patches.shape[1] >= 1,
+        shape_ok and patches.shape[1] >= 1,
         "patches",
         f"must be (B, L, {c}, s, s) with B = {b} and L >= 1, got {tuple(patches.shape)}",
-    )  # fmt: skip
+    )
     checks.require(
         boxes.shape == (b, patches.shape[1], 4),
         "boxes",

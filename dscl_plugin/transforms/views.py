@@ -39,7 +39,8 @@ class ColourAugmentation:
     :data:`COLOUR_AUGMENTATION`.
 
     Raises:
-        ValueError: a jitter strength < 0 or hue > 0.5, or a probability outside [0, 1].
+        ValueError: a jitter strength < 0 or hue > 0.5, a probability outside [0, 1], or
+            ``blur_sigmas`` not ``(min, max)`` with ``0 < min <= max``.
     """
 
     jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1)
