@@ -48,7 +48,6 @@ from dscl_plugin.training.schema import (
     ProbeConfig,
     TrainerConfig,
 )
-from dscl_plugin.transforms.views import check_jitter, check_patch_size
 
 __all__ = [
     "Config",
@@ -301,7 +300,7 @@ def _check_data(problems: _Problems, d: DataConfig) -> None:
     problems.scale_range("data.crop_scale", d.crop_scale)
     for key in ("hflip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
         problems.within(f"data.{key}", getattr(d, key), 0, 1)
-    problems.rule("data", check_jitter, "color_jitter", d.color_jitter)
+    problems.rule("data", checks.jitter, "color_jitter", d.color_jitter)
     problems.rule("data", check_pipeline, d.pipeline, d.name in IN_MEMORY_DATASETS)
     problems.file("data.train_list", d.train_list)
     problems.file("data.test_list", d.test_list)
@@ -326,7 +325,7 @@ def _check_model(problems: _Problems, m: ModelConfig, input_size: int) -> None:
         "model.num_patches",
         "PBSD (pbsd_weight > 0) needs num_patches >= 1",
     )
-    problems.rule("model", check_patch_size, m.patch_size, input_size)
+    problems.rule("model", checks.patch_size, m.patch_size, input_size)
     problems.rule("model", checks.scale_range, "patch_scale", m.patch_scale)
     problems.rule("model", checks.one_of, "patch_passes", m.patch_passes, PATCH_PASSES)
     problems.file("model.init_from", m.init_from)
