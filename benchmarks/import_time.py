@@ -13,7 +13,7 @@ printed help, ``--help-repeats`` times; wall and CPU medians) and records the he
 modules loaded by then (none expected: the CLI imports Lightning and OmegaConf only when
 a command runs).
 
-    python benchmarks/import_time.py                # 7 interpreters: results/import_time.json
+    python benchmarks/import_time.py  # 7 interpreters, writes results/import_time.json
     python benchmarks/import_time.py --repeats 3 --module dscl_plugin.training
 """
 

@@ -169,8 +169,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sweep",
         nargs="+",
         metavar="KEY=V1,V2",
-        help="sweep config keys one at a time for the non-SupCon --methods, "
-        "e.g. model.alpha=0.05,0.11,0.2,0.5 (sweep.py)",
+        help="sweep config keys one at a time for the non-SupCon --methods, e.g. "
+        "model.alpha=0.05,0.11,0.2,0.5 (sweep.py)",
     )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -45,8 +45,12 @@ SKIPPED = {  # command prefix -> why its smoke form is not run
     "mkdir -p data": "makes the folder for the Fashion-MNIST files of a GPU lease",
     "cp /usr/share/datasets/fashion-mnist/": "copies the Fashion-MNIST files into the tree",
     "/tmp/venv-bare/bin/pip install": "installs packages into the bare venv",
-    "PYTHON=/tmp/venv-bare/bin/python bash benchmarks/gpu_check.sh": "the lease's dry run",
-    'python -c "\nimport json\nfrom dscl_plugin.evaluation.diagnostics': "reads the runs' logs",
+    "PYTHON=/tmp/venv-bare/bin/python bash benchmarks/gpu_check.sh": (
+        "the lease's dry run (~12 min)"
+    ),
+    'python -c "\nimport json\nfrom dscl_plugin.evaluation.diagnostics': (
+        "reads the two diagnostics runs' logs"
+    ),
 }
 
 

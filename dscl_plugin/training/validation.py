@@ -34,7 +34,6 @@ from dscl_plugin.training.schema import (
     ProbeConfig,
     TrainerConfig,
 )
-from dscl_plugin.transforms.views import check_jitter, check_patch_size
 
 Run = Callable[..., None]
 
@@ -111,7 +110,7 @@ def _check_data(data: Run, d: DataConfig) -> None:
     data(checks.scale_range, "crop_scale", d.crop_scale)
     for key in ("hflip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
         data(checks.within, key, getattr(d, key), 0, 1)
-    data(check_jitter, "color_jitter", d.color_jitter)
+    data(checks.jitter, "color_jitter", d.color_jitter)
     data(check_pipeline, d.pipeline, d.name in IN_MEMORY_DATASETS)
     data(check_file, "train_list", d.train_list)
     data(check_file, "test_list", d.test_list)
@@ -134,7 +133,7 @@ def _check_model(problems: Problems, m: ModelConfig, input_size: int) -> None:
     model(checks.at_least, "num_patches", m.num_patches, 0)
     needs_patches = "PBSD (pbsd_weight > 0) needs num_patches >= 1"
     model(checks.require, m.pbsd_weight == 0 or m.num_patches >= 1, "num_patches", needs_patches)
-    model(check_patch_size, m.patch_size, input_size)
+    model(checks.patch_size, m.patch_size, input_size)
     model(checks.scale_range, "patch_scale", m.patch_scale)
     model(checks.one_of, "patch_passes", m.patch_passes, PATCH_PASSES)
     model(check_file, "init_from", m.init_from)
