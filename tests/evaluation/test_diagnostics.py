@@ -233,7 +233,9 @@ def test_retrieval_figures_on_a_tiny_model(tmp_path):
     vectors = torch.nn.Sequential(
         tiny_backbone(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
     )
-    with pytest.raises(ValueError, match=r"feature map \(B, C, h, w\), got shape \(12, 128\)"):
+    with pytest.raises(
+        ValueError, match=r"backbone must return feature maps \(B, C, h, w\), got shape \(12, 128\)"
+    ):
         compute_retrieval(vectors, train_set, test_set)
 
 
