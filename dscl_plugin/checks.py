@@ -3,7 +3,7 @@ once.
 
 Every check raises :class:`InvalidValue`, a ``ValueError`` whose message is
 ``"<name> <rule>."`` (e.g. ``temperature must be > 0, got 0.``). The constructors
-call these checks with their argument names; ``dscl_plugin.training.config`` calls the
+call these checks with their argument names; ``dscl_plugin.training.validation`` calls the
 same checks and reports ``"<section>.<name>: <rule>"``, so a config key and the argument
 it feeds can never disagree.
 """
@@ -58,6 +58,11 @@ def temperature(value: float) -> None:
 
 def within(name: str, value: float, low: float, high: float) -> None:
     require(low <= value <= high, name, f"must be in [{low}, {high}], got {value}")
+
+
+def half_open(name: str, value: float, low: float, high: float) -> None:
+    """``low <= value < high`` (e.g. an SGD momentum in [0, 1))."""
+    require(low <= value < high, name, f"must be in [{low}, {high}), got {value}")
 
 
 def fraction(name: str, value: float) -> None:
