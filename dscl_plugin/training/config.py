@@ -211,7 +211,8 @@ def config_keys(schema: type = Config, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(schema):
         hint = typing.get_type_hints(schema)[f.name]
         path = f"{prefix}{f.name}"
-        keys += config_keys(hint, f"{path}.") if dataclasses.is_dataclass(hint) else [path]
+        section = isinstance(hint, type) and dataclasses.is_dataclass(hint)
+        keys += config_keys(hint, f"{path}.") if section else [path]
     return keys
 
 
