@@ -208,8 +208,8 @@ def _main(
         return 1
     except OSError as error:
         folder = None if config is None else RunFolder.of(config)
-        same = resume_existing or not train or args.stage == 2  # commands without --resume
-        again = _again(prog, argv, same, folder)
+        last = None if folder is None or not train or args.stage == 2 else folder.last_checkpoint
+        again = _again(prog, argv, last, resume_existing)
         print(f"{prog}: error: {_os_error(error, folder)}, then {again}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:
@@ -265,14 +265,14 @@ def _command(prog: str, argv: Sequence[str] | None, resume: bool) -> str:
     return " ".join([prog, *map(shlex.quote, args)])
 
 
-def _again(prog: str, argv: Sequence[str] | None, same: bool, folder: "RunFolder | None") -> str:
-    """How to go on after a failure: resume from the run's last complete checkpoint (the
-    same command when ``same``: the examples and ``dscl-eval`` take no ``--resume``)."""
-    if folder is None or not folder.last_checkpoint.is_file():
+def _again(prog: str, argv: Sequence[str] | None, last: Path | None, resume_existing: bool) -> str:
+    """How to go on after a failure: resume from stage 1's ``last`` checkpoint where there
+    is one (the examples resume by themselves), else run the same command again."""
+    if last is None or not last.is_file():
         return f"run the same command again: {_command(prog, argv, False)}"
     return (
-        f"resume from the last complete checkpoint '{folder.last_checkpoint}' with: "
-        f"{_command(prog, argv, not same)}"
+        f"resume from the last complete checkpoint '{last}' with: "
+        f"{_command(prog, argv, not resume_existing)}"
     )
 
 
