@@ -3,8 +3,8 @@
 Writes ``output_dir/checkpoints/last.ckpt`` every epoch (and every
 ``trainer.checkpoint_every_n_steps`` steps; atomically, keeping the previous one as
 ``last.prev.ckpt``), one CSV log ``output_dir/logs/metrics.csv`` (continued by a resumed
-run), ``output_dir/config.yaml`` and finally the online backbone to
-``output_dir/backbone.pt``.
+run; with the online kNN of ``monitor``), ``output_dir/config.yaml`` and finally
+``output_dir/curves.png`` and the online backbone to ``output_dir/backbone.pt``.
 """
 
 import signal
@@ -23,6 +23,7 @@ from dscl_plugin.runs.folder import (
     checkpoint_dir,
     resolve_resume,
 )
+from dscl_plugin.runs.monitoring import monitor_callbacks, write_curves
 from dscl_plugin.training.config import to_yaml
 from dscl_plugin.training.device_views import use_device_views
 from dscl_plugin.training.lightning_adapters import expected_fit_warnings
@@ -86,6 +87,7 @@ def train(
         generator=generator,
         pin_memory=torch.cuda.is_available(),
     )
+    callbacks = [*callbacks, *monitor_callbacks(config)]
     trainer = build_trainer(
         config, checkpoint_dir(config), {"train_loader": generator}, callbacks, loader
     )
@@ -104,4 +106,5 @@ def train(
     if not trainer.is_global_zero:
         return None
     export_backbone(module.backbone, config.model.backbone, backbone_path(config))
+    write_curves(config)
     return module

@@ -14,6 +14,7 @@ this round, so that existing user configs and overrides keep working unchanged.
 
 import dataclasses
 import difflib
+import importlib.util
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from dscl_plugin.training.precision import resolve_precision
 from dscl_plugin.training.presets import find_config
 from dscl_plugin.training.schema import (
     ACCELERATORS,
+    LOGGERS,
     OPTIMIZERS,
     PRECISIONS,
     PROBE_PROTOCOLS,
@@ -44,6 +46,7 @@ from dscl_plugin.training.schema import (
     DataConfig,
     EvalConfig,
     ModelConfig,
+    MonitorConfig,
     OptimConfig,
     ProbeConfig,
     TrainerConfig,
@@ -276,13 +279,17 @@ def validate(config: Config) -> None:
     _check_optim(problems, config.optim, config.trainer.epochs)
     _check_trainer(problems, config.trainer)
     _check_stage2(problems, config.probe, config.eval)
+    _check_monitor(problems, config.monitor)
     problems.at_least("seed", config.seed, 0)
     problems.check(bool(config.output_dir), "output_dir", "must not be empty")
     raise_problems(problems)
 
 
 def raise_problems(problems: Sequence[str]) -> None:
-    """Raises one :class:`ConfigError` listing ``problems`` (``"key: message"``), if any."""
+    """Raises one :class:`ConfigError` listing ``problems`` (``"key: message"``), if any
+    (on one line for one problem)."""
+    if len(problems) == 1:
+        raise ConfigError(f"Invalid config: {problems[0]}")
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 
@@ -396,6 +403,13 @@ def _check_trainer(problems: _Problems, t: TrainerConfig) -> None:
     problems.one_of("trainer.strategy", t.strategy, STRATEGIES)
     problems.one_of("trainer.precision", t.precision, PRECISIONS)
     problems.one_of("trainer.accelerator", t.accelerator, ACCELERATORS)
+    problems.one_of("trainer.logger", t.logger, LOGGERS)
+    problems.check(
+        t.logger != "tensorboard"
+        or any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")),
+        "trainer.logger",
+        "'tensorboard' needs the tensorboard package: pip install \"dscl-plugin[tensorboard]\"",
+    )
     if t.accelerator not in ACCELERATORS:
         return
     gpus = torch.cuda.device_count()
@@ -439,3 +453,10 @@ def _check_stage2(problems: _Problems, p: ProbeConfig, e: EvalConfig) -> None:
     problems.within("eval.few_threshold", e.few_threshold, 0, e.many_threshold)
     problems.at_least("eval.knn_k", e.knn_k, 1, allow_none=True)
     problems.at_least("eval.batch_size", e.batch_size, 1)
+
+
+def _check_monitor(problems: _Problems, m: MonitorConfig) -> None:
+    problems.at_least("monitor.every", m.every, 0)
+    for key in ("bank_size", "query_size", "knn_k"):
+        problems.at_least(f"monitor.{key}", getattr(m, key), 1)
+    problems.check(m.knn_t > 0, "monitor.knn_t", f"must be > 0, got {m.knn_t}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from dscl_plugin.training.checkpoint_io import AtomicCheckpointIO
 from dscl_plugin.training.lightning_adapters import (
@@ -33,6 +34,15 @@ def _last_checkpoint(checkpoint_dir: Path, **every: int) -> ModelCheckpoint:
         enable_version_counter=False,
         **every,
     )
+
+
+def _loggers(config: Config) -> list[Logger]:
+    """``logs/metrics.csv`` (continued by a resumed run), and for ``trainer.logger:
+    tensorboard`` also TensorBoard event files in ``logs/tensorboard``."""
+    loggers: list[Logger] = [ContinuedCSVLogger(config.output_dir, name="", version="logs")]
+    if config.trainer.logger == "tensorboard":
+        loggers.append(TensorBoardLogger(config.output_dir, name="logs", version="tensorboard"))
+    return loggers
 
 
 def build_trainer(
@@ -71,12 +81,12 @@ def build_trainer(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=config.output_dir,
-        logger=ContinuedCSVLogger(config.output_dir, name="", version="logs"),
+        logger=_loggers(config),
         callbacks=[
             RNGStateCallback(generators),
             *resume,
+            *callbacks,  # before the epoch line, which shows what they log
             *progress,
-            *callbacks,
             *checkpoints,
         ],
         plugins=[AtomicCheckpointIO(keep_previous=True)],
