@@ -276,10 +276,12 @@ def run_worker(job: Job) -> None:
         if job.probe_seconds:
             seconds = {}
             for method, overrides in job.probe_methods:
-                # enough epochs for the window; the timer stops the fit
+                # enough epochs for the window; the timer stops the fit; training steps
+                # only (no monitor)
                 extra = [
                     "trainer.epochs=1000",
                     "trainer.limit_train_batches=null",
+                    "monitor.every=0",
                     f"output_dir={output_dir}/{method}",
                 ]
                 config = load_config(CONFIG, overrides + extra)
