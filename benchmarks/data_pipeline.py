@@ -16,7 +16,7 @@ CPU (1 thread) and on CUDA when present. Images/s is images over the wall time o
 ``--batches`` batches after one warm-up batch. The epoch timings run ``dscl-train --stage 1``
 with ``trainer.epochs=1`` (everything else as the config) in a subprocess per path.
 
-    python benchmarks/data_pipeline.py            # writes benchmarks/results/data_pipeline.{csv,json}
+    python benchmarks/data_pipeline.py  # writes benchmarks/results/data_pipeline.{csv,json}
     python benchmarks/data_pipeline.py --no-rates --epoch-steps 30  # the recipe, 30 steps
     python benchmarks/data_pipeline.py --quick    # a few batches, 2 epoch steps: a smoke run
 """

@@ -18,8 +18,9 @@ stage's output). The printed table gives PASS/MISS for every target of issue 10:
 - train step: DSCL <= 1.05x SupCon, DSCL+PBSD <= 1.6x SupCon.
 
 ``--device cpu`` is a smoke mode that runs every stage with tiny sizes on a CPU (raise
-``--budget`` on a busy machine); its ratios say nothing about a GPU. The exit status is 2 without a CUDA device
-(and no ``--device cpu``), 1 if a stage failed or timed out (tests included), else 0: a
+``--budget`` on a busy machine); its ratios say nothing about a GPU. The exit status is 2
+without a CUDA device (and no ``--device cpu``), 1 if a stage failed or timed out (tests
+included), else 0: a
 missed target is a measurement, reported as MISS.
 
     python benchmarks/gpu_check.py /tmp/gpu_check            # CUDA

@@ -13,7 +13,7 @@ printed help, ``--help-repeats`` times; wall and CPU medians) and records the he
 modules loaded by then (none expected: the CLI imports Lightning and OmegaConf only when
 a command runs).
 
-    python benchmarks/import_time.py                # 7 interpreters, writes results/import_time.json
+    python benchmarks/import_time.py  # 7 interpreters, writes results/import_time.json
     python benchmarks/import_time.py --repeats 3 --module dscl_plugin.training
 """
 
@@ -120,7 +120,9 @@ def main(argv=None) -> dict:
             "cpu_median_s": statistics.median(h["cpu_s"] for h in helps),
             "heavy_modules_imported": helps[0]["heavy"],
         },
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        ),
         "commit": git_state()["commit"],
     }
     print(

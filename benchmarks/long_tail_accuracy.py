@@ -127,11 +127,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="config overrides for every run of every method, e.g. trainer.precision=bf16-mixed (recorded in each run's command)",
+        help="config overrides for every run of every method, e.g. "
+        "trainer.precision=bf16-mixed (recorded in each run's command)",
     )
     parser.add_argument(
         "--tag",
-        help="a harness name appended to the result files (long_tail_accuracy_<dataset>_<tag>...): runs with other settings are kept apart",
+        help="a harness name appended to the result files "
+        "(long_tail_accuracy_<dataset>_<tag>...): runs with other settings are kept apart",
     )
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=MAIN_METHODS)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
@@ -164,7 +166,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sweep",
         nargs="+",
         metavar="KEY=V1,V2",
-        help="sweep config keys one at a time for the non-SupCon --methods, e.g. model.alpha=0.05,0.11,0.2,0.5 (sweep.py)",
+        help="sweep config keys one at a time for the non-SupCon --methods, e.g. "
+        "model.alpha=0.05,0.11,0.2,0.5 (sweep.py)",
     )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -275,7 +278,8 @@ def _method_run(config: Config) -> dict[str, object]:
 
 
 def _output_dir(args: argparse.Namespace, rho: float, seed: int, method: str, swept: tuple | None):
-    """A temporary folder, or ``--keep-dir/<dataset>_rho<rho>_seed<seed>_<method>[_<key>=<value>]``."""
+    """A temporary folder, or
+    ``--keep-dir/<dataset>_rho<rho>_seed<seed>_<method>[_<key>=<value>]``."""
     if args.keep_dir is None:
         return tempfile.TemporaryDirectory(prefix="dscl_lt_")
     name = f"{args.dataset}_rho{rho:g}_seed{seed}_{method}" + (
@@ -453,7 +457,8 @@ def _run_sweep(args: argparse.Namespace) -> list[str]:
         run = _one_run(args, rho, seed, method, swept if swept[0] is not None else None)
         append_record(log, run)
         print(
-            f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] rho={rho:g} seed={seed} {method} "
+            f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] "
+            f"rho={rho:g} seed={seed} {method} "
             f"{'' if swept[0] is None else '='.join(swept)}  overall {pct(run['overall'])}",
             flush=True,
         )
@@ -500,7 +505,8 @@ def main(argv: Sequence[str] | None = None) -> list:
         run = _one_run(args, rho, seed, method)
         append_record(log, run)
         print(
-            f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] {args.dataset} rho={rho:g} seed={seed} "
+            f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] "
+            f"{args.dataset} rho={rho:g} seed={seed} "
             f"{method:<13} "
             + "  ".join(f"{m} {pct(run[m])}" for m in METRICS)
             + f"  ({run['seconds']:.0f}s)",

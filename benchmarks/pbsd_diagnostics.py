@@ -128,7 +128,7 @@ def diagnose(
         collate_fn=module.collate_fn(),
     )
     rows: dict[str, list[Tensor]] = {}
-    for i, batch in zip(range(batches), loader):
+    for _, batch in zip(range(batches), loader):
         for name, value in batch_diagnostics(module.model, batch, config.model.temperature).items():
             rows.setdefault(name, []).append(value)
     result = {name: torch.cat(values).mean().item() for name, values in rows.items()}

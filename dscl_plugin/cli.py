@@ -6,10 +6,13 @@
                [--retrieval]
     dscl-compare --config PRESET_OR_FILE --methods M1 M2 ... --seeds S1 S2 ... [--out DIR]
                [key.path=value ...]
+    dscl-train --list-configs
     python -m dscl_plugin.cli [train|eval|compare] ...
 
-``--import MODULE`` (repeatable) imports a module that registers a method of your own;
-installed packages can instead declare an entry point in the group ``dscl_plugin.methods``.
+The commands parse their arguments and report errors;
+:func:`dscl_plugin.runs.pipeline.run` runs the stages. ``--import MODULE`` (repeatable)
+imports a module that registers a method of your own; installed packages can instead
+declare an entry point in the group ``dscl_plugin.methods``.
 """
 
 import argparse
@@ -17,12 +20,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dscl_plugin.errors import CheckpointError, ConfigError
-
-if TYPE_CHECKING:  # the CLI loads Lightning and OmegaConf only when a command runs
-    from dscl_plugin.training.schema import Config
 
 _TRAIN_OVERRIDES = "config overrides such as trainer.epochs=5 model.beta=4 (OmegaConf dotlist)"
 _EVAL_OVERRIDES = "config overrides such as probe.epochs=10 eval.knn_k=20 (OmegaConf dotlist)"
@@ -31,6 +30,28 @@ _EXAMPLE_EPILOG = (
     "--resume (a finished run is only re-evaluated): it is dscl-train with --resume when "
     "output_dir/checkpoints/last.ckpt exists."
 )
+
+
+class _ListPresets(argparse.Action):
+    """``--list-configs``: prints each shipped preset's name and description, then exits."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from dscl_plugin.training.presets import preset_description, preset_names
+
+        names = preset_names()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name:<{width}}  {preset_description(name)}")
+        parser.exit()
 
 
 def _parser(prog: str, train: bool, default_config: str | None) -> argparse.ArgumentParser:
@@ -45,10 +66,14 @@ def _parser(prog: str, train: bool, default_config: str | None) -> argparse.Argu
         parser.add_argument(
             "--config",
             required=True,
-            help="a shipped preset by name (e.g. dscl_digits_lt; --list-configs lists them) or a YAML file",
+            help="a shipped preset by name (e.g. dscl_digits_lt; --list-configs lists them) "
+            "or a YAML file",
         )
     else:
         parser.add_argument("--config", default=default_config, help="YAML (default: %(default)s)")
+    parser.add_argument(
+        "--list-configs", action=_ListPresets, help="list the shipped presets and exit"
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -118,7 +143,8 @@ def _main(
     resume_existing: bool = False,
 ) -> int:
     args = _parse(prog, train, argv, default_config)
-    from dscl_plugin.runs.folder import checkpoint_dir
+    from dscl_plugin.runs.folder import RunFolder
+    from dscl_plugin.runs.pipeline import run
     from dscl_plugin.training.config import load_config, to_yaml
     from dscl_plugin.training.methods import NonFiniteLossError
     from dscl_plugin.training.registry import load_plugins
@@ -133,7 +159,7 @@ def _main(
             run(config, stage=2, checkpoint=args.checkpoint, retrieval=args.retrieval)
             return 0
         resume = args.resume
-        if resume is None and resume_existing and (checkpoint_dir(config) / "last.ckpt").exists():
+        if resume is None and resume_existing and RunFolder.of(config).last_checkpoint.exists():
             resume = "last"
         run(config, stage=args.stage, resume=resume, checkpoint=args.checkpoint)
     except (ConfigError, ImportError) as error:
@@ -150,39 +176,6 @@ def _main(
         )
         return 130
     return 0
-
-
-def run(
-    config: "Config",
-    stage: int | None = None,
-    resume: None | bool | str | Path = None,
-    checkpoint: str | None = None,
-    retrieval: bool = False,
-) -> dict | None:
-    """Stage 1 then stage 2 (or only ``stage``) with ``trainer.num_threads`` CPU threads;
-    returns the metrics on the main process. ``resume`` of a finished run only
-    re-evaluates it."""
-    from dscl_plugin.runs.compute import torch_threads
-    from dscl_plugin.runs.folder import resumes_finished
-    from dscl_plugin.runs.stage1 import train
-    from dscl_plugin.runs.stage2 import evaluate
-    from dscl_plugin.training.methods import check_method
-
-    check_method(config)
-    with torch_threads(config.trainer.num_threads):
-        module = None
-        if stage in (None, 1) and resume not in (None, False) and resumes_finished(config, resume):
-            print(
-                f"{config.output_dir}: training finished; re-evaluating",
-                file=sys.stderr,
-            )
-        elif stage in (None, 1):
-            module = train(config, resume)
-            if module is None:  # a non-zero DDP rank: rank 0 evaluates
-                return None
-        if stage in (None, 2):
-            return evaluate(config, module, checkpoint, retrieval)
-    return None
 
 
 def _resume_hint(
@@ -277,15 +270,7 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join([prog, *(sys.argv[1:] if argv is None else argv)])
     try:
         load_plugins(args.imports)
-        compare(
-            args.config,
-            args.methods,
-            args.seeds,
-            out,
-            lambda config, resume: run(config, resume=resume),
-            args.overrides,
-            command,
-        )
+        compare(args.config, args.methods, args.seeds, out, args.overrides, command)
     except (ConfigError, ImportError) as error:
         kind = "config error" if isinstance(error, ConfigError) else "import error"
         print(f"{prog}: {kind}: {error}", file=sys.stderr)

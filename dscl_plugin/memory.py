@@ -1,4 +1,5 @@
-"""A FIFO memory bank of features together with their class labels."""
+"""A FIFO memory bank of features together with their class labels, and the one rule
+that decides when a queue is updated."""
 
 from collections.abc import Sequence
 
@@ -7,16 +8,40 @@ import torch.nn.functional as F
 from lightly.models import utils
 from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.utils import dist
-from torch import Tensor
+from torch import Tensor, nn
+
+from dscl_plugin import checks
+
+
+def updates_queue(owner: nn.Module, query: Tensor) -> bool:
+    """Whether a call of ``owner`` (a model or a loss that holds a queue) enqueues its keys:
+    only in a training step, i.e. ``owner`` in training mode and ``query`` carrying
+    gradient (``requires_grad`` and grad mode on). ``owner.eval()`` and ``torch.no_grad``
+    passes leave the queue as it is.
+
+    The one update rule of every queue in this package: the bank a loss owns
+    (``DSCLLoss(memory_bank_size=...)``, updated like Lightly's ``NTXentLoss`` bank when
+    the output requires grad) and :class:`~dscl_plugin.models.DSCLModel`'s bank.
+    """
+    return owner.training and query.requires_grad and torch.is_grad_enabled()
+
+
+def owns_queue(module: nn.Module) -> bool:
+    """Whether ``module`` or one of its submodules is an enabled Lightly
+    ``MemoryBankModule`` (e.g. ``DSCLLoss(memory_bank_size=(K, D))`` with ``K > 0``)."""
+    return any(isinstance(m, MemoryBankModule) and m.size[0] > 0 for m in module.modules())
 
 
 class LabeledMemoryBank(MemoryBankModule):
     """Lightly's ``MemoryBankModule`` that also stores an int64 label per entry.
 
-    Differences from the parent class, all needed by supervised contrastive losses:
+    ``forward(output, labels=None, update=False) -> (output, bank)`` keeps the parent's
+    contract (``bank`` in the ``feature_dim_first=False`` layout); the labels of the rows
+    come from :meth:`get`. Differences from the parent class, all needed by supervised
+    contrastive losses:
 
     - only the rows filled so far are returned (never the random initial rows,
-      which would act as fake positives with random labels), as views (no copy);
+      which would act as fake positives with random labels);
     - a batch that runs past the end of the bank wraps around, so every key is kept
       (a batch larger than the bank keeps its newest ``K`` keys);
     - features, labels, the write pointer and the fill count are persistent
@@ -32,15 +57,17 @@ class LabeledMemoryBank(MemoryBankModule):
         >>> bank = LabeledMemoryBank(size=(4096, 128))
         >>> features, labels = bank.get()          # filled rows only: (n, 128), (n,)
         >>> bank.enqueue(keys, batch_labels)
+        >>> keys, features = bank(keys, batch_labels, update=True)  # Lightly's call
     """
 
     def __init__(self, size: int | Sequence[int], gather_distributed: bool = False) -> None:
         size = (size,) if isinstance(size, int) else tuple(size)
-        if size != (0,) and (len(size) != 2 or min(size) < 0):
-            raise ValueError(
-                f"LabeledMemoryBank size must be (num_entries, dim) with entries >= 0, or 0 "
-                f"to disable the bank (as Lightly's MemoryBankModule), got {size}."
-            )
+        checks.require(
+            size == (0,) or (len(size) == 2 and min(size) >= 0),
+            "size",
+            "must be (num_entries, dim) with entries >= 0, or 0 to disable the bank (as "
+            f"Lightly's MemoryBankModule), got {size}",
+        )
         super().__init__(size=size, gather_distributed=gather_distributed, feature_dim_first=False)
         shape = size if len(size) == 2 else (0, 0)
         self.register_buffer("bank", torch.zeros(shape), persistent=True)
@@ -49,15 +76,29 @@ class LabeledMemoryBank(MemoryBankModule):
         self.register_buffer("num_filled", torch.zeros(1, dtype=torch.long))
 
     def forward(
-        self, output: Tensor, labels: Tensor, update: bool = False
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns ``(output, features, labels)`` of the filled rows as they were
-        before this call, then enqueues ``output`` with ``labels`` if ``update``."""
-        features, bank_labels = self.get()
-        if update:  # copies: the enqueue would overwrite the views
-            features, bank_labels = features.clone(), bank_labels.clone()
+        self, output: Tensor, labels: Tensor | None = None, update: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Lightly's ``MemoryBankModule.forward``: ``(output, bank)``, ``bank`` the (n, dim)
+        rows filled before this call (None for a disabled bank, as Lightly's), then
+        ``output`` is enqueued with ``labels`` if ``update``. Their labels are
+        :meth:`get`'s; read them before an update, which overwrites them.
+
+        Raises:
+            ValueError: ``update=True`` without ``labels``, or the inputs :meth:`enqueue`
+                refuses.
+        """
+        bank = None if self.size[0] == 0 else self.get()[0]
+        if update:
+            if labels is None:
+                raise checks.InvalidValue(
+                    "labels",
+                    "are needed with update=True (one class id per row of output): call "
+                    "bank(output, labels, update=True)",
+                )
+            if bank is not None:
+                bank = bank.clone()  # the enqueue overwrites the view
             self.enqueue(output, labels)
-        return output, features, bank_labels
+        return output, bank
 
     @torch.no_grad()
     def get(self) -> tuple[Tensor, Tensor]:
@@ -81,20 +122,12 @@ class LabeledMemoryBank(MemoryBankModule):
             ValueError: wrong shapes, or labels that are not integers (never truncated).
         """
         capacity, dim = self.bank.shape
-        if features.ndim != 2 or (capacity > 0 and features.shape[1] != dim):
-            raise ValueError(
-                f"enqueue expects features of shape (B, {dim}), got {tuple(features.shape)}."
-            )
-        if labels.shape != features.shape[:1]:
-            raise ValueError(
-                f"enqueue expects one label per feature row: features "
-                f"{tuple(features.shape)}, labels {tuple(labels.shape)}."
-            )
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise ValueError(
-                f"enqueue expects integer class labels, got dtype {labels.dtype}; convert "
-                "them with labels.long() only if they hold whole numbers."
-            )
+        checks.require(
+            features.ndim == 2 and (capacity == 0 or features.shape[1] == dim),
+            "features",
+            f"must have shape (B, {dim}), got {tuple(features.shape)}",
+        )
+        checks.labels("labels", labels, features.shape[0])
         if self.gather_distributed and dist.world_size() > 1:
             features = utils.concat_all_gather(features.contiguous())
             labels = utils.concat_all_gather(labels.contiguous())

@@ -13,7 +13,7 @@ from types import ModuleType
 def expose(namespace: ModuleType, obj: type) -> bool:
     """Sets ``namespace.<obj.__name__> = obj`` unless another object owns that name there
     (then a ``UserWarning`` names the module to import ``obj`` from); returns whether
-    ``obj`` is now reachable under that name."""
+    that name refers to ``obj``. Setting the same object again is silent."""
     name = obj.__name__
     existing = getattr(namespace, name, None)
     if existing is None:

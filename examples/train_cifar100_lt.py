@@ -7,7 +7,8 @@ fetch it:
 
     python examples/train_cifar100_lt.py data.download=true
     python examples/train_cifar100_lt.py trainer.devices=4            # 4 GPUs, DDP
-    python examples/train_cifar100_lt.py model.pbsd_weight=0 model.num_patches=0 output_dir=outputs/dscl_only_c100
+    python examples/train_cifar100_lt.py model.pbsd_weight=0 model.num_patches=0 \\
+        output_dir=outputs/dscl_only_c100
 
 200 epochs are GPU work (the schedule is in the config). Results go to ``output_dir``
 (default ``outputs/dscl_cifar100_lt/``); running it again resumes the last checkpoint,

@@ -6,7 +6,8 @@ difference: it passes ``--resume`` by itself when ``output_dir`` holds a checkpo
 
     python examples/train_digits_lt.py                      # official-style run on digits
     python examples/train_digits_lt.py --help               # options; any key.path=value overrides
-    python examples/train_digits_lt.py trainer.epochs=5 model.pbsd_weight=0 output_dir=outputs/dscl_only
+    python examples/train_digits_lt.py trainer.epochs=5 model.pbsd_weight=0 \\
+        output_dir=outputs/dscl_only
 
 Stage 1 trains the ``small_cnn`` backbone with the DSCL + PBSD loss (long-tailed digits,
 144 ... 14 images per class); stage 2 fits a class-balanced linear probe and a kNN on the

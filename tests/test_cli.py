@@ -33,19 +33,9 @@ from dscl_plugin.cli import eval_main, main, train_main
 from dscl_plugin.errors import CheckpointError, ConfigError
 from dscl_plugin.files import load_file
 from dscl_plugin.models import DSCLModel, build_backbone
-from dscl_plugin.runs.compute import torch_threads
 from dscl_plugin.runs.stage1 import train
 from dscl_plugin.training.checkpoint_io import AtomicCheckpointIO
 from dscl_plugin.training.methods import NonFiniteLossError, build_method
-
-
-def test_torch_threads_sets_and_restores():
-    before = torch.get_num_threads()
-    with torch_threads(before + 1):
-        assert torch.get_num_threads() == before + 1
-    assert torch.get_num_threads() == before
-    with torch_threads(None):
-        assert torch.get_num_threads() == before
 
 
 @pytest.mark.slow
@@ -280,7 +270,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_resuming_an_unfinished_run_reads_its_settings_once(tmp_path, monkeypatch):
     import dscl_plugin.runs.folder as training
-    from dscl_plugin.cli import run
+    from dscl_plugin.runs.pipeline import run
 
     config = tiny(tmp_path, "once", "trainer.limit_train_batches=2")
     with pytest.raises(RuntimeError, match="simulated crash"):

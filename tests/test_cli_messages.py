@@ -1,14 +1,11 @@
-"""What a user sees at the command line: light ``--help``, one-line errors (exit 2) for
-missing data and mismatched checkpoints, a correct diagnosis of non-checkpoint files,
-quiet logs, and titles that name the method."""
+"""What a user sees at the command line: light ``--help``, the list of presets, one-line
+errors (exit 2) for missing data and mismatched checkpoints, and a correct diagnosis of
+non-checkpoint files."""
 
-import csv
 import importlib
 import os
 import subprocess
 import sys
-import warnings
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -73,6 +70,20 @@ def test_eval_help_gives_eval_overrides_and_the_example_documents_its_resume(cap
     with pytest.raises(SystemExit):
         train_main(["--help"])
     assert "without --resume" not in capsys.readouterr().out
+
+
+def test_list_configs_names_every_preset_with_its_description(capsys):
+    from dscl_plugin.training.presets import preset_description, preset_names
+
+    for main in (train_main, eval_main):  # needs no --config
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--list-configs"])
+        assert exit_info.value.code == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [line.split()[0] for line in lines] == preset_names()
+        assert "dscl_digits_lt" in preset_names() and "supcon_imagenet_lt" in preset_names()
+        digits = lines[preset_names().index("dscl_digits_lt")]
+        assert digits.endswith(preset_description("dscl_digits_lt")) and "digits_lt" in digits
 
 
 @pytest.mark.parametrize(
@@ -218,75 +229,3 @@ def test_backbone_weights_of_another_backbone_give_one_short_line(tmp_path, caps
     err = one_line_error(capsys)
     assert "do not fit backbone 'small_cnn'" in err and "model.backbone" in err
     assert len(err) < 400
-
-
-def test_method_titles():
-    from dscl_plugin.runs.stage2 import method_title
-    from dscl_plugin.training.config import load_config
-
-    dscl = CONFIGS / "dscl_digits_lt.yaml"
-    assert method_title(load_config(dscl)) == "DSCL+PBSD"
-    assert method_title(load_config(dscl, ["model.pbsd_weight=0"])) == "DSCL"
-    assert method_title(load_config(CONFIGS / "supcon_digits_lt.yaml")) == "SupCon"
-
-
-def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_otherwise(monkeypatch, capsys):
-    from dscl_plugin.training.lightning_adapters import EpochLines, progress_callbacks
-
-    monkeypatch.setattr(sys, "stdout", SimpleNamespace(isatty=lambda: True))
-    assert progress_callbacks(True) == (True, [])
-    monkeypatch.undo()
-    assert progress_callbacks(False) == (False, [])
-    bar, (lines,) = progress_callbacks(True)  # pytest's captured stdout is no terminal
-    assert bar is False and isinstance(lines, EpochLines)
-    trainer = SimpleNamespace(
-        is_global_zero=True,
-        current_epoch=2,
-        max_epochs=200,
-        callback_metrics={
-            "loss": torch.tensor(4.2123),
-            "loss_epoch": torch.tensor(4.2123),
-            "loss_step": torch.tensor(9.0),
-            "lr": torch.tensor(0.05),
-        },
-    )
-    lines.on_train_epoch_start(trainer, None)
-    lines.on_train_epoch_end(trainer, None)
-    out = capsys.readouterr().out
-    assert out.startswith("epoch 3/200: loss_epoch 4.212  lr 0.05 (") and out.endswith(" s)\n")
-
-
-def test_expected_fit_warnings_are_narrow():
-    from dscl_plugin.training.lightning_adapters import expected_fit_warnings
-
-    leaf = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`"
-    exists = "Checkpoint directory /x/checkpoints exists and is not empty."
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with expected_fit_warnings(resuming=False):
-            warnings.warn(leaf, FutureWarning)
-            warnings.warn(exists, UserWarning)  # only expected on resume
-            warnings.warn("another deprecation", FutureWarning)
-        with expected_fit_warnings(resuming=True):
-            warnings.warn(exists, UserWarning)
-    assert [str(w.message) for w in caught] == [exists, "another deprecation"]
-
-
-def test_continued_csv_logger_keeps_the_earlier_rows(tmp_path):
-    from dscl_plugin.training.lightning_adapters import ContinuedCSVLogger
-
-    first = ContinuedCSVLogger(tmp_path, name="", version="logs")
-    first.log_hyperparams({"a": 1})
-    first.log_metrics({"loss": 1.5}, step=0)
-    first.save()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no "log files ... will be deleted"
-        second = ContinuedCSVLogger(tmp_path, name="", version="logs")
-        second.log_metrics({"loss": 1.25, "lr": 0.1}, step=1)
-        second.save()
-    with open(tmp_path / "logs" / "metrics.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
-    assert rows == [
-        {"loss": "1.5", "lr": "", "step": "0"},
-        {"loss": "1.25", "lr": "0.1", "step": "1"},
-    ]

@@ -43,12 +43,19 @@ SKIPPED = {  # command prefix -> why its smoke form is not run
     "pip install": "installs packages (.ci/run runs the install)",
     "apt-get install": "installs a system package",
     "pytest": "the test suite that runs this test",
+    "ruff check": "the linter, run by .ci/run before the tests",
+    "ruff format": "the formatter check, run by .ci/run before the tests",
+    "mypy": "the type checker, run by .ci/run before the tests",
     "bash benchmarks/gpu_wheels.sh": "downloads wheels from the package index",
     "mkdir -p data": "makes the folder for the Fashion-MNIST files of a GPU lease",
     "cp /usr/share/datasets/fashion-mnist/": "copies the Fashion-MNIST files into the tree",
     "/tmp/venv-bare/bin/pip install": "installs packages into the bare venv",
-    "PYTHON=/tmp/venv-bare/bin/python bash benchmarks/gpu_check.sh": "the lease's dry run (~12 min)",
-    'python -c "\nimport json\nfrom dscl_plugin.evaluation.diagnostics': "reads the two diagnostics runs' logs",
+    "PYTHON=/tmp/venv-bare/bin/python bash benchmarks/gpu_check.sh": (
+        "the lease's dry run (~12 min)"
+    ),
+    'python -c "\nimport json\nfrom dscl_plugin.evaluation.diagnostics': (
+        "reads the two diagnostics runs' logs"
+    ),
 }
 
 
@@ -230,7 +237,7 @@ def test_bash_commands_are_smoke_run_or_skipped_on_purpose():
     )
     unknown = [c for _, c in SMOKE if not c.startswith(runnable)]
     assert not unknown, f"add a smoke form or a SKIPPED reason for: {unknown}"
-    assert len(COMMANDS) - len(SMOKE) == 16  # the skipped ones, listed in SKIPPED
+    assert len(COMMANDS) - len(SMOKE) == 19  # the skipped ones, listed in SKIPPED
 
 
 def _help(entry: str, capsys, monkeypatch) -> str:

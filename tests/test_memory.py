@@ -4,9 +4,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from lightly.loss import NTXentLoss
+from lightly.models.modules.memory_bank import MemoryBankModule
+from torch import nn
 
 from dscl_plugin.losses import DSCLLoss, SupConLoss
-from dscl_plugin.memory import LabeledMemoryBank
+from dscl_plugin.memory import LabeledMemoryBank, owns_queue, updates_queue
 
 
 def _keys(start: int, num: int, dim: int = 3):
@@ -77,16 +80,35 @@ def test_get_returns_views_without_copying_the_bank():
     assert features.shape == (2, 3) and labels.shape == (2,)
 
 
-def test_forward_returns_rows_before_update():
+def test_forward_keeps_lightlys_contract_output_and_filled_rows_before_update():
     bank = LabeledMemoryBank(size=(4, 3))
     bank.enqueue(*_keys(0, 1))
     output, labels = _keys(1, 2)
-    out, features, bank_labels = bank(output, labels, update=True)
+    before_labels = bank.get()[1].clone()
+    out, rows = bank(output, labels, update=True)
     assert out is output
-    assert features[:, 0].tolist() == [0.0] and bank_labels.tolist() == [100]
+    assert rows.shape == (1, 3) and rows[:, 0].tolist() == [0.0]  # (n, dim): feature dim last
+    assert before_labels.tolist() == [100]
     assert _stored_indices(bank) == ([0, 1, 2], [100, 101, 102])
-    bank(output, labels, update=False)
-    assert int(bank.num_filled) == 3
+    out, rows = bank(output)  # no update: labels may be left out, as in Lightly
+    assert rows.shape == (3, 3) and int(bank.num_filled) == 3
+
+
+def test_forward_of_a_disabled_bank_returns_none_as_lightly():
+    for size in (0, (0, 3)):
+        bank = LabeledMemoryBank(size=size)
+        output, labels = _keys(0, 2)
+        out, rows = bank(output, labels, update=True)
+        assert out is output and rows is None
+        assert MemoryBankModule(size=0)(output)[1] is None  # Lightly's disabled bank
+        assert int(bank.num_filled) == 0
+
+
+def test_forward_update_without_labels_names_the_fix():
+    bank = LabeledMemoryBank(size=(4, 3))
+    with pytest.raises(ValueError, match=r"labels are needed with update=True.*update=True\)"):
+        bank(torch.zeros(2, 3), update=True)
+    assert int(bank.num_filled) == 0
 
 
 def test_state_dict_round_trip_restores_the_queue():
@@ -124,10 +146,10 @@ def test_int_size_zero_disables_the_bank_as_in_lightly():
     assert features.shape[0] == 0 and labels.shape == (0,)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bool, torch.complex64])
 def test_non_integer_labels_are_refused_not_truncated(dtype):
     bank = LabeledMemoryBank(size=(4, 3))
-    with pytest.raises(ValueError, match=f"integer class labels, got dtype {dtype}"):
+    with pytest.raises(ValueError, match=f"labels must be a 1-D integer tensor.*dtype {dtype}"):
         bank.enqueue(torch.zeros(2, 3), torch.tensor([1.7, 0.0]).to(dtype))
     assert int(bank.num_filled) == 0
 
@@ -144,9 +166,9 @@ def test_features_are_moved_to_the_bank_device():
 
 def test_bad_enqueue_inputs_raise():
     bank = LabeledMemoryBank(size=(4, 3))
-    with pytest.raises(ValueError, match=r"features of shape \(B, 3\)"):
+    with pytest.raises(ValueError, match=r"features must have shape \(B, 3\)"):
         bank.enqueue(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
-    with pytest.raises(ValueError, match="one label per feature row"):
+    with pytest.raises(ValueError, match=r"labels must have one entry per feature row \(2\)"):
         bank.enqueue(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))
 
 
@@ -182,6 +204,35 @@ def test_loss_owned_bank_is_not_updated_without_grad():
             torch.randn(3, 4),
             torch.zeros(3, dtype=torch.long),
         )
+
+
+def test_one_update_rule_a_training_step_only():
+    owner = nn.Linear(2, 2)
+    query = torch.randn(2, 3, requires_grad=True)
+    assert updates_queue(owner, query)
+    assert not updates_queue(owner, query.detach())
+    with torch.no_grad():
+        assert not updates_queue(owner, query)
+    assert not updates_queue(owner.eval(), query)
+
+
+def test_loss_owned_bank_is_not_updated_in_eval_mode():
+    loss_fn = DSCLLoss(memory_bank_size=(6, 4))
+    query, labels = torch.randn(2, 4, requires_grad=True), torch.tensor([0, 1])
+    loss_fn.eval()  # e.g. a validation step of a model holding the loss
+    loss_fn(query, torch.randn(2, 4), labels)
+    assert int(loss_fn.memory_bank.num_filled) == 0
+    loss_fn.train()
+    loss_fn(query, torch.randn(2, 4), labels)
+    assert int(loss_fn.memory_bank.num_filled) == 2
+
+
+def test_owns_queue_finds_enabled_banks_of_ours_and_lightlys():
+    assert owns_queue(DSCLLoss(memory_bank_size=(6, 4)))
+    assert owns_queue(NTXentLoss(memory_bank_size=(6, 4)))
+    assert not owns_queue(DSCLLoss()) and not owns_queue(NTXentLoss())
+    assert not owns_queue(LabeledMemoryBank(size=(0, 4)))
+    assert owns_queue(nn.Sequential(nn.Linear(2, 2), LabeledMemoryBank(size=(4, 2))))
 
 
 def _gather_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:

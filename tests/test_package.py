@@ -131,7 +131,7 @@ def _requirements():
     parser = configparser.ConfigParser()
     parser.read(ROOT / "setup.cfg")
     lines = parser["options"]["install_requires"].strip().splitlines()
-    return {re.split(r"[<>=!~ ]", line, 1)[0]: line for line in map(str.strip, lines)}
+    return {re.split(r"[<>=!~ ]", line, maxsplit=1)[0]: line for line in map(str.strip, lines)}
 
 
 def test_version_pins_are_true():

@@ -17,6 +17,7 @@ from dscl_plugin.backbones.vit import (
     ViTBackbone,
     build_vit,
     is_vit,
+    vit_spec,
 )
 
 __all__ = [
@@ -68,7 +69,8 @@ def build_backbone(
     """
     check_backbone_name("backbone", name)
     if is_vit(name):
-        vit = build_vit(name, image_size, vit_pool, vit_patch_size, vit_depth, vit_width, vit_heads)
+        spec = vit_spec(name, vit_patch_size, vit_depth, vit_width, vit_heads)
+        vit = build_vit(spec, image_size, vit_pool)
         return vit, vit.feature_dim
     if name in PLAIN_CNNS:
         return build_plain_cnn(name)

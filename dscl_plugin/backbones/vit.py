@@ -15,6 +15,8 @@ from lightly.models.modules import MaskedVisionTransformerTorchvision
 from torch import Tensor, nn
 from torchvision.models.vision_transformer import VisionTransformer
 
+from dscl_plugin import checks
+
 VIT_POOLS = ("mean", "cls")
 
 
@@ -41,37 +43,37 @@ VIT_PRESETS = {
 
 
 def is_vit(name: str) -> bool:
+    """Whether ``name`` is one of :data:`VIT_PRESETS`."""
     return name in VIT_PRESETS
 
 
 def vit_spec(
     name: str,
-    patch_size: int | None = None,
-    depth: int | None = None,
-    width: int | None = None,
-    num_heads: int | None = None,
+    vit_patch_size: int | None = None,
+    vit_depth: int | None = None,
+    vit_width: int | None = None,
+    vit_heads: int | None = None,
 ) -> ViTSpec:
-    """The preset ``name`` with the given sizes replaced (None keeps the preset's).
+    """The preset ``name`` with the given sizes replaced (None keeps the preset's); the
+    arguments are named as :func:`~dscl_plugin.backbones.build_backbone`'s.
 
     Raises:
-        ValueError: unknown name, a size < 1, or ``width`` not a multiple of ``num_heads``.
+        ValueError: unknown name, a size < 1, or ``vit_width`` not a multiple of
+            ``vit_heads``.
     """
-    if name not in VIT_PRESETS:
-        raise ValueError(f"Unknown ViT {name!r}: use one of {list(VIT_PRESETS)}.")
+    checks.one_of("name", name, list(VIT_PRESETS))
     preset = VIT_PRESETS[name]
     spec = ViTSpec(
-        patch_size=preset.patch_size if patch_size is None else patch_size,
-        depth=preset.depth if depth is None else depth,
-        width=preset.width if width is None else width,
-        num_heads=preset.num_heads if num_heads is None else num_heads,
+        patch_size=preset.patch_size if vit_patch_size is None else vit_patch_size,
+        depth=preset.depth if vit_depth is None else vit_depth,
+        width=preset.width if vit_width is None else vit_width,
+        num_heads=preset.num_heads if vit_heads is None else vit_heads,
     )
-    for key in ("patch_size", "depth", "width", "num_heads"):
-        if getattr(spec, key) < 1:
-            raise ValueError(f"ViT {key} must be >= 1, got {getattr(spec, key)}.")
-    if spec.width % spec.num_heads:
-        raise ValueError(
-            f"ViT width {spec.width} must be a multiple of num_heads {spec.num_heads}."
-        )
+    checks.at_least("vit_patch_size", spec.patch_size, 1)
+    checks.at_least("vit_depth", spec.depth, 1)
+    checks.at_least("vit_width", spec.width, 1)
+    checks.at_least("vit_heads", spec.num_heads, 1)
+    checks.multiple_of("vit_width", spec.width, "vit_heads", spec.num_heads)
     return spec
 
 
@@ -106,9 +108,10 @@ class ViTBackbone(nn.Module):
 
     Args:
         vit: a torchvision ``VisionTransformer`` (its ``heads`` are replaced by
-            ``nn.Identity``: unused). It is wrapped in Lightly's ``MaskedVisionTransformerTorchvision``, which
-            re-initialises it (Xavier linear layers, fixed 2-D sin-cos positional
-            encoding; ``initialize=False`` keeps its weights).
+            ``nn.Identity``: unused). It is wrapped in Lightly's
+            ``MaskedVisionTransformerTorchvision``, which re-initialises it (Xavier linear
+            layers, fixed 2-D sin-cos positional encoding; ``initialize=False`` keeps its
+            weights).
         pool: the pooled (B, C) feature of :meth:`forward_features`: ``"mean"`` of the
             patch tokens (default: the whole-view feature is then the PBSD teacher's
             region pooling over the full view, and a patch's student feature is the same
@@ -124,8 +127,7 @@ class ViTBackbone(nn.Module):
 
     def __init__(self, vit: VisionTransformer, pool: str = "mean", initialize: bool = True):
         super().__init__()
-        if pool not in VIT_POOLS:
-            raise ValueError(f"pool must be one of {list(VIT_POOLS)}, got {pool!r}.")
+        checks.one_of("pool", pool, VIT_POOLS)
         vit.heads = nn.Identity()
         self.vit = MaskedVisionTransformerTorchvision(
             vit,
@@ -144,10 +146,11 @@ class ViTBackbone(nn.Module):
 
     def forward_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The token map (B, C, h, w) and the pooled feature (B, C) (see ``pool``)."""
-        if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
-            raise ValueError(
-                f"ViTBackbone needs square images (B, 3, H, H), got {tuple(images.shape)}."
-            )
+        checks.require(
+            images.ndim == 4 and images.shape[-1] == images.shape[-2],
+            "images",
+            f"must be square (B, 3, H, H) for a ViTBackbone, got {tuple(images.shape)}",
+        )
         grid = token_grid(images.shape[-1], self.patch_size, self.native_grid)
         tokens = self.vit.encode(images)  # (B, 1 + h * w, C), class token first
         patch_tokens = tokens[:, 1:]
@@ -160,24 +163,16 @@ class ViTBackbone(nn.Module):
         return self.forward_features(images)[0]
 
 
-def build_vit(
-    name: str,
-    image_size: int = 224,
-    pool: str = "mean",
-    patch_size: int | None = None,
-    depth: int | None = None,
-    width: int | None = None,
-    num_heads: int | None = None,
-) -> ViTBackbone:
-    """A randomly initialised :class:`ViTBackbone` (never downloads weights).
+def build_vit(spec: ViTSpec, image_size: int = 224, pool: str = "mean") -> ViTBackbone:
+    """A randomly initialised :class:`ViTBackbone` of the sizes ``spec`` (from
+    :func:`vit_spec`; never downloads weights).
 
     ``image_size`` sets the native positional grid (``image_size / patch_size`` a side);
-    other multiples of the patch size run through interpolation. Sizes: :func:`vit_spec`.
+    other multiples of the patch size run through interpolation.
 
     Raises:
-        ValueError: see :func:`vit_spec`, :func:`token_grid` and :class:`ViTBackbone`.
+        ValueError: see :func:`token_grid` and :class:`ViTBackbone`.
     """
-    spec = vit_spec(name, patch_size, depth, width, num_heads)
     token_grid(image_size, spec.patch_size, image_size // spec.patch_size)
     vit = VisionTransformer(
         image_size=image_size,

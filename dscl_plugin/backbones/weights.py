@@ -35,11 +35,12 @@ def export_backbone(backbone: nn.Module, backbone_name: str, path: PathLike) -> 
     :class:`~dscl_plugin.backbones.ViTBackbone` saves its torchvision ``VisionTransformer``'s keys
     (``conv_proj.weight``, ``encoder.layers...``; no ``heads``), which load the same way into
     a torchvision ViT of the same sizes and image size."""
-    is_vit = isinstance(backbone, ViTBackbone)
-    if is_vit:
-        backbone = backbone.torchvision_vit  # its heads are nn.Identity
-    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    if not is_vit and backbone_name not in PLAIN_CNNS:
+    if isinstance(backbone, ViTBackbone):
+        module, resnet_keys = backbone.torchvision_vit, False  # its heads are nn.Identity
+    else:
+        module, resnet_keys = backbone, backbone_name not in PLAIN_CNNS
+    state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    if resnet_keys:
         state = {_to_torchvision_key(k): v for k, v in state.items()}
     return atomic_save(state, path)
 
@@ -69,7 +70,7 @@ def load_backbone_weights(backbone: nn.Module, backbone_name: str, path: PathLik
         backbone.load_state_dict(state, strict=True)
     except RuntimeError as error:  # same keys, other shapes
         raise CheckpointError(
-            f"Weights in '{path}' do not fit backbone {backbone_name!r}: {_first_line(error)}"
+            f"Weights in '{path}' do not fit backbone {backbone_name!r}: {_mismatch_details(error)}"
         ) from None
 
 
@@ -79,7 +80,9 @@ def _key_mismatch(module: nn.Module, state: Mapping[str, Any]) -> tuple:
     return sorted(expected - set(state)), sorted(set(state) - expected)
 
 
-def _first_line(error: Exception) -> str:
+def _mismatch_details(error: Exception) -> str:
+    """The first two detail lines of a ``load_state_dict`` error on one line (its first
+    line only names the module), or the whole message if it has one line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return "; ".join(lines[1:3] if len(lines) > 1 else lines)[:300]
 

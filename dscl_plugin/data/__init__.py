@@ -7,6 +7,7 @@ with ``.targets`` (list of int), ``.num_classes`` and ``.class_counts``.
 from collections.abc import Callable
 from pathlib import Path
 
+from dscl_plugin import checks
 from dscl_plugin.data.base import ArrayImageDataset, FileImageDataset, ImageDataset
 from dscl_plugin.data.cifar_lt import CIFAR_SOURCES, cifar_lt
 from dscl_plugin.data.digits_lt import digits_lt
@@ -23,15 +24,12 @@ from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 from dscl_plugin.data.samplers import ClassBalancedSampler
 from dscl_plugin.data.shots import shot_groups
 
-DATASET_NAMES = (
-    "digits_lt",
-    "fashion_mnist_lt",
-    *CIFAR_SOURCES,
-    *LIST_FILE_SOURCES,
-    "image_folder",
-)
-# held in memory as uint8 arrays (ArrayImageDataset): the datasets of data.pipeline: device
+# held in memory as uint8 arrays (ArrayImageDataset), with fixed train and test splits:
+# the datasets of data.pipeline: device
 IN_MEMORY_DATASETS = ("digits_lt", "fashion_mnist_lt", *CIFAR_SOURCES)
+# read from image files: the list-file datasets and any ImageFolder tree
+FILE_DATASETS = (*LIST_FILE_SOURCES, "image_folder")
+DATASET_NAMES = (*IN_MEMORY_DATASETS, *FILE_DATASETS)
 
 
 def build_dataset(
@@ -49,7 +47,7 @@ def build_dataset(
 
     Args:
         name: one of :data:`DATASET_NAMES`.
-        split: "train" or "test" ("val" too for the list-file datasets and ``image_folder``).
+        split: "train" or "test" ("val" too for the :data:`FILE_DATASETS`).
         transform: applied to each PIL RGB image.
         root: data directory (unused by ``digits_lt``; ``fashion_mnist_lt`` falls back to
             Debian's ``/usr/share/datasets/fashion-mnist``).
@@ -63,12 +61,11 @@ def build_dataset(
         seed: seed of the subsampling (and of the ``digits_lt`` test split).
         list_file: explicit list file for ``imagenet_lt`` / ``places_lt`` / ``inat2018``.
     """
-    if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset name {name!r}; expected one of {list(DATASET_NAMES)}")
-    fixed_splits = name in ("digits_lt", "fashion_mnist_lt") or name in CIFAR_SOURCES
-    splits = ("train", "test") if fixed_splits else ("train", "val", "test")
-    if split not in splits:
-        raise ValueError(f"unknown split {split!r} for {name}; expected one of {list(splits)}")
+    checks.one_of("name", name, DATASET_NAMES)
+    splits = ("train", "test") if name in IN_MEMORY_DATASETS else ("train", "val", "test")
+    checks.require(
+        split in splits, "split", f"must be one of {list(splits)} for {name}, got {split!r}"
+    )
     if name == "digits_lt":
         return digits_lt(
             split,
@@ -84,11 +81,12 @@ def build_dataset(
         return cifar_lt(name, split, transform, str(root), rho, download, seed)
     if name == "image_folder":
         return image_folder(root, split, transform, imbalance_factor, seed)
-    if imbalance_factor is not None:
-        raise ValueError(
-            f"imbalance_factor must be null for {name} (its list files are long-tailed already), "
-            f"got {imbalance_factor}"
-        )
+    checks.require(
+        imbalance_factor is None,
+        "imbalance_factor",
+        f"must be None (null in a config) for {name}: its list files are long-tailed "
+        f"already, got {imbalance_factor}",
+    )
     return named_list_file_dataset(name, split, transform, root, list_file)
 
 
@@ -96,6 +94,7 @@ __all__ = [
     "ArrayImageDataset",
     "ClassBalancedSampler",
     "DATASET_NAMES",
+    "FILE_DATASETS",
     "FileImageDataset",
     "ImageDataset",
     "IN_MEMORY_DATASETS",

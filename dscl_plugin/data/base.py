@@ -2,10 +2,15 @@
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
+
+from dscl_plugin import checks
+
+Labels = Sequence[int] | np.ndarray
 
 
 class ImageDataset(Dataset):
@@ -20,7 +25,7 @@ class ImageDataset(Dataset):
 
     def __init__(
         self,
-        targets: Sequence[int],
+        targets: Labels,
         num_classes: int,
         transform: Callable | None = None,
     ) -> None:
@@ -29,8 +34,7 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.class_names: list[str] | None = None
         bad = [t for t in self.targets if not 0 <= t < self.num_classes]
-        if bad:
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {bad[:5]}")
+        checks.require(not bad, "targets", f"must lie in [0, {self.num_classes}), got {bad[:5]}")
 
     @property
     def class_counts(self) -> list[int]:
@@ -43,7 +47,7 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[Any, int]:
         image = self.load_image(index)
         if self.transform is not None:
             image = self.transform(image)
@@ -51,22 +55,29 @@ class ImageDataset(Dataset):
 
 
 class ArrayImageDataset(ImageDataset):
-    """Images held in memory as uint8 arrays (N, H, W) grey or (N, H, W, 3) RGB."""
+    """Images held in memory as uint8 arrays (N, H, W) grey or (N, H, W, 3) RGB.
+
+    ``indices``: the position of each image in the data set it was taken from (default
+    ``0 .. N-1``).
+    """
 
     def __init__(
         self,
         images: np.ndarray,
-        targets: Sequence[int],
+        targets: Labels,
         num_classes: int,
         transform: Callable | None = None,
+        indices: np.ndarray | None = None,
     ) -> None:
-        if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(targets):
-            raise ValueError(
-                "images must be uint8 (N, H, W) or (N, H, W, 3) with N = len(targets), "
-                f"got {images.dtype} {tuple(images.shape)} and {len(targets)} targets"
-            )
+        checks.require(
+            images.dtype == np.uint8 and images.ndim in (3, 4) and len(images) == len(targets),
+            "images",
+            "must be uint8 (N, H, W) or (N, H, W, 3) with N = len(targets), "
+            f"got {images.dtype} {tuple(images.shape)} and {len(targets)} targets",
+        )
         super().__init__(targets, num_classes, transform)
         self.images = images
+        self.indices = np.arange(len(images)) if indices is None else indices
 
     def load_image(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index]).convert("RGB")
@@ -77,13 +88,16 @@ class FileImageDataset(ImageDataset):
 
     def __init__(
         self,
-        paths: Sequence[str],
-        targets: Sequence[int],
+        paths: Sequence[str | Path],
+        targets: Labels,
         num_classes: int,
         transform: Callable | None = None,
     ) -> None:
-        if len(paths) != len(targets):
-            raise ValueError(f"got {len(paths)} paths but {len(targets)} targets")
+        checks.require(
+            len(paths) == len(targets),
+            "paths",
+            f"must hold one path per target, got {len(paths)} paths and {len(targets)} targets",
+        )
         super().__init__(targets, num_classes, transform)
         self.paths = [str(p) for p in paths]
 

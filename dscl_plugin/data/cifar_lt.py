@@ -51,7 +51,8 @@ def cifar_lt(
         indices = select_per_class(targets, counts, seed)
     else:
         indices = np.arange(len(targets))
-    dataset = ArrayImageDataset(full.data[indices], targets[indices], num_classes, transform)
-    dataset.indices = indices
+    dataset = ArrayImageDataset(
+        full.data[indices], targets[indices], num_classes, transform, indices
+    )
     dataset.class_names = list(full.classes)
     return dataset

@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from dscl_plugin import checks
 from dscl_plugin.data.base import ArrayImageDataset
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 
@@ -34,14 +35,18 @@ def digits_split(
     """``(train_indices, test_indices)`` into ``sklearn.datasets.load_digits()``."""
     _, targets = _load_digits()
     rng = np.random.RandomState(seed)
-    test, pool = [], []
+    test, pools = [], []
     for c in range(NUM_CLASSES):
         idx = rng.permutation(np.flatnonzero(targets == c))
-        if test_per_class >= len(idx):
-            raise ValueError(f"test_per_class={test_per_class} leaves no train image of class {c}")
+        checks.require(
+            test_per_class < len(idx),
+            "test_per_class",
+            f"must leave a train image of every class: < {len(idx)} (class {c}), "
+            f"got {test_per_class}",
+        )
         test.append(idx[:test_per_class])
-        pool.append(idx[test_per_class:])
-    pool = np.sort(np.concatenate(pool))
+        pools.append(idx[test_per_class:])
+    pool = np.sort(np.concatenate(pools))
     n_max = int(np.bincount(targets[pool], minlength=NUM_CLASSES).min())
     counts = long_tail_counts(n_max, NUM_CLASSES, imbalance_factor)
     train = pool[select_per_class(targets[pool], counts, seed)]
@@ -60,18 +65,20 @@ def digits_lt(
 
     ``.indices`` holds the positions of the images in ``load_digits()``.
     """
-    if not isinstance(input_size, int) or input_size < 8:
-        raise ValueError(f"input_size must be an int >= 8, got {input_size!r}")
+    checks.integer("input_size", input_size, 8)
     images, targets = _load_digits()
     train, test = digits_split(imbalance_factor, seed, test_per_class)
     indices = train if split == "train" else test
     resized = np.stack(
         [
-            np.asarray(Image.fromarray(images[i]).resize((input_size, input_size), Image.BILINEAR))
+            np.asarray(
+                Image.fromarray(images[i]).resize(
+                    (input_size, input_size), Image.Resampling.BILINEAR
+                )
+            )
             for i in indices
         ]
     )
-    dataset = ArrayImageDataset(resized, targets[indices], NUM_CLASSES, transform)
-    dataset.indices = indices
+    dataset = ArrayImageDataset(resized, targets[indices], NUM_CLASSES, transform, indices)
     dataset.class_names = [str(c) for c in range(NUM_CLASSES)]
     return dataset

@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from dscl_plugin.data.base import ArrayImageDataset
@@ -64,7 +65,7 @@ def find_idx_file(name: str, roots: Sequence[Path]) -> Path:
     )
 
 
-def _read_idx(path: Path, reader: Callable[[str], "object"]) -> np.ndarray:
+def _read_idx(path: Path, reader: Callable[[str], Tensor]) -> np.ndarray:
     """torchvision's IDX ``reader`` on ``path``, unpacking a ``.gz`` to a temporary file."""
     if path.suffix != ".gz":
         return reader(str(path)).numpy()
@@ -110,7 +111,6 @@ def fashion_mnist_lt(
         indices = select_per_class(labels, counts, seed)
     else:
         indices = np.arange(len(labels))
-    dataset = ArrayImageDataset(images[indices], labels[indices], NUM_CLASSES, transform)
-    dataset.indices = indices
+    dataset = ArrayImageDataset(images[indices], labels[indices], NUM_CLASSES, transform, indices)
     dataset.class_names = list(CLASS_NAMES)
     return dataset

@@ -4,6 +4,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from dscl_plugin import checks
 from dscl_plugin.data.base import ArrayImageDataset
 
 
@@ -19,10 +20,11 @@ class IndexedImages(Dataset):
     """
 
     def __init__(self, dataset: ArrayImageDataset) -> None:
-        if not isinstance(dataset, ArrayImageDataset):
-            raise ValueError(
-                f"dataset must be an in-memory ArrayImageDataset, got {type(dataset).__name__}"
-            )
+        checks.require(
+            isinstance(dataset, ArrayImageDataset),
+            "dataset",
+            f"must be an in-memory ArrayImageDataset, got {type(dataset).__name__}",
+        )
         images = torch.from_numpy(dataset.images)  # (N, H, W) or (N, H, W, 3)
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
         self.images: Tensor = images.contiguous()

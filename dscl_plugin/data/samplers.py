@@ -5,6 +5,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
+from dscl_plugin import checks
+
 
 class ClassBalancedSampler(Sampler[int]):
     """Draw a class uniformly among the classes present, then one of its samples uniformly.
@@ -25,16 +27,16 @@ class ClassBalancedSampler(Sampler[int]):
         num_samples: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        targets = torch.as_tensor(targets, dtype=torch.long)
-        if targets.ndim != 1 or targets.numel() == 0:
-            raise ValueError(
-                f"targets must be a non-empty 1-D sequence, got shape {tuple(targets.shape)}"
-            )
-        num_samples = len(targets) if num_samples is None else num_samples
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-        self.order = torch.argsort(targets, stable=True)  # sample indices grouped by class
-        _, counts = torch.unique_consecutive(targets[self.order], return_counts=True)
+        labels = torch.as_tensor(targets, dtype=torch.long)
+        checks.require(
+            labels.ndim == 1 and labels.numel() > 0,
+            "targets",
+            f"must be a non-empty 1-D sequence, got shape {tuple(labels.shape)}",
+        )
+        num_samples = len(labels) if num_samples is None else num_samples
+        checks.integer("num_samples", num_samples, 1)
+        self.order = torch.argsort(labels, stable=True)  # sample indices grouped by class
+        _, counts = torch.unique_consecutive(labels[self.order], return_counts=True)
         self.counts = counts
         self.starts = torch.cumsum(counts, 0) - counts
         self.num_samples = num_samples

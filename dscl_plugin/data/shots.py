@@ -2,6 +2,8 @@
 
 from collections.abc import Sequence
 
+from dscl_plugin import checks
+
 
 def shot_groups(
     class_counts: Sequence[int], many_threshold: int = 100, few_threshold: int = 20
@@ -12,10 +14,11 @@ def shot_groups(
     Returns:
         ``dict(many=[...], medium=[...], few=[...])`` of class indices (possibly empty).
     """
-    if few_threshold > many_threshold:
-        raise ValueError(
-            f"few_threshold ({few_threshold}) must be <= many_threshold ({many_threshold})"
-        )
+    checks.require(
+        few_threshold <= many_threshold,
+        "few_threshold",
+        f"must be <= many_threshold ({many_threshold}), got {few_threshold}",
+    )
     groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
     for c, n in enumerate(class_counts):
         if n > many_threshold:

@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dscl_plugin.evaluation.figures import agg_figure, save_png
-
-PathLike = str | Path
+from dscl_plugin.files import PathLike
 
 
 def read_grad_ratio(

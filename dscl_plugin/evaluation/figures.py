@@ -5,6 +5,8 @@ made, not with this module."""
 from collections.abc import Sequence
 from pathlib import Path
 
+from dscl_plugin.files import PathLike
+
 
 def agg_figure(figsize: tuple[float, float]):
     """A ``matplotlib.figure.Figure`` of ``figsize`` inches at 100 dpi on an Agg canvas."""
@@ -16,7 +18,7 @@ def agg_figure(figsize: tuple[float, float]):
     return fig
 
 
-def save_png(fig, path: str | Path) -> Path:
+def save_png(fig, path: PathLike) -> Path:
     """Writes ``fig`` as a PNG to ``path``, creating its folder; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,7 +29,7 @@ def save_png(fig, path: str | Path) -> Path:
 def plot_per_class_accuracy(
     per_class: Sequence[float | None],
     class_counts: Sequence[int],
-    path: str | Path,
+    path: PathLike,
     many_threshold: float | None = None,
     few_threshold: float | None = None,
     title: str | None = None,
@@ -37,8 +39,8 @@ def plot_per_class_accuracy(
 
     Each point is labelled with its class name (``class_names``; default: its id; up to
     40 classes); x ticks sit at the real class sizes (at most 12 of them); the shot
-    thresholds, when given, are dashed lines named in the legend. Classes without test samples (None) or without training
-    samples are left out.
+    thresholds, when given, are dashed lines named in the legend. Classes without test
+    samples (None) or without training samples are left out.
     """
     from matplotlib.ticker import NullFormatter, NullLocator
 

@@ -46,7 +46,7 @@ def shot_metrics(
     ]
     metrics: dict[str, object] = {"overall": correct.mean().item()}
     for group, classes in shot_groups(class_counts, many_threshold, few_threshold).items():
-        accs = [per_class[c] for c in classes if per_class[c] is not None]
+        accs = [acc for acc in (per_class[c] for c in classes) if acc is not None]
         metrics[group] = float(np.mean(accs)) if accs else None
     metrics["per_class"] = per_class
     return metrics
@@ -72,10 +72,9 @@ def knn_metrics(
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
 
+    include: tuple[str, ...] = ("precision_at_1", "mean_average_precision")
     if k == "max_bin_count":
         include = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
-    else:
-        include = ("precision_at_1", "mean_average_precision")
     calculator = AccuracyCalculator(
         include=include,
         k=k,

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dscl_plugin.files import PathLike
+
 
 def to_json(value):
     """Python scalars/lists/dicts; tensors and numpy values unwrapped, NaN/inf -> None."""
@@ -21,7 +23,7 @@ def to_json(value):
     return value
 
 
-def write_metrics(metrics: dict[str, object], path: str | Path) -> Path:
+def write_metrics(metrics: dict[str, object], path: PathLike) -> Path:
     """Write ``metrics`` as indented JSON (None, NaN and inf become null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,18 @@
 """Retrieval of a frozen backbone, computed: nearest training images of test queries
 per shot group (the paper's Fig. 1) and patch retrieval with response maps (Fig. 4).
-Drawn by :mod:`dscl_plugin.evaluation.retrieval_figures`.
+Drawn by :func:`dscl_plugin.evaluation.retrieval_figures.write_retrieval_figures`.
 
 Patch features are taken in the backbone space, not through the projection head: the
 box is pooled from the backbone feature map exactly as the PBSD teacher pools it
-(:func:`dscl_plugin.models.feature_maps.pool_regions`), but stops before the head, because the frozen
-evaluation retrieves with backbone features and the response map compares the box with
-the cells of a backbone feature map (the head only ever sees pooled vectors).
+(:func:`dscl_plugin.models.feature_maps.pool_regions`), but stops before the head,
+because the frozen evaluation retrieves with backbone features and the response map
+compares the box with the cells of a backbone feature map (the head only ever sees
+pooled vectors).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from dscl_plugin.data.shots import shot_groups
 from dscl_plugin.evaluation.features import extract_features
-from dscl_plugin.models.feature_maps import pool_regions
+from dscl_plugin.models.feature_maps import backbone_feature_map, global_pool, pool_regions
 
 
 def nearest_neighbours(queries: Tensor, references: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -35,7 +37,7 @@ def nearest_neighbours(queries: Tensor, references: Tensor, k: int) -> tuple[Ten
 
 
 def pick_queries(
-    test_labels: Sequence[int],
+    test_labels: Sequence[int] | Tensor,
     class_counts: Sequence[int],
     per_group: int = 2,
     many_threshold: int = 100,
@@ -44,21 +46,19 @@ def pick_queries(
 ) -> list[tuple[str, int]]:
     """``(group, test index)`` for up to ``per_group`` classes of each shot group (spread
     over the group from its largest to its smallest class), one seeded test image each."""
-    test_labels = torch.as_tensor(test_labels)
+    labels = torch.as_tensor(test_labels)
     generator = torch.Generator().manual_seed(seed)
     picks = []
     for group, classes in shot_groups(class_counts, many_threshold, few_threshold).items():
         classes = [
-            c
-            for c in sorted(classes, key=lambda c: -class_counts[c])
-            if bool((test_labels == c).any())
+            c for c in sorted(classes, key=lambda c: -class_counts[c]) if bool((labels == c).any())
         ]
         if not classes:
             continue
         n = min(per_group, len(classes))
         spread = [classes[round(i * (len(classes) - 1) / max(n - 1, 1))] for i in range(n)]
         for c in spread:
-            candidates = torch.nonzero(test_labels == c).flatten()
+            candidates = torch.nonzero(labels == c).flatten()
             pick = candidates[torch.randint(len(candidates), (1,), generator=generator)]
             picks.append((group, int(pick)))
     return picks
@@ -67,9 +67,10 @@ def pick_queries(
 def box_features(
     feature_maps: Tensor, boxes: Tensor, image_size: Sequence[int], aligned: bool = True
 ) -> Tensor:
-    """(N, C) pooled features of one box per image: :func:`~dscl_plugin.models.feature_maps.pool_regions`
-    (the PBSD teacher pooling; ``aligned`` as ``model.roi_aligned``: True pools exactly the
-    cells a box covers) of (N, C, h, w) maps at (N, 4) ``(x1, y1, x2, y2)`` pixel boxes."""
+    """(N, C) pooled features of one box per image:
+    :func:`~dscl_plugin.models.feature_maps.pool_regions` (the PBSD teacher pooling;
+    ``aligned`` as ``model.roi_aligned``: True pools exactly the cells a box covers) of
+    (N, C, h, w) maps at (N, 4) ``(x1, y1, x2, y2)`` pixel boxes."""
     return pool_regions(feature_maps, boxes[:, None], image_size, aligned)[:, 0]
 
 
@@ -153,20 +154,10 @@ def compute_retrieval(
             training class, or ``boxes`` is not one box per patch query.
     """
     s = settings
-    backbone = backbone.to(device)
-
-    def feature_maps(images: Tensor) -> Tensor:
-        maps = backbone(images)
-        if maps.ndim != 4:
-            raise ValueError(
-                "retrieval pictures need a backbone returning feature maps (B, C, h, w), got "
-                f"shape {tuple(maps.shape)}"
-            )
-        return maps
-
+    feature_maps = partial(backbone_feature_map, backbone.to(device))
     loaders = [DataLoader(d, batch_size=s.batch_size, shuffle=False) for d in (train_set, test_set)]
     (train_feats, train_labels), (_, test_labels) = [
-        extract_features(lambda x: feature_maps(x).mean(dim=(2, 3)), loader, device)
+        extract_features(lambda x: global_pool(feature_maps(x)), loader, device)
         for loader in loaders
     ]
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
@@ -183,7 +174,7 @@ def compute_retrieval(
         raise ValueError("the test set has no image of a class to query")
     images = torch.stack([test_set[i][0] for _, i in queries]).to(device)
     maps = feature_maps(images)
-    _, neighbours = nearest_neighbours(maps.mean(dim=(2, 3)).cpu(), train_feats, s.k)
+    _, neighbours = nearest_neighbours(global_pool(maps).cpu(), train_feats, s.k)
     first_of_group: dict[str, int] = {}
     for r, (group, _) in enumerate(queries):
         first_of_group.setdefault(group, r)

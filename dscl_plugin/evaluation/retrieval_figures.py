@@ -1,21 +1,17 @@
-"""Retrieval pictures: ``retrieval.png`` (Fig. 1) and ``patch_retrieval.png`` (Fig. 4) of
+"""Retrieval figures: ``retrieval.png`` (Fig. 1) and ``patch_retrieval.png`` (Fig. 4) of
 what :func:`~dscl_plugin.evaluation.retrieval.compute_retrieval` found. matplotlib is
 imported inside the drawing functions only."""
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dscl_plugin.evaluation.figures import agg_figure, save_png
-from dscl_plugin.evaluation.retrieval import (
-    Retrieval,
-    RetrievalSettings,
-    compute_retrieval,
-)
-
-PathLike = str | Path
+from dscl_plugin.evaluation.retrieval import Retrieval
+from dscl_plugin.files import PathLike
 
 
 def plot_retrieval(
@@ -27,26 +23,19 @@ def plot_retrieval(
     row_titles: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> Path:
-    """PNG grid: one row per query (image (3, H, W) in [0, 1]) followed by its neighbours
-    in rank order, each titled ``#rank ✓/✗ class`` (``class_names``, default the ids) and
-    framed green if its class is the query's, red if not."""
-    rows, k = len(query_images), len(neighbour_labels[0])
-    fig, axes = _grid(rows, k + 1)
-    for r in range(rows):
-        _show(
-            axes[r][0],
-            query_images[r],
-            f"query: {_name(query_labels[r], class_names)}",
-            "black",
-        )
+    """Writes a PNG grid: one row per query (image (3, H, W) in [0, 1]) followed by its
+    neighbours in rank order, each titled ``#rank ✓/✗ class`` (``class_names``, default the
+    ids) and framed green if its class is the query's, red if not."""
+    fig, axes = _query_rows(query_images, query_labels, neighbour_labels, "query", class_names)
+    for r, row in enumerate(axes):
         if row_titles is not None:
-            axes[r][0].set_ylabel(row_titles[r], fontsize=8)
-        for j in range(k):
-            text, colour = _match(j + 1, neighbour_labels[r][j], query_labels[r], class_names)
-            _show(axes[r][j + 1], neighbour_images[r][j], text, colour)
-    fig.suptitle(f"top-{k} training-set neighbours by cosine of frozen features", fontsize=10)
-    fig.tight_layout()
-    return save_png(fig, path)
+            row[0].set_ylabel(row_titles[r], fontsize=8)
+        for j, image in enumerate(neighbour_images[r]):
+            _show_match(
+                row[j + 1], image, j + 1, neighbour_labels[r][j], query_labels[r], class_names
+            )
+    k = len(neighbour_labels[0])
+    return _save(fig, f"top-{k} training-set neighbours by cosine of frozen features", path)
 
 
 def plot_patch_retrieval(
@@ -55,81 +44,65 @@ def plot_patch_retrieval(
     query_labels: Sequence[int],
     retrieved_images: Sequence[Sequence[Tensor]],
     retrieved_labels: Sequence[Sequence[int]],
-    maps: Sequence[Tensor],
+    maps: Tensor,
     path: PathLike,
     class_names: Sequence[str] | None = None,
 ) -> Path:
-    """PNG: per row a query image with its box (yellow), then the retrieved training images
-    (in grey, titled as in :func:`plot_retrieval`) with the box feature's response map
-    (N, H, W per row) overlaid in colour on one scale for the whole figure, shown by a
-    colour bar (cosine of each cell to the box feature)."""
+    """Writes a PNG: per row a query image with its box (yellow), then the retrieved
+    training images (in grey, titled as in :func:`plot_retrieval`) with the box feature's
+    response map (``maps[row]``: (N, H, W)) overlaid in colour on one scale for the whole
+    figure, shown by a colour bar (cosine of each cell to the box feature)."""
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
-    rows, k = len(query_images), len(retrieved_labels[0])
-    scale = Normalize(min(float(m.min()) for m in maps), max(float(m.max()) for m in maps))
-    fig, axes = _grid(rows, k + 1)
+    scale = Normalize(float(maps.min()), float(maps.max()))
+    fig, axes = _query_rows(
+        query_images, query_labels, retrieved_labels, "query patch", class_names
+    )
     overlay = None
-    for r in range(rows):
-        _show(
-            axes[r][0],
-            query_images[r],
-            f"query patch: {_name(query_labels[r], class_names)}",
-            "black",
-        )
+    for r, row in enumerate(axes):
         x1, y1, x2, y2 = boxes[r].tolist()
-        axes[r][0].add_patch(
-            Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, color="yellow", lw=2)
-        )
-        for j in range(k):
-            text, colour = _match(j + 1, retrieved_labels[r][j], query_labels[r], class_names)
-            grey = retrieved_images[r][j].mean(dim=0, keepdim=True).expand(3, -1, -1)
-            ax = axes[r][j + 1]
-            _show(ax, grey, text, colour)
-            overlay = ax.imshow(
-                maps[r][j].numpy(),
-                cmap="jet",
-                norm=scale,
-                alpha=0.4,
-                interpolation="bilinear",
+        box = Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, color="yellow", lw=2)
+        row[0].add_patch(box)
+        for j, image in enumerate(retrieved_images[r]):
+            grey = image.mean(dim=0, keepdim=True).expand(3, -1, -1)
+            _show_match(
+                row[j + 1], grey, j + 1, retrieved_labels[r][j], query_labels[r], class_names
             )
-    fig.suptitle(
-        "patch retrieval: box feature vs training images, response map overlaid",
-        fontsize=10,
-    )
+            overlay = row[j + 1].imshow(
+                maps[r][j].numpy(), cmap="jet", norm=scale, alpha=0.4, interpolation="bilinear"
+            )
+    title = "patch retrieval: box feature vs training images, response map overlaid"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.colorbar(
-        overlay,
-        ax=[ax for row in axes for ax in row],
-        shrink=0.8,
-        pad=0.01,
-        label="cosine to the box feature",
-    )
+    every_ax = [ax for row in axes for ax in row]
+    fig.colorbar(overlay, ax=every_ax, shrink=0.8, pad=0.01, label="cosine to the box feature")
     return save_png(fig, path)
 
 
-def plot_retrieval_pictures(
+def write_retrieval_figures(
     found: Retrieval,
-    train_set,
-    test_set,
+    train_set: Any,
+    test_set: Any,
     out_dir: PathLike,
     display: Callable[[Tensor], Tensor] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Writes ``retrieval.png`` (:func:`plot_retrieval`) and ``patch_retrieval.png``
-    (:func:`plot_patch_retrieval`) of ``found`` to ``out_dir``. ``display`` turns a dataset
-    tensor into a (3, H, W) image in [0, 1] (default: undo the ImageNet normalisation of
-    ``eval_transform``); ``class_names`` label the classes (default: their ids).
+    (:func:`plot_patch_retrieval`) of ``found`` to ``out_dir``, with the images of the
+    data sets it was computed on. ``display`` turns a dataset tensor into a (3, H, W)
+    image in [0, 1] (default: undo the ImageNet normalisation of ``eval_transform``);
+    ``class_names`` label the classes (default: their ids).
 
     Returns:
         ``dict(retrieval=path, patch_retrieval=path)``.
     """
-    display = display or _undo_imagenet_normalisation
-    queries = [display(test_set[i][0]) for _, i in found.queries]
+    show = display or _undo_imagenet_normalisation
+    queries = [show(test_set[i][0]) for _, i in found.queries]
     labels = found.query_labels
     rows = [f"{g} (n={found.class_counts[c]})" for (g, _), c in zip(found.queries, labels)]
     out = Path(out_dir)
-    neighbours = [[display(train_set[j][0]) for j in row] for row in found.neighbours.tolist()]
+    neighbours = [[show(train_set[j][0]) for j in row] for row in found.neighbours.tolist()]
     retrieval = plot_retrieval(
         queries,
         labels,
@@ -143,28 +116,13 @@ def plot_retrieval_pictures(
         [queries[r] for r in found.patch_rows],
         found.boxes,
         [labels[r] for r in found.patch_rows],
-        [[display(train_set[j][0]) for j in row] for row in found.patch_neighbours.tolist()],
+        [[show(train_set[j][0]) for j in row] for row in found.patch_neighbours.tolist()],
         found.patch_labels.tolist(),
         found.maps,
         out / "patch_retrieval.png",
         class_names,
     )
     return {"retrieval": retrieval, "patch_retrieval": patch}
-
-
-def retrieval_pictures(
-    backbone: nn.Module,
-    train_set,
-    test_set,
-    out_dir: PathLike,
-    settings: RetrievalSettings = RetrievalSettings(),
-    device: str | torch.device = "cpu",
-    class_names: Sequence[str] | None = None,
-) -> dict[str, Path]:
-    """:func:`compute_retrieval` then :func:`plot_retrieval_pictures` (centre boxes,
-    ImageNet-normalised images) into ``out_dir``."""
-    found = compute_retrieval(backbone, train_set, test_set, settings, device=device)
-    return plot_retrieval_pictures(found, train_set, test_set, out_dir, class_names=class_names)
 
 
 def _undo_imagenet_normalisation(image: Tensor) -> Tensor:
@@ -175,28 +133,49 @@ def _undo_imagenet_normalisation(image: Tensor) -> Tensor:
     return (image * std + mean).clamp(0, 1)
 
 
-def _grid(rows: int, cols: int):
+def _query_rows(
+    query_images: Sequence[Tensor],
+    query_labels: Sequence[int],
+    retrieved_labels: Sequence[Sequence[int]],
+    prefix: str,
+    class_names: Sequence[str] | None,
+) -> tuple[Any, list[list[Any]]]:
+    """A figure of one row per query, the query image first (titled ``prefix: class``)
+    and a cell for each retrieved image: ``(figure, axes[row][column])``."""
+    rows, cols = len(query_images), len(retrieved_labels[0]) + 1
     fig = agg_figure((1.9 * cols, 2.0 * rows + 0.4))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    axes = [list(row) for row in fig.subplots(rows, cols, squeeze=False)]
+    for row, image, label in zip(axes, query_images, query_labels):
+        _show(row[0], image, f"{prefix}: {_name(label, class_names)}", "black")
     return fig, axes
+
+
+def _save(fig: Any, title: str, path: PathLike) -> Path:
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_png(fig, path)
 
 
 def _name(label: int, class_names: Sequence[str] | None) -> str:
     return str(label) if class_names is None else class_names[label]
 
 
-def _match(
-    rank: int, label: int, query_label: int, class_names: Sequence[str] | None = None
-) -> tuple[str, str]:
-    """Title ``#rank ✓ name`` and frame colour of a retrieved image: green if its class is
-    the query's, red if not."""
+def _show_match(
+    ax: Any,
+    image: Tensor,
+    rank: int,
+    label: int,
+    query_label: int,
+    class_names: Sequence[str] | None,
+) -> None:
+    """A retrieved image titled ``#rank ✓ name`` and framed green if its class is the
+    query's, ``✗`` and red if not."""
     correct = label == query_label
-    return f"#{rank} {'✓' if correct else '✗'} {_name(label, class_names)}", (
-        "green" if correct else "red"
-    )
+    title = f"#{rank} {'✓' if correct else '✗'} {_name(label, class_names)}"
+    _show(ax, image, title, "green" if correct else "red")
 
 
-def _show(ax, image: Tensor, title: str, colour: str) -> None:
+def _show(ax: Any, image: Tensor, title: str, colour: str) -> None:
     ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_title(title, fontsize=8, color=colour)
     ax.set_xticks([])

@@ -3,6 +3,7 @@
 (:mod:`.gradient_ratio`)."""
 
 from dscl_plugin.functional.contrastive import (
+    Candidates,
     compute_dtype,
     decoupled_cross_entropy,
     dscl_cross_entropy,
@@ -11,6 +12,7 @@ from dscl_plugin.functional.distillation import patch_distillation
 from dscl_plugin.functional.gradient_ratio import PullRatio, pull_gradient_ratio
 
 __all__ = [
+    "Candidates",
     "PullRatio",
     "compute_dtype",
     "decoupled_cross_entropy",

@@ -7,6 +7,9 @@ once, turns it into its softmax in place and keeps nothing else of that size, so
 backward pass is little more than its matmuls.
 """
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -45,12 +48,21 @@ def decoupled_cross_entropy(
     return _DecoupledCrossEntropy.apply(logits, own_index, positive_mask, alpha)
 
 
+class Candidates(NamedTuple):
+    """A batch of anchors and what they are compared with: (B, D) ``query`` features (the
+    anchors) and ``key`` features (their other views) with (B,) integer ``labels``, and
+    optionally a (K, D) ``queue`` of past keys with (K,) ``queue_labels`` (both or
+    neither; K > 0), all on one device."""
+
+    query: Tensor
+    key: Tensor
+    labels: Tensor
+    queue: Tensor | None = None
+    queue_labels: Tensor | None = None
+
+
 def dscl_cross_entropy(
-    query: Tensor,
-    key: Tensor,
-    labels: Tensor,
-    queue: Tensor | None,
-    queue_labels: Tensor | None,
+    candidates: Candidates,
     alpha: float | None,
     temperature: float,
     queue_normalized: bool = False,
@@ -64,14 +76,15 @@ def dscl_cross_entropy(
     and ``queue``; the class positives are the other candidates labelled ``labels_i``.
 
     Args:
-        query, key: (B, D) features; ``queue``: (K, D) with K > 0, or None.
-        labels: (B,) and ``queue_labels`` (K,) integer class ids, on the features' device.
+        candidates: the anchors' features and labels, and the optional queue.
         alpha: weight of the own positive, or None for SupCon.
         temperature: T > 0.
+        queue_normalized: the queue rows have unit norm already.
 
     Returns:
         The loss averaged over the B anchors (a scalar).
     """
+    query, key, labels, queue, queue_labels = candidates
     features = (query, key) if queue is None else (query, key, queue)
     return _DSCLCrossEntropy.apply(
         alpha, temperature, labels, queue_labels, queue_normalized, *features
@@ -212,9 +225,9 @@ class _DSCLCrossEntropy(torch.autograd.Function):
             grads[0] += grad_anchor * scale
         if needs[1]:
             grads[1] += weighted * (w_each - w_own)[:, None]  # the own key weighs w_own
-        for j in range(num_blocks):
-            if needs[j] and norms[j] is not None:
-                grads[j] = _normalize_backward(grads[j], blocks[j], norms[j])
+        for j, (grad, norm) in enumerate(zip(grads, norms)):
+            if grad is not None and norm is not None:
+                grads[j] = _normalize_backward(grad, blocks[j], norm)
         return (None, None, None, None, None, *grads)
 
 
@@ -244,7 +257,7 @@ def class_positives(
     class_sums = pairs.new_zeros(batch_size + 1, pairs.shape[1], dtype=sum_dtype)
     class_sums.index_add_(0, own_slot, pairs.to(sum_dtype))
     queue_slot = None
-    if queue is not None:
+    if queue is not None and queue_labels is not None:
         queue_slot = _queue_slots(sorted_labels, queue_labels)
         _index_add_float64_(class_sums, queue_slot, queue)
         queue_counts = own_slot.new_zeros(batch_size + 1)
@@ -282,6 +295,6 @@ def _index_add_float64_(sums: Tensor, slot: Tensor, rows: Tensor) -> None:
         sums.index_add_(0, slot[start : start + _QUEUE_CHUNK], converted)
 
 
-def _column_blocks(matrix: Tensor, blocks: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+def _column_blocks(matrix: Tensor, blocks: Sequence[Tensor]) -> tuple[Tensor, ...]:
     """Column views of ``matrix`` (B, N), one per candidate block."""
     return matrix.split([block.shape[0] for block in blocks], dim=1)

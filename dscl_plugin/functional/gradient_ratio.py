@@ -44,7 +44,9 @@ def pull_gradient_ratio(
     for DSCL. Features are L2-normalised here; nothing is differentiated.
 
     Args:
-        query, key, labels, queue, queue_labels, alpha: as :func:`dscl_cross_entropy`.
+        query, key, labels, queue, queue_labels: the fields of
+            :class:`~dscl_plugin.functional.contrastive.Candidates`.
+        alpha: weight of the own positive, or None for SupCon.
 
     Returns:
         :class:`PullRatio` of (B,) tensors ``ratio``, ``aligned`` and ``valid`` (bool:

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from dscl_plugin import checks
 from dscl_plugin.checks import alpha_from
-from dscl_plugin.functional.contrastive import compute_dtype, dscl_cross_entropy
+from dscl_plugin.functional.contrastive import Candidates, compute_dtype, dscl_cross_entropy
 from dscl_plugin.functional.gradient_ratio import PullRatio, pull_gradient_ratio
-from dscl_plugin.memory import LabeledMemoryBank
+from dscl_plugin.memory import LabeledMemoryBank, updates_queue
 
 
 class _LabeledContrastiveLoss(nn.Module):
@@ -69,26 +69,14 @@ class _LabeledContrastiveLoss(nn.Module):
                 normalised.
 
         If the loss owns a memory bank (``memory_bank_size``), its filled rows are the
-        queue and the L2-normalised ``key`` is enqueued with ``labels`` after the loss
-        whenever ``query`` requires grad (and grad mode is on), i.e. in training steps.
+        queue and the L2-normalised ``key`` is enqueued with ``labels`` after the loss in
+        training steps (:func:`~dscl_plugin.memory.updates_queue`).
         """
-        self._check_inputs(query, key, labels, queue, queue_labels)
-        update_bank = False
-        if self.memory_bank is not None:
-            if queue is not None:
-                raise ValueError(
-                    "This loss owns a memory bank (memory_bank_size > 0); do not pass "
-                    "queue/queue_labels as well."
-                )
-            queue, queue_labels = self.memory_bank.get()
-            queue = queue.to(query.device)
-            queue_labels = queue_labels.to(labels.device)
-            queue_normalized = True  # the bank holds normalised keys
-            update_bank = query.requires_grad and torch.is_grad_enabled()
+        candidates = self._candidates(query, key, labels, queue, queue_labels)
+        queue_normalized = queue_normalized or self.memory_bank is not None  # unit keys
         with torch.autocast(device_type=query.device.type, enabled=False):
-            inputs = self._cast(query, key, labels, queue, queue_labels)
-            loss = dscl_cross_entropy(*inputs, self.alpha, self.temperature, queue_normalized)
-        if update_bank:
+            loss = dscl_cross_entropy(candidates, self.alpha, self.temperature, queue_normalized)
+        if self.memory_bank is not None and updates_queue(self, query):
             self.memory_bank.enqueue(key, labels, normalize=True)
         return loss
 
@@ -103,75 +91,62 @@ class _LabeledContrastiveLoss(nn.Module):
         """Per-anchor class-term / own-key-term ratio of the pull gradient, with this loss's
         weights (:func:`dscl_plugin.functional.pull_gradient_ratio`); no gradient.
 
-        Takes the arguments of :meth:`forward`; call it with the queue the loss sees (before
-        an owned memory bank enqueues this step's keys: its entries are used if
-        ``queue`` is None).
+        Takes the arguments of :meth:`forward`, with the queue the loss sees (an owned
+        memory bank's rows before this step's keys are enqueued).
         """
-        self._check_inputs(query, key, labels, queue, queue_labels)
-        if self.memory_bank is not None and queue is None:
-            queue, queue_labels = self.memory_bank.get()
+        candidates = self._candidates(query, key, labels, queue, queue_labels)
         with torch.autocast(device_type=query.device.type, enabled=False):
-            inputs = self._cast(query, key, labels, queue, queue_labels)
-            return pull_gradient_ratio(*inputs, self.alpha)
+            return pull_gradient_ratio(*candidates, self.alpha)
 
-    @staticmethod
-    def _cast(
-        query: Tensor,
-        key: Tensor,
-        labels: Tensor,
-        queue: Tensor | None,
-        queue_labels: Tensor | None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
-        """Features in the compute dtype on the query's device; an empty queue is None."""
-        dtype = compute_dtype(query)
-        if queue is not None and queue.shape[0] > 0:
-            queue = queue.to(device=query.device, dtype=dtype)
-            queue_labels = queue_labels.to(query.device)
-        else:
-            queue = queue_labels = None
-        return (
-            query.to(dtype),
-            key.to(dtype),
-            labels.to(query.device),
-            queue,
-            queue_labels,
-        )
-
-    def _check_inputs(
+    def _candidates(
         self,
         query: Tensor,
         key: Tensor,
         labels: Tensor,
         queue: Tensor | None,
         queue_labels: Tensor | None,
-    ) -> None:
+    ) -> Candidates:
+        """The checked inputs in the compute dtype on the query's device, with an owned
+        memory bank's filled rows as the queue; an empty queue is None."""
         checks.features("query", query, 2)
         checks.features("key", key, 2)
-        if key.shape != query.shape:
-            raise ValueError(
-                f"key must have the shape of query, got query {tuple(query.shape)} "
-                f"and key {tuple(key.shape)}."
-            )
-        if query.shape[0] == 0:
-            raise ValueError("query is empty: the loss needs at least one anchor.")
+        checks.require(
+            key.shape == query.shape,
+            "key",
+            f"must have the shape of query, got query {tuple(query.shape)} "
+            f"and key {tuple(key.shape)}",
+        )
+        checks.require(query.shape[0] > 0, "query", "is empty: the loss needs an anchor")
         checks.labels("labels", labels, query.shape[0])
-        if (queue is None) != (queue_labels is None):
-            raise ValueError(
-                "queue and queue_labels must be given together: got "
-                f"queue={'None' if queue is None else tuple(queue.shape)}, "
-                f"queue_labels="
-                f"{'None' if queue_labels is None else tuple(queue_labels.shape)}."
-            )
-        if queue is not None:
-            checks.features("queue", queue, 2)
-            if queue.shape[1] != query.shape[1]:
-                raise ValueError(
-                    f"queue must have feature dimension {query.shape[1]} like query, "
-                    f"got queue {tuple(queue.shape)}."
-                )
+        checks.require(
+            (queue is None) == (queue_labels is None),
+            "queue and queue_labels",
+            "must be given together: got "
+            f"queue={'None' if queue is None else tuple(queue.shape)}, queue_labels="
+            f"{'None' if queue_labels is None else tuple(queue_labels.shape)}",
+        )
+        if queue is not None and queue_labels is not None:
+            checks.queue(queue, query.shape[1])
             checks.labels("queue_labels", queue_labels, queue.shape[0])
         if self.check_finite:
             checks.finite(query=query, key=key, queue=queue)
+        if self.memory_bank is not None:
+            checks.require(
+                queue is None and queue_labels is None,
+                "queue",
+                "must not be given: this loss owns a memory bank (memory_bank_size > 0) "
+                "and uses its rows; pass queue=None or build the loss with memory_bank_size=0",
+            )
+            queue, queue_labels = self.memory_bank.get()
+        dtype = compute_dtype(query)
+        if queue is None or queue_labels is None or queue.shape[0] == 0:
+            queue = queue_labels = None
+        else:
+            queue = queue.to(device=query.device, dtype=dtype)
+            queue_labels = queue_labels.to(query.device)
+        return Candidates(
+            query.to(dtype), key.to(dtype), labels.to(query.device), queue, queue_labels
+        )
 
 
 class DSCLLoss(_LabeledContrastiveLoss):

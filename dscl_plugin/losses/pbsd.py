@@ -77,30 +77,28 @@ class PBSDLoss(nn.Module):
         checks.features("patch_features", patch_features, 3)
         checks.features("region_features", region_features, 3)
         checks.features("key", key, 2)
-        if region_features.shape != patch_features.shape:
-            raise ValueError(
-                "region_features must have the shape of patch_features (B, L, D), got "
-                f"patch_features {tuple(patch_features.shape)} and region_features "
-                f"{tuple(region_features.shape)}."
-            )
+        checks.require(
+            region_features.shape == patch_features.shape,
+            "region_features",
+            "must have the shape of patch_features (B, L, D), got patch_features "
+            f"{tuple(patch_features.shape)} and region_features {tuple(region_features.shape)}",
+        )
         b, num_patches, d = patch_features.shape
-        if b == 0 or num_patches == 0:
-            raise ValueError(
-                f"patch_features must hold B >= 1 images with L >= 1 patches each, got shape "
-                f"{tuple(patch_features.shape)} (B, L, D); without patches skip PBSD "
-                "(pbsd_weight=0)."
-            )
-        if key.shape != (b, d):
-            raise ValueError(
-                f"key must have shape (B, D) = {(b, d)} to match patch_features "
-                f"{tuple(patch_features.shape)}, got {tuple(key.shape)}."
-            )
+        checks.require(
+            b > 0 and num_patches > 0,
+            "patch_features",
+            f"must hold B >= 1 images with L >= 1 patches each, got shape "
+            f"{tuple(patch_features.shape)} (B, L, D); without patches skip PBSD "
+            "(pbsd_weight=0)",
+        )
+        checks.require(
+            key.shape == (b, d),
+            "key",
+            f"must have shape (B, D) = {(b, d)} to match patch_features "
+            f"{tuple(patch_features.shape)}, got {tuple(key.shape)}",
+        )
         if queue is not None:
-            checks.features("queue", queue, 2)
-            if queue.shape[1] != d:
-                raise ValueError(
-                    f"queue must have feature dimension {d}, got {tuple(queue.shape)}."
-                )
+            checks.queue(queue, d)
         if self.check_finite:
             checks.finite(
                 patch_features=patch_features,

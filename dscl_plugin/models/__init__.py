@@ -3,11 +3,16 @@
 
 from dscl_plugin.backbones import build_backbone
 from dscl_plugin.models.dscl_model import DSCLModel, SupConModel
-from dscl_plugin.models.feature_maps import forward_without_stat_update, pool_regions
+from dscl_plugin.models.feature_maps import (
+    backbone_feature_map,
+    forward_without_stat_update,
+    pool_regions,
+)
 
 __all__ = [
     "DSCLModel",
     "SupConModel",
+    "backbone_feature_map",
     "build_backbone",
     "forward_without_stat_update",
     "pool_regions",

@@ -12,6 +12,7 @@ Backbones come from :mod:`dscl_plugin.backbones`.
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from lightly.models.modules import MoCoProjectionHead
@@ -28,49 +29,55 @@ from dscl_plugin import checks
 from dscl_plugin.checks import PATCH_PASSES
 from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
 from dscl_plugin.losses.pbsd import PBSDLoss
-from dscl_plugin.memory import LabeledMemoryBank
+from dscl_plugin.memory import LabeledMemoryBank, owns_queue, updates_queue
 from dscl_plugin.models.feature_maps import map_and_pooled, pool_regions
 
 
 def _check_inputs(view_q: Tensor, view_k: Tensor, labels: Tensor) -> None:
-    if view_q.ndim != 4:
-        raise ValueError(f"view_q must be (B, 3, H, W), got shape {tuple(view_q.shape)}.")
-    if view_k.ndim != 4 or view_k.shape[:2] != view_q.shape[:2]:
-        raise ValueError(
-            f"view_k must be (B, 3, H, W) with the batch size and channels of view_q "
-            f"{tuple(view_q.shape)}, got {tuple(view_k.shape)}."
-        )
-    if labels.shape != view_q.shape[:1] or labels.is_floating_point():
-        raise ValueError(
-            f"labels must be a 1-D integer tensor with one label per image "
-            f"({view_q.shape[0]}), got shape {tuple(labels.shape)} and dtype {labels.dtype}."
-        )
+    checks.require(
+        view_q.ndim == 4, "view_q", f"must be (B, 3, H, W), got shape {tuple(view_q.shape)}"
+    )
+    checks.require(
+        view_k.ndim == 4 and view_k.shape[:2] == view_q.shape[:2],
+        "view_k",
+        f"must be (B, 3, H, W) with the batch size and channels of view_q "
+        f"{tuple(view_q.shape)}, got {tuple(view_k.shape)}",
+    )
+    checks.labels("labels", labels, view_q.shape[0])
 
 
-def _check_patches(view_q: Tensor, patches: Tensor | None, boxes: Tensor | None) -> None:
+def _checked_patches(
+    view_q: Tensor, patches: Tensor | None, boxes: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """``(patches, boxes)``, checked against the q views."""
     if patches is None or boxes is None:
-        raise ValueError(
-            "pbsd_weight > 0 needs patches (B, L, 3, s, s) and boxes (B, L, 4), got "
+        raise checks.InvalidValue(
+            "pbsd_weight",
+            "> 0 needs patches (B, L, 3, s, s) and boxes (B, L, 4), got "
             f"patches={None if patches is None else tuple(patches.shape)}, "
             f"boxes={None if boxes is None else tuple(boxes.shape)}; "
-            "use pbsd_weight=0 to train without patches."
+            "use pbsd_weight=0 to train without patches",
         )
     b, c, height, width = view_q.shape
-    if patches.ndim != 5 or patches.shape[0] != b or patches.shape[2] != c or patches.shape[1] < 1:
-        raise ValueError(
-            f"patches must be (B, L, {c}, s, s) with B = {b} and L >= 1, "
-            f"got {tuple(patches.shape)}."
-        )
-    if boxes.shape != (b, patches.shape[1], 4):
-        raise ValueError(
-            f"boxes must be (B, L, 4) = {(b, patches.shape[1], 4)} to match patches "
-            f"{tuple(patches.shape)}, got {tuple(boxes.shape)}."
-        )
-    if patches.shape[-2] > height or patches.shape[-1] > width:
-        raise ValueError(
-            f"view_q ({height}x{width}) is smaller than a patch "
-            f"({patches.shape[-2]}x{patches.shape[-1]})."
-        )
+    shape_ok = patches.ndim == 5 and patches.shape[0] == b and patches.shape[2] == c
+    checks.require(
+        shape_ok and patches.shape[1] >= 1,
+        "patches",
+        f"must be (B, L, {c}, s, s) with B = {b} and L >= 1, got {tuple(patches.shape)}",
+    )
+    checks.require(
+        boxes.shape == (b, patches.shape[1], 4),
+        "boxes",
+        f"must be (B, L, 4) = {(b, patches.shape[1], 4)} to match patches "
+        f"{tuple(patches.shape)}, got {tuple(boxes.shape)}",
+    )
+    checks.require(
+        patches.shape[-2] <= height and patches.shape[-1] <= width,
+        "patches",
+        f"must fit in view_q: view_q ({height}x{width}) is smaller than a patch "
+        f"({patches.shape[-2]}x{patches.shape[-1]})",
+    )
+    return patches, boxes
 
 
 class DSCLModel(nn.Module):
@@ -84,8 +91,10 @@ class DSCLModel(nn.Module):
       BN running statistics unchanged; ``L_pbsd = PBSDLoss(s, t, k, M)``;
     - ``shuffle_bn``: the key batch is shuffled (across processes under DDP) for the
       EMA forward, as the official code does;
-    - keys are L2-normalised and enqueued with their labels after the loss, in
-      training mode only; the losses use the queue as it is (no copy).
+    - keys are L2-normalised and enqueued with their labels after the loss, in training
+      steps only (:func:`~dscl_plugin.memory.updates_queue`); the losses use the queue as
+      it is (no copy). The model holds the one queue: a ``criterion`` with a memory bank
+      of its own is refused.
 
     With ``pbsd_weight=0`` patches and boxes may be None and no patch work is done.
 
@@ -102,11 +111,12 @@ class DSCLModel(nn.Module):
         criterion: the contrastive loss, called as ``criterion(q, k, y, queue,
             queue_labels, queue_normalized=True)`` (with ``pull_gradient_ratio`` of the
             same arguments for ``track_grad_ratio``), e.g. ``SupConLoss()``; None builds
-            ``DSCLLoss(alpha, beta, temperature)``.
+            ``DSCLLoss(alpha, beta, temperature)``. It must not own a memory bank.
 
     Raises:
         ValueError: ``momentum`` outside [0, 1], ``pbsd_weight < 0``, an unknown
-            ``patch_passes``, or ``alpha``/``beta`` given with a ``criterion``.
+            ``patch_passes``, ``alpha``/``beta`` given with a ``criterion``, or a
+            ``criterion`` that owns a memory bank.
 
     - [0] Xuan & Zhang, Decoupled Contrastive Learning for Long-Tailed Recognition,
       AAAI 2024, https://arxiv.org/abs/2403.06151
@@ -145,6 +155,12 @@ class DSCLModel(nn.Module):
             "alpha/beta",
             "configure the default DSCLLoss: with a criterion leave them None "
             f"(got alpha={alpha}, beta={beta})",
+        )
+        checks.require(
+            criterion is None or not owns_queue(criterion),
+            "criterion",
+            "must not own a memory bank: the model keeps the one queue (queue_size); build "
+            "the loss with memory_bank_size=0",
         )
         self.backbone = backbone
         self.projection_head = MoCoProjectionHead(feature_dim, feature_dim, proj_dim)
@@ -206,31 +222,34 @@ class DSCLModel(nn.Module):
             when ``track_grad_ratio`` is set (``criterion.pull_gradient_ratio``, no gradient).
         """
         _check_inputs(view_q, view_k, labels)
-        use_patches = self.pbsd_weight > 0
-        if use_patches:
-            _check_patches(view_q, patches, boxes)
+        pbsd_inputs = _checked_patches(view_q, patches, boxes) if self.pbsd_weight > 0 else None
         feature_map, pooled = map_and_pooled(self.backbone, view_q)
         query = self.projection_head(pooled)
         key = self._key(view_k)
         queue, queue_labels = self.memory_bank.get()
         loss_dscl = self.criterion(query, key, labels, queue, queue_labels, queue_normalized=True)
-        if use_patches:
-            loss_pbsd = self._pbsd(feature_map, view_q.shape[-2:], patches, boxes, key, queue)
+        if pbsd_inputs is not None:
+            loss_pbsd = self._pbsd(feature_map, view_q.shape[-2:], *pbsd_inputs, key, queue)
             loss = loss_dscl + self.pbsd_weight * loss_pbsd
         else:
             loss_pbsd = loss_dscl.new_zeros(())
             loss = loss_dscl
         diagnostics: dict[str, Tensor] = {}
         if self.track_grad_ratio:  # no gradient
-            ratio = self.criterion.pull_gradient_ratio(
-                query.detach(), key, labels, queue, queue_labels
-            )
+            pull_ratio = getattr(self.criterion, "pull_gradient_ratio", None)
+            if pull_ratio is None:
+                raise checks.InvalidValue(
+                    "track_grad_ratio",
+                    "needs a criterion with pull_gradient_ratio, got "
+                    f"{type(self.criterion).__name__}",
+                )
+            ratio = pull_ratio(query.detach(), key, labels, queue, queue_labels)
             diagnostics = dict(
                 grad_ratio=ratio.ratio,
                 grad_ratio_aligned=ratio.aligned,
                 grad_ratio_valid=ratio.valid,
             )
-        if self.training and torch.is_grad_enabled():  # training steps only
+        if updates_queue(self, query):
             self.memory_bank.enqueue(key, labels, normalize=True)
         return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd, **diagnostics)
 
@@ -279,31 +298,25 @@ class SupConModel(DSCLModel):
     queue): a :class:`DSCLModel` with ``criterion=SupConLoss(temperature)`` and
     ``pbsd_weight=0``.
 
+    ``options`` are :class:`DSCLModel`'s keywords (``proj_dim``, ``queue_size``,
+    ``momentum``, ``gather_distributed``, ``shuffle_bn``, ...) but the ones this class
+    sets: ``criterion`` and ``pbsd_weight`` (``alpha``/``beta`` do not apply).
     ``forward`` has the ``DSCLModel`` signature; ``patches`` and ``boxes`` are ignored.
     Returns ``dict(loss, loss_dscl=loss, loss_pbsd=0)`` (and the ``grad_ratio`` entries
     when ``track_grad_ratio`` is set).
+
+    Examples:
+        >>> model = SupConModel(backbone, dim, temperature=0.1, queue_size=4096)
     """
 
     def __init__(
-        self,
-        backbone: nn.Module,
-        feature_dim: int,
-        proj_dim: int = 128,
-        queue_size: int = 65536,
-        momentum: float = 0.999,
-        temperature: float = 0.07,
-        gather_distributed: bool = False,
-        shuffle_bn: bool = True,
+        self, backbone: nn.Module, feature_dim: int, temperature: float = 0.07, **options: Any
     ) -> None:
         super().__init__(
             backbone,
             feature_dim,
-            proj_dim,
-            queue_size,
-            momentum,
             temperature=temperature,
             pbsd_weight=0.0,
-            gather_distributed=gather_distributed,
-            shuffle_bn=shuffle_bn,
             criterion=SupConLoss(temperature=temperature),
+            **options,
         )

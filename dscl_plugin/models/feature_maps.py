@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from dscl_plugin import checks
 from dscl_plugin.backbones import ViTBackbone
 from dscl_plugin.functional.contrastive import compute_dtype
 
@@ -50,16 +51,21 @@ def forward_without_stat_update(module: nn.Module, images: Tensor) -> Tensor:
 
 
 def backbone_feature_map(backbone: nn.Module, images: Tensor, keep_buffers: bool = False) -> Tensor:
-    """``backbone(images)``, checked to be a feature map (B, C, h, w)."""
+    """``backbone(images)``, checked to be a feature map (B, C, h, w); ``keep_buffers``:
+    through :func:`forward_without_stat_update`.
+
+    Raises:
+        ValueError: the backbone returns anything else (e.g. pooled (B, C) vectors).
+    """
     if keep_buffers:
         feature_map = forward_without_stat_update(backbone, images)
     else:
         feature_map = backbone(images)
-    if feature_map.ndim != 4:
-        raise ValueError(
-            "The backbone must return a feature map (B, C, h, w), got shape "
-            f"{tuple(feature_map.shape)}."
-        )
+    checks.require(
+        feature_map.ndim == 4,
+        "backbone",
+        f"must return feature maps (B, C, h, w), got shape {tuple(feature_map.shape)}",
+    )
     return feature_map
 
 

@@ -50,12 +50,11 @@ def partner_index(
             "DistributedLossWrapper(efficient=True); use layout 2 (ref_emb = the other "
             f"view) instead. {LAYOUT_HELP}"
         )
-    if labels is not None and ref_labels is not None:
-        if not torch.equal(ref_labels[:n], labels):
-            raise ValueError(
-                "ref_labels[:len(embeddings)] != labels: ref_emb[i] must be the other "
-                "view of embeddings[i]. Under DistributedLossWrapper(efficient=False), "
-                "ref_emb must have one row per embedding (no memory rows); use "
-                f"efficient=True or DSCLCrossBatchMemory. {LAYOUT_HELP}"
-            )
+    if labels is not None and ref_labels is not None and not torch.equal(ref_labels[:n], labels):
+        raise ValueError(
+            "ref_labels[:len(embeddings)] != labels: ref_emb[i] must be the other "
+            "view of embeddings[i]. Under DistributedLossWrapper(efficient=False), "
+            "ref_emb must have one row per embedding (no memory rows); use "
+            f"efficient=True or DSCLCrossBatchMemory. {LAYOUT_HELP}"
+        )
     return rows, False

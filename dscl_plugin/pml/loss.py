@@ -99,8 +99,6 @@ class DSCLLoss(BaseMetricLossFunction):
     ) -> dict:
         if labels is None:
             raise ValueError("DSCLLoss needs labels (one integer class id per embedding).")
-        if ref_labels is None and indices_tuple is None:
-            raise ValueError("DSCLLoss needs ref_labels with ref_emb (or an indices_tuple).")
         self._check_inputs(embeddings, labels, ref_emb, ref_labels)
         own_index, layout1 = partner_index(embeddings, labels, ref_emb, ref_labels)
         positive, candidate = self._masks(
@@ -161,6 +159,8 @@ class DSCLLoss(BaseMetricLossFunction):
         """(n, R) bool masks of the class positives ``P_i`` and the candidates ``C_i``."""
         n, device = own_index.shape[0], own_index.device
         if indices_tuple is None:
+            if ref_labels is None:
+                raise ValueError("DSCLLoss needs ref_labels with ref_emb (or an indices_tuple).")
             positive = labels[:, None] == ref_labels[None, :]
             candidate = torch.ones_like(positive)
         else:

@@ -7,6 +7,7 @@ from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
+from dscl_plugin import checks
 from dscl_plugin.pml.loss import DSCLLoss
 
 
@@ -34,6 +35,9 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
         >>> loss = memory(torch.cat([q, k.detach()]), torch.cat([y, y]), enqueue_mask=mask)
     """
 
+    embedding_memory: Tensor
+    label_memory: Tensor
+
     def __init__(
         self,
         loss: DSCLLoss,
@@ -48,8 +52,7 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
                 f"{type(loss).__module__}.{type(loss).__name__}; use PML's "
                 "CrossBatchMemory for other losses."
             )
-        if memory_size < 1:
-            raise ValueError(f"memory_size must be >= 1, got {memory_size}.")
+        checks.integer("memory_size", memory_size, 1)
         super().__init__(loss, embedding_size, memory_size=memory_size, miner=miner, **kwargs)
 
     @staticmethod

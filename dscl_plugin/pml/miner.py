@@ -5,6 +5,7 @@ import torch
 from pytorch_metric_learning.miners import BaseMiner
 from torch import Tensor
 
+from dscl_plugin import checks
 from dscl_plugin.pml.layouts import partner_index
 
 __all__ = ["DSCLMiner"]
@@ -35,13 +36,8 @@ class DSCLMiner(BaseMiner):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        for name, value in (
-            ("max_class_positives", max_class_positives),
-            ("max_negatives", max_negatives),
-        ):
-            valid = value is None or (type(value) is int and value >= 0)
-            if not valid:
-                raise ValueError(f"{name} must be None or an int >= 0, got {value!r}.")
+        checks.integer("max_class_positives", max_class_positives, 0, allow_none=True)
+        checks.integer("max_negatives", max_negatives, 0, allow_none=True)
         self.max_class_positives = max_class_positives
         self.max_negatives = max_negatives
         self.add_to_recordable_attributes(
@@ -53,6 +49,8 @@ class DSCLMiner(BaseMiner):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if labels is None or ref_labels is None:
             raise ValueError("DSCLMiner needs labels (and ref_labels with ref_emb).")
+        checks.labels("labels", labels, embeddings.shape[0])
+        checks.labels("ref_labels", ref_labels, ref_emb.shape[0])
         own_index, layout1 = partner_index(embeddings, labels, ref_emb, ref_labels)
         rows = torch.arange(embeddings.shape[0], device=labels.device)
         same = labels[:, None] == ref_labels[None, :]

@@ -19,7 +19,8 @@ from typing import Any
 
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.evaluation.comparison import format_table, plot_comparison, summarise
-from dscl_plugin.runs.folder import changed_settings, checkpoint_dir
+from dscl_plugin.runs import pipeline
+from dscl_plugin.runs.folder import RunFolder, changed_settings
 from dscl_plugin.runs.provenance import machine_description, package_stamp
 from dscl_plugin.runs.variants import Variant, resolve_variants
 from dscl_plugin.training.config import load_config, to_dict
@@ -34,7 +35,7 @@ FIGURE_FILE = "compare.png"
 SHARED_KEYS = ("data", "model", "optim", "probe", "eval", "trainer.epochs", "trainer.batch_size")
 # overrides the comparison sets itself, and the option that sets them
 RESERVED = {"method": "--methods", "seed": "--seeds", "output_dir": "--out"}
-# (config, resume "last" or None) -> the stage-2 metrics (dscl_plugin.cli.run)
+# (config, resume "last" or None) -> the stage-2 metrics (None on a non-main process)
 RunFunction = Callable[[Config, str | None], Mapping[str, Any] | None]
 
 
@@ -158,7 +159,7 @@ def run_missing(
     log(f"dscl-compare: {len(plan) - len(missing)} of {len(plan)} run(s) recorded in {runs}")
     context = {"command": command, "machine": machine_description(), **package_stamp()}
     for i, planned in enumerate(missing):
-        last = checkpoint_dir(planned.config) / "last.ckpt"
+        last = RunFolder.of(planned.config).last_checkpoint
         resume = "last" if last.is_file() else None
         log(
             f"dscl-compare: [{i + 1}/{len(missing)}] {planned.variant.name} seed {planned.seed}"
@@ -303,19 +304,25 @@ def write_report(
     return report, figure
 
 
+def run_pipeline(config: Config, resume: str | None) -> dict[str, Any] | None:
+    """One run as ``dscl-train`` runs it (:func:`dscl_plugin.runs.pipeline.run`): stage 1,
+    resumed from ``last.ckpt`` when ``resume`` is ``"last"``, then stage 2."""
+    return pipeline.run(config, resume=resume)
+
+
 def compare(
     config: str | Path,
     methods: Sequence[str],
     seeds: Sequence[int],
     out_dir: str | Path,
-    run: RunFunction,
     overrides: Sequence[str] = (),
     command: str = "",
+    run: RunFunction = run_pipeline,
     extra_variants: Mapping[str, Variant] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """:func:`plan_runs`, :func:`run_missing` (``run`` trains and evaluates one config,
-    e.g. :func:`dscl_plugin.cli.run`), then :func:`write_report`; returns the records."""
+    """:func:`plan_runs`, :func:`run_missing` (``run`` trains and evaluates one config),
+    then :func:`write_report`; returns the records."""
     plan = plan_runs(config, methods, seeds, out_dir, overrides, extra_variants)
     records = run_missing(plan, out_dir, run, command, overrides, log)
     if not records:  # a process other than the main one of a run

@@ -1,5 +1,5 @@
 """A run's folder (``output_dir``): where each stage reads and writes, the settings saved
-with a run and how a config differs from them.
+with a run, and the checks of a config against them.
 
 ``output_dir/`` holds ``config.yaml`` (the merged config), ``checkpoints/last.ckpt`` (and
 ``last.prev.ckpt``), ``logs/metrics.csv``, ``backbone.pt`` once stage 1 has finished and the
@@ -8,23 +8,102 @@ elsewhere gets its results in ``<checkpoint stem>_eval/`` beside it.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dscl_plugin.errors import CheckpointError, ConfigError
-from dscl_plugin.files import load_file
+from dscl_plugin.files import PathLike, load_file
 from dscl_plugin.training.config import to_dict
 from dscl_plugin.training.schema import Config
 
+# how a stage-1 run starts: None/False fresh, True/"last" from last.ckpt, or a checkpoint
 Resume = None | bool | str | Path
-PathLike = str | Path
+
+# settings a resumed run must share with its checkpoint (others, e.g. num_workers, may
+# change; trainer.epochs may grow, which extends the run)
+RESUME_KEYS = ("method", "data", "model", "optim", "seed", "trainer.batch_size")
+RESUME_FREE = ("data.root", "data.download")
+# settings that make a training checkpoint the model it is (model.init_from only started it)
+MODEL_KEYS = ("method", "model")
 
 
-def checkpoint_dir(config: Config) -> Path:
-    return Path(config.output_dir) / "checkpoints"
+# the files of a run, relative to its folder
+LAYOUT = {
+    "config_file": "config.yaml",
+    "checkpoints": "checkpoints",
+    "last_checkpoint": "checkpoints/last.ckpt",
+    "logs": "logs",
+    "backbone": "backbone.pt",
+}
 
 
-def backbone_path(config: Config) -> Path:
-    return Path(config.output_dir) / "backbone.pt"
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of the run in ``root`` (a config's ``output_dir``), as :data:`LAYOUT`
+    places them: ``config_file``, ``checkpoints`` (the folder), ``last_checkpoint``,
+    ``logs`` (the folder of ``metrics.csv``) and ``backbone``."""
+
+    root: Path
+    config_file: Path = field(init=False)
+    checkpoints: Path = field(init=False)
+    last_checkpoint: Path = field(init=False)
+    logs: Path = field(init=False)
+    backbone: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name, relative in LAYOUT.items():
+            object.__setattr__(self, name, self.root / relative)
+
+    @classmethod
+    def of(cls, config: Config) -> "RunFolder":
+        return cls(Path(config.output_dir))
+
+    def training_finished(self) -> bool:
+        """Whether stage 1 has finished: ``backbone.pt`` written after the last checkpoint."""
+        last, backbone = self.last_checkpoint, self.backbone
+        return (
+            last.is_file()
+            and backbone.is_file()
+            and backbone.stat().st_mtime >= last.stat().st_mtime
+        )
+
+    def results_dir(self, scored: PathLike) -> Path:
+        """Where stage 2 writes the results of the ``scored`` weights: the folder itself for
+        its own ``backbone.pt``, else ``<scored stem>_eval/`` next to the scored file, so
+        scoring another checkpoint never overwrites a run's results."""
+        scored = Path(scored).resolve()
+        if scored == self.backbone.resolve():
+            return self.root
+        return scored.with_name(f"{scored.stem}_eval")
+
+
+def saved_config(path: PathLike) -> dict[str, Any]:
+    """The config (a dict) saved in the training checkpoint ``path`` by ``dscl-train``.
+
+    Raises:
+        CheckpointError: unreadable, or no saved config.
+    """
+    checkpoint = load_file(path)
+    saved = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    config = saved.get("config")
+    if config is None:
+        raise CheckpointError(f"'{path}' has no saved config: it was not written by dscl-train.")
+    return config
+
+
+def changed_settings(
+    saved: dict[str, Any], config: Config, keys: Iterable[str], free: Iterable[str] = RESUME_FREE
+) -> list[tuple[str, object, object]]:
+    """``(key, saved value, config value)`` for every leaf under ``keys`` where ``config``
+    differs from the ``saved`` config (a dict), except the keys in ``free``."""
+    current, changes = to_dict(config), []
+    for key in keys:
+        old, new = _flatten(_lookup(saved, key), key), _flatten(_lookup(current, key), key)
+        for k in sorted(old.keys() | new.keys()):
+            if old.get(k) != new.get(k) and k not in free:
+                changes.append((k, old.get(k), new.get(k)))
+    return changes
 
 
 def resolve_resume(config: Config, resume: Resume) -> Path | None:
@@ -35,7 +114,7 @@ def resolve_resume(config: Config, resume: Resume) -> Path | None:
             missing or unreadable.
         ConfigError: the checkpoint was trained with other settings.
     """
-    last = checkpoint_dir(config) / "last.ckpt"
+    last = RunFolder.of(config).last_checkpoint
     if resume is None or resume is False:
         if last.exists():
             raise CheckpointError(
@@ -50,46 +129,13 @@ def resolve_resume(config: Config, resume: Resume) -> Path | None:
     return path
 
 
-# settings a resumed run must share with its checkpoint (others, e.g. num_workers, may change;
-# trainer.epochs may grow, which extends the run)
-RESUME_KEYS = ("method", "data", "model", "optim", "seed", "trainer.batch_size")
-RESUME_FREE = ("data.root", "data.download")
-
-
-def saved_config(path: str | Path) -> dict:
-    """The config (a dict) saved in the training checkpoint ``path`` by ``dscl-train``.
-
-    Raises:
-        CheckpointError: unreadable, or no saved config.
-    """
-    checkpoint = load_file(path)
-    saved = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    saved = saved.get("config")
-    if saved is None:
-        raise CheckpointError(f"'{path}' has no saved config: it was not written by dscl-train.")
-    return saved
-
-
-def changed_settings(
-    saved: dict, config: Config, keys: Iterable[str], free: Iterable[str] = RESUME_FREE
-) -> list[tuple[str, object, object]]:
-    """``(key, saved value, config value)`` for every leaf under ``keys`` where ``config``
-    differs from the ``saved`` config (a dict), except the keys in ``free``."""
-    current, changes = to_dict(config), []
-    for key in keys:
-        old, new = (
-            _flatten(_lookup(saved, key), key),
-            _flatten(_lookup(current, key), key),
-        )
-        for k in sorted(old.keys() | new.keys()):
-            if old.get(k) != new.get(k) and k not in free:
-                changes.append((k, old.get(k), new.get(k)))
-    return changes
-
-
 def check_resume_config(config: Config, path: Path) -> None:
     """Refuse to resume ``path`` with different training settings (reads the file once,
-    so a corrupt checkpoint fails here, naming it)."""
+    so a corrupt checkpoint fails here, naming it).
+
+    Raises:
+        ConfigError: a setting of :data:`RESUME_KEYS` differs, or ``trainer.epochs`` shrank.
+    """
     saved = saved_config(path)
     changes = [
         f"{k}: {old!r} -> {new!r}" for k, old, new in changed_settings(saved, config, RESUME_KEYS)
@@ -107,45 +153,18 @@ def check_resume_config(config: Config, path: Path) -> None:
         )
 
 
-def _lookup(tree: dict, key: str):
-    for part in key.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
-
-
-def _flatten(value, prefix: str) -> dict[str, object]:
-    if isinstance(value, dict):
-        flat: dict[str, object] = {}
-        for name, sub in value.items():
-            flat.update(_flatten(sub, f"{prefix}.{name}"))
-        return flat
-    return {prefix: value}
-
-
-def training_finished(config: Config) -> bool:
-    """Whether ``output_dir`` holds a finished stage 1: ``backbone.pt`` written after the
-    last checkpoint."""
-    last, backbone = checkpoint_dir(config) / "last.ckpt", backbone_path(config)
-    return (
-        last.is_file() and backbone.is_file() and backbone.stat().st_mtime >= last.stat().st_mtime
-    )
-
-
 def resumes_finished(config: Config, resume: Resume) -> bool:
     """``resume`` names this run's last checkpoint and that run has finished stage 1
     (its settings are then checked as for any resume; an unfinished run's checkpoint is
-    left to :func:`train`, which checks it once)."""
-    if not training_finished(config):
+    left to stage 1, which checks it once)."""
+    folder = RunFolder.of(config)
+    if not folder.training_finished():
         return False
-    return resolve_resume(config, resume) == checkpoint_dir(config) / "last.ckpt"
-
-
-# settings that make a training checkpoint the model it is (model.init_from only started it)
-MODEL_KEYS = ("method", "model")
+    return resolve_resume(config, resume) == folder.last_checkpoint
 
 
 def check_checkpoint_config(
-    config: Config, checkpoint: PathLike, saved: dict, own: Path | None = None
+    config: Config, checkpoint: PathLike, saved: dict[str, Any], own: Path | None = None
 ) -> None:
     """Refuse to score a checkpoint as another method or model than it was trained as
     (``saved``: its config; ``own``: that run's ``config.yaml``, named in the fix), on one
@@ -167,11 +186,16 @@ def check_checkpoint_config(
     )
 
 
-def results_dir(config: Config, checkpoint: PathLike) -> Path:
-    """Where stage 2 writes: ``output_dir`` for the run's own ``backbone.pt``, else
-    ``<checkpoint stem>_eval/`` next to the scored file, so scoring another checkpoint
-    never overwrites a run's results."""
-    checkpoint = Path(checkpoint).resolve()
-    if checkpoint == backbone_path(config).resolve():
-        return Path(config.output_dir)
-    return checkpoint.with_name(f"{checkpoint.stem}_eval")
+def _lookup(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, object]:
+    if isinstance(value, dict):
+        flat: dict[str, object] = {}
+        for name, sub in value.items():
+            flat.update(_flatten(sub, f"{prefix}.{name}"))
+        return flat
+    return {prefix: value}

@@ -10,7 +10,8 @@ from torch.utils.data import Subset
 from dscl_plugin.data.base import ImageDataset
 from dscl_plugin.evaluation.curves import plot_training_curves, read_log
 from dscl_plugin.runs.datasets import build_dataset_split
-from dscl_plugin.runs.stage2 import method_title
+from dscl_plugin.runs.folder import RunFolder
+from dscl_plugin.runs.variants import method_title
 from dscl_plugin.training.monitor import ShotGroupKNNMonitor, monitor_indices
 from dscl_plugin.training.schema import Config
 from dscl_plugin.transforms.views import eval_transform
@@ -50,14 +51,11 @@ def monitor_callbacks(config: Config) -> list[pl.Callback]:
     ]
 
 
-def curves_path(config: Config) -> Path:
-    return Path(config.output_dir) / "curves.png"
-
-
 def write_curves(config: Config) -> Path | None:
     """``output_dir/curves.png`` from ``output_dir/logs/metrics.csv`` (None without a log)."""
-    log = Path(config.output_dir) / "logs" / "metrics.csv"
+    folder = RunFolder.of(config)
+    log = folder.logs / "metrics.csv"
     if not log.is_file():
         return None
     title = f"{method_title(config)} on {config.data.name}: training curves"
-    return plot_training_curves(read_log(log), curves_path(config), title)
+    return plot_training_curves(read_log(log), folder.root / "curves.png", title)

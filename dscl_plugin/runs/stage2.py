@@ -2,22 +2,23 @@
 class-balanced linear probe and kNN retrieval: extract features -> score -> report.
 
 Writes ``metrics.json`` and ``per_class_accuracy.png`` (and, on request, the retrieval
-pictures) to :func:`results_dir`: ``output_dir`` when it scores the run's own
-``backbone.pt``, else a folder next to the checkpoint it scores, so evaluation never
-overwrites a run's results.
+figures) to :meth:`~dscl_plugin.runs.folder.RunFolder.results_dir`: ``output_dir`` when it
+scores the run's own ``backbone.pt``, else a folder next to the checkpoint it scores, so
+evaluation never overwrites a run's results.
 """
 
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import yaml
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from dscl_plugin.backbones.weights import load_backbone_weights
+from dscl_plugin.data.base import ImageDataset
 from dscl_plugin.data.samplers import ClassBalancedSampler
 from dscl_plugin.errors import CheckpointError
 from dscl_plugin.evaluation.features import extract_features
@@ -25,19 +26,20 @@ from dscl_plugin.evaluation.figures import plot_per_class_accuracy
 from dscl_plugin.evaluation.metrics import knn_metrics, shot_metrics
 from dscl_plugin.evaluation.probes import augmented_linear_probe, linear_probe
 from dscl_plugin.evaluation.reports import format_metrics_table, write_metrics
-from dscl_plugin.evaluation.retrieval import RetrievalSettings
-from dscl_plugin.evaluation.retrieval_figures import retrieval_pictures
-from dscl_plugin.files import load_file
+from dscl_plugin.evaluation.retrieval import RetrievalSettings, compute_retrieval
+from dscl_plugin.evaluation.retrieval_figures import write_retrieval_figures
+from dscl_plugin.files import PathLike, load_file
 from dscl_plugin.runs.compute import eval_device
 from dscl_plugin.runs.datasets import build_dataset_split
-from dscl_plugin.runs.folder import backbone_path, check_checkpoint_config, results_dir
+from dscl_plugin.runs.folder import RunFolder, check_checkpoint_config
 from dscl_plugin.runs.provenance import package_stamp
+from dscl_plugin.runs.variants import method_title
 from dscl_plugin.training.config import to_dict
-from dscl_plugin.training.methods import build_method
+from dscl_plugin.training.methods import ContrastiveMethod, build_method
 from dscl_plugin.training.schema import Config
 from dscl_plugin.transforms.views import eval_transform, probe_transform
 
-PathLike = str | Path
+Features = dict[str, tuple[Tensor, Tensor]]  # split -> (features (N, D), labels (N,))
 # what to do with a file stage 2 cannot read
 EVAL_HINT = (
     "dscl-eval scores a backbone.pt or checkpoints/last.ckpt written by dscl-train, or a "
@@ -45,15 +47,7 @@ EVAL_HINT = (
 )
 
 
-def method_title(config: Config) -> str:
-    """The method's name in titles: ``DSCL+PBSD``, ``DSCL`` (``model.pbsd_weight: 0``),
-    ``SupCon``, or the registered name of another method."""
-    if config.method == "dscl":
-        return "DSCL+PBSD" if config.model.pbsd_weight > 0 else "DSCL"
-    return {"supcon": "SupCon"}.get(config.method, config.method)
-
-
-def load_for_eval(config: Config, checkpoint: PathLike) -> pl.LightningModule:
+def load_for_eval(config: Config, checkpoint: PathLike) -> ContrastiveMethod:
     """The method module with weights from a training checkpoint (``*.ckpt``, whose saved
     config must match ``config``'s method and model) or a backbone ``state_dict``
     (``backbone.pt``, torchvision weights; beside a run's ``config.yaml``, that config
@@ -88,10 +82,10 @@ def load_for_eval(config: Config, checkpoint: PathLike) -> pl.LightningModule:
 
 def extract_split_features(
     config: Config,
-    module: pl.LightningModule,
-    datasets: dict[str, Dataset],
+    module: ContrastiveMethod,
+    datasets: dict[str, ImageDataset],
     device: torch.device,
-) -> dict[str, tuple[Tensor, Tensor]]:
+) -> Features:
     """``{"train": (features, labels), "test": ...}`` of ``datasets`` (centre crops),
     embedded by the frozen module (in eval mode: the caller's job)."""
     features = {}
@@ -109,11 +103,11 @@ def extract_split_features(
 
 def score(
     config: Config,
-    module: pl.LightningModule,
-    features: dict[str, tuple[Tensor, Tensor]],
+    module: ContrastiveMethod,
+    features: Features,
     class_counts: Sequence[int],
     device: torch.device,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """The linear probe (``probe.protocol``) and kNN metrics of the extracted ``features``:
     ``{"linear_probe": {overall, many, medium, few}, "knn": ..., "per_class_accuracy": ...}``."""
     (train_feats, train_labels), (test_feats, test_labels) = (
@@ -161,16 +155,16 @@ def score(
 
 def report(
     config: Config,
-    scores: dict[str, object],
+    scores: dict[str, Any],
     class_counts: Sequence[int],
     class_names: Sequence[str] | None,
     scored: Path,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Writes ``metrics.json`` (scores, class counts, the checkpoint, the config and the
-    package version) and ``per_class_accuracy.png`` to :func:`results_dir`, prints a
-    table; returns the metrics."""
+    package version) and ``per_class_accuracy.png`` to the results folder of the
+    ``scored`` weights, prints a table; returns the metrics."""
     e = config.eval
-    metrics: dict[str, object] = {
+    metrics: dict[str, Any] = {
         "method": config.method,
         "dataset": config.data.name,
         "linear_probe": scores["linear_probe"],
@@ -182,7 +176,7 @@ def report(
         "config": to_dict(config),
         "package": package_stamp(),
     }
-    out = results_dir(config, scored)
+    out = RunFolder.of(config).results_dir(scored)
     write_metrics(metrics, out / "metrics.json")
     overall = scores["linear_probe"]["overall"]
     plot_per_class_accuracy(
@@ -201,15 +195,16 @@ def report(
 
 def evaluate(
     config: Config,
-    module: pl.LightningModule | None = None,
+    module: ContrastiveMethod | None = None,
     checkpoint: PathLike | None = None,
     retrieval: bool = False,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Stage 2 on the frozen online backbone: :func:`extract_split_features`,
-    :func:`score`, :func:`report` (and :func:`write_retrieval_pictures` beside the metrics
-    when ``retrieval``). ``module``: the trained module of this run (then ``checkpoint``
-    only names its weights; default ``output_dir/backbone.pt``)."""
-    scored = Path(checkpoint) if checkpoint is not None else backbone_path(config)
+    :func:`score`, :func:`report` (and, when ``retrieval``, the retrieval figures beside
+    the metrics). ``module``: the trained module of this run (then ``checkpoint`` only
+    names its weights; default ``output_dir/backbone.pt``)."""
+    folder = RunFolder.of(config)
+    scored = Path(checkpoint) if checkpoint is not None else folder.backbone
     if module is None:
         module = load_for_eval(config, scored)
     device = eval_device(config.trainer.accelerator)
@@ -217,45 +212,35 @@ def evaluate(
     transform = eval_transform(config.data.input_size)
     datasets = {s: build_dataset_split(config, s, transform) for s in ("train", "test")}
     class_counts = datasets["train"].class_counts
-    class_names = getattr(datasets["train"], "class_names", None)
+    class_names = datasets["train"].class_names
     features = extract_split_features(config, module, datasets, device)
-    metrics = report(
-        config,
-        score(config, module, features, class_counts, device),
-        class_counts,
-        class_names,
-        scored,
-    )
+    scores = score(config, module, features, class_counts, device)
+    metrics = report(config, scores, class_counts, class_names, scored)
     if retrieval:
-        paths = write_retrieval_pictures(config, module, datasets, results_dir(config, scored))
+        found = compute_retrieval(
+            module.backbone,
+            datasets["train"],
+            datasets["test"],
+            retrieval_settings(config),
+            device=device,
+        )
+        out = folder.results_dir(scored)
+        paths = write_retrieval_figures(
+            found, datasets["train"], datasets["test"], out, class_names=class_names
+        )
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return metrics
 
 
-def write_retrieval_pictures(
-    config: Config,
-    module: pl.LightningModule,
-    datasets: dict[str, Dataset],
-    out_dir: PathLike,
-) -> dict[str, Path]:
-    """The retrieval pictures (:mod:`dscl_plugin.evaluation.retrieval_figures`) of a trained method's
-    backbone on its ``datasets`` (train and test, evaluation transform), into ``out_dir``."""
-    settings = RetrievalSettings(
+def retrieval_settings(config: Config) -> RetrievalSettings:
+    """The retrieval figures' settings from ``config``: the shot groups of ``eval``, its
+    feature batch size, the run's seed and the PBSD pooling (``model.roi_aligned``)."""
+    return RetrievalSettings(
         many_threshold=config.eval.many_threshold,
         few_threshold=config.eval.few_threshold,
         batch_size=config.eval.batch_size,
         seed=config.seed,
         aligned=config.model.roi_aligned,
-    )
-    train_set = datasets["train"]
-    return retrieval_pictures(
-        module.eval().backbone,
-        train_set,
-        datasets["test"],
-        out_dir,
-        settings,
-        device=eval_device(config.trainer.accelerator),
-        class_names=getattr(train_set, "class_names", None),
     )
 
 

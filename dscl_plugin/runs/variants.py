@@ -8,8 +8,12 @@ nothing heavy: ``dscl-compare --help`` lists these.
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dscl_plugin.errors import ConfigError
+
+if TYPE_CHECKING:  # no OmegaConf for dscl-compare --help
+    from dscl_plugin.training.schema import Config
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,14 @@ VARIANTS: dict[str, Variant] = {
         ),
     )
 }
+
+
+def method_title(config: "Config") -> str:
+    """The method's name in titles: ``DSCL+PBSD``, ``DSCL`` (``model.pbsd_weight: 0``),
+    ``SupCon`` (the labels above), or the registered name of another method."""
+    if config.method == "dscl":
+        return VARIANTS["dscl_pbsd" if config.model.pbsd_weight > 0 else "dscl"].label
+    return VARIANTS["supcon"].label if config.method == "supcon" else config.method
 
 
 def resolve_variants(

@@ -1,4 +1,5 @@
-"""Stage-1 machinery on PyTorch Lightning: the run config (:mod:`.schema`, :mod:`.config`,
-:mod:`.precision`), the method registry and built-in methods (:mod:`.registry`,
-:mod:`.methods`), the trainer and its checkpoint IO, exact-resume callbacks, logging
-adapters and device-side views. Imported lazily: ``import dscl_plugin`` loads none of it."""
+"""The parts of a run on PyTorch Lightning: the run config (:mod:`.schema`, :mod:`.presets`,
+:mod:`.config`, :mod:`.validation`, :mod:`.precision`), the method registry and the
+built-in methods (:mod:`.registry`, :mod:`.methods`), and stage 1's data module
+(:mod:`.data`, :mod:`.device_views`), trainer (:mod:`.trainer`), checkpoint IO, exact
+resume and logging adapters. Imported lazily: ``import dscl_plugin`` loads none of it."""

@@ -1,14 +1,11 @@
 """Lightning's checkpoint IO with crash-safe writes (:func:`dscl_plugin.files.atomic_save`)."""
 
-from pathlib import Path
 from typing import Any
 
 from lightning_fabric.plugins import TorchCheckpointIO
 
 from dscl_plugin.errors import CheckpointError
-from dscl_plugin.files import atomic_save, load_file
-
-PathLike = str | Path
+from dscl_plugin.files import PathLike, atomic_save, load_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

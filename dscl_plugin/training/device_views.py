@@ -1,16 +1,15 @@
-"""``data.pipeline: device``: a training run's views made for each batch on the training
-device (:class:`~dscl_plugin.transforms.kornia_views.DeviceViews`), seeded by
-``(seed, rank, step)``."""
+"""``data.pipeline: device``: the rule of the config key, and the views of a batch of indices
+made on the training device (:class:`~dscl_plugin.transforms.kornia_views.DeviceViews`),
+seeded by ``(seed, rank, step)``. :class:`~dscl_plugin.training.data.TrainingData` applies
+them."""
 
 import importlib.util
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from dscl_plugin import checks
-from dscl_plugin.data.indexed import IndexedImages
 from dscl_plugin.transforms.kornia_views import KORNIA_MISSING, DeviceViews
 
 PIPELINES = ("loader", "device")
@@ -54,24 +53,12 @@ class BatchViews:
     def __init__(self, images: Tensor, views: DeviceViews, seed: int) -> None:
         self.images, self.views, self.seed = images, views, seed
 
-    def __call__(self, indices: Tensor, labels: Tensor, step: int, rank: int = 0):
+    def __call__(
+        self, indices: Tensor, labels: Tensor, step: int, rank: int = 0
+    ) -> tuple[Tensor | None, ...]:
         if self.images.device != indices.device:
             self.images = self.images.to(indices.device)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(step_seed(self.seed, rank, step))
             views = self.views(self.images[indices])
         return (*views, labels.long())
-
-
-def use_device_views(module, dataset: Dataset, seed: int) -> IndexedImages:
-    """Switch a training run to ``data.pipeline: device``: ``module.device_views`` becomes
-    the :class:`BatchViews` of ``dataset``'s images with ``module.view_options()``; returns
-    the ``(index, label)`` dataset to load (no workers and the default collate suffice).
-
-    Raises:
-        ValueError: ``dataset`` is not in memory (an ``ArrayImageDataset``).
-        ImportError: Kornia is not installed.
-    """
-    indexed = IndexedImages(dataset)
-    module.device_views = BatchViews(indexed.images, DeviceViews(**module.view_options()), seed)
-    return indexed

@@ -10,6 +10,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger
@@ -25,7 +26,7 @@ class ContinuedCSVLogger(CSVLogger):
     file's rows first and hands them back to the new writer (``metrics``, ``save()``).
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._continued = False
 
@@ -34,7 +35,7 @@ class ContinuedCSVLogger(CSVLogger):
         if self._continued:
             return super().experiment
         path = os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE)
-        rows = []
+        rows: list[dict[str, Any]] = []  # the file's values, written back as read
         if os.path.isfile(path):
             with open(path, newline="") as file:
                 rows = list(csv.DictReader(file))
@@ -76,7 +77,7 @@ class EpochLines(pl.Callback):
         )
 
 
-def progress_callbacks(progress_bar: bool) -> tuple:
+def progress_callbacks(progress_bar: bool) -> tuple[bool, list[pl.Callback]]:
     """``(enable_progress_bar, callbacks)`` for ``trainer.progress_bar``: Lightning's bar
     on a terminal, :class:`EpochLines` when stdout is redirected, nothing when off."""
     if not progress_bar:
@@ -108,7 +109,7 @@ def silence_lightning_tips() -> None:
 def expected_fit_warnings(resuming: bool) -> Iterator[None]:
     """Ignores, inside the block, the warnings a fit of this package always triggers:
     torch's ``LeafSpec`` deprecation (raised by Lightning's own pytree code), the
-    resume-inside-an-epoch warning (``MidEpochResumeCallback`` resumes the loader
+    resume-inside-an-epoch warning (``ExactResume`` resumes the loader
     itself) and, when ``resuming``, "Checkpoint directory ... exists"."""
     with warnings.catch_warnings():
         warnings.filterwarnings(

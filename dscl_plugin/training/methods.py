@@ -8,18 +8,20 @@ Under DDP the queue gathers keys with their labels from every process.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from dscl_plugin.backbones import build_backbone
 from dscl_plugin.backbones.weights import load_backbone_weights
 from dscl_plugin.data.shots import shot_groups
 from dscl_plugin.models.dscl_model import DSCLModel, SupConModel
-from dscl_plugin.training.config import raise_problems, to_dict
+from dscl_plugin.training.config import to_dict
 from dscl_plugin.training.registry import (
     available_methods,
     get_method,
@@ -27,6 +29,7 @@ from dscl_plugin.training.registry import (
     register_method,
 )
 from dscl_plugin.training.schema import Config
+from dscl_plugin.training.validation import raise_problems
 from dscl_plugin.transforms.collate import PatchViewCollate
 from dscl_plugin.transforms.views import DSCLTransform
 
@@ -43,11 +46,13 @@ class ContrastiveMethod(pl.LightningModule):
     dict(loss, loss_dscl, loss_pbsd)``, ``update_momentum(m)``, ``embed(images)``,
     ``backbone`` and ``memory_bank`` (see :class:`dscl_plugin.models.DSCLModel`); for
     ``trainer.log_grad_ratio`` also ``track_grad_ratio`` and the ``grad_ratio`` outputs.
+    Its memory bank gathers keys from every process when the run has several
+    (:attr:`gather_distributed`).
     """
 
     uses_patches = True
     # the model class and the ``config.model`` keys passed to it as keywords
-    model_class: Callable[..., nn.Module] = DSCLModel
+    model_class: Callable[..., DSCLModel] = DSCLModel
     model_keys: tuple[str, ...] = (
         "proj_dim",
         "queue_size",
@@ -55,26 +60,33 @@ class ContrastiveMethod(pl.LightningModule):
         "temperature",
         "shuffle_bn",
     )
-    device_views: Callable | None = None  # data.pipeline: device (device_views.use_device_views)
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
         self.save_hyperparameters({"config": to_dict(config)})
-        self.model = self.build_model()
+        self.model: DSCLModel = self.build_model()
 
     @classmethod
     def check_config(cls, config: Config) -> list[str]:
         """Method-specific config problems, as ``"key: message"`` strings."""
         return []
 
-    def build_model(self) -> nn.Module:
-        """``model_class(backbone, feature_dim, **{key: config.model.<key>})`` for
-        ``model_keys``; override for other models."""
+    @property
+    def gather_distributed(self) -> bool:
+        """Whether the run has several processes (``trainer.devices x trainer.num_nodes >
+        1``), whose keys the memory bank must gather."""
+        t = self.config.trainer
+        return t.devices * t.num_nodes > 1
+
+    def build_model(self) -> DSCLModel:
+        """``model_class(backbone, feature_dim, gather_distributed=...,
+        **{key: config.model.<key>})`` for ``model_keys``; override for other models."""
         backbone, feature_dim = self.build_backbone()
         m = self.config.model
+        keys = {key: getattr(m, key) for key in self.model_keys}
         return self.model_class(
-            backbone, feature_dim, **{key: getattr(m, key) for key in self.model_keys}
+            backbone, feature_dim, gather_distributed=self.gather_distributed, **keys
         )
 
     def build_backbone(self) -> tuple[nn.Module, int]:
@@ -104,8 +116,9 @@ class ContrastiveMethod(pl.LightningModule):
         return self.model.embed(images)
 
     def view_options(self) -> dict[str, Any]:
-        """Stage-1 view keywords (of ``DSCLTransform`` and ``DeviceViews``); patches only if
-        the method uses them and ``pbsd_weight > 0``."""
+        """The stage-1 view settings, as keywords of :class:`DSCLTransform` (and of
+        ``DeviceViews`` for ``data.pipeline: device``); patches only if the method uses
+        them and ``pbsd_weight > 0``."""
         d, m = self.config.data, self.config.model
         use_patches = self.uses_patches and m.pbsd_weight > 0
         return dict(
@@ -122,16 +135,6 @@ class ContrastiveMethod(pl.LightningModule):
 
     def collate_fn(self) -> Callable:
         return PatchViewCollate()
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """``data.pipeline: device``: a batch ``(indices, labels)`` becomes its views, made on
-        the device and seeded by (seed, rank, step)."""
-        if self.device_views is None:
-            return batch
-        return self.device_views(*batch, step=self.global_step, rank=self.global_rank)
-
-    def setup(self, stage: str) -> None:
-        self.model.memory_bank.gather_distributed = self.trainer.world_size > 1
 
     def on_train_epoch_start(self) -> None:
         if self.model.track_grad_ratio:  # rows: sum of ratio, sum of aligned value, anchors
@@ -231,13 +234,15 @@ class ContrastiveMethod(pl.LightningModule):
         anchor, summed here per class over each epoch (:meth:`on_train_epoch_end` logs it)."""
         for scheduler_config in self.trainer.lr_scheduler_configs:
             scheduler = scheduler_config.scheduler
+            assert isinstance(scheduler, LambdaLR)  # configure_optimizers' CosineWarmupScheduler
             groups = scheduler.optimizer.param_groups
             for group, base_lr, scale in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
                 group["lr"] = base_lr * scale(scheduler.last_epoch)
         self.model.track_grad_ratio = self.config.trainer.log_grad_ratio
         if not self.model.track_grad_ratio:
             return
-        class_counts = getattr(self.trainer.train_dataloader.dataset, "class_counts", None)
+        loader = self.trainer.train_dataloader
+        class_counts = getattr(getattr(loader, "dataset", None), "class_counts", None)
         if class_counts is None:
             raise ValueError(
                 "trainer.log_grad_ratio: the training dataset has no class_counts (needed for "
@@ -245,9 +250,10 @@ class ContrastiveMethod(pl.LightningModule):
             )
         self._class_counts = list(class_counts)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         o, epochs = self.config.optim, self.config.trainer.epochs
         params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer: torch.optim.Optimizer
         if o.name == "adamw":
             optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
         else:
@@ -307,7 +313,7 @@ class SupConMethod(ContrastiveMethod):
         return problems
 
 
-def check_method(config: Config) -> type:
+def check_method(config: Config) -> type[pl.LightningModule]:
     """The class registered as ``config.method`` (after loading the installed method
     plugins), once its ``check_config`` found no problem.
 
@@ -328,6 +334,8 @@ def check_method(config: Config) -> type:
     return cls
 
 
-def build_method(config: Config) -> pl.LightningModule:
-    """The run's method module, ``cls(config)`` for the class :func:`check_method` returns."""
-    return check_method(config)(config)
+def build_method(config: Config) -> ContrastiveMethod:
+    """The run's method module, ``cls(config)`` for the class :func:`check_method` returns:
+    a :class:`ContrastiveMethod`, or a ``LightningModule`` with the parts of its interface
+    the stages use (:mod:`dscl_plugin.training.registry`)."""
+    return cast(ContrastiveMethod, check_method(config)(config))

@@ -1,4 +1,5 @@
-"""``trainer.precision: auto``: bf16 mixed precision where the hardware computes in bf16,
+"""The hardware a run asks for: ``trainer.accelerator: auto`` resolved to ``cpu`` or ``gpu``,
+and ``trainer.precision: auto``: bf16 mixed precision where the hardware computes in bf16,
 float32 elsewhere.
 
 bf16 autocast only pays where bf16 matrix products run natively: on x86 CPUs with the
@@ -18,6 +19,14 @@ BF16 = "bf16-mixed"
 FP32 = "32-true"
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = Path("/proc/cpuinfo")
+
+
+def resolve_accelerator(accelerator: str) -> str:
+    """``trainer.accelerator`` as ``cpu`` or ``gpu``: ``auto`` is ``gpu`` when CUDA is
+    available, ``cuda`` is ``gpu``."""
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if accelerator == "cuda" else accelerator
 
 
 def cpu_bf16_flags(cpuinfo: Path = CPUINFO) -> tuple[str, ...]:

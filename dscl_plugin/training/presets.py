@@ -5,6 +5,7 @@ import difflib
 from pathlib import Path
 
 from dscl_plugin.errors import ConfigError
+from dscl_plugin.files import PathLike
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 SUFFIX = ".yaml"
@@ -23,7 +24,7 @@ def preset_description(name: str) -> str:
     return ""
 
 
-def find_config(name: str | Path, folder: Path | None = None) -> Path:
+def find_config(name: PathLike, folder: Path | None = None) -> Path:
     """The YAML file ``name`` means: a path (relative to ``folder`` when given, e.g. the
     file whose ``base:`` it is), else a shipped preset of that name (``dscl_digits_lt`` or
     ``dscl_digits_lt.yaml``).

@@ -12,11 +12,13 @@ an entry point in the group ``dscl_plugin.methods`` of an installed package::
         my_dscl = my_package.methods
 
 A method class is constructed as ``cls(config)`` and provides the model and its loss
-(``training_step``), ``train_transform()`` and ``collate_fn()`` for stage 1, ``embed(images)``
-(pooled frozen features) and ``backbone`` for stage 2, and optionally a classmethod
-``check_config(config) -> list[str]`` of config problems (``"key: message"``), run
-by :func:`dscl_plugin.training.methods.build_method` before the method is built. Subclassing :class:`dscl_plugin.training.methods.ContrastiveMethod`
-provides all of these.
+(``training_step``), ``train_transform()`` and ``collate_fn()`` for stage 1 (and
+``view_options()``, the keywords of its views, for ``data.pipeline: device``),
+``embed(images)`` (pooled frozen features) and ``backbone`` for stage 2, and optionally
+a classmethod ``check_config(config) -> list[str]`` of config problems
+(``"key: message"``), run by :func:`dscl_plugin.training.methods.build_method` before the
+method is built.
+Subclassing :class:`dscl_plugin.training.methods.ContrastiveMethod` provides all of these.
 
 Examples:
     >>> from dscl_plugin.training.methods import ContrastiveMethod
@@ -125,7 +127,7 @@ def _import(module: str) -> None:
         return
     path = Path(module).resolve()
     spec = importlib.util.spec_from_file_location(path.stem, path)
-    if spec is None or not path.is_file():
+    if spec is None or spec.loader is None or not path.is_file():
         raise FileNotFoundError(f"no such file: '{module}'")
     sys.modules[path.stem] = loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)

@@ -1,9 +1,9 @@
 """The run configuration's schema: one dataclass per YAML section, with the defaults.
 
 OmegaConf merges YAML files and ``a.b=value`` overrides onto it and checks the types
-(:func:`dscl_plugin.training.config.load_config`); the value rules are in :mod:`dscl_plugin.config`.
-The ``model`` section stays flat (backbone, heads, queue, loss and patch keys side by
-side): every existing user config and override (``model.beta=4``) keeps working.
+(:func:`dscl_plugin.training.config.load_config`); the value rules are in
+:mod:`dscl_plugin.training.validation`. The ``model`` section is flat: backbone, heads,
+queue, loss and patch keys side by side (``model.beta=4``).
 """
 
 from dataclasses import dataclass, field

@@ -1,71 +1,74 @@
 """The Lightning ``Trainer`` of stage 1: atomic ``last.ckpt`` per epoch (and every
-``trainer.checkpoint_every_n_steps`` steps), RNG state, CSV logs, a progress bar on a
+``trainer.checkpoint_every_n_steps`` steps), exact resume, CSV logs, a progress bar on a
 terminal and one line per epoch off it."""
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import pytorch_lightning as pl
-import torch
+from lightning_fabric.connector import _PRECISION_INPUT
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from dscl_plugin.training.checkpoint_io import AtomicCheckpointIO
+from dscl_plugin.training.data import TrainingData
 from dscl_plugin.training.lightning_adapters import (
     ContinuedCSVLogger,
     progress_callbacks,
     silence_lightning_tips,
 )
-from dscl_plugin.training.resume import (
-    MidEpochResumeCallback,
-    ResumableDataLoader,
-    RNGStateCallback,
-)
+from dscl_plugin.training.resume import ExactResume
 from dscl_plugin.training.schema import Config
 
 
-def _last_checkpoint(checkpoint_dir: Path, **every: int) -> ModelCheckpoint:
-    """``ModelCheckpoint`` writing ``checkpoints/last.ckpt`` (``every_n_epochs`` or
-    ``every_n_train_steps``)."""
+def last_checkpoint(
+    checkpoint_dir: Path, every_n_epochs: int | None = None, every_n_train_steps: int | None = None
+) -> ModelCheckpoint:
+    """``ModelCheckpoint`` writing ``checkpoint_dir/last.ckpt`` every ``every_n_epochs``
+    epochs or ``every_n_train_steps`` optimizer steps."""
     return ModelCheckpoint(
         dirpath=checkpoint_dir,
         filename="last",
         save_top_k=1,
         enable_version_counter=False,
-        **every,
+        every_n_epochs=every_n_epochs,
+        every_n_train_steps=every_n_train_steps,
     )
 
 
-def _loggers(config: Config) -> list[Logger]:
-    """``logs/metrics.csv`` (continued by a resumed run), and for ``trainer.logger:
-    tensorboard`` also TensorBoard event files in ``logs/tensorboard``."""
-    loggers: list[Logger] = [ContinuedCSVLogger(config.output_dir, name="", version="logs")]
+def configured_loggers(config: Config, log_dir: Path) -> list[Logger]:
+    """The CSV log ``log_dir/metrics.csv`` (continued by a resumed run) and, for
+    ``trainer.logger: tensorboard``, TensorBoard event files in ``log_dir/tensorboard``."""
+    loggers: list[Logger] = [ContinuedCSVLogger(log_dir.parent, name="", version=log_dir.name)]
     if config.trainer.logger == "tensorboard":
-        loggers.append(TensorBoardLogger(config.output_dir, name="logs", version="tensorboard"))
+        loggers.append(TensorBoardLogger(log_dir.parent, name=log_dir.name, version="tensorboard"))
     return loggers
 
 
 def build_trainer(
     config: Config,
     checkpoint_dir: Path,
-    generators: dict[str, torch.Generator],
+    log_dir: Path,
+    data: TrainingData,
     callbacks: Iterable[pl.Callback] = (),
-    loader: ResumableDataLoader | None = None,
+    loggers: Iterable[Logger] = (),
 ) -> pl.Trainer:
-    """Lightning trainer: atomic ``last.ckpt`` per epoch (and every
-    ``trainer.checkpoint_every_n_steps`` steps, resumable inside the epoch when the
-    train ``loader`` is given), RNG state, CSV logs, progress bar on a terminal (one line
-    per epoch when stdout is redirected)."""
+    """Lightning trainer of ``config.trainer`` for ``data``: ``last.ckpt`` in
+    ``checkpoint_dir`` per epoch (and every ``trainer.checkpoint_every_n_steps`` steps;
+    atomic, the previous one kept), :class:`ExactResume` of ``data``'s loader, the
+    :func:`configured_loggers` and ``loggers``,
+    ``callbacks``, a progress bar on a terminal (one line per epoch when stdout is
+    redirected)."""
     silence_lightning_tips()
     t = config.trainer
     distributed = t.devices > 1 or t.num_nodes > 1
     strategy = "ddp" if t.strategy == "auto" and distributed else t.strategy
-    checkpoints = [_last_checkpoint(checkpoint_dir, every_n_epochs=1)]
+    checkpoints = [last_checkpoint(checkpoint_dir, every_n_epochs=1)]
     if t.checkpoint_every_n_steps is not None:
         checkpoints.append(
-            _last_checkpoint(checkpoint_dir, every_n_train_steps=t.checkpoint_every_n_steps)
+            last_checkpoint(checkpoint_dir, every_n_train_steps=t.checkpoint_every_n_steps)
         )
-    resume = [MidEpochResumeCallback(loader)] if loader is not None else []
     progress_bar, progress = progress_callbacks(t.progress_bar)
     return pl.Trainer(
         max_epochs=t.epochs,
@@ -74,17 +77,16 @@ def build_trainer(
         num_nodes=t.num_nodes,
         sync_batchnorm=t.sync_batchnorm,
         strategy=strategy,
-        precision=t.precision,
+        precision=cast(_PRECISION_INPUT, t.precision),  # one of PRECISIONS (validated)
         limit_train_batches=t.limit_train_batches,
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=config.output_dir,
-        logger=_loggers(config),
+        logger=[*configured_loggers(config, log_dir), *loggers],
         callbacks=[
-            RNGStateCallback(generators),
-            *resume,
+            ExactResume(data.generator, data.position),
             *callbacks,  # before the epoch line, which shows what they log
             *progress,
             *checkpoints,

@@ -6,6 +6,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dscl_plugin import checks
+
 
 class PatchViewCollate:
     """``collate_fn`` for ``DSCLTransform`` samples.
@@ -20,18 +22,19 @@ class PatchViewCollate:
     def __call__(
         self, batch: Sequence[Sequence[Any]]
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor]:
-        if len(batch) == 0:
-            raise ValueError("PatchViewCollate got an empty batch.")
+        checks.require(len(batch) > 0, "batch", "is empty: PatchViewCollate needs a sample")
         views = [sample[0] for sample in batch]
         num_views = {len(v) for v in views}
-        if num_views not in ({2}, {4}):
-            raise ValueError(
-                "Every sample's views must be [view_q, view_k] or "
-                f"[view_q, view_k, patches, boxes]; got view counts {sorted(num_views)}."
-            )
-        labels = torch.tensor([int(sample[1]) for sample in batch], dtype=torch.long)
+        checks.require(
+            num_views in ({2}, {4}),
+            "batch",
+            "must hold samples whose views are all [view_q, view_k] or all [view_q, view_k, "
+            f"patches, boxes]; got view counts {sorted(num_views)}",
+        )
+        labels = torch.stack([torch.as_tensor(sample[1]) for sample in batch])
+        checks.labels("labels", labels, len(batch))
         stacked = [torch.stack([v[i] for v in views]) for i in range(len(views[0]))]
         if len(stacked) == 2:
-            stacked += [None, None]
+            return stacked[0], stacked[1], None, None, labels.long()
         view_q, view_k, patches, boxes = stacked
-        return view_q, view_k, patches, boxes, labels
+        return view_q, view_k, patches, boxes, labels.long()

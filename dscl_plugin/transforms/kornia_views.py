@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dscl_plugin import checks
 from dscl_plugin.transforms.views import ViewSettings
 
 KORNIA_MISSING = "needs Kornia, which is not installed: pip install 'dscl-plugin[fast]'"
@@ -137,11 +138,11 @@ class DeviceViews:
         Raises:
             ValueError: ``images`` is not a uint8 ``(B, 1 or 3, H, W)`` batch.
         """
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(
-                "images must be a uint8 (B, 1 or 3, H, W) batch, "
-                f"got {images.dtype} {tuple(images.shape)}"
-            )
+        checks.require(
+            images.dtype == torch.uint8 and images.ndim == 4 and images.shape[1] in (1, 3),
+            "images",
+            f"must be a uint8 (B, 1 or 3, H, W) batch, got {images.dtype} {tuple(images.shape)}",
+        )
         pixels = images.float().div_(255).expand(-1, 3, -1, -1)
         crop_q = self.flip(self.crop(pixels))
         crop_k = self.flip(self.crop(pixels))

@@ -4,7 +4,7 @@ Follows Lightly's ``MultiViewTransform`` conventions: PIL image (or tensor) in,
 list of views out, torchvision v2 transforms through Lightly's compatibility layer.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,25 +18,7 @@ from torchvision.transforms import RandomResizedCrop as _RandomResizedCropV1
 
 from dscl_plugin import checks
 
-NormalizeSpec = dict[str, Sequence[float]] | None
-
-
-def check_jitter(name: str, jitter: Sequence[float]) -> None:
-    """Colour jitter strengths ``(brightness, contrast, saturation, hue)``."""
-    ok = len(jitter) == 4 and min(jitter) >= 0 and jitter[3] <= 0.5
-    checks.require(
-        ok,
-        name,
-        f"must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, got {list(jitter)}",
-    )
-
-
-def check_patch_size(patch_size: int, input_size: int) -> None:
-    checks.require(
-        0 < patch_size <= input_size,
-        "patch_size",
-        f"must be in (0, input_size={input_size}], got {patch_size}",
-    )
+NormalizeSpec = Mapping[str, Sequence[float]] | None
 
 
 def to_tensor_steps(normalize: NormalizeSpec) -> list[Any]:
@@ -57,27 +39,32 @@ class ColourAugmentation:
     :data:`COLOUR_AUGMENTATION`.
 
     Raises:
-        ValueError: a jitter strength < 0 or hue > 0.5, or a probability outside [0, 1].
+        ValueError: a jitter strength < 0 or hue > 0.5, a probability outside [0, 1], or
+            ``blur_sigmas`` not ``(min, max)`` with ``0 < min <= max``.
     """
 
-    jitter: tuple[float, ...] = (0.4, 0.4, 0.4, 0.1)
+    jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1)
     jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
     blur_prob: float = 0.5
-    blur_sigmas: tuple[float, ...] = (0.1, 2.0)
+    blur_sigmas: Sequence[float] = (0.1, 2.0)
 
     def __post_init__(self) -> None:
-        check_jitter("jitter", self.jitter)
+        object.__setattr__(self, "jitter", tuple(self.jitter))
+        object.__setattr__(self, "blur_sigmas", tuple(self.blur_sigmas))
+        checks.jitter("jitter", self.jitter)
         for name in ("jitter_prob", "grayscale_prob", "blur_prob"):
             checks.within(name, getattr(self, name), 0.0, 1.0)
+        checks.positive_range("blur_sigmas", self.blur_sigmas)
 
     def transform(self, normalize: NormalizeSpec = IMAGENET_NORMALIZE) -> T.Compose:
         """Jitter, grayscale, blur, then to tensor and ``normalize``."""
+        low, high = self.blur_sigmas
         return T.Compose(
             [
                 T.RandomApply([T.ColorJitter(*self.jitter)], p=self.jitter_prob),
                 T.RandomGrayscale(p=self.grayscale_prob),
-                GaussianBlur(prob=self.blur_prob, sigmas=self.blur_sigmas),
+                GaussianBlur(prob=self.blur_prob, sigmas=(low, high)),
                 *to_tensor_steps(normalize),
             ]
         )
@@ -118,23 +105,17 @@ class ViewSettings:
         sequences = ("patch_scale", "patch_ratio", "crop_scale", "jitter", "blur_sigmas")
         for name in (*sequences, "key_jitter"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        check_patch_size(self.patch_size, self.input_size)
+        checks.patch_size(self.patch_size, self.input_size)
         checks.at_least("num_patches", self.num_patches, 0)
         checks.scale_range("patch_scale", self.patch_scale)
         checks.scale_range("crop_scale", self.crop_scale)
-        ratio = self.patch_ratio
-        checks.require(
-            len(ratio) == 2 and 0 < ratio[0] <= ratio[1],
-            "patch_ratio",
-            f"must be (min, max) with 0 < min <= max, got {ratio}",
-        )
+        checks.positive_range("patch_ratio", self.patch_ratio)
         checks.within("hflip_prob", self.hflip_prob, 0.0, 1.0)
         checks.within("key_jitter_prob", self.key_jitter_prob, 0.0, 1.0)
-        check_jitter("key_jitter", self.key_jitter)
+        checks.jitter("key_jitter", self.key_jitter)
         colour = ColourAugmentation(  # checks the colour settings
-            tuple(self.jitter), self.jitter_prob, self.grayscale_prob, self.blur_prob,
-            tuple(self.blur_sigmas),
-        )  # fmt: skip
+            self.jitter, self.jitter_prob, self.grayscale_prob, self.blur_prob, self.blur_sigmas
+        )
         object.__setattr__(self, "colour", colour)
 
 
@@ -174,16 +155,16 @@ class DSCLTransform:
         input_size: int = DEFAULT_VIEWS.input_size,
         patch_size: int = DEFAULT_VIEWS.patch_size,
         num_patches: int = DEFAULT_VIEWS.num_patches,
-        patch_scale: tuple[float, float] = DEFAULT_VIEWS.patch_scale,
-        patch_ratio: tuple[float, float] = DEFAULT_VIEWS.patch_ratio,
-        crop_scale: tuple[float, float] = DEFAULT_VIEWS.crop_scale,
+        patch_scale: Sequence[float] = DEFAULT_VIEWS.patch_scale,
+        patch_ratio: Sequence[float] = DEFAULT_VIEWS.patch_ratio,
+        crop_scale: Sequence[float] = DEFAULT_VIEWS.crop_scale,
         hflip_prob: float = DEFAULT_VIEWS.hflip_prob,
         normalize: NormalizeSpec = IMAGENET_NORMALIZE,
         jitter: Sequence[float] = DEFAULT_VIEWS.jitter,
         jitter_prob: float = DEFAULT_VIEWS.jitter_prob,
         grayscale_prob: float = DEFAULT_VIEWS.grayscale_prob,
         blur_prob: float = DEFAULT_VIEWS.blur_prob,
-        blur_sigmas: tuple[float, float] = DEFAULT_VIEWS.blur_sigmas,
+        blur_sigmas: Sequence[float] = DEFAULT_VIEWS.blur_sigmas,
         key_jitter: Sequence[float] = DEFAULT_VIEWS.key_jitter,
         key_jitter_prob: float = DEFAULT_VIEWS.key_jitter_prob,
     ) -> None:
@@ -252,22 +233,20 @@ class DSCLTransform:
 
 def probe_transform(
     input_size: int,
-    crop_scale: tuple[float, float] = (0.08, 1.0),
+    crop_scale: Sequence[float] = (0.08, 1.0),
     hflip_prob: float = 0.5,
     jitter: Sequence[float] = COLOUR_AUGMENTATION.jitter,
     jitter_prob: float = COLOUR_AUGMENTATION.jitter_prob,
     grayscale_prob: float = COLOUR_AUGMENTATION.grayscale_prob,
     blur_prob: float = COLOUR_AUGMENTATION.blur_prob,
-    blur_sigmas: tuple[float, float] = COLOUR_AUGMENTATION.blur_sigmas,
+    blur_sigmas: Sequence[float] = COLOUR_AUGMENTATION.blur_sigmas,
     normalize: NormalizeSpec = IMAGENET_NORMALIZE,
 ) -> T.Compose:
     """Training images of the official stage 2 (``probe.protocol: augmented``):
     ``RandomResizedCrop(input_size, crop_scale)``, flip, then the q-view
     :class:`ColourAugmentation`, to tensor, normalise."""
     checks.scale_range("crop_scale", crop_scale)
-    colour = ColourAugmentation(
-        tuple(jitter), jitter_prob, grayscale_prob, blur_prob, tuple(blur_sigmas)
-    )
+    colour = ColourAugmentation(jitter, jitter_prob, grayscale_prob, blur_prob, blur_sigmas)
     return T.Compose(
         [
             T.RandomResizedCrop(size=input_size, scale=crop_scale),
@@ -289,8 +268,7 @@ def eval_transform(
     """
     if crop_fraction is None:
         crop_fraction = 0.875 if input_size >= 224 else 1.0
-    if not 0 < crop_fraction <= 1:
-        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
+    checks.fraction("crop_fraction", crop_fraction)
     return T.Compose(
         [
             T.Resize(round(input_size / crop_fraction)),

@@ -45,7 +45,7 @@ def test_build_backbone_sizes_and_presets():
         96,
     )
     assert vit.encoder.layers[0].num_heads == 2 and isinstance(vit.heads, nn.Identity)
-    assert vit_spec("vit_small") == vit_spec("vit_tiny", width=384, num_heads=6)
+    assert vit_spec("vit_small") == vit_spec("vit_tiny", vit_width=384, vit_heads=6)
     assert (vit_spec("vit_b_16").width, vit_spec("vit_b_16").depth) == (768, 12)
     assert list(backbone.buffers()) == []  # BN-free: nothing for the patch pass to protect
     frozen = {n for n, p in backbone.named_parameters() if not p.requires_grad}
@@ -129,20 +129,24 @@ def test_sizes_not_a_multiple_of_the_patch_size_raise(size, match):
 
 def test_other_bad_inputs_and_sizes_raise():
     backbone = _tiny_vit()
-    with pytest.raises(ValueError, match="square images"):
+    with pytest.raises(ValueError, match=r"images must be square \(B, 3, H, H\)"):
         backbone(torch.randn(1, 3, 16, 8))
     with pytest.raises(ValueError, match="not a multiple of the ViT patch size"):
         build_backbone("vit_tiny", image_size=30, vit_patch_size=4)
-    with pytest.raises(ValueError, match="width 20 must be a multiple of num_heads 3"):
+    with pytest.raises(
+        ValueError, match=r"vit_width must be a multiple of vit_heads \(3\), got 20"
+    ):
         build_backbone("vit_tiny", vit_width=20)
     with pytest.raises(ValueError, match="depth must be >= 1"):
-        vit_spec("vit_tiny", depth=0)
+        vit_spec("vit_tiny", vit_depth=0)
     with pytest.raises(ValueError, match="pool must be one of"):
         build_backbone("vit_tiny", vit_pool="max", **{k: v for k, v in TINY_VIT.items()})
     with pytest.raises(ValueError, match="names an unknown backbone 'vit_x'"):
         build_backbone("vit_x")
     # Lightly's scale factor sqrt(29^2 / 7^2) rounds a 7x7 grid to 28x28, not 29x29
-    odd = build_vit("vit_tiny", image_size=28, patch_size=4, depth=1, width=8, num_heads=1)
+    odd = build_vit(
+        vit_spec("vit_tiny", vit_patch_size=4, vit_depth=1, vit_width=8, vit_heads=1), 28
+    )
     with pytest.raises(ValueError, match="cannot resize the 7x7 positional grid to 29x29"):
         odd(torch.randn(1, 3, 116, 116))
 
@@ -289,7 +293,7 @@ def test_config_builds_the_vit_and_adamw():
         ),
         (
             ["model.vit_width=100"],
-            "model.vit_*: ViT width 100 must be a multiple of num_heads 3",
+            "model.vit_*: vit_width must be a multiple of vit_heads (3), got 100.",
         ),
         (["model.vit_pool=max"], "model.vit_pool: must be one of ['mean', 'cls']"),
         (["optim.name=adam"], "optim.name: must be one of ['sgd', 'adamw']"),

@@ -164,8 +164,9 @@ def test_runs_go_side_by_side_only_when_that_does_more_work_per_second(
 
     monkeypatch.setattr(ev.Workers, "start", start)
     args = ev._parse_args([str(tmp_path), "--device", "cpu"])
-    result = ev.calibrate(args, ev.Workers(args, open(tmp_path / "log", "w")),
-                          {m: [] for m in args.methods}, deadline=float("inf"))  # fmt: skip
+    with open(tmp_path / "log", "w") as log:
+        result = ev.calibrate(args, ev.Workers(args, log),
+                              {m: [] for m in args.methods}, deadline=float("inf"))  # fmt: skip
     assert result["concurrency"] == chosen
     assert result["alone_step_s"] == alone
     assert result["side_step_s"] == {m: side_step * alone[m] for m in alone}

@@ -8,6 +8,10 @@ from PIL import Image
 from torchvision.transforms import ToTensor
 
 from dscl_plugin.data import (
+    DATASET_NAMES,
+    FILE_DATASETS,
+    IN_MEMORY_DATASETS,
+    ArrayImageDataset,
     ClassBalancedSampler,
     build_dataset,
     long_tail_counts,
@@ -119,7 +123,7 @@ def test_list_file_missing_and_empty(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="has no samples"):
         read_list_file(tmp_path / "empty.txt")
-    with pytest.raises(ValueError, match="imbalance_factor must be null"):
+    with pytest.raises(ValueError, match=r"imbalance_factor must be None \(null in a config\)"):
         build_dataset("imagenet_lt", "train", root=tmp_path, imbalance_factor=10)
 
 
@@ -168,9 +172,9 @@ def test_digits_lt_profile_and_splits():
     for counts in (train.class_counts, rho50.class_counts):
         groups = shot_groups(counts, many_threshold=60, few_threshold=20)
         assert all(groups[g] for g in ("many", "medium", "few"))
-    with pytest.raises(ValueError, match="unknown dataset name 'mnist'"):
+    with pytest.raises(ValueError, match=r"name must be one of \['digits_lt', .*got 'mnist'"):
         build_dataset("mnist", "train")
-    with pytest.raises(ValueError, match="unknown split 'val' for digits_lt"):
+    with pytest.raises(ValueError, match=r"split must be one of \['train', 'test'\] for digits_lt"):
         build_dataset("digits_lt", "val")
 
 
@@ -204,3 +208,13 @@ def test_shot_groups_thresholds_and_empty_groups():
     }
     with pytest.raises(ValueError, match="few_threshold"):
         shot_groups(counts, many_threshold=10, few_threshold=20)
+
+
+def test_in_memory_datasets_are_listed_once_and_have_fixed_splits():
+    assert (*IN_MEMORY_DATASETS, *FILE_DATASETS) == DATASET_NAMES
+    for name in IN_MEMORY_DATASETS:
+        with pytest.raises(
+            ValueError, match=rf"split must be one of \['train', 'test'\] for {name}"
+        ):
+            build_dataset(name, "val")
+    assert isinstance(build_dataset("digits_lt", "test"), ArrayImageDataset)

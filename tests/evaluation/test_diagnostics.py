@@ -19,10 +19,7 @@ from dscl_plugin.evaluation.retrieval import (
     pick_queries,
     response_maps,
 )
-from dscl_plugin.evaluation.retrieval_figures import (
-    plot_retrieval_pictures,
-    retrieval_pictures,
-)
+from dscl_plugin.evaluation.retrieval_figures import write_retrieval_figures
 from dscl_plugin.functional import pull_gradient_ratio
 from dscl_plugin.losses import DSCLLoss, SupConLoss
 from dscl_plugin.models import build_backbone
@@ -212,14 +209,15 @@ def test_box_on_one_cell_responds_most_at_that_cell():
         assert response_maps(feats[0], maps, (16, 16)).shape == (2, 16, 16)
 
 
-def test_retrieval_pictures_on_a_tiny_model(tmp_path):
+def test_retrieval_figures_on_a_tiny_model(tmp_path):
     g = torch.Generator().manual_seed(0)
     train_labels = [0] * 6 + [1] * 4 + [2] * 2  # many (> 4), medium, few (< 3)
     train_set = [(torch.randn(3, 16, 16, generator=g), c) for c in train_labels]
     test_set = [(torch.randn(3, 16, 16, generator=g), c) for c in (0, 0, 1, 1, 2, 2)]
     groups = dict(many_threshold=4, few_threshold=3)
     settings = RetrievalSettings(k=2, per_group=1, **groups)
-    paths = retrieval_pictures(tiny_backbone(), train_set, test_set, tmp_path, settings)
+    found = compute_retrieval(tiny_backbone(), train_set, test_set, settings)
+    paths = write_retrieval_figures(found, train_set, test_set, tmp_path)
     for name, (rows, cols) in {"retrieval": (3, 3), "patch_retrieval": (3, 4)}.items():
         assert paths[name] == tmp_path / f"{name}.png"
         with Image.open(paths[name]) as image:  # one 190 x 200 px cell per image
@@ -235,8 +233,10 @@ def test_retrieval_pictures_on_a_tiny_model(tmp_path):
     vectors = torch.nn.Sequential(
         tiny_backbone(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
     )
-    with pytest.raises(ValueError, match=r"feature maps \(B, C, h, w\), got shape \(12, 128\)"):
-        retrieval_pictures(vectors, train_set, test_set, tmp_path)
+    with pytest.raises(
+        ValueError, match=r"backbone must return feature maps \(B, C, h, w\), got shape \(12, 128\)"
+    ):
+        compute_retrieval(vectors, train_set, test_set)
 
 
 def test_retrieval_is_computed_then_drawn_with_ranks_names_and_a_colour_scale(
@@ -267,7 +267,7 @@ def test_retrieval_is_computed_then_drawn_with_ranks_names_and_a_colour_scale(
         Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))
     )
     names = ["coat", "bag", "shirt"]
-    plot_retrieval_pictures(found, train_set, test_set, tmp_path, class_names=names)
+    write_retrieval_figures(found, train_set, test_set, tmp_path, class_names=names)
     retrieval, patch = saved
     titles = [ax.get_title() for ax in retrieval.axes]
     assert titles[0] == f"query: {names[found.query_labels[0]]}"

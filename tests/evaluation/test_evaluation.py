@@ -90,8 +90,16 @@ def test_linear_probe_errors():
         linear_probe(x, y[:4], x, 2, schedule)
     with pytest.raises(FloatingPointError, match="epoch 0"):
         linear_probe(x * 1e38, y, x, 2, ProbeSchedule(1, 10.0, batch_size=4))
-    with pytest.raises(ValueError, match="need epochs >= 1 and batch_size >= 1, got 0 and 4"):
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
         ProbeSchedule(0, 0.1, batch_size=4)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        ProbeSchedule(1, 0.1, batch_size=0)
+    with pytest.raises(
+        ValueError, match=r"milestones must be increasing epochs in \(0, epochs=3\)"
+    ):
+        ProbeSchedule(3, 0.1, [2, 1])
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1"):
+        ProbeSchedule(3, 0.1, momentum=1)
 
 
 def test_probe_config_gives_its_schedule():
@@ -208,10 +216,10 @@ def test_write_metrics_null_and_table(tmp_path):
     assert '"medium": null' in path.read_text()
     table = format_metrics_table(metrics)
     lines = table.splitlines()
-    assert any(l.split() == ["linear_probe/overall", "50.00%"] for l in lines)
-    assert any(l.split() == ["linear_probe/medium", "-"] for l in lines)
-    assert any(l.split() == ["knn/precision_at_1", "25.00%"] for l in lines)
-    assert any(l.split() == ["epochs", "2"] for l in lines)
+    assert any(line.split() == ["linear_probe/overall", "50.00%"] for line in lines)
+    assert any(line.split() == ["linear_probe/medium", "-"] for line in lines)
+    assert any(line.split() == ["knn/precision_at_1", "25.00%"] for line in lines)
+    assert any(line.split() == ["epochs", "2"] for line in lines)
     assert "per_class" not in table
 
 

@@ -302,8 +302,9 @@ def _replace(batch, index, value):
     [
         (3, torch.zeros(B, L, 3), r"boxes must be \(B, L, 4\)"),
         (3, torch.zeros(B, L + 1, 4), r"boxes must be \(B, L, 4\)"),
-        (4, torch.zeros(B + 1, dtype=torch.long), "one label per image"),
-        (4, torch.zeros(B), "integer"),
+        (4, torch.zeros(B + 1, dtype=torch.long), r"labels must have one entry per feature row"),
+        (4, torch.zeros(B), r"labels must be a 1-D integer tensor.*labels.long\(\)"),
+        (4, torch.zeros(B, dtype=torch.bool), r"labels must be a 1-D integer tensor"),
         (2, torch.zeros(B, L, 3, VIEW + 1, VIEW + 1), "smaller than a patch"),
         (2, torch.zeros(B, 3, PATCH, PATCH), r"patches must be \(B, L, 3, s, s\)"),
         (2, None, "pbsd_weight > 0 needs patches"),
@@ -470,6 +471,47 @@ def test_an_injected_criterion_excludes_alpha_and_beta():
         _model(beta=8.0, criterion=SupConLoss())
     model = _model(criterion=DSCLLoss(alpha=0.5))
     assert model.criterion.alpha == 0.5 and model.pbsd_weight == 1.5
+
+
+def test_one_queue_per_model_an_injected_criterion_must_not_own_a_bank():
+    with pytest.raises(
+        ValueError, match="criterion must not own a memory bank.*memory_bank_size=0"
+    ):
+        _model(criterion=SupConLoss(memory_bank_size=(16, 8)))
+    with pytest.raises(ValueError, match="criterion must not own a memory bank"):
+        _model(criterion=DSCLLoss(memory_bank_size=(16, 8)))
+
+
+def test_the_model_queue_follows_the_update_rule_of_the_losses():
+    """A step in eval mode with grad on (e.g. a validation loss) leaves the queue alone."""
+    model = _model()
+    model.eval()
+    model(*_batch())
+    assert int(model.memory_bank.num_filled) == 0
+    model.train()
+    model(*_batch())
+    assert int(model.memory_bank.num_filled) == B
+
+
+def test_supcon_model_takes_the_dscl_model_keywords_but_the_dscl_ones():
+    model = _model(SupConModel, momentum=0.9, shuffle_bn=False, temperature=0.2)
+    assert (model.momentum, model.shuffle_bn, model.criterion.temperature) == (0.9, False, 0.2)
+    assert model.memory_bank.bank.shape == (16, 8)
+    with pytest.raises(ValueError, match="alpha/beta configure the default DSCLLoss"):
+        _model(SupConModel, alpha=0.5)
+    with pytest.raises(TypeError, match="pbsd_weight"):
+        _model(SupConModel, pbsd_weight=1.0)
+
+
+def test_grad_ratio_needs_a_criterion_that_computes_it():
+    class PlainLoss(nn.Module):
+        def forward(self, query, key, labels, queue, queue_labels, queue_normalized):
+            return (query - key).pow(2).mean()
+
+    model = _model(criterion=PlainLoss(), pbsd_weight=0.0)
+    model.track_grad_ratio = True
+    with pytest.raises(ValueError, match="track_grad_ratio needs a criterion with pull_grad"):
+        model(*_batch())
 
 
 def _imported_modules(path: Path) -> set:

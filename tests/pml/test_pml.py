@@ -1,8 +1,6 @@
 """Tests of the pytorch-metric-learning binding (dscl_plugin.pml)."""
 
 import importlib.util
-import types
-import warnings
 
 import pytest
 import torch
@@ -30,8 +28,6 @@ from references import (
 
 import dscl_plugin
 from dscl_plugin import losses as lightly_losses
-from dscl_plugin import pml
-from dscl_plugin.namespaces import expose
 from dscl_plugin.pml import DSCLCrossBatchMemory, DSCLLoss, DSCLMiner
 
 
@@ -243,47 +239,6 @@ def test_layout_errors():
         DSCLLoss(temperature=0)
     with pytest.raises(ValueError, match="alpha or beta, not both"):
         DSCLLoss(alpha=0.2, beta=3)
-
-
-# ----------------------------------------------------------------------------- registration
-def test_registration():
-    assert pml_losses.DSCLLoss is DSCLLoss is dscl_plugin.pml.DSCLLoss
-    assert pml_losses.DSCLCrossBatchMemory is DSCLCrossBatchMemory
-    assert pml_miners.DSCLMiner is DSCLMiner
-    assert pml_losses.SupConLoss.__module__ == "pytorch_metric_learning.losses.supcon_loss"
-    assert "DSCLLoss" not in pml_losses.CrossBatchMemory.supported_losses()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert expose(pml_losses, DSCLLoss)  # registering again is a no-op
-    assert pml_losses.DSCLLoss is DSCLLoss
-
-
-def test_registration_never_overwrites_a_foreign_name():
-    module = types.ModuleType("fake_pml_losses")
-    foreign = type("DSCLLoss", (), {})
-    module.DSCLLoss = foreign
-    with pytest.warns(UserWarning, match="leaves it in place"):
-        assert not expose(module, DSCLLoss)
-    assert module.DSCLLoss is foreign
-
-
-def test_importing_the_module_again_is_harmless(monkeypatch):
-    for module, name in (
-        (pml_losses, "DSCLLoss"),
-        (pml_losses, "DSCLCrossBatchMemory"),
-        (pml_miners, "DSCLMiner"),
-    ):
-        monkeypatch.setattr(module, name, getattr(module, name))  # restored afterwards
-    supcon, memory = pml_losses.SupConLoss, pml_losses.CrossBatchMemory
-    spec = importlib.util.spec_from_file_location("dscl_plugin.pml", pml.__file__)
-    second = importlib.util.module_from_spec(spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        spec.loader.exec_module(second)  # a second import (e.g. importlib.reload)
-    assert pml_losses.DSCLLoss is second.DSCLLoss
-    assert pml_losses.DSCLCrossBatchMemory is second.DSCLCrossBatchMemory
-    assert pml_miners.DSCLMiner is second.DSCLMiner
-    assert pml_losses.SupConLoss is supcon and pml_losses.CrossBatchMemory is memory
 
 
 # ----------------------------------------------------------------------------- miner

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from helpers import CONFIG, TINY
 
 import dscl_plugin.cli as cli
+import dscl_plugin.runs.pipeline as pipeline
 import dscl_plugin.runs.stage1 as stage1
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.runs.compare import compare, plan_runs, read_records
@@ -19,8 +20,9 @@ OVERALL = {("supcon", 0): 0.60, ("supcon", 1): 0.62, ("dscl", 0): 0.65, ("dscl",
 
 
 class FakeRun:
-    """Stands in for dscl_plugin.cli.run: records its calls, writes a checkpoint, may
-    be interrupted once at ``interrupt`` (after its first checkpoint, as Ctrl-C is)."""
+    """Stands in for one run of dscl_plugin.runs.pipeline: records its calls, writes a
+    checkpoint, may be interrupted once at ``interrupt`` (after its first checkpoint, as
+    Ctrl-C is)."""
 
     def __init__(self, interrupt=None):
         self.calls, self.interrupt = [], interrupt
@@ -48,16 +50,9 @@ class FakeRun:
 
 
 def _compare(out, run, *extra, seeds=(0, 1)):
-    return compare(
-        CONFIG,
-        ["supcon", "dscl"],
-        list(seeds),
-        out,
-        run,
-        TINY + list(extra),
-        "dscl-compare ...",
-        log=lambda _: None,
-    )
+    overrides = TINY + list(extra)
+    return compare(CONFIG, ["supcon", "dscl"], list(seeds), out, overrides, "dscl-compare ...",
+                   run=run, log=lambda _: None)  # fmt: skip
 
 
 def test_a_rerun_starts_only_what_is_missing_and_an_interrupted_run_resumes(tmp_path):
@@ -127,7 +122,7 @@ def test_a_rerun_with_other_settings_on_the_same_folder_is_refused(tmp_path):
 def test_bad_input_is_one_line_and_exit_2_before_anything_runs(
     tmp_path, monkeypatch, capsys, argv, message
 ):
-    monkeypatch.setattr(cli, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("nothing may run"))
     config = [] if "--config" in argv else ["--config", "dscl_digits_lt"]
     assert cli.compare_main([*config, "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err.strip()
@@ -212,5 +207,5 @@ def test_a_real_two_by_two_digits_comparison_resumes_an_interrupted_run(
     saved = json.loads((out / "dscl" / "seed0" / "metrics.json").read_text())
     assert saved["config"]["seed"] == 0 and saved["method"] == "dscl"
     calls = []
-    monkeypatch.setattr(cli, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: calls.append(a))
     assert cli.compare_main(argv) == 0 and calls == []  # a third call starts nothing

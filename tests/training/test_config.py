@@ -205,6 +205,15 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         (["eval.few_threshold=200"], "eval.few_threshold"),
         (["trainer.precision=16"], "trainer.precision: must be one of"),
         (["trainer.num_threads=0"], "trainer.num_threads: must be >= 1, got 0"),
+        (["optim.lr=0"], "optim.lr: must be > 0, got 0.0"),
+        (["optim.momentum=1"], "optim.momentum: must be in [0, 1), got 1.0"),
+        (["probe.lr=-1"], "probe.lr: must be > 0, got -1.0"),
+        (["probe.epochs=0"], "probe.epochs: must be >= 1, got 0"),
+        (
+            ["probe.milestones=[1,40]"],
+            "probe.milestones: must be increasing epochs in (0, epochs=30), got [1, 40]",
+        ),
+        (["data.hflip_prob=2"], "data.hflip_prob: must be in [0, 1], got 2.0"),
     ],
 )
 def test_semantic_checks(overrides, expected):

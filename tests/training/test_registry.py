@@ -1,12 +1,10 @@
-"""Method registry (built-ins and a third-party method) and Lightly namespace registration."""
+"""Method registry: the built-in methods and a third-party method."""
 
 import json
 import os
 import subprocess
 import sys
 
-import lightly.loss
-import lightly.transforms
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -14,9 +12,7 @@ from helpers import ROOT
 
 import dscl_plugin
 from dscl_plugin.errors import ConfigError
-from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.models import DSCLModel, SupConModel
-from dscl_plugin.namespaces import register_library_names
 from dscl_plugin.training import registry
 from dscl_plugin.training.config import load_config
 from dscl_plugin.training.methods import (
@@ -25,7 +21,6 @@ from dscl_plugin.training.methods import (
     SupConMethod,
     build_method,
 )
-from dscl_plugin.transforms import DSCLTransform
 
 CONFIGS = ROOT / "dscl_plugin" / "configs"
 TINY = ["model.queue_size=32", "model.proj_dim=16"]
@@ -129,30 +124,6 @@ def test_registry_errors(isolated_registry):
     ):
         registry.get_method("nope")
     assert issubclass(registry.get_method("supcon"), pl.LightningModule)
-
-
-def test_lightly_namespace_registration():
-    assert lightly.loss.DSCLLoss is DSCLLoss
-    assert lightly.loss.PBSDLoss is PBSDLoss
-    assert lightly.loss.SupConLoss is SupConLoss
-    assert lightly.transforms.DSCLTransform is DSCLTransform
-    from lightly.loss import DSCLLoss as imported
-
-    assert imported is DSCLLoss
-    names = register_library_names()  # already there: the same objects, no warning
-    assert "lightly.loss.DSCLLoss" in names and "pytorch_metric_learning.losses.DSCLLoss" in names
-
-
-def test_lightly_names_are_never_overwritten(monkeypatch):
-    sentinel = object()
-    monkeypatch.setattr(lightly.loss, "DSCLLoss", sentinel)  # as if Lightly shipped its own
-    monkeypatch.delattr(lightly.transforms, "DSCLTransform")
-    ntxent = lightly.loss.NTXentLoss
-    with pytest.warns(UserWarning, match="lightly.loss.DSCLLoss already exists"):
-        names = register_library_names()
-    assert "lightly.loss.DSCLLoss" not in names and "lightly.transforms.DSCLTransform" in names
-    assert lightly.loss.DSCLLoss is sentinel and lightly.loss.NTXentLoss is ntxent
-    assert lightly.transforms.DSCLTransform is DSCLTransform
 
 
 def _docs_block(after_heading):

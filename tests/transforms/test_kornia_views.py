@@ -274,7 +274,8 @@ def test_cli_without_kornia_exits_2_naming_the_extra(tmp_path):
         "import importlib.util, sys; real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n == 'kornia' else real(n, *a)\n"
         "from dscl_plugin.cli import train_main\n"
-        f"sys.exit(train_main(['--config', {CONFIG!r}, 'data.pipeline=device', 'output_dir={tmp_path}']))"
+        f"sys.exit(train_main(['--config', {CONFIG!r}, 'data.pipeline=device', "
+        f"'output_dir={tmp_path}']))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120

@@ -1,0 +1,43 @@
+"""A whole run: stage 1 then stage 2 (or one of them), as ``dscl-train`` and ``dscl-eval``
+run it."""
+
+import sys
+from typing import Any
+
+from dscl_plugin.files import PathLike
+from dscl_plugin.runs.compute import torch_threads
+from dscl_plugin.runs.folder import Resume, resumes_finished
+from dscl_plugin.runs.stage1 import train
+from dscl_plugin.runs.stage2 import evaluate
+from dscl_plugin.training.methods import check_method
+from dscl_plugin.training.schema import Config
+
+
+def run(
+    config: Config,
+    stage: int | None = None,
+    resume: Resume = None,
+    checkpoint: PathLike | None = None,
+    retrieval: bool = False,
+) -> dict[str, Any] | None:
+    """Stage 1 then stage 2 (or only ``stage``) with ``trainer.num_threads`` CPU threads;
+    returns the metrics on the main process. ``resume`` of a finished run only
+    re-evaluates it. ``checkpoint`` and ``retrieval``: see
+    :func:`~dscl_plugin.runs.stage2.evaluate`.
+
+    Raises:
+        ConfigError: an unknown method, the method's own config problems, or data not found.
+        CheckpointError: see :func:`~dscl_plugin.runs.folder.resolve_resume`.
+    """
+    check_method(config)
+    with torch_threads(config.trainer.num_threads):
+        module = None
+        if stage in (None, 1) and resume not in (None, False) and resumes_finished(config, resume):
+            print(f"{config.output_dir}: training finished; re-evaluating", file=sys.stderr)
+        elif stage in (None, 1):
+            module = train(config, resume)
+            if module is None:  # a non-zero DDP rank: rank 0 evaluates
+                return None
+        if stage in (None, 2):
+            return evaluate(config, module, checkpoint, retrieval)
+    return None
