@@ -24,7 +24,7 @@ committed JSONL, copied into OUT's), skips the (method, seed, epochs) already do
 second lease continues with the next seeds. ``OUT/gpu_evidence.json`` holds the summary:
 mean ± std over seeds and the paired differences to SupCon, one table per epoch count, in
 the format of the CPU Fashion-MNIST-LT table (``long_tail_accuracy.summarise`` and
-``format_table``).
+``format_table``, i.e. ``dscl-compare``'s :mod:`dscl_plugin.evaluation.comparison`).
 
 Schedule: ``--epochs`` (default 200, the recipe) is recorded in every line (``epochs``,
 and ``sweep_key``/``sweep_value`` ``trainer.epochs`` so that runs of different schedules
@@ -82,6 +82,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_tail_accuracy as lta  # noqa: E402  (siblings: benchmarks is not a package)
 from reporting import git_state  # noqa: E402
 
+from dscl_plugin.runs.compare import append_record
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "dscl_fashion_mnist_lt_gpu"
 DATASET = "fashion_mnist_lt"
@@ -94,11 +96,13 @@ STEPS_PER_EPOCH = 14886 // 256  # rho 100, batch 256, drop_last
 # predicted start-up + evaluation seconds of a run before one of its method has finished
 OVERHEAD_S = {"cuda": 40.0, "cpu": 60.0}
 SPEEDUP_TO_RUN_SIDE_BY_SIDE = 1.1
-QUICK = [  # --quick: a few steps with tiny sizes (a CPU smoke test of the whole flow)
+QUICK = [  # --quick: a few steps with tiny sizes (a CPU smoke test of the whole flow); kNN
+    # of k = 1 (P@1 without MAP@R over 6000 neighbours) and a small monitor split
     "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.batch_size=16",
-    "model.queue_size=64", "model.backbone=cnn5", "model.cifar_stem=false",
+    "model.queue_size=64", "model.backbone=small_cnn", "model.cifar_stem=false",
     "data.input_size=16", "model.patch_size=8", "probe.epochs=2", "probe.milestones=[1]",
-    "trainer.log_every_n_steps=1",
+    "trainer.log_every_n_steps=1", "eval.knn_k=1", "monitor.bank_size=256",
+    "monitor.query_size=100",
 ]  # fmt: skip
 
 
@@ -272,10 +276,12 @@ def run_worker(job: Job) -> None:
         if job.probe_seconds:
             seconds = {}
             for method, overrides in job.probe_methods:
-                # enough epochs for the window; the timer stops the fit
+                # enough epochs for the window; the timer stops the fit; training steps
+                # only (no monitor)
                 extra = [
                     "trainer.epochs=1000",
                     "trainer.limit_train_batches=null",
+                    "monitor.every=0",
                     f"output_dir={output_dir}/{method}",
                 ]
                 config = load_config(CONFIG, overrides + extra)
@@ -301,16 +307,7 @@ def run_worker(job: Job) -> None:
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch": torch.__version__, **job.context, "overrides": job.overrides,
     }  # fmt: skip
-    _append(Path(job.record), run)
-
-
-def _append(path: Path, run: dict[str, object]) -> None:
-    """Append one JSON line under an exclusive lock (runs finish side by side)."""
-    import fcntl
-
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(json.dumps(run) + "\n")
+    append_record(job.record, run)
 
 
 # ---------------------------------------------------------------- the parent
@@ -376,7 +373,7 @@ def calibrate(
     """Seconds per training step of every method alone (one process, in turn) and, for
     ``--concurrency auto``, with one process per method side by side; picks the number of
     runs side by side. ``--concurrency N`` times only that arrangement."""
-    window = 1.0 if args.quick else 8.0
+    window = 0.5 if args.quick else 8.0
     fixed = None if args.concurrency == "auto" else int(args.concurrency)
     result: dict[str, object] = {"window_s": window}
     with tempfile.TemporaryDirectory(prefix="dscl_gpu_probe_") as tmp:
@@ -446,7 +443,7 @@ def read_all_runs(args: argparse.Namespace) -> list[dict[str, object]]:
         known = {_run_key(r) for r in lta.read_runs(path)}
         for run in lta.read_runs(args.resume):
             if _run_key(run) not in known:
-                _append(path, run)
+                append_record(path, run)
     return lta.read_runs(path)
 
 

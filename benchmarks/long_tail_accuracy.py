@@ -44,7 +44,6 @@ trainer.precision=bf16-mixed --tag 18ep_bf16``).
 import argparse
 import contextlib
 import csv
-import fcntl
 import io
 import json
 import logging
@@ -62,44 +61,42 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweep  # noqa: E402  (siblings: benchmarks is not a package)
-from reporting import git_state, mean_std, pct, write_csv  # noqa: E402
+from reporting import git_state, pct, write_csv  # noqa: E402
 
+from dscl_plugin.evaluation import comparison
+from dscl_plugin.evaluation.comparison import METRICS
 from dscl_plugin.evaluation.metrics import knn_metrics, shot_metrics
 from dscl_plugin.evaluation.probes import linear_probe  # noqa: E402
+from dscl_plugin.runs.compare import append_record, read_records
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.stage1 import train  # noqa: E402
 from dscl_plugin.runs.stage2 import evaluate  # noqa: E402
+from dscl_plugin.runs.variants import VARIANTS, Variant
 from dscl_plugin.training.config import load_config  # noqa: E402
 from dscl_plugin.training.schema import Config
 from dscl_plugin.transforms import eval_transform  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = {
-    "supcon": [
-        "method=supcon",
-        "model.alpha=null",
-        "model.beta=null",
-        "model.pbsd_weight=0",
-    ],
-    "dscl": ["method=dscl", "model.pbsd_weight=0"],
-    "dscl_pbsd": ["method=dscl"],
-    # PBSD ablations (DSCL + PBSD with one setting changed)
-    "pbsd_w0.5": ["method=dscl", "model.pbsd_weight=0.5"],
-    "pbsd_scale0.3": ["method=dscl", "model.patch_scale=[0.3,0.6]"],
-    "pbsd_patch8": ["method=dscl", "model.patch_size=8"],
+# PBSD ablations (DSCL + PBSD with one setting changed), beside the package's variants
+ABLATIONS = {
+    v.name: v
+    for v in (
+        Variant("pbsd_w0.5", "DSCL+PBSD, λ 0.5", ("method=dscl", "model.pbsd_weight=0.5")),
+        Variant(
+            "pbsd_scale0.3",
+            "DSCL+PBSD, patch area 0.3–0.6",
+            ("method=dscl", "model.patch_scale=[0.3,0.6]"),
+        ),
+        Variant("pbsd_patch8", "DSCL+PBSD, 8 px patches", ("method=dscl", "model.patch_size=8")),
+    )
 }
-MAIN_METHODS = ["supcon", "dscl", "dscl_pbsd"]
-LABELS = {
-    "raw_pixels": "raw pixels",
-    "supcon": "SupCon",
-    "dscl": "DSCL",
-    "dscl_pbsd": "DSCL+PBSD",
-    "pbsd_w0.5": "DSCL+PBSD, λ 0.5",
-    "pbsd_scale0.3": "DSCL+PBSD, patch area 0.3–0.6",
-    "pbsd_patch8": "DSCL+PBSD, 8 px patches",
+METHODS = {name: list(v.overrides) for name, v in {**VARIANTS, **ABLATIONS}.items()}
+MAIN_METHODS = list(VARIANTS)
+LABELS = {"raw_pixels": "raw pixels"} | {
+    name: v.label for name, v in {**VARIANTS, **ABLATIONS}.items()
 }
+BASELINE = "supcon"
 SHOTS = ("overall", "many", "medium", "few")
-METRICS = (*SHOTS, "knn_p1")
 # dataset -> (config file, default imbalance factors, default and minimum number of seeds)
 DATASETS = {
     "digits_lt": ("dscl_digits_lt", [10.0, 50.0], 5),
@@ -321,74 +318,42 @@ def _one_run(
     }
 
 
-def summarise(runs: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Mean +- std per (dataset, rho, method, metric) and of the per-seed differences to SupCon."""
-    rows = []
-    settings = sorted(
-        {(r["dataset"], r["imbalance_factor"]) for r in runs},
-        key=lambda s: (s[0], -s[1]),
+def _settings(runs: list[dict[str, object]]) -> list[tuple]:
+    """The (dataset, rho) of ``runs``, rho descending per dataset."""
+    return sorted(
+        {(r["dataset"], r["imbalance_factor"]) for r in runs}, key=lambda s: (s[0], -s[1])
     )
-    for dataset, rho in settings:
+
+
+def summarise(runs: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Per (dataset, rho): :func:`dscl_plugin.evaluation.comparison.summarise` (mean ± std
+    per method and metric, paired differences to SupCon), the rows led by both keys."""
+    rows = []
+    for dataset, rho in _settings(runs):
         group = [r for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)]
-        baseline = {r["seed"]: r for r in group if r["method"] == "supcon"}
-        for method in [m for m in LABELS if any(r["method"] == m for r in group)]:
-            mine = [r for r in group if r["method"] == method]
-            row = {
-                "dataset": dataset,
-                "imbalance_factor": rho,
-                "method": method,
-                "seeds": len(mine),
-            }
-            for metric in METRICS:
-                row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(r[metric] for r in mine)
-                diffs = [
-                    r[metric] - baseline[r["seed"]][metric]
-                    for r in mine
-                    if r["seed"] in baseline
-                    and r[metric] is not None
-                    and baseline[r["seed"]][metric] is not None
-                ]
-                row[f"{metric}_diff_mean"], row[f"{metric}_diff_std"] = (
-                    mean_std(diffs) if method != "supcon" else (None, None)
-                )
-            rows.append(row)
+        rows += [
+            {"dataset": dataset, "imbalance_factor": rho, **row}
+            for row in comparison.summarise(group, list(LABELS), BASELINE)
+        ]
     return rows
 
 
 def format_table(summary: list[dict[str, object]], runs: list[dict[str, object]]) -> str:
-    """Markdown tables: top-1 % and kNN precision@1 % (mean ± std over seeds) and the paired
-    difference to SupCon, one table per dataset and rho."""
+    """Per dataset and rho, a heading (class sizes, seeds) and the Markdown table of
+    :func:`dscl_plugin.evaluation.comparison.format_table`: top-1 % and kNN precision@1 %
+    (mean ± std over seeds) and the paired difference to SupCon."""
     lines = []
     for dataset, rho in dict.fromkeys((r["dataset"], r["imbalance_factor"]) for r in summary):
-        counts = next(
-            r["class_counts"]
-            for r in runs
-            if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)
-        )
+        group = [r for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)]
         rows = [r for r in summary if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)]
-        seeds = sorted(
-            {r["seed"] for r in runs if (r["dataset"], r["imbalance_factor"]) == (dataset, rho)}
-        )
+        seeds = sorted({r["seed"] for r in group})
         lines += [
-            f"{dataset}, imbalance {rho:g} (train class sizes {counts}; seeds {seeds})",
+            f"{dataset}, imbalance {rho:g} (train class sizes {group[0]['class_counts']}; "
+            f"seeds {seeds})",
             "",
-            "| method | seeds | overall | many | medium | few | kNN P@1 |",
-            "|---|---|---|---|---|---|---|",
+            comparison.format_table(rows, LABELS, BASELINE, no_difference=("raw_pixels",)),
+            "",
         ]
-        lines += [
-            f"| {LABELS[r['method']]} | {r['seeds']} | "
-            + " | ".join(pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS)
-            + " |"
-            for r in rows
-        ]
-        lines += [
-            f"| {LABELS[r['method']]} − SupCon (paired) | {r['seeds']} | "
-            + " | ".join(pct(r[f"{m}_diff_mean"], r[f"{m}_diff_std"], signed=True) for m in METRICS)
-            + " |"
-            for r in rows
-            if r["method"] not in ("supcon", "raw_pixels")
-        ]
-        lines.append("")
     return "\n".join(lines)
 
 
@@ -438,23 +403,11 @@ def _write(
 
 def read_runs(path: Path) -> list[dict[str, object]]:
     """The runs recorded in ``path`` (JSON lines); a later record of the same
-    (dataset, rho, method, seed) replaces an earlier one."""
-    if not path.exists():
-        return []
-    runs = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            run = json.loads(line)
-            key = (run["dataset"], run["imbalance_factor"], run["method"], run["seed"])
-            runs[key + (run.get("sweep_key"), run.get("sweep_value"))] = run
-    return list(runs.values())
+    (dataset, rho, method, seed, swept key and value) replaces an earlier one."""
+    return read_records(path, RUN_KEY)
 
 
-def _record(path: Path, run: dict[str, object]) -> None:
-    """Append one run to ``path`` under an exclusive lock (parts may run side by side)."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(json.dumps(run) + "\n")
+RUN_KEY = ("dataset", "imbalance_factor", "method", "seed", "sweep_key", "sweep_value")
 
 
 def _quiet() -> None:
@@ -502,7 +455,7 @@ def _run_sweep(args: argparse.Namespace) -> list[str]:
     start = time.perf_counter()
     for i, (rho, seed, method, swept) in enumerate(jobs):
         run = _one_run(args, rho, seed, method, swept if swept[0] is not None else None)
-        _record(log, run)
+        append_record(log, run)
         print(
             f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] "
             f"rho={rho:g} seed={seed} {method} "
@@ -550,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> list:
     start = time.perf_counter()
     for i, (rho, seed, method) in enumerate(jobs):
         run = _one_run(args, rho, seed, method)
-        _record(log, run)
+        append_record(log, run)
         print(
             f"[{i + 1}/{len(jobs)} {time.perf_counter() - start:6.0f}s] "
             f"{args.dataset} rho={rho:g} seed={seed} "

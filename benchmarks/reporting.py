@@ -1,5 +1,6 @@
-"""What the benchmark scripts share to report: mean ± std over seeds, percentages, Markdown
-tables, CSV files and the commit the numbers came from.
+"""What the benchmark scripts share to report: mean ± std over seeds and percentages (the
+package's, :mod:`dscl_plugin.evaluation.comparison`), Markdown tables, CSV files and the
+commit the numbers came from.
 
 The scripts import it as a sibling (``benchmarks`` is not a package): each puts its own
 folder first on ``sys.path``, as ``python benchmarks/<script>.py`` does for itself.
@@ -7,32 +8,13 @@ folder first on ``sys.path``, as ``python benchmarks/<script>.py`` does for itse
 
 import csv
 import json
-import statistics
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dscl_plugin.evaluation.comparison import mean_std, pct  # noqa: F401  (the package's, shared)
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def mean_std(
-    values: Iterable[float | None],
-) -> tuple[float | None, float | None]:
-    """Mean and sample std of the values that are not None; ``(None, None)`` for none, and
-    std None for a single value."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def pct(mean: float | None, std: float | None = None, signed: bool = False) -> str:
-    """A fraction as percent with one decimal, ``"92.7 ± 1.3"`` (``"+0.4"`` signed); ``"-"``
-    for None."""
-    if mean is None:
-        return "-"
-    text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
-    return text + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
 def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import mean_std, pct, write_csv  # noqa: E402  (a sibling: benchmarks is not a package)
+from reporting import pct, write_csv  # noqa: E402  (a sibling: benchmarks is not a package)
+
+from dscl_plugin.evaluation import comparison
 
 # a swept key that excludes another setting (alpha and beta are two names for one weight)
 EXCLUSIVE = {"model.alpha": "model.beta", "model.beta": "model.alpha"}
@@ -79,37 +81,32 @@ def sweep_jobs(
 
 
 def summarise_sweep(runs: Sequence[Mapping[str, object]], key: str) -> list[dict[str, object]]:
-    """One row per (method, value) of ``key`` plus the SupCon baseline (value None):
-    mean and sample std over seeds of every metric, and of the per-seed difference to
-    SupCon. Runs are dicts with ``method``, ``seed``, ``sweep_key``, ``sweep_value``
-    and the metrics; the baseline runs have ``method == "supcon"``."""
-    baseline = {r["seed"]: r for r in runs if r["method"] == "supcon"}
-    groups: dict[tuple, list[Mapping[str, object]]] = {("supcon", None): list(baseline.values())}
+    """One row per (method, value) of ``key`` plus the SupCon baseline (value None): mean
+    and sample std over seeds of every metric, and of the per-seed difference to SupCon
+    (:func:`dscl_plugin.evaluation.comparison.summarise`, each value a method of its
+    own). Runs are dicts with ``method``, ``seed``, ``sweep_key``, ``sweep_value`` and the
+    metrics; the baseline runs have ``method == "supcon"``."""
+    groups: dict[tuple, list[Mapping[str, object]]] = {
+        ("supcon", None): [r for r in runs if r["method"] == "supcon"]
+    }
     for r in runs:
         if r["method"] != "supcon" and r["sweep_key"] == key:
             groups.setdefault((r["method"], float(r["sweep_value"])), []).append(r)
-    rows = []
     order = sorted(groups, key=lambda g: (g[0] != "supcon", g[0], g[1] or 0.0))  # SupCon first
-    for method, value in order:
-        mine = groups[(method, value)]
-        row: dict[str, object] = {
-            "key": key,
-            "value": value,
-            "method": method,
-            "seeds": len(mine),
-        }
-        for metric in METRICS:
-            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std([r[metric] for r in mine])
-            diffs = [
-                r[metric] - baseline[r["seed"]][metric]
-                for r in mine
-                if method != "supcon"
-                and r["seed"] in baseline
-                and None not in (r[metric], baseline[r["seed"]][metric])
-            ]
-            row[f"{metric}_diff_mean"], row[f"{metric}_diff_std"] = mean_std(diffs)
-        rows.append(row)
-    return rows
+    names = {
+        group: f"{group[0]}={group[1]}" if group[1] is not None else "supcon" for group in order
+    }
+    tagged = [{**r, "method": names[group]} for group in order for r in groups[group]]
+    rows = {
+        row["method"]: row
+        for row in comparison.summarise(tagged, [names[g] for g in order], "supcon", METRICS)
+    }
+    return [
+        {"key": key, "value": group[1], "method": group[0]}
+        | {k: v for k, v in rows[names[group]].items() if k != "method"}
+        for group in order
+        if names[group] in rows
+    ]
 
 
 def format_sweep_table(rows: Sequence[Mapping[str, object]], labels: Mapping[str, str]) -> str:

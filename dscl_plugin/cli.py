@@ -1,10 +1,13 @@
-"""Console scripts ``dscl-train`` and ``dscl-eval`` (also ``python -m dscl_plugin.cli``).
+"""Console scripts ``dscl-train``, ``dscl-eval`` and ``dscl-compare`` (also
+``python -m dscl_plugin.cli``).
 
     dscl-train --config PRESET_OR_FILE [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
     dscl-eval  --config PRESET_OR_FILE --checkpoint outputs/.../backbone.pt [key.path=value ...]
                [--retrieval]
+    dscl-compare --config PRESET_OR_FILE --methods M1 M2 ... --seeds S1 S2 ... [--out DIR]
+               [key.path=value ...]
     dscl-train --list-configs
-    python -m dscl_plugin.cli [train|eval] ...
+    python -m dscl_plugin.cli [train|eval|compare] ...
 
 The commands parse their arguments and report errors;
 :func:`dscl_plugin.runs.pipeline.run` runs the stages. ``--import MODULE`` (repeatable)
@@ -309,9 +312,86 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     return _main("dscl-eval", False, argv)
 
 
+def compare_parser() -> argparse.ArgumentParser:
+    """The arguments of ``dscl-compare`` (its ``--help`` lists the methods)."""
+    from dscl_plugin.runs.variants import VARIANTS
+
+    methods = "; ".join(f"{v.name}: {v.description}" for v in VARIANTS.values())
+    parser = argparse.ArgumentParser(
+        prog="dscl-compare",
+        description="Does DSCL help on my data? Train and evaluate each method with each "
+        "paired seed as a normal run in OUT/<method>/seed<s>/, record it in OUT/runs.jsonl "
+        "and write OUT/report.md and OUT/compare.png (mean ± std per shot group, paired "
+        "differences to the first method). Running it again starts only the missing runs; "
+        "an interrupted run resumes from its checkpoint.",
+    )
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="a shipped preset by name (e.g. dscl_digits_lt) or a YAML file",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(VARIANTS),
+        metavar="METHOD",
+        help=f"the first is the baseline (default: %(default)s). {methods}; any other "
+        "registered method runs as itself",
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="paired seeds (default: 0 1 2)"
+    )
+    parser.add_argument(
+        "--out", help="folder of the runs and the report (default: outputs/compare_<config>)"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=_TRAIN_OVERRIDES)
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (e.g. one that registers a method); repeatable",
+    )
+    return parser
+
+
+def compare_main(argv: Sequence[str] | None = None) -> int:
+    """``dscl-compare``: methods x paired seeds on one config (:mod:`dscl_plugin.runs.compare`)."""
+    prog = "dscl-compare"
+    args = compare_parser().parse_intermixed_args(argv)
+    from dscl_plugin.runs.compare import compare
+    from dscl_plugin.training.methods import NonFiniteLossError
+    from dscl_plugin.training.registry import load_plugins
+
+    out = args.out or f"outputs/compare_{Path(args.config).stem}"
+    command = shlex.join([prog, *(sys.argv[1:] if argv is None else argv)])
+    try:
+        load_plugins(args.imports)
+        compare(args.config, args.methods, args.seeds, out, args.overrides, command)
+    except (ConfigError, ImportError) as error:
+        kind = "config error" if isinstance(error, ConfigError) else "import error"
+        print(f"{prog}: {kind}: {error}", file=sys.stderr)
+        return 2
+    except (CheckpointError, NonFiniteLossError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"{prog}: interrupted; finished runs are recorded in {out}/runs.jsonl. Run the same "
+            "command again: it starts only the missing runs, the interrupted one from its "
+            "checkpoint.",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dscl_plugin.cli [train|eval] ...`` (train if no sub-command)."""
+    """``python -m dscl_plugin.cli [train|eval|compare] ...`` (train if no sub-command)."""
     args: list[str] = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "compare":
+        return compare_main(args[1:])
     if args and args[0] == "eval":
         return eval_main(args[1:])
     if args and args[0] == "train":

@@ -75,6 +75,8 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     ]
     log = (out / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss_step", "loss_dscl", "loss_pbsd", "queue_fill", "lr"} <= set(log)
+    assert {"monitor/knn_overall", "monitor/knn_few"} <= set(log)  # the preset monitors
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     checkpoint = load_file(out / "checkpoints" / "last.ckpt")
     assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 6)
     assert "rng_states" in checkpoint
@@ -445,3 +447,7 @@ def test_ddp_two_cpu_processes_gather_keys_with_labels(tmp_path):
     assert not torch.equal(rank0["labels"], rank1["labels"])  # the ranks saw different images
     out = tmp_path / "ddp"
     assert (out / "backbone.pt").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    log = (out / "logs" / "metrics.csv").read_text().splitlines()
+    knn = log[0].split(",").index("monitor/knn_overall")
+    assert len([row for row in log[1:] if row.split(",")[knn]]) == 1  # rank 0, once an epoch
+    assert (out / "curves.png").is_file()

@@ -10,8 +10,9 @@
 - **Bash blocks**: every command is either smoke-run or skipped on purpose
   (``SKIPPED``, with the reason). The smoke forms: ``dscl-train`` / ``dscl-eval`` /
   ``examples/train_digits_lt.py`` compose their config with the printed overrides
-  (the check that runs before any training); scripts answer ``--help`` and know every
-  printed ``--flag``; and the main example trains and evaluates for 2 steps.
+  (the check that runs before any training), ``dscl-compare`` plans every run; scripts
+  answer ``--help`` and know every printed ``--flag``; and the main example trains and
+  evaluates for 2 steps.
 """
 
 import copy
@@ -29,7 +30,8 @@ import torch
 from helpers import ROOT
 from torch import nn
 
-from dscl_plugin.cli import eval_main, train_main
+from dscl_plugin.cli import compare_main, compare_parser, eval_main, train_main
+from dscl_plugin.runs.compare import plan_runs
 from dscl_plugin.training import registry
 from dscl_plugin.training.config import load_config
 
@@ -226,7 +228,13 @@ SMOKE = [(page, c) for page, c in COMMANDS if _skip_reason(c) is None]
 
 
 def test_bash_commands_are_smoke_run_or_skipped_on_purpose():
-    runnable = ("dscl-train ", "dscl-eval ", "python examples/", "python benchmarks/")
+    runnable = (
+        "dscl-train ",
+        "dscl-eval ",
+        "dscl-compare ",
+        "python examples/",
+        "python benchmarks/",
+    )
     unknown = [c for _, c in SMOKE if not c.startswith(runnable)]
     assert not unknown, f"add a smoke form or a SKIPPED reason for: {unknown}"
     assert len(COMMANDS) - len(SMOKE) == 19  # the skipped ones, listed in SKIPPED
@@ -237,7 +245,8 @@ def _help(entry: str, capsys, monkeypatch) -> str:
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit) as done:
         if entry.startswith("dscl-"):
-            (train_main if entry == "dscl-train" else eval_main)(["--help"])
+            mains = {"dscl-train": train_main, "dscl-eval": eval_main, "dscl-compare": compare_main}
+            mains[entry](["--help"])
         else:
             monkeypatch.setattr(sys, "argv", [entry, "--help"])
             runpy.run_path(str(ROOT / entry), run_name="__main__")
@@ -254,7 +263,10 @@ def test_bash_command_smoke_form(page, command, tmp_path, local_registry, monkey
     flags = [t.split("=")[0] for t in tokens if t.startswith("--")]
     help_text = _help(entry, capsys, monkeypatch)
     assert all(flag in help_text for flag in flags), (flags, help_text)
-    if entry.startswith("dscl-") or entry == "examples/train_digits_lt.py":
+    if entry == "dscl-compare":  # every (method, seed) config, composed and checked
+        args = compare_parser().parse_intermixed_args(tokens[1:])
+        plan_runs(args.config, args.methods, args.seeds, tmp_path, args.overrides)
+    elif entry.startswith("dscl-") or entry == "examples/train_digits_lt.py":
         config = (
             tokens[tokens.index("--config") + 1] if "--config" in tokens else MAIN_EXAMPLE_CONFIG
         )

@@ -20,3 +20,27 @@ def package_stamp() -> dict[str, str | None]:
     except (OSError, subprocess.SubprocessError):
         git_commit = None
     return {"version": __version__, "git_commit": git_commit}
+
+
+def machine_description() -> str:
+    """The CPU model (``lscpu``'s model name), its core count, the OS and any CUDA GPU:
+    ``"AMD EPYC 7B13, 2 CPU cores, Linux 6.8.0"``."""
+    import os
+    import platform
+
+    import torch
+
+    try:
+        listing = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        listing = ""
+    names = [
+        line.split(":", 1)[1].strip()
+        for line in listing.splitlines()
+        if line.startswith("Model name:")
+    ]
+    cpu = names[0] if names else platform.processor() or platform.machine()
+    text = f"{cpu}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text

@@ -3,8 +3,9 @@
 Writes ``output_dir/checkpoints/last.ckpt`` every epoch (and every
 ``trainer.checkpoint_every_n_steps`` steps; atomically, keeping the previous one as
 ``last.prev.ckpt``), one CSV log ``output_dir/logs/metrics.csv`` (continued by a resumed
-run), ``output_dir/config.yaml`` and finally the online backbone to
-``output_dir/backbone.pt`` (:class:`~dscl_plugin.runs.folder.RunFolder`).
+run; with the online kNN of ``monitor``), ``output_dir/config.yaml`` and finally the
+online backbone to ``output_dir/backbone.pt`` and ``output_dir/curves.png``
+(:class:`~dscl_plugin.runs.folder.RunFolder`).
 """
 
 import signal
@@ -19,6 +20,7 @@ from dscl_plugin.errors import ConfigError
 from dscl_plugin.files import writing
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import Resume, RunFolder, resolve_resume
+from dscl_plugin.runs.monitoring import monitor_callbacks, write_curves
 from dscl_plugin.training.config import to_yaml
 from dscl_plugin.training.data import DeviceTrainingData, TrainingData
 from dscl_plugin.training.lightning_adapters import expected_fit_warnings
@@ -80,6 +82,7 @@ def train(
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = build_method(config)
     data = training_data(config, module)
+    callbacks = [*callbacks, *monitor_callbacks(config)]
     trainer = build_trainer(config, folder.checkpoints, folder.logs, data, callbacks, loggers)
     if trainer.is_global_zero:
         with writing(folder.config_file):
@@ -97,4 +100,5 @@ def train(
     if not trainer.is_global_zero:
         return None
     export_backbone(module.backbone, config.model.backbone, folder.backbone)
+    write_curves(config)
     return module

@@ -33,6 +33,7 @@ from dscl_plugin.runs.compute import eval_device
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import RunFolder, check_checkpoint_config
 from dscl_plugin.runs.provenance import package_stamp
+from dscl_plugin.runs.variants import method_title
 from dscl_plugin.training.config import to_dict
 from dscl_plugin.training.methods import ContrastiveMethod, build_method
 from dscl_plugin.training.schema import Config
@@ -44,14 +45,6 @@ EVAL_HINT = (
     "dscl-eval scores a backbone.pt or checkpoints/last.ckpt written by dscl-train, or a "
     "torchvision state_dict of the config's model.backbone."
 )
-
-
-def method_title(config: Config) -> str:
-    """The method's name in titles: ``DSCL+PBSD``, ``DSCL`` (``model.pbsd_weight: 0``),
-    ``SupCon``, or the registered name of another method."""
-    if config.method == "dscl":
-        return "DSCL+PBSD" if config.model.pbsd_weight > 0 else "DSCL"
-    return {"supcon": "SupCon"}.get(config.method, config.method)
 
 
 def load_for_eval(config: Config, checkpoint: PathLike) -> ContrastiveMethod:

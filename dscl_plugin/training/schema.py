@@ -127,7 +127,9 @@ class TrainerConfig:
     the epoch. ``log_grad_ratio`` logs the pull-gradient ratio (paper Fig. 2) per class,
     shot group and epoch (``grad_ratio/...`` in the CSV logs). ``precision: auto``:
     ``bf16-mixed`` where the CPU/GPU has bf16 hardware, else ``32-true``
-    (:mod:`dscl_plugin.training.precision`)."""
+    (:mod:`dscl_plugin.training.precision`). ``logger``: ``csv`` (``logs/metrics.csv``) or
+    ``tensorboard`` (also Lightning's ``TensorBoardLogger`` in ``logs/tensorboard``;
+    ``pip install "dscl-plugin[tensorboard]"``); the CSV log is always written."""
 
     epochs: int = 200
     batch_size: int = 256
@@ -144,6 +146,7 @@ class TrainerConfig:
     num_nodes: int = 1
     checkpoint_every_n_steps: int | None = None
     log_grad_ratio: bool = False
+    logger: str = "csv"
 
 
 @dataclass
@@ -187,6 +190,24 @@ class EvalConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """Online kNN accuracy by shot group during stage 1
+    (:mod:`dscl_plugin.training.monitor`): every ``every`` epochs (and after the last; 0:
+    off) the frozen online backbone (eval mode) embeds ``bank_size`` training images
+    drawn at random and up to ``query_size`` test images, the same number from each
+    class; each query takes the weighted vote of its ``knn_k`` nearest bank images
+    (cosine similarity, weights ``exp(s / knn_t)``, Lightly's ``knn_predict``). Logged as
+    ``monitor/knn_{overall,many,medium,few}`` (shot groups of the full training set,
+    ``eval`` thresholds) and ``monitor/seconds``."""
+
+    every: int = 0
+    bank_size: int = 4096
+    query_size: int = 1000
+    knn_k: int = 20
+    knn_t: float = 0.1
+
+
+@dataclass
 class Config:
     method: str = MISSING
     data: DataConfig = field(default_factory=DataConfig)
@@ -195,6 +216,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     seed: int = 0
     output_dir: str = "outputs/${method}_${data.name}"
 
@@ -214,3 +236,4 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 STRATEGIES = ("auto", "ddp")
 PROBE_PROTOCOLS = ("features", "augmented")
 OPTIMIZERS = ("sgd", "adamw")
+LOGGERS = ("csv", "tensorboard")

@@ -9,7 +9,7 @@ from typing import cast
 import pytorch_lightning as pl
 from lightning_fabric.connector import _PRECISION_INPUT
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from dscl_plugin.training.checkpoint_io import AtomicCheckpointIO
 from dscl_plugin.training.data import TrainingData
@@ -37,6 +37,15 @@ def last_checkpoint(
     )
 
 
+def configured_loggers(config: Config, log_dir: Path) -> list[Logger]:
+    """The CSV log ``log_dir/metrics.csv`` (continued by a resumed run) and, for
+    ``trainer.logger: tensorboard``, TensorBoard event files in ``log_dir/tensorboard``."""
+    loggers: list[Logger] = [ContinuedCSVLogger(log_dir.parent, name="", version=log_dir.name)]
+    if config.trainer.logger == "tensorboard":
+        loggers.append(TensorBoardLogger(log_dir.parent, name=log_dir.name, version="tensorboard"))
+    return loggers
+
+
 def build_trainer(
     config: Config,
     checkpoint_dir: Path,
@@ -47,8 +56,8 @@ def build_trainer(
 ) -> pl.Trainer:
     """Lightning trainer of ``config.trainer`` for ``data``: ``last.ckpt`` in
     ``checkpoint_dir`` per epoch (and every ``trainer.checkpoint_every_n_steps`` steps;
-    atomic, the previous one kept), :class:`ExactResume` of ``data``'s loader, the CSV
-    log ``log_dir/metrics.csv`` (continued on resume) and ``loggers``,
+    atomic, the previous one kept), :class:`ExactResume` of ``data``'s loader, the
+    :func:`configured_loggers` and ``loggers``,
     ``callbacks``, a progress bar on a terminal (one line per epoch when stdout is
     redirected)."""
     silence_lightning_tips()
@@ -75,11 +84,11 @@ def build_trainer(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=config.output_dir,
-        logger=[ContinuedCSVLogger(log_dir.parent, name="", version=log_dir.name), *loggers],
+        logger=[*configured_loggers(config, log_dir), *loggers],
         callbacks=[
             ExactResume(data.generator, data.position),
+            *callbacks,  # before the epoch line, which shows what they log
             *progress,
-            *callbacks,
             *checkpoints,
         ],
         plugins=[AtomicCheckpointIO(keep_previous=True)],

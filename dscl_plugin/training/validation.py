@@ -8,6 +8,7 @@ registered method, and that method's own rules, are checked where the run is com
 (:func:`dscl_plugin.training.methods.check_method`).
 """
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from dscl_plugin.errors import ConfigError
 from dscl_plugin.training.precision import resolve_accelerator
 from dscl_plugin.training.schema import (
     ACCELERATORS,
+    LOGGERS,
     OPTIMIZERS,
     PRECISIONS,
     PROBE_PROTOCOLS,
@@ -30,6 +32,7 @@ from dscl_plugin.training.schema import (
     DataConfig,
     EvalConfig,
     ModelConfig,
+    MonitorConfig,
     OptimConfig,
     ProbeConfig,
     TrainerConfig,
@@ -83,13 +86,17 @@ def validate(config: Config) -> None:
     _check_optim(partial(problems.run, "optim"), config.optim, config.trainer.epochs)
     _check_trainer(partial(problems.run, "trainer"), config.trainer)
     _check_stage2(problems, config.probe, config.eval, config.seed)
+    _check_monitor(partial(problems.run, "monitor"), config.monitor)
     root(checks.at_least, "seed", config.seed, 0)
     root(checks.require, bool(config.output_dir), "output_dir", "must not be empty")
     raise_problems(problems.lines)
 
 
 def raise_problems(problems: Sequence[str]) -> None:
-    """Raises one :class:`ConfigError` listing ``problems`` (``"key: message"``), if any."""
+    """Raises one :class:`ConfigError` listing ``problems`` (``"key: message"``), if any
+    (on one line for one problem)."""
+    if len(problems) == 1:
+        raise ConfigError(f"Invalid config: {problems[0]}")
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 
@@ -194,6 +201,12 @@ def _check_trainer(trainer: Run, t: TrainerConfig) -> None:
     trainer(checks.one_of, "strategy", t.strategy, STRATEGIES)
     trainer(checks.one_of, "precision", t.precision, PRECISIONS)
     trainer(checks.one_of, "accelerator", t.accelerator, ACCELERATORS)
+    trainer(checks.one_of, "logger", t.logger, LOGGERS)
+    installed = any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
+    no_tensorboard = (
+        "'tensorboard' needs the tensorboard package: pip install \"dscl-plugin[tensorboard]\""
+    )
+    trainer(checks.require, t.logger != "tensorboard" or installed, "logger", no_tensorboard)
     if t.accelerator not in ACCELERATORS:
         return
     if resolve_accelerator(t.accelerator) == "cpu":
@@ -222,3 +235,10 @@ def _check_stage2(problems: Problems, p: ProbeConfig, e: EvalConfig, seed: int) 
     evaluation(checks.within, "few_threshold", e.few_threshold, 0, e.many_threshold)
     evaluation(checks.at_least, "knn_k", e.knn_k, 1, True)
     evaluation(checks.at_least, "batch_size", e.batch_size, 1)
+
+
+def _check_monitor(monitor: Run, m: MonitorConfig) -> None:
+    monitor(checks.at_least, "every", m.every, 0)
+    for key in ("bank_size", "query_size", "knn_k"):
+        monitor(checks.at_least, key, getattr(m, key), 1)
+    monitor(checks.positive, "knn_t", m.knn_t)

@@ -155,3 +155,47 @@ def test_set_overrides_every_method_and_tag_keeps_runs_apart(long_tail_accuracy,
         )
     long_tail_accuracy.main(["--summarise", "--tag", "3ep_bf16", "--output-dir", str(tmp_path)])
     assert "long_tail_accuracy_3ep_bf16_runs.jsonl" in capsys.readouterr().out
+
+
+def test_the_published_fashion_mnist_tables_are_the_comparison_code_on_the_committed_runs(
+    long_tail_accuracy,
+):
+    """README.md (imbalance 100) and docs/results.md (imbalance 10) show, verbatim, what
+    dscl-compare's table code makes of the committed runs of the three methods."""
+    results = long_tail_accuracy.REPO / "benchmarks" / "results"
+    methods = ("raw_pixels", *long_tail_accuracy.MAIN_METHODS)
+    runs = [
+        r
+        for r in long_tail_accuracy.read_runs(
+            results / "long_tail_accuracy_fashion_mnist_lt_runs.jsonl"
+        )
+        if r["method"] in methods
+    ]
+    summary = long_tail_accuracy.summarise(runs)
+    heading100, table100, heading10, table10 = (
+        long_tail_accuracy.format_table(summary, runs).strip().split("\n\n")
+    )
+    assert heading100.startswith("fashion_mnist_lt, imbalance 100 (")
+    assert "| DSCL − SupCon (paired) | 3 | +0.1 ± 0.2 |" in table100
+    readme = (long_tail_accuracy.REPO / "README.md").read_text()
+    results_page = (long_tail_accuracy.REPO / "docs" / "results.md").read_text()
+    assert f"{heading100}\n\n{table100}\n" in readme
+    assert f"{heading10}\n\n{table10}\n" in results_page
+
+
+def test_the_published_digits_tables_are_the_comparison_code_on_the_committed_runs(
+    long_tail_accuracy,
+):
+    """docs/results.md's digits_lt tables (top-1 only: those runs predate kNN P@1)."""
+    from dscl_plugin.evaluation import comparison
+
+    saved = json.loads(
+        (long_tail_accuracy.REPO / "benchmarks/results/long_tail_accuracy.json").read_text()
+    )
+    page = (long_tail_accuracy.REPO / "docs" / "results.md").read_text()
+    shots, labels = long_tail_accuracy.SHOTS, long_tail_accuracy.LABELS
+    for rho in (10.0, 50.0):
+        runs = [r for r in saved["runs"] if r["imbalance_factor"] == rho]
+        rows = comparison.summarise(runs, list(labels), "supcon", shots)
+        table = comparison.format_table(rows, labels, "supcon", shots, ("raw_pixels",))
+        assert table in page and "| DSCL − SupCon (paired) | 5 |" in table

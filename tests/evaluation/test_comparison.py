@@ -1,0 +1,120 @@
+"""The paired comparison (mean ± sample std, paired differences, the table and
+compare.png) against hand-computed numbers, and the data behind curves.png."""
+
+import pytest
+
+from dscl_plugin.evaluation.comparison import (
+    format_table,
+    mean_std,
+    pct,
+    plot_comparison,
+    summarise,
+)
+from dscl_plugin.evaluation.curves import plot_training_curves, training_curves
+
+LABELS = {"supcon": "SupCon", "dscl": "DSCL"}
+
+
+def _run(method, seed, overall, few=None):
+    return {"method": method, "seed": seed, "overall": overall, "few": few}
+
+
+# SupCon 60 / 62 / 70 %, DSCL 65 / 70 / (no seed 2) and 71 on seed 3 (SupCon lacks it)
+RUNS = [
+    _run("supcon", 0, 0.60, 0.40),
+    _run("supcon", 1, 0.62, 0.50),
+    _run("supcon", 2, 0.70),
+    _run("dscl", 0, 0.65, 0.45),
+    _run("dscl", 1, 0.70, 0.40),
+    _run("dscl", 3, 0.71),
+]
+
+
+def test_mean_and_sample_std():
+    mean, std = mean_std([0.5, None, 0.7])
+    assert mean == pytest.approx(0.6) and std == pytest.approx(0.1414213562)  # n - 1
+    assert mean_std([0.25]) == (0.25, None) and mean_std([None]) == (None, None)
+    assert pct(0.8353, 0.0021) == "83.5 ± 0.2" and pct(-0.013, 0.003, signed=True) == "-1.3 ± 0.3"
+    assert pct(0.004, signed=True) == "+0.4" and pct(None) == "-"
+
+
+def test_paired_differences_use_only_the_seeds_both_ran():
+    supcon, dscl = summarise(RUNS, ["supcon", "dscl"], "supcon", ("overall", "few"))
+    assert (supcon["seeds"], supcon["paired"], supcon["overall_diff_mean"]) == (3, None, None)
+    assert supcon["overall_mean"] == pytest.approx(0.64)  # (60 + 62 + 70) / 3
+    assert supcon["overall_std"] == pytest.approx(0.052915026)  # sqrt(28 / 2) points
+    assert (dscl["seeds"], dscl["paired"]) == (3, 2)
+    # seed 0: +5, seed 1: +8 points -> +6.5 ± 2.12; few: +5, -10 -> -2.5 ± 10.6
+    assert dscl["overall_diff_mean"] == pytest.approx(0.065)
+    assert dscl["overall_diff_std"] == pytest.approx(0.0212132034)
+    assert dscl["few_diff_mean"] == pytest.approx(-0.025)
+    assert dscl["few_diff_std"] == pytest.approx(0.1060660172)
+
+
+def test_table_rows_and_the_paired_row_against_hand_numbers():
+    rows = summarise(RUNS, ["supcon", "dscl"], "supcon", ("overall", "few"))
+    assert format_table(rows, LABELS, "supcon", ("overall", "few")).splitlines() == [
+        "| method | seeds | overall | few |",
+        "|---|---|---|---|",
+        "| SupCon | 3 | 64.0 ± 5.3 | 45.0 ± 7.1 |",
+        "| DSCL | 3 | 68.7 ± 3.2 | 42.5 ± 3.5 |",
+        "| DSCL − SupCon (paired) | 2 | +6.5 ± 2.1 | -2.5 ± 10.6 |",
+    ]
+
+
+def test_a_seed_recorded_twice_is_refused():
+    with pytest.raises(ValueError, match="dscl has two runs of seed 0"):
+        summarise([*RUNS, _run("dscl", 0, 0.5)], ["supcon", "dscl"], "supcon", ("overall",))
+
+
+def test_compare_png_is_written(tmp_path):
+    rows = summarise(RUNS, ["supcon", "dscl"], "supcon", ("overall", "few"))
+    path = plot_comparison(
+        rows, LABELS, "supcon", tmp_path / "compare.png", "t", ("overall", "few")
+    )
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _row(epoch, step, **values):
+    return {"epoch": str(epoch), "step": str(step), **{k: str(v) for k, v in values.items()}}
+
+
+# 4 steps per epoch (epoch ends at steps 3 and 7), logged every 2 steps; the run was
+# interrupted in epoch 1 and resumed from the end of epoch 0: steps 5 and 7 logged again
+LOG = [
+    _row(0, 1, loss_step=9.0, loss_dscl=5.0, loss_pbsd=0.0, lr=0.1, queue_fill=0.5),
+    _row(0, 3, loss_step=8.0, loss_dscl=4.0, loss_pbsd=0.0, lr=0.1, queue_fill=1.0),
+    _row(0, 3, loss_epoch=8.5, **{"monitor/knn_overall": 0.5, "monitor/knn_many": 0.7}),
+    _row(1, 5, loss_step=99.0, loss_dscl=99.0, loss_pbsd=0.0, lr=0.05, queue_fill=1.0),
+    _row(1, 5, loss_step=7.0, loss_dscl=3.5, loss_pbsd=0.0, lr=0.05, queue_fill=1.0),
+    _row(1, 7, loss_step=6.0, loss_dscl=3.0, loss_pbsd=0.0, lr=0.0, queue_fill=1.0),
+    _row(1, 7, loss_epoch=6.5, **{"monitor/knn_overall": 0.6, "monitor/knn_many": 0.8}),
+]
+
+
+def test_curves_are_one_line_against_epoch_with_titles_and_units():
+    loss, lr, fill, knn = training_curves(LOG)
+    assert [(p.title, p.ylabel) for p in (loss, lr, fill, knn)] == [
+        ("Training loss", "loss (nats)"),
+        ("Learning rate", "learning rate"),
+        ("Memory queue fill", "queue filled (%)"),
+        ("Online kNN top-1 by shot group", "kNN top-1 accuracy (%)"),
+    ]
+    # step s of epoch e at e + (s + 1 - first step) / 4; the resumed value of step 5 wins
+    assert loss.series["total (per step)"] == ([0.5, 1.0, 1.5, 2.0], [9.0, 8.0, 7.0, 6.0])
+    assert loss.series["total (epoch mean)"] == ([1.0, 2.0], [8.5, 6.5])
+    assert "PBSD term" not in loss.series  # always 0: SupCon or DSCL alone
+    assert fill.series["queue_fill"] == ([0.5, 1.0, 1.5, 2.0], [50.0, 100.0, 100.0, 100.0])
+    assert lr.series["lr"][1] == [0.1, 0.1, 0.05, 0.0]
+    assert knn.series == {
+        "overall": ([1.0, 2.0], [50.0, 60.0]),
+        "many": ([1.0, 2.0], [70.0, 80.0]),
+    }  # no medium or few class logged: no line
+
+
+def test_an_unfinished_first_epoch_spreads_over_what_it_ran(tmp_path):
+    (loss, *_, knn) = training_curves(LOG[:2])
+    assert loss.series["total (per step)"][0] == [0.5, 1.0]
+    assert knn.series == {}
+    path = plot_training_curves(LOG, tmp_path / "curves.png", "DSCL on digits_lt")
+    assert path.stat().st_size > 10_000
