@@ -20,15 +20,15 @@ import errno
 import shlex
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from dscl_plugin.errors import CheckpointError, ConfigError, ConfigNote, DataError
 
 if TYPE_CHECKING:
     from dscl_plugin.runs.folder import RunFolder
-    from dscl_plugin.training.schema import Config
 
 _TRAIN_OVERRIDES = "config overrides such as trainer.epochs=5 model.beta=4 (OmegaConf dotlist)"
 _EVAL_OVERRIDES = "config overrides such as probe.epochs=10 eval.knn_k=20 (OmegaConf dotlist)"
@@ -178,14 +178,15 @@ def _main(
     args = _parse(prog, train, argv, default_config)
     from dscl_plugin.runs.folder import RunFolder
     from dscl_plugin.runs.pipeline import run
-    from dscl_plugin.training.config import to_yaml
+    from dscl_plugin.training.config import load_config, to_yaml
     from dscl_plugin.training.methods import NonFiniteLossError
     from dscl_plugin.training.registry import load_plugins
 
     config = None
     try:
         load_plugins(args.imports)
-        config = _load_config(prog, args.config, args.overrides)
+        with _notes(prog):
+            config = load_config(args.config, args.overrides)
         if args.print_config:  # base files and overrides merged, every key
             print(to_yaml(config), end="")
             return 0
@@ -197,14 +198,7 @@ def _main(
             resume = "last"
         run(config, stage=args.stage, resume=resume, checkpoint=args.checkpoint)
     except (ConfigError, DataError, ImportError) as error:
-        kind = (
-            "config"
-            if isinstance(error, ConfigError)
-            else "data"
-            if isinstance(error, DataError)
-            else "import"
-        )
-        print(f"{prog}: {kind} error: {error}", file=sys.stderr)
+        print(f"{prog}: {_kind(error)} error: {error}", file=sys.stderr)
         return 2
     except (CheckpointError, NonFiniteLossError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
@@ -224,22 +218,37 @@ def _main(
     return 0
 
 
-def _load_config(prog: str, path: str, overrides: Sequence[str]) -> "Config":
-    """:func:`~dscl_plugin.training.config.load_config`, printing each :class:`ConfigNote`
-    on one line of stderr once the config is valid (other warnings are shown as usual)."""
-    from dscl_plugin.training.config import load_config
+@contextmanager
+def _notes(prog: str) -> Iterator[None]:
+    """Inside the block, each :class:`ConfigNote` warning (raised once a config is valid)
+    is one line of stderr, ``prog: note: ...``, printed once; other warnings as usual."""
+    show, printed = warnings.showwarning, set()
 
-    with warnings.catch_warnings(record=True) as caught:
+    def one_line(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if not issubclass(category, ConfigNote):
+            show(message, category, filename, lineno, file, line)
+        elif str(message) not in printed:
+            printed.add(str(message))
+            print(f"{prog}: note: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always", ConfigNote)
-        config = load_config(path, overrides)
-    for warning in caught:
-        if issubclass(warning.category, ConfigNote):
-            print(f"{prog}: note: {warning.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
-    return config
+        warnings.showwarning = one_line
+        yield
+
+
+def _kind(error: Exception) -> str:
+    """``config``, ``data`` or ``import``: the kind of error exit code 2 reports."""
+    if isinstance(error, ConfigError):
+        return "config"
+    return "data" if isinstance(error, DataError) else "import"
 
 
 # errno -> what to do before running again
@@ -368,13 +377,17 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join([prog, *(sys.argv[1:] if argv is None else argv)])
     try:
         load_plugins(args.imports)
-        compare(args.config, args.methods, args.seeds, out, args.overrides, command)
-    except (ConfigError, ImportError) as error:
-        kind = "config error" if isinstance(error, ConfigError) else "import error"
-        print(f"{prog}: {kind}: {error}", file=sys.stderr)
+        with _notes(prog):
+            compare(args.config, args.methods, args.seeds, out, args.overrides, command)
+    except (ConfigError, DataError, ImportError) as error:
+        print(f"{prog}: {_kind(error)} error: {error}", file=sys.stderr)
         return 2
     except (CheckpointError, NonFiniteLossError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        again = "run the same command again: it starts only the missing runs"
+        print(f"{prog}: error: {_os_error(error, None)}, then {again}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

@@ -300,3 +300,16 @@ def test_stage_1_ends_with_the_backbone_and_the_eval_command(tmp_path, capsys):
     ]
     assert eval_main(command.split()[1:]) == 0  # the command works as printed
     assert (run / "metrics.json").is_file()
+
+
+def test_dscl_compare_reports_a_damaged_data_file_in_one_line(tmp_path, monkeypatch, capsys):
+    from dscl_plugin.cli import compare_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    settings = ["trainer.num_workers=0", "trainer.progress_bar=false"]
+    assert compare_main([*settings, "--config", "dscl_fashion_mnist_lt", "--seeds", "0"]) == 2
+    assert one_line_error(capsys).startswith(
+        "dscl-compare: data error: Fashion-MNIST file 'data/train-images-idx3-ubyte.gz' is empty"
+    )

@@ -70,8 +70,9 @@ def dataset_preset(method: str, dataset: str) -> str | None:
     return name if name in preset_names() else None
 
 
-# keys that say what to train on and where, not how: a config file (and its base chain,
-# with no preset in it) that sets only these starts from its dataset's preset
+# keys (or whole sections) that say what to train on, where and what to watch, not how
+# to train: a config file (and its base chain, with no preset in it) that sets only these
+# starts from its dataset's preset
 WHAT_AND_WHERE = (
     "method",
     "seed",
@@ -87,6 +88,8 @@ WHAT_AND_WHERE = (
     "trainer.strategy",
     "trainer.num_workers",
     "trainer.progress_bar",
+    "trainer.logger",
+    "monitor",
 )
 # the schema defaults that make the ImageNet-LT recipe's scale
 IMAGENET_SCALE = {
@@ -112,7 +115,8 @@ def recipe(
     - else ``(None, None)``: the file is a whole recipe.
     """
     preset = dataset_preset(str(method), str(dataset))
-    if preset is not None and set(keys) <= set(WHAT_AND_WHERE):
+    recipe_keys = [k for k in keys if not any(_within(k, w) for w in WHAT_AND_WHERE)]
+    if preset is not None and not recipe_keys:
         note = (
             f"'{name}' sets no recipe, so it starts from the preset '{preset}' "
             f"(write 'base: {preset}' in it to say so)"
@@ -130,3 +134,8 @@ def recipe(
         "(dscl-train --list-configs lists them)"
     )
     return None, note
+
+
+def _within(key: str, scope: str) -> bool:
+    """``key`` is ``scope`` or a key of the section ``scope``."""
+    return key == scope or key.startswith(f"{scope}.")

@@ -79,9 +79,11 @@ def write(tmp_path, text, name="mine.yaml"):
 
 
 def test_method_and_dataset_only_start_from_the_datasets_preset(tmp_path):
-    mine = write(tmp_path, "method: dscl\ndata: {name: digits_lt, root: here}\nseed: 2\n")
+    where = "seed: 2\nmonitor: {every: 1}\ntrainer: {num_workers: 0}\n"  # not a recipe
+    mine = write(tmp_path, f"method: dscl\ndata: {{name: digits_lt, root: here}}\n{where}")
     config, notes = load_quietly(mine)
-    preset, _ = load_quietly("dscl_digits_lt", ["data.root=here", "seed=2"])
+    settings = ["data.root=here", "seed=2", "monitor.every=1", "trainer.num_workers=0"]
+    preset, _ = load_quietly("dscl_digits_lt", settings)
     assert to_dict(config) == to_dict(preset)  # small CNN, 16 px, 15 epochs: not ImageNet
     assert notes == [
         f"'{mine}' sets no recipe, so it starts from the preset 'dscl_digits_lt' "
