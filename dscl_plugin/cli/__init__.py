@@ -1,0 +1,127 @@
+"""Console scripts ``dscl-train``, ``dscl-eval`` and ``dscl-compare`` (also
+``python -m dscl_plugin.cli``).
+
+    dscl-train --config PRESET_OR_FILE [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
+    dscl-eval  --config PRESET_OR_FILE --checkpoint outputs/.../backbone.pt [key.path=value ...]
+               [--retrieval]
+    dscl-compare --config PRESET_OR_FILE --methods M1 M2 ... --seeds S1 S2 ... [--out DIR]
+               [key.path=value ...]
+    dscl-train --list-configs
+    python -m dscl_plugin.cli [train|eval|compare] ...
+
+The commands parse their arguments (:mod:`.arguments`) and report errors in one line each
+(:mod:`.messages`); :func:`dscl_plugin.runs.pipeline.run` runs the stages and
+:func:`dscl_plugin.runs.compare.compare` the comparisons. ``--import MODULE`` (repeatable)
+imports a module that registers a method of your own; installed packages can instead
+declare an entry point in the group ``dscl_plugin.methods``.
+"""
+
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dscl_plugin.cli.arguments import compare_parser, parse_stage_args
+from dscl_plugin.cli.messages import how_to_go_on, os_error_line, report_errors, resume_hint
+
+__all__ = ["compare_main", "compare_parser", "eval_main", "main", "train_main"]
+
+
+def _stage_main(
+    prog: str,
+    train: bool,
+    argv: Sequence[str] | None,
+    default_config: str | None = None,
+    resume_existing: bool = False,
+) -> int:
+    args = parse_stage_args(prog, train, argv, default_config)
+    from dscl_plugin.runs.folder import RunFolder
+    from dscl_plugin.runs.pipeline import run
+    from dscl_plugin.training.config import load_config, to_yaml
+    from dscl_plugin.training.registry import load_plugins
+
+    folder: RunFolder | None = None
+
+    def body() -> None:
+        nonlocal folder
+        load_plugins(args.imports)
+        config = load_config(args.config, args.overrides)
+        folder = RunFolder.of(config)
+        if args.print_config:  # base files and overrides merged, every key
+            print(to_yaml(config), end="")
+        elif not train:
+            run(config, stage=2, checkpoint=args.checkpoint, retrieval=args.retrieval)
+        else:
+            resume = args.resume
+            if resume is None and resume_existing and folder.last_checkpoint.exists():
+                resume = "last"
+            run(config, stage=args.stage, resume=resume, checkpoint=args.checkpoint)
+
+    def on_os_error(error: OSError) -> str:
+        stage1 = folder is not None and train and args.stage != 2
+        last = folder.last_checkpoint if stage1 and folder is not None else None
+        again = how_to_go_on(prog, argv, last, resume_existing)
+        return f"{os_error_line(error, folder)}, then {again}"
+
+    return report_errors(
+        prog, body, on_os_error, lambda error: resume_hint(prog, argv, error, resume_existing)
+    )
+
+
+def train_main(
+    argv: Sequence[str] | None = None,
+    prog: str = "dscl-train",
+    default_config: str | None = None,
+    resume_existing: bool = False,
+) -> int:
+    """``dscl-train``: stage 1 then stage 2 (or ``--stage``).
+
+    ``default_config`` makes ``--config`` optional; ``resume_existing`` resumes
+    ``output_dir``'s ``last.ckpt`` without ``--resume`` (the examples use both).
+    """
+    return _stage_main(prog, True, argv, default_config, resume_existing)
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """``dscl-eval``: stage 2 for ``--checkpoint``."""
+    return _stage_main("dscl-eval", False, argv)
+
+
+def compare_main(argv: Sequence[str] | None = None) -> int:
+    """``dscl-compare``: methods x paired seeds on one config (:mod:`dscl_plugin.runs.compare`)."""
+    prog = "dscl-compare"
+    args = compare_parser().parse_intermixed_args(argv)
+    from dscl_plugin.runs.compare import compare
+    from dscl_plugin.training.registry import load_plugins
+
+    out = args.out or f"outputs/compare_{Path(args.config).stem}"
+    command = shlex.join([prog, *(sys.argv[1:] if argv is None else argv)])
+
+    def body() -> None:
+        load_plugins(args.imports)
+        compare(args.config, args.methods, args.seeds, out, args.overrides, command)
+
+    def on_os_error(error: OSError) -> str:
+        again = "run the same command again: it starts only the missing runs"
+        return f"{os_error_line(error, None)}, then {again}"
+
+    def on_interrupt(error: KeyboardInterrupt) -> str:
+        return (
+            f"interrupted; finished runs are recorded in {out}/runs.jsonl. Run the same "
+            "command again: it starts only the missing runs, the interrupted one from its "
+            "checkpoint."
+        )
+
+    return report_errors(prog, body, on_os_error, on_interrupt)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dscl_plugin.cli [train|eval|compare] ...`` (train if no sub-command)."""
+    args: list[str] = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "compare":
+        return compare_main(args[1:])
+    if args and args[0] == "eval":
+        return eval_main(args[1:])
+    if args and args[0] == "train":
+        args = args[1:]
+    return train_main(args)
