@@ -63,15 +63,7 @@ def stage_parser(prog: str, train: bool, default_config: str | None) -> argparse
         metavar="key.path=value",
         help=_TRAIN_OVERRIDES if train else _EVAL_OVERRIDES,
     )
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE (a dotted name or a .py file) first, e.g. one that registers "
-        "a method with @dscl_plugin.register_method; repeatable",
-    )
+    add_import_argument(parser)
     parser.add_argument(
         "--print-config",
         action="store_true",
@@ -177,12 +169,19 @@ def compare_parser() -> argparse.ArgumentParser:
         "--out", help="folder of the runs and the report (default: outputs/compare_<config>)"
     )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=_TRAIN_OVERRIDES)
+    add_import_argument(parser)
+    return parser
+
+
+def add_import_argument(parser: argparse.ArgumentParser) -> None:
+    """``--import MODULE``, repeatable: a module to import first (e.g. one that registers a
+    method)."""
     parser.add_argument(
         "--import",
         dest="imports",
         action="append",
         default=[],
         metavar="MODULE",
-        help="import MODULE first (e.g. one that registers a method); repeatable",
+        help="import MODULE (a dotted name or a .py file) first, e.g. one that registers "
+        "a method with @dscl_plugin.register_method; repeatable",
     )
-    return parser
