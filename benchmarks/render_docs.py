@@ -54,6 +54,7 @@ MARKERS = re.compile(
     r"<!-- rendered: (?P<id>[\w.-]+) \(.*?\) -->\n(?P<body>.*?)<!-- end rendered: (?P=id) -->",
     re.S,
 )
+FENCES = re.compile(r"^```.*?^```", re.S | re.M)
 SHOTS = lta.SHOTS
 STD_NOTE = (
     "± is the sample std (n − 1) over seeds; a paired row is the mean ± std of the per-seed "
@@ -837,6 +838,22 @@ def pages(root: Path) -> list[Path]:
     return [p for pattern in PAGES for p in sorted(root.glob(pattern))]
 
 
+def _markers(text: str) -> list[re.Match]:
+    """The blocks of ``text`` outside fenced code (where a page may show a marker)."""
+    fences = [m.span() for m in FENCES.finditer(text)]
+    return [
+        m for m in MARKERS.finditer(text) if not any(a <= m.start() < b for a, b in fences)
+    ]
+
+
+def _substitute(text: str, root: Path) -> str:
+    new, last = [], 0
+    for match in _markers(text):
+        new += [text[last : match.start()], render_block(match["id"], root)]
+        last = match.end()
+    return "".join(new) + text[last:]
+
+
 def render_pages(root: Path) -> dict[Path, tuple[str, str]]:
     """``{page: (text, rendered text)}`` for every page with a block.
 
@@ -846,13 +863,13 @@ def render_pages(root: Path) -> dict[Path, tuple[str, str]]:
     result, seen = {}, Counter()
     for page in pages(root):
         text = page.read_text()
-        ids = [m["id"] for m in MARKERS.finditer(text)]
+        ids = [m["id"] for m in _markers(text)]
         unknown = [i for i in ids if i not in BLOCKS]
         if unknown:
             raise ValueError(f"{page.relative_to(root)}: unknown rendered block(s) {unknown}")
         seen.update(ids)
         if ids:
-            new = MARKERS.sub(lambda m: render_block(m["id"], root), text)
+            new = _substitute(text, root)
             result[page] = (text, new)
     placed = {i: seen[i] for i in BLOCKS if seen[i] != 1}
     if placed:
@@ -864,7 +881,7 @@ def differing_blocks(root: Path) -> list[str]:
     """``page: block id`` of every block whose page differs from its rendering."""
     differing = []
     for page, (text, _) in render_pages(root).items():
-        for match in MARKERS.finditer(text):
+        for match in _markers(text):
             if match[0] != render_block(match["id"], root):
                 differing.append(f"{page.relative_to(root)}: {match['id']}")
     return differing
