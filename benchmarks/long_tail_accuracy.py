@@ -61,7 +61,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweep  # noqa: E402  (siblings: benchmarks is not a package)
-from reporting import git_state, load_average, pct, write_csv  # noqa: E402
+from reporting import git_state, pct, write_csv  # noqa: E402
 
 from dscl_plugin.evaluation import comparison
 from dscl_plugin.evaluation.comparison import METRICS
@@ -69,7 +69,7 @@ from dscl_plugin.evaluation.metrics import knn_metrics, shot_metrics
 from dscl_plugin.evaluation.probes import linear_probe  # noqa: E402
 from dscl_plugin.runs.compare import append_record, read_records
 from dscl_plugin.runs.datasets import build_dataset_split
-from dscl_plugin.runs.provenance import machine_description
+from dscl_plugin.runs.provenance import load_average, machine_description
 from dscl_plugin.runs.stage1 import train  # noqa: E402
 from dscl_plugin.runs.stage2 import evaluate  # noqa: E402
 from dscl_plugin.runs.variants import VARIANTS, Variant

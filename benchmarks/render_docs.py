@@ -841,9 +841,7 @@ def pages(root: Path) -> list[Path]:
 def _markers(text: str) -> list[re.Match]:
     """The blocks of ``text`` outside fenced code (where a page may show a marker)."""
     fences = [m.span() for m in FENCES.finditer(text)]
-    return [
-        m for m in MARKERS.finditer(text) if not any(a <= m.start() < b for a, b in fences)
-    ]
+    return [m for m in MARKERS.finditer(text) if not any(a <= m.start() < b for a, b in fences)]
 
 
 def _substitute(text: str, root: Path) -> str:

@@ -9,7 +9,6 @@ folder first on ``sys.path``, as ``python benchmarks/<script>.py`` does for itse
 
 import csv
 import json
-import os
 import platform
 import shlex
 import subprocess
@@ -19,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dscl_plugin.evaluation.comparison import mean_std, pct  # noqa: F401  (the package's, shared)
+from dscl_plugin.runs.provenance import load_average, machine_description
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,14 +56,6 @@ def git_state() -> dict[str, object]:
     }
 
 
-def load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def provenance(script: str, argv: Sequence[str] | None = None) -> dict[str, object]:
     """Where numbers are being made, taken when a measurement starts: ``command`` (``python
     <script> <argv>``, ``argv`` default ``sys.argv[1:]``), ``commit`` and ``modified``
@@ -71,8 +63,6 @@ def provenance(script: str, argv: Sequence[str] | None = None) -> dict[str, obje
     (1/5/15 min), torch and Python versions and the UTC ``date``. :func:`finish` adds the
     end of the run."""
     import torch
-
-    from dscl_plugin.runs.provenance import machine_description
 
     args = list(sys.argv[1:] if argv is None else argv)
     return {
