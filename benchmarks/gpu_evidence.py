@@ -52,10 +52,11 @@ so DSCL+PBSD may cost more than twice SupCon per step. The loader path may be sl
 than that: 256 x (2 views + 5 patches) PIL augmentations per step on ~5 cores per run.
 One lease gives this script ~340 s (``gpu_check.sh``), of which ~60 s go to the step
 timing and ~40 s per run to start-up and evaluation: ~240 s of training for a wave of
-three side by side, i.e. ~70 epochs at 3.3 s per epoch-of-three. So 200 epochs do NOT fit three runs in one lease even
-side by side: the first wave runs ``--epochs 50`` (recorded in every line), which leaves a
-factor ~1.4 for the estimate to be wrong; later leases continue with the next seeds at 50
-epochs, or run the 200-epoch recipe one method per lease.
+three side by side, i.e. ~70 epochs at 3.3 s per epoch-of-three. So 200 epochs do NOT fit
+three runs in one lease even side by side: the first wave runs ``--epochs 50`` (recorded
+in every line), which leaves a factor ~1.4 for the estimate to be wrong; later leases
+continue with the next seeds at 50 epochs, or run the 200-epoch recipe one method per
+lease.
 
     python benchmarks/gpu_evidence.py OUT --epochs 50 --budget 340    # on the GPU
     python benchmarks/gpu_evidence.py OUT --resume benchmarks/results/gpu_evidence_runs.jsonl

@@ -126,7 +126,7 @@ def _run_settings(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "commit": _by_count(c for c in commits if c),
         "command": _by_count(r["command"] for r in runs if r.get("command")),
         "machine": "; ".join(sorted({r["machine"] for r in runs if r.get("machine")})),
-        "load": f"{min(loads):.1f}–{max(loads):.1f} (1-min average as each run started)"
+        "load": f"load average {_range(loads, '.1f')} (1 min, as each run started)"
         if loads
         else None,
     }
@@ -856,12 +856,16 @@ def render_pages(root: Path) -> dict[Path, tuple[str, str]]:
     """``{page: (text, rendered text)}`` for every page with a block.
 
     Raises:
-        ValueError: a marker names an unknown block, or a block is on no page or on two.
+        ValueError: a marker names an unknown block or lacks its pair, or a block is on no
+            page or on two.
     """
     result, seen = {}, Counter()
     for page in pages(root):
         text = page.read_text()
         ids = [m["id"] for m in _markers(text)]
+        outside = FENCES.sub("", text)
+        if outside.count("<!-- rendered: ") + outside.count("<!-- end rendered: ") != 2 * len(ids):
+            raise ValueError(f"{page.relative_to(root)}: a marker without its pair")
         unknown = [i for i in ids if i not in BLOCKS]
         if unknown:
             raise ValueError(f"{page.relative_to(root)}: unknown rendered block(s) {unknown}")

@@ -56,7 +56,9 @@ def git_state() -> dict[str, object]:
     }
 
 
-def provenance(script: str, argv: Sequence[str] | None = None) -> dict[str, object]:
+def provenance(
+    script: str, argv: Sequence[str] | None = None, program: str = "python"
+) -> dict[str, object]:
     """Where numbers are being made, taken when a measurement starts: ``command`` (``python
     <script> <argv>``, ``argv`` default ``sys.argv[1:]``), ``commit`` and ``modified``
     (:func:`git_state`), ``machine`` (CPU model, cores, OS, any GPU), ``load_average``
@@ -66,7 +68,7 @@ def provenance(script: str, argv: Sequence[str] | None = None) -> dict[str, obje
 
     args = list(sys.argv[1:] if argv is None else argv)
     return {
-        "command": shlex.join(["python", script, *args]),
+        "command": shlex.join([program, script, *args]),
         **git_state(),
         "machine": machine_description(),
         "load_average": load_average(),
