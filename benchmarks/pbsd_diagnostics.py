@@ -152,7 +152,7 @@ LABELS = {
     "t_class": "t class",
     "s_class": "s class",
     "q_class": "q class",
-    "kl": "KL(t||s)",
+    "kl": "KL(t‖s)",
     "agree": "top-1 agree",
     "loss_dscl": "loss_dscl",
     "loss_pbsd": "loss_pbsd",

@@ -447,12 +447,15 @@ def _precision(name: str) -> Render:
             for p in dict.fromkeys(r["precision"] for r in rows)
             if p != rows[0]["precision"]
         }
-        ratio = "; ".join(f"{p} {_range([1 / x for x in v], '.1f')}×" for p, v in slower.items())
+        ratio = "; ".join(
+            f"{p} {_range([1 / x for x in v], '.1f')}× the fp32 step time"
+            for p, v in slower.items()
+        )
         meta = _sidecar(root, name) | _settings(data)
         return "\n\n".join(
             [
                 markdown_table(_pick(rows, columns)),
-                f"Step time against fp32, same method: {ratio}.",
+                f"Same method against fp32: {ratio}.",
                 _source([name], meta, timed=True),
             ]
         )
@@ -562,8 +565,8 @@ def _loss_speed(root: Path) -> str:
             f"DSCL / PML SupCon {min(ratio)}–{max(ratio)} (target ≤ 1: "
             f"{'met' if max(ratio) <= 1 else 'missed'}); DSCL / matmul floor "
             f"{min(floor)}–{max(floor)} (target ≤ 3.5: met in {sum(f <= 3.5 for f in floor)} of "
-            f"{len(floor)} rows); at B {largest['B']}, K {largest['K']} DSCL's peak memory is "
-            f"{largest['pml_peak_mib'] / largest['dscl_peak_mib']:.1f}× smaller than PML's. "
+            f"{len(floor)} rows); peak memory at B {largest['B']}, K {largest['K']}: DSCL "
+            f"{largest['dscl_peak_mib']} MiB, PML {largest['pml_peak_mib']} MiB. "
             f"D = {rows[0]['D']}, autocast {rows[0]['autocast']}.",
             _source([name], _settings(data), timed=True),
         ]
@@ -622,7 +625,7 @@ def _pbsd(root: Path) -> str:
     return "\n\n".join(
         [
             pbsd_diagnostics.format_table(data["result"]),
-            f"Checkpoint: the DSCL+PBSD run of the reproduction below (`{data['checkpoint']}`).",
+            f"Checkpoint: the DSCL+PBSD run of the README's reproduction (`{data['checkpoint']}`).",
             _source([name], _settings(data)),
         ]
     )
