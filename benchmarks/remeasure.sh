@@ -26,9 +26,9 @@
 #
 # Every part prints its wall time; the result files record the load average. The runs of
 # --headline stay in outputs/remeasure/headline, so an interrupted call resumes them.
-# PYTHON (default: python) runs the scripts with this checkout on PYTHONPATH; PYTHON3
-# (default: python3) makes the --setup venv. Commit benchmarks/results, README.md and docs
-# afterwards.
+# PYTHON (default: python) runs the scripts with this checkout on PYTHONPATH: it needs the
+# project's dependencies (run from an activated development venv); PYTHON3 (default:
+# python3) makes the --setup venv. Commit benchmarks/results, README.md and docs afterwards.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -672,7 +672,7 @@ def _pipeline_epochs(names: Sequence[str]) -> Render:
                     "steps": data["rows"][0]["steps"],
                     "loader (1 worker), s": walls["loader"],
                     "device, s": walls["device"],
-                    "device / loader": f"{walls['device'] / walls['loader']:.2f}",
+                    "device time / loader time": f"{walls['device'] / walls['loader']:.2f}",
                     "load (1 min, at the start)": _load_start(meta),
                     "commit": f"`{meta['commit'][:7]}`",
                 }
