@@ -44,7 +44,11 @@ while [[ $# -gt 0 ]]; do
         --all) parts+=(quickstart setup benchmarks headline) ;;
         --quickstart | --setup | --benchmarks | --headline) parts+=("${1#--}") ;;
         --render) ;;
-        --dry-run) dry=$(realpath -m "$2"); shift ;;
+        --dry-run)
+            [[ $# -ge 2 ]] || { echo "remeasure.sh: --dry-run needs a folder" >&2; exit 2; }
+            dry=$(realpath -m "$2")
+            shift
+            ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "remeasure.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
