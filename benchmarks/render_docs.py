@@ -726,11 +726,9 @@ def _setup(root: Path) -> str:
     return "\n\n".join(
         [
             markdown_table(rows),
-            f"A fresh `git clone` and `python3 -m venv` ({data['python']}), then the commands "
-            f"above without the CPU-wheel line: `pip install -e .` took torch's default "
-            f"wheels from the machine's package index; the venv then held "
-            f"{data['venv_size_gb']:.1f} GB.",
-            _source([name], meta, timed=True),
+            f"{data['python']}; `pip install -e .` took torch's default wheels from the "
+            f"machine's package index, and the venv then held {data['venv_size_gb']:.1f} GB. "
+            + _source([name], meta, timed=True),
         ]
     )
 
