@@ -703,7 +703,7 @@ def _quickstart(root: Path) -> str:
     meta = _settings(data)
     table = format_metrics_table({k: data["metrics"][k] for k in ("linear_probe", "knn")})
     return (
-        f"```text\n{table}\n```\n\n"
+        f"```text\n{table}\n```\n"
         + _source([name], meta, timed=True)
         + f" The whole run took {meta['wall_seconds']:.0f} s."
     )
@@ -726,8 +726,9 @@ def _setup(root: Path) -> str:
     return "\n\n".join(
         [
             markdown_table(rows),
-            f"{data['python']}; `pip install -e .` took torch's default wheels from the "
-            f"machine's package index, and the venv then held {data['venv_size_gb']:.1f} GB. "
+            f"A fresh clone and venv ({data['python']}), the commands above but the CPU-wheel "
+            "line (its index is not reachable there): `pip install -e .` took torch's default "
+            f"wheels, and the venv then held {data['venv_size_gb']:.1f} GB. "
             + _source([name], meta, timed=True),
         ]
     )

@@ -16,12 +16,19 @@ declare an entry point in the group ``dscl_plugin.methods``.
 """
 
 import argparse
+import errno
 import shlex
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from dscl_plugin.errors import CheckpointError, ConfigError
+from dscl_plugin.errors import CheckpointError, ConfigError, ConfigNote, DataError
+
+if TYPE_CHECKING:
+    from dscl_plugin.runs.folder import RunFolder
 
 _TRAIN_OVERRIDES = "config overrides such as trainer.epochs=5 model.beta=4 (OmegaConf dotlist)"
 _EVAL_OVERRIDES = "config overrides such as probe.epochs=10 eval.knn_k=20 (OmegaConf dotlist)"
@@ -126,13 +133,39 @@ def _parser(prog: str, train: bool, default_config: str | None) -> argparse.Argu
 def _parse(
     prog: str, train: bool, argv: Sequence[str] | None, default_config: str | None
 ) -> argparse.Namespace:
-    args = _parser(prog, train, default_config).parse_intermixed_args(argv)
+    parser = _parser(prog, train, default_config)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_intermixed_args(argv)
+    if unknown:
+        parser.exit(2, f"{prog}: error: {_unknown_options(prog, argv, unknown)}\n")
     resume = getattr(args, "resume", None)
     if resume not in (None, "last") and "=" in resume and not Path(resume).is_file():
         # ``--resume key=value``: the bare flag followed by an override
         args.overrides.append(resume)
         args.resume = "last"
     return args
+
+
+def _unknown_options(prog: str, argv: list[str], unknown: list[str]) -> str:
+    """Why ``unknown`` arguments are refused; a flag named like a config key
+    (``--epochs 1``) is shown as the override it means (``trainer.epochs=1``)."""
+    from dscl_plugin.training.config import keys_like
+
+    for option in unknown:
+        name, equals, value = option.partition("=")
+        keys = keys_like(name.lstrip("-")) if name.startswith("--") else []
+        if not keys:
+            continue
+        after = argv[argv.index(option) + 1 :] if option in argv else []
+        if not equals and after and not after[0].startswith("-") and "=" not in after[0]:
+            value = after[0]
+        shown = [f"{key}={value or '...'}" for key in keys]
+        others = f" (or {', '.join(shown[1:])})" if len(shown) > 1 else ""
+        return (
+            f"unrecognized option {name}: config keys are set as key.path=value, "
+            f"e.g. {shown[0]}{others}"
+        )
+    return f"unrecognized arguments: {' '.join(unknown)} ({prog} --help lists the options)"
 
 
 def _main(
@@ -149,9 +182,11 @@ def _main(
     from dscl_plugin.training.methods import NonFiniteLossError
     from dscl_plugin.training.registry import load_plugins
 
+    config = None
     try:
         load_plugins(args.imports)
-        config = load_config(args.config, args.overrides)
+        with _notes(prog):
+            config = load_config(args.config, args.overrides)
         if args.print_config:  # base files and overrides merged, every key
             print(to_yaml(config), end="")
             return 0
@@ -162,12 +197,17 @@ def _main(
         if resume is None and resume_existing and RunFolder.of(config).last_checkpoint.exists():
             resume = "last"
         run(config, stage=args.stage, resume=resume, checkpoint=args.checkpoint)
-    except (ConfigError, ImportError) as error:
-        kind = "config error" if isinstance(error, ConfigError) else "import error"
-        print(f"{prog}: {kind}: {error}", file=sys.stderr)
+    except (ConfigError, DataError, ImportError) as error:
+        print(f"{prog}: {_kind(error)} error: {error}", file=sys.stderr)
         return 2
     except (CheckpointError, NonFiniteLossError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        folder = None if config is None else RunFolder.of(config)
+        last = None if folder is None or not train or args.stage == 2 else folder.last_checkpoint
+        again = _again(prog, argv, last, resume_existing)
+        print(f"{prog}: error: {_os_error(error, folder)}, then {again}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:
         print(
@@ -176,6 +216,76 @@ def _main(
         )
         return 130
     return 0
+
+
+@contextmanager
+def _notes(prog: str) -> Iterator[None]:
+    """Inside the block, each :class:`ConfigNote` warning (raised once a config is valid)
+    is one line of stderr, ``prog: note: ...``, printed once; other warnings as usual."""
+    show, printed = warnings.showwarning, set()
+
+    def one_line(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if not issubclass(category, ConfigNote):
+            show(message, category, filename, lineno, file, line)
+        elif str(message) not in printed:
+            printed.add(str(message))
+            print(f"{prog}: note: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConfigNote)
+        warnings.showwarning = one_line
+        yield
+
+
+def _kind(error: Exception) -> str:
+    """``config``, ``data`` or ``import``: the kind of error exit code 2 reports."""
+    if isinstance(error, ConfigError):
+        return "config"
+    return "data" if isinstance(error, DataError) else "import"
+
+
+# errno -> what to do before running again
+_OS_FIXES = {
+    errno.ENOSPC: "free space on its disk",
+    errno.EDQUOT: "free space within your disk quota",
+    errno.EACCES: "make it writable, or set output_dir= to a folder you can write",
+    errno.EPERM: "make it writable, or set output_dir= to a folder you can write",
+    errno.EROFS: "set output_dir= to a folder on a writable disk",
+}
+
+
+def _os_error(error: OSError, folder: "RunFolder | None") -> str:
+    """The path an OS error names (else the run's folder), why, and what to do."""
+    path = error.filename or (None if folder is None else folder.root)
+    where = f": '{path}'" if path else ""
+    fix = _OS_FIXES.get(error.errno or 0, "fix that")
+    return f"{error.strerror or error}{where}. {fix[0].upper()}{fix[1:]}"
+
+
+def _command(prog: str, argv: Sequence[str] | None, resume: bool) -> str:
+    """The command that was run, with ``--resume`` when ``resume`` (once)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if resume and "--resume" not in args:
+        args.append("--resume")
+    return " ".join([prog, *map(shlex.quote, args)])
+
+
+def _again(prog: str, argv: Sequence[str] | None, last: Path | None, resume_existing: bool) -> str:
+    """How to go on after a failure: resume from stage 1's ``last`` checkpoint where there
+    is one (the examples resume by themselves), else run the same command again."""
+    if last is None or not last.is_file():
+        return f"run the same command again: {_command(prog, argv, False)}"
+    return (
+        f"resume from the last complete checkpoint '{last}' with: "
+        f"{_command(prog, argv, not resume_existing)}"
+    )
 
 
 def _resume_hint(
@@ -188,10 +298,7 @@ def _resume_hint(
     checkpoint = getattr(error, "checkpoint", None)
     if checkpoint is None or not Path(checkpoint).is_file():
         return "interrupted before the first checkpoint; run the same command to start again."
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not resume_existing and "--resume" not in args:
-        args.append("--resume")
-    command = " ".join([prog, *map(shlex.quote, args)])
+    command = _command(prog, argv, not resume_existing)
     return f"interrupted; the last complete checkpoint is '{checkpoint}'. Resume with:\n  {command}"
 
 
@@ -270,13 +377,17 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join([prog, *(sys.argv[1:] if argv is None else argv)])
     try:
         load_plugins(args.imports)
-        compare(args.config, args.methods, args.seeds, out, args.overrides, command)
-    except (ConfigError, ImportError) as error:
-        kind = "config error" if isinstance(error, ConfigError) else "import error"
-        print(f"{prog}: {kind}: {error}", file=sys.stderr)
+        with _notes(prog):
+            compare(args.config, args.methods, args.seeds, out, args.overrides, command)
+    except (ConfigError, DataError, ImportError) as error:
+        print(f"{prog}: {_kind(error)} error: {error}", file=sys.stderr)
         return 2
     except (CheckpointError, NonFiniteLossError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        again = "run the same command again: it starts only the missing runs"
+        print(f"{prog}: error: {_os_error(error, None)}, then {again}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

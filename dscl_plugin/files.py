@@ -1,11 +1,15 @@
 """Crash-safe writes of torch files and reads that say what is wrong with a file.
 
 Core: no PyTorch Lightning. :func:`atomic_save` writes checkpoints and exported backbones,
-:func:`load_file` reads them (``weights_only``) with one-line errors naming the file.
+:func:`load_file` reads them (``weights_only``) with one-line errors naming the file;
+:func:`writing` makes an ``OSError`` (disk full, permission denied) name the file written.
 """
 
+import io
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +20,47 @@ from dscl_plugin.errors import CheckpointError
 PathLike = str | Path
 
 
+@contextmanager
+def writing(path: PathLike, *temporary: PathLike) -> Iterator[Path]:
+    """A block that writes ``path``: an ``OSError`` raised in it that names no file (a
+    full disk reports none) or one of the ``temporary`` files written on the way is
+    raised again naming ``path``, as the same ``OSError`` subclass (``PermissionError``,
+    ...)."""
+    path = Path(path)
+    try:
+        yield path
+    except OSError as error:
+        unnamed = error.filename is None or error.filename in {str(t) for t in temporary}
+        if error.errno is None or not unnamed:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
 def atomic_save(obj: Any, path: PathLike, keep_previous: bool = False) -> Path:
     """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``:
     a crash mid-write leaves any previous file at ``path`` intact. ``keep_previous``
-    first keeps the file being replaced as :func:`previous_path` (hard link or copy)."""
+    first keeps the file being replaced as :func:`previous_path` (hard link or copy).
+
+    Raises:
+        OSError: the file cannot be written (e.g. ``ENOSPC``, ``EACCES``), naming
+            ``path``; the previous file at ``path`` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.is_file():
-            _replace_with_copy(path, previous_path(path))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()  # torch's writer hides the OSError of a failed file write
+    torch.save(obj, buffer)
+    with writing(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            if keep_previous and path.is_file():
+                _replace_with_copy(path, previous_path(path))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -229,3 +229,87 @@ def test_backbone_weights_of_another_backbone_give_one_short_line(tmp_path, caps
     err = one_line_error(capsys)
     assert "do not fit backbone 'small_cnn'" in err and "model.backbone" in err
     assert len(err) < 400
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "1"], "e.g. trainer.epochs=1 (or probe.epochs=1)"),
+        (["--epochs=1"], "e.g. trainer.epochs=1 (or probe.epochs=1)"),
+        (["--lr", "0.5", "model.beta=4"], "e.g. optim.lr=0.5 (or probe.lr=0.5)"),
+        (["--trainer.epochs", "3"], "e.g. trainer.epochs=3"),
+        (["--output-dir", "runs/a"], "e.g. output_dir=runs/a"),
+        (["--num_workers", "--stage", "1"], "e.g. trainer.num_workers=..."),
+    ],
+)
+def test_a_flag_named_like_a_config_key_hints_the_override(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--config", "dscl_digits_lt", *args])
+    assert exit_info.value.code == 2
+    err = one_line_error(capsys)
+    flag = args[0].partition("=")[0]
+    assert err == (
+        f"dscl-train: error: unrecognized option {flag}: config keys are set as "
+        f"key.path=value, {message}"
+    )
+
+
+def test_an_unknown_flag_like_no_key_is_refused_as_argparse_does(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        eval_main(["--config", "dscl_digits_lt", "--checkpoint", "b.pt", "--zzz", "3"])
+    assert exit_info.value.code == 2
+    assert one_line_error(capsys) == (
+        "dscl-eval: error: unrecognized arguments: --zzz (dscl-eval --help lists the options)"
+    )
+
+
+@pytest.mark.slow
+def test_an_error_is_the_only_line_on_stderr(tmp_path):
+    """The user's report, as they ran it: an empty IDX file under data.root, a preset by
+    name, another folder; no Lightning "Seed set to 0" before the error."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    result = subprocess.run(
+        [sys.executable, "-m", "dscl_plugin.cli", "--config", "dscl_fashion_mnist_lt"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "dscl-train: data error: Fashion-MNIST file 'data/train-images-idx3-ubyte.gz' is empty"
+    )
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+@pytest.mark.slow
+def test_stage_1_ends_with_the_backbone_and_the_eval_command(tmp_path, capsys):
+    from helpers import TINY
+
+    run = tmp_path / "run"
+    assert (
+        train_main(["--config", "dscl_digits_lt", *TINY, f"output_dir={run}", "--stage", "1"]) == 0
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    command = f"dscl-eval --config {run / 'config.yaml'} --checkpoint {run / 'backbone.pt'}"
+    assert out[-2:] == [
+        f"stage 1 finished: the backbone is {run / 'backbone.pt'}; evaluate it (stage 2) with:",
+        f"  {command}",
+    ]
+    assert eval_main(command.split()[1:]) == 0  # the command works as printed
+    assert (run / "metrics.json").is_file()
+
+
+def test_dscl_compare_reports_a_damaged_data_file_in_one_line(tmp_path, monkeypatch, capsys):
+    from dscl_plugin.cli import compare_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    settings = ["trainer.num_workers=0", "trainer.progress_bar=false"]
+    assert compare_main([*settings, "--config", "dscl_fashion_mnist_lt", "--seeds", "0"]) == 2
+    assert one_line_error(capsys).startswith(
+        "dscl-compare: data error: Fashion-MNIST file 'data/train-images-idx3-ubyte.gz' is empty"
+    )

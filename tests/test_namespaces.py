@@ -8,6 +8,7 @@ import warnings
 import lightly.loss
 import lightly.transforms
 import pytest
+import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
@@ -85,3 +86,34 @@ def test_an_absent_name_is_added(monkeypatch, namespace, ours):
         warnings.simplefilter("error")
         assert expose(namespace, ours)
     assert getattr(namespace, ours.__name__) is ours
+
+
+def test_each_loss_called_the_other_librarys_way_points_to_the_other():
+    """``dscl_plugin.DSCLLoss`` takes (query, key, labels), PML's DSCLLoss (embeddings,
+    labels): each, called the other way, names the one that takes that call."""
+    embeddings, labels = torch.randn(8, 4), torch.tensor([0, 1, 2, 3] * 2)
+    pml_call = r"as in the PML call loss\(embeddings, labels\): for that call use "
+    with pytest.raises(TypeError, match=r"got a 1-D key \(8,\), " + pml_call + "pytorch_metric"):
+        dscl_plugin.DSCLLoss()(embeddings, labels)
+    with pytest.raises(TypeError, match="got no labels, .*losses.DSCLLoss .import dscl_plugin"):
+        dscl_plugin.DSCLLoss()(embeddings, embeddings)
+    with pytest.raises(TypeError, match="use pytorch_metric_learning.losses.SupConLoss$"):
+        dscl_plugin.SupConLoss()(embeddings, labels)
+    query, key = embeddings[:4], embeddings[4:]
+    with pytest.raises(TypeError) as error:
+        pml_losses.DSCLLoss()(query, key, labels[:4])
+    assert "got (B, D) float features (4, 4) as labels; for loss(query, key, labels[, queue, " in (
+        str(error.value)
+    )
+    assert str(error.value).endswith(
+        "use dscl_plugin.DSCLLoss, or here loss(query, labels, ref_emb=key, ref_labels=labels)"
+    )
+    # the two right calls (and the fix the message gives) agree
+    lightly_style = dscl_plugin.DSCLLoss(temperature=0.1)(query, key, labels[:4])
+    fix = pml_losses.DSCLLoss(temperature=0.1)(
+        query,
+        labels[:4],
+        ref_emb=key,
+        ref_labels=labels[:4],
+    )
+    torch.testing.assert_close(fix, lightly_style)

@@ -9,6 +9,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dscl_plugin import checks
+from dscl_plugin.errors import DataError
 
 Labels = Sequence[int] | np.ndarray
 
@@ -84,7 +85,8 @@ class ArrayImageDataset(ImageDataset):
 
 
 class FileImageDataset(ImageDataset):
-    """Images read lazily from files with PIL and converted to RGB."""
+    """Images read lazily from files with PIL and converted to RGB; a file that is missing
+    or cannot be decoded (empty, truncated, corrupt) raises :class:`DataError` naming it."""
 
     def __init__(
         self,
@@ -102,5 +104,12 @@ class FileImageDataset(ImageDataset):
         self.paths = [str(p) for p in paths]
 
     def load_image(self, index: int) -> Image.Image:
-        with Image.open(Path(self.paths[index])) as image:
-            return image.convert("RGB")
+        path = Path(self.paths[index])
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except FileNotFoundError:
+            raise DataError(f"image '{path}' not found") from None
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's decoding errors
+            what = "is empty" if path.stat().st_size == 0 else "cannot be decoded"
+            raise DataError(f"image '{path}' {what} ({error})") from None

@@ -10,15 +10,29 @@ from pathlib import Path
 
 import numpy as np
 from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
 
 from dscl_plugin.data.base import ArrayImageDataset
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
+from dscl_plugin.errors import DataError
 
 # name -> (torchvision class name, number of classes, images per class in the full train set)
 CIFAR_SOURCES = {
     "cifar10_lt": ("CIFAR10", 10, 5000),
     "cifar100_lt": ("CIFAR100", 100, 500),
 }
+
+
+def damaged_file(source: type[datasets.CIFAR10], root: Path) -> Path | None:
+    """The first file of torchvision's ``source`` archive under ``root`` that is there but
+    not intact (its MD5 differs from the published file's), if any."""
+    folder = root / source.base_folder
+    meta = (source.meta["filename"], source.meta["md5"])
+    for name, md5 in [*source.train_list, *source.test_list, meta]:
+        path = folder / name
+        if path.is_file() and not check_integrity(str(path), md5):
+            return path
+    return None
 
 
 def cifar_lt(
@@ -34,6 +48,10 @@ def cifar_lt(
 
     The train subset is chosen by :func:`select_per_class` with ``seed``; ``.indices``
     holds the positions of the kept images in the torchvision dataset.
+
+    Raises:
+        FileNotFoundError: the archive is not under ``root`` (and ``download`` is off).
+        DataError: a file of the archive is empty, truncated or corrupt, naming it.
     """
     source, num_classes, n_max = CIFAR_SOURCES[name]
     try:
@@ -41,6 +59,13 @@ def cifar_lt(
     except RuntimeError as err:
         if download:
             raise
+        damaged = damaged_file(getattr(datasets, source), Path(root))
+        if damaged is not None:
+            what = "empty" if damaged.stat().st_size == 0 else "truncated or corrupt"
+            raise DataError(
+                f"{source} file '{damaged}' is {what} (its MD5 is not the published "
+                "file's): delete it and set data.download=true, or copy the original there"
+            ) from None
         raise FileNotFoundError(
             f"{source} not found (or corrupted) under root '{Path(root).resolve()}': "
             "set data.download=true to download it, or point data.root at it"

@@ -13,7 +13,9 @@ transform.
 import gzip
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from dscl_plugin.data.base import ArrayImageDataset
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
+from dscl_plugin.errors import DataError
 
 NUM_CLASSES = 10
 CLASS_NAMES = (
@@ -39,6 +42,8 @@ CLASS_NAMES = (
 )
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
+REPLACE_HINT = f"; the original files come with {INSTALL_HINT!r} (in {DEBIAN_ROOT})"
+IMAGE_SHAPE = (28, 28)
 # split -> (images file, labels file), as the data set is distributed
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -65,14 +70,47 @@ def find_idx_file(name: str, roots: Sequence[Path]) -> Path:
     )
 
 
-def _read_idx(path: Path, reader: Callable[[str], Tensor]) -> np.ndarray:
-    """torchvision's IDX ``reader`` on ``path``, unpacking a ``.gz`` to a temporary file."""
+@contextmanager
+def _unpacked(path: Path) -> Iterator[Path]:
+    """``path``, or for a ``.gz`` its content in a temporary file."""
     if path.suffix != ".gz":
-        return reader(str(path)).numpy()
+        yield path
+        return
     with gzip.open(path, "rb") as source, tempfile.NamedTemporaryFile() as unpacked:
         shutil.copyfileobj(source, unpacked)
         unpacked.flush()
-        return reader(unpacked.name).numpy()
+        yield Path(unpacked.name)
+
+
+def read_idx(path: Path, reader: Callable[[str], Tensor], shape: tuple[int, ...]) -> np.ndarray:
+    """torchvision's IDX ``reader`` on ``path`` (``.gz`` or unpacked); the array's shape
+    after its first axis must be ``shape``.
+
+    Raises:
+        DataError: the file is empty, truncated or corrupt (not a complete gzip or IDX
+            file, or an array of another shape); the message names the file.
+    """
+    try:
+        with _unpacked(path) as idx:
+            array = reader(str(idx)).numpy() if idx.stat().st_size else None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise DataError(
+            f"Fashion-MNIST file '{path}' is not a complete gzip file ({error}){REPLACE_HINT}"
+        ) from None
+    except (ValueError, AssertionError, RuntimeError) as error:  # torchvision's checks
+        reason = str(error).strip().split("\n")[0] or "unexpected header"
+        raise DataError(
+            f"Fashion-MNIST file '{path}' is not a complete IDX file (truncated or corrupt: "
+            f"{reason}){REPLACE_HINT}"
+        ) from None
+    if array is None:
+        raise DataError(f"Fashion-MNIST file '{path}' is empty{REPLACE_HINT}")
+    if array.shape[1:] != shape:
+        raise DataError(
+            f"Fashion-MNIST file '{path}' holds an array of shape {tuple(array.shape)}, "
+            f"not (N{''.join(f', {n}' for n in shape)}){REPLACE_HINT}"
+        )
+    return array
 
 
 @lru_cache(maxsize=4)
@@ -81,12 +119,19 @@ def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     searched in ``root`` then in :data:`DEBIAN_ROOT`."""
     roots = list(dict.fromkeys([Path(root), DEBIAN_ROOT]))
     image_name, label_name = IDX_FILES[split]
-    images = _read_idx(find_idx_file(image_name, roots), read_image_file)
-    labels = _read_idx(find_idx_file(label_name, roots), read_label_file)
+    image_file = find_idx_file(image_name, roots)
+    images = read_idx(image_file, read_image_file, IMAGE_SHAPE)
+    label_file = find_idx_file(label_name, roots)
+    labels = read_idx(label_file, read_label_file, ())
     if len(images) != len(labels):
-        raise ValueError(
-            f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels; "
-            "the IDX files do not belong together."
+        raise DataError(
+            f"Fashion-MNIST files '{image_file}' ({len(images)} images) and '{label_file}' "
+            f"({len(labels)} labels) do not belong together{REPLACE_HINT}"
+        )
+    if labels.max(initial=0) >= NUM_CLASSES:
+        raise DataError(
+            f"Fashion-MNIST file '{label_file}' holds label {labels.max()}, not a class of "
+            f"0 ... {NUM_CLASSES - 1}{REPLACE_HINT}"
         )
     return images, labels.astype(np.int64)
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dscl_plugin.data.base import FileImageDataset
+from dscl_plugin.errors import DataError
 
 # name -> (number of classes, default list file of each split, looked up under root)
 LIST_FILE_SOURCES = {
@@ -44,31 +45,35 @@ def read_list_file(path: str | Path, num_classes: int | None = None) -> tuple[li
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: a line without exactly two fields, a label that is not an integer in
-            ``[0, num_classes)``, or no samples; the message names the file and line.
+        DataError: the file is not text, has a line without exactly two fields or with a
+            label that is not an integer in ``[0, num_classes)``, or has no samples; the
+            message names the file (and line).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"list file not found: '{path}'")
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as error:
+        raise DataError(f"list file '{path}' is not a text file ({error.reason})") from None
     paths, labels = [], []
-    with path.open() as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"{path}, line {lineno}"
-            if len(fields) != 2:
-                raise ValueError(f"{where}: expected 'relative/path label', got {line.strip()!r}")
-            try:
-                label = int(fields[1])
-            except ValueError:
-                raise ValueError(f"{where}: label {fields[1]!r} is not an integer") from None
-            if label < 0 or (num_classes is not None and label >= num_classes):
-                raise ValueError(f"{where}: label {label} is not in [0, {num_classes or 'inf'})")
-            paths.append(fields[0])
-            labels.append(label)
+    for lineno, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"list file '{path}', line {lineno}"
+        if len(fields) != 2:
+            raise DataError(f"{where}: expected 'relative/path label', got {line.strip()!r}")
+        try:
+            label = int(fields[1])
+        except ValueError:
+            raise DataError(f"{where}: label {fields[1]!r} is not an integer") from None
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            raise DataError(f"{where}: label {label} is not in [0, {num_classes or 'inf'})")
+        paths.append(fields[0])
+        labels.append(label)
     if not labels:
-        raise ValueError(f"list file '{path}' has no samples")
+        raise DataError(f"list file '{path}' has no samples (expected 'relative/path label' lines)")
     return paths, labels
 
 

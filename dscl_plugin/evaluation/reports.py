@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dscl_plugin.files import PathLike
+from dscl_plugin.files import PathLike, writing
 
 
 def to_json(value):
@@ -25,9 +25,10 @@ def to_json(value):
 
 def write_metrics(metrics: dict[str, object], path: PathLike) -> Path:
     """Write ``metrics`` as indented JSON (None, NaN and inf become null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(metrics), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(to_json(metrics), indent=2, allow_nan=False) + "\n"
+    with writing(path) as path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     return path
 
 

@@ -47,11 +47,13 @@ def plot_patch_retrieval(
     maps: Tensor,
     path: PathLike,
     class_names: Sequence[str] | None = None,
+    row_titles: Sequence[str] | None = None,
 ) -> Path:
-    """Writes a PNG: per row a query image with its box (yellow), then the retrieved
-    training images (in grey, titled as in :func:`plot_retrieval`) with the box feature's
-    response map (``maps[row]``: (N, H, W)) overlaid in colour on one scale for the whole
-    figure, shown by a colour bar (cosine of each cell to the box feature)."""
+    """Writes a PNG: per row a query image with its box (yellow; ``row_titles`` beside
+    it, as in :func:`plot_retrieval`), then the retrieved training images (in grey,
+    titled as in :func:`plot_retrieval`) with the box feature's response map
+    (``maps[row]``: (N, H, W)) overlaid in colour on one scale for the whole figure,
+    shown by a colour bar (cosine of each cell to the box feature)."""
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
@@ -64,6 +66,8 @@ def plot_patch_retrieval(
         x1, y1, x2, y2 = boxes[r].tolist()
         box = Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, color="yellow", lw=2)
         row[0].add_patch(box)
+        if row_titles is not None:
+            row[0].set_ylabel(row_titles[r], fontsize=8)
         for j, image in enumerate(retrieved_images[r]):
             grey = image.mean(dim=0, keepdim=True).expand(3, -1, -1)
             _show_match(
@@ -90,7 +94,8 @@ def write_retrieval_figures(
 ) -> dict[str, Path]:
     """Writes ``retrieval.png`` (:func:`plot_retrieval`) and ``patch_retrieval.png``
     (:func:`plot_patch_retrieval`) of ``found`` to ``out_dir``, with the images of the
-    data sets it was computed on. ``display`` turns a dataset tensor into a (3, H, W)
+    data sets it was computed on, each row labelled by its query's shot group and class
+    size (``many (n=6000)``). ``display`` turns a dataset tensor into a (3, H, W)
     image in [0, 1] (default: undo the ImageNet normalisation of ``eval_transform``);
     ``class_names`` label the classes (default: their ids).
 
@@ -121,6 +126,7 @@ def write_retrieval_figures(
         found.maps,
         out / "patch_retrieval.png",
         class_names,
+        [rows[r] for r in found.patch_rows],
     )
     return {"retrieval": retrieval, "patch_retrieval": patch}
 

@@ -24,10 +24,12 @@ from dscl_plugin.memory import LabeledMemoryBank, updates_queue
 class _LabeledContrastiveLoss(nn.Module):
     """Query-vs-[queries, keys, queue] cross-entropy with a labelled target.
 
-    Subclasses set ``alpha`` (own-view weight, or None for SupCon weights).
+    Subclasses set ``alpha`` (own-view weight, or None for SupCon weights) and
+    ``pml_loss``, the PML loss taking ``(embeddings, labels)``.
     """
 
     alpha: float | None
+    pml_loss: str
 
     def __init__(
         self,
@@ -50,7 +52,7 @@ class _LabeledContrastiveLoss(nn.Module):
         self,
         query: Tensor,
         key: Tensor,
-        labels: Tensor,
+        labels: Tensor | None = None,
         queue: Tensor | None = None,
         queue_labels: Tensor | None = None,
         queue_normalized: bool = False,
@@ -60,7 +62,8 @@ class _LabeledContrastiveLoss(nn.Module):
         Args:
             query: (B, D) online features (anchors), with gradient.
             key: (B, D) features of the other view of the same images.
-            labels: (B,) integer class ids.
+            labels: (B,) integer class ids; required (None only to name the PML loss
+                for a call ``loss(embeddings, labels)``).
             queue: optional (K, D) memory entries, every row a real entry.
             queue_labels: (K,) class ids of ``queue``; required with ``queue``.
             queue_normalized: the queue rows have unit L2 norm already (as in a
@@ -71,7 +74,13 @@ class _LabeledContrastiveLoss(nn.Module):
         If the loss owns a memory bank (``memory_bank_size``), its filled rows are the
         queue and the L2-normalised ``key`` is enqueued with ``labels`` after the loss in
         training steps (:func:`~dscl_plugin.memory.updates_queue`).
+
+        Raises:
+            TypeError: called as a PML loss, ``loss(embeddings, labels)``; the message
+                names the PML loss that takes that call.
+            ValueError: a tensor of the wrong shape or dtype, naming it.
         """
+        labels = self._labels(key, labels)
         candidates = self._candidates(query, key, labels, queue, queue_labels)
         queue_normalized = queue_normalized or self.memory_bank is not None  # unit keys
         with torch.autocast(device_type=query.device.type, enabled=False):
@@ -97,6 +106,18 @@ class _LabeledContrastiveLoss(nn.Module):
         candidates = self._candidates(query, key, labels, queue, queue_labels)
         with torch.autocast(device_type=query.device.type, enabled=False):
             return pull_gradient_ratio(*candidates, self.alpha)
+
+    def _labels(self, key: Tensor, labels: Tensor | None) -> Tensor:
+        """``labels``, once the call is this loss's ``(query, key, labels, ...)``."""
+        name = type(self).__name__
+        if key.ndim == 1 or labels is None:
+            got = f"a 1-D key {tuple(key.shape)}" if key.ndim == 1 else "no labels"
+            raise TypeError(
+                f"dscl_plugin.{name} takes loss(query, key, labels[, queue, queue_labels]) "
+                f"with query and key the (B, D) features of two views; got {got}, as in the "
+                f"PML call loss(embeddings, labels): for that call use {self.pml_loss}"
+            )
+        return labels
 
     def _candidates(
         self,
@@ -180,6 +201,8 @@ class DSCLLoss(_LabeledContrastiveLoss):
         >>> loss = loss_fn(query, key, labels, queue, queue_labels)
     """
 
+    pml_loss = "pytorch_metric_learning.losses.DSCLLoss (import dscl_plugin registers it)"
+
     def __init__(
         self,
         alpha: float | None = None,
@@ -208,6 +231,7 @@ class SupConLoss(_LabeledContrastiveLoss):
     """
 
     alpha = None
+    pml_loss = "pytorch_metric_learning.losses.SupConLoss"
 
     def __init__(
         self,

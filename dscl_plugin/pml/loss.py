@@ -89,6 +89,30 @@ class DSCLLoss(BaseMetricLossFunction):
             is_stat=True,
         )
 
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None = None,
+        indices_tuple: tuple | None = None,
+        ref_emb: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        """PML's ``forward``, after refusing the call of ``dscl_plugin.DSCLLoss``.
+
+        Raises:
+            TypeError: ``labels`` is a (B, D) float tensor, as in the call
+                ``loss(query, key, labels)`` of ``dscl_plugin.DSCLLoss``.
+        """
+        if torch.is_tensor(labels) and labels.ndim == 2 and labels.is_floating_point():
+            raise TypeError(
+                "pytorch_metric_learning.losses.DSCLLoss is called as loss(embeddings, "
+                "labels[, indices_tuple, ref_emb, ref_labels]) with one class id per row, "
+                f"got (B, D) float features {tuple(labels.shape)} as labels; for "
+                "loss(query, key, labels[, queue, queue_labels]) use dscl_plugin.DSCLLoss, "
+                "or here loss(query, labels, ref_emb=key, ref_labels=labels)"
+            )
+        return super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+
     def compute_loss(
         self,
         embeddings: Tensor,

@@ -1,12 +1,13 @@
 """A whole run: stage 1 then stage 2 (or one of them), as ``dscl-train`` and ``dscl-eval``
 run it."""
 
+import shlex
 import sys
 from typing import Any
 
 from dscl_plugin.files import PathLike
 from dscl_plugin.runs.compute import torch_threads
-from dscl_plugin.runs.folder import Resume, resumes_finished
+from dscl_plugin.runs.folder import Resume, RunFolder, resumes_finished
 from dscl_plugin.runs.stage1 import train
 from dscl_plugin.runs.stage2 import evaluate
 from dscl_plugin.training.methods import check_method
@@ -33,11 +34,23 @@ def run(
     with torch_threads(config.trainer.num_threads):
         module = None
         if stage in (None, 1) and resume not in (None, False) and resumes_finished(config, resume):
-            print(f"{config.output_dir}: training finished; re-evaluating", file=sys.stderr)
+            then = "; re-evaluating" if stage is None else ""
+            print(f"{config.output_dir}: training finished{then}", file=sys.stderr)
         elif stage in (None, 1):
             module = train(config, resume)
             if module is None:  # a non-zero DDP rank: rank 0 evaluates
                 return None
+        if stage == 1:
+            print(next_step(RunFolder.of(config)))
         if stage in (None, 2):
             return evaluate(config, module, checkpoint, retrieval)
     return None
+
+
+def next_step(folder: RunFolder) -> str:
+    """Where stage 1 left the backbone, and the ``dscl-eval`` command that scores it."""
+    config, backbone = (shlex.quote(str(p)) for p in (folder.config_file, folder.backbone))
+    return (
+        f"stage 1 finished: the backbone is {backbone}; evaluate it (stage 2) with:\n"
+        f"  dscl-eval --config {config} --checkpoint {backbone}"
+    )

@@ -17,6 +17,7 @@ from pytorch_lightning.loggers import Logger
 
 from dscl_plugin.backbones.weights import export_backbone
 from dscl_plugin.errors import ConfigError
+from dscl_plugin.files import writing
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import Resume, RunFolder, resolve_resume
 from dscl_plugin.runs.monitoring import monitor_callbacks, write_curves
@@ -78,14 +79,15 @@ def train(
     """
     folder = RunFolder.of(config)
     ckpt_path = resolve_resume(config, resume)
-    pl.seed_everything(config.seed, workers=True)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
     module = build_method(config)
     data = training_data(config, module)
     callbacks = [*callbacks, *monitor_callbacks(config)]
     trainer = build_trainer(config, folder.checkpoints, folder.logs, data, callbacks, loggers)
     if trainer.is_global_zero:
-        folder.root.mkdir(parents=True, exist_ok=True)
-        folder.config_file.write_text(to_yaml(config))
+        with writing(folder.config_file):
+            folder.root.mkdir(parents=True, exist_ok=True)
+            folder.config_file.write_text(to_yaml(config))
     sigint_handler = signal.getsignal(signal.SIGINT)
     try:
         with expected_fit_warnings(resuming=ckpt_path is not None):

@@ -9,13 +9,15 @@ A YAML file may extend another: ``base: dscl_fashion_mnist_lt.yaml`` (a path rel
 the extending file, or a preset's name; chains allowed) plus the keys it changes. Layers
 merge in the order schema defaults <- base(s) <- file <- overrides, and a layer that sets
 ``model.alpha`` clears the ``model.beta`` of the layers below it (and vice versa): the two
-are one setting.
+are one setting. A file whose chain holds no preset may start from its dataset's preset
+(:func:`dscl_plugin.training.presets.recipe`); a :class:`ConfigNote` warning says so.
 """
 
 import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union, cast
@@ -27,14 +29,23 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from dscl_plugin.errors import ConfigError
+from dscl_plugin.errors import ConfigError, ConfigNote
 from dscl_plugin.files import PathLike
 from dscl_plugin.training.precision import resolve_accelerator, resolve_precision
-from dscl_plugin.training.presets import find_config
+from dscl_plugin.training.presets import find_config, is_preset, recipe
 from dscl_plugin.training.schema import Config
 from dscl_plugin.training.validation import validate
 
-__all__ = ["Config", "ConfigError", "load_config", "to_dict", "to_yaml"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ConfigNote",
+    "config_keys",
+    "keys_like",
+    "load_config",
+    "to_dict",
+    "to_yaml",
+]
 
 BASE_KEY = "base"
 # keys that are one setting: a layer that sets one clears the other below it
@@ -43,13 +54,24 @@ EXCLUSIVE_KEYS = (("model.alpha", "model.beta"),)
 
 def load_config(path: PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """Schema defaults <- YAML file (after its ``base`` chain) <- ``a.b=value`` overrides,
-    then :func:`validate`."""
+    then :func:`validate`. A file whose chain holds no preset gets the recipe
+    :func:`~dscl_plugin.training.presets.recipe` gives it, told by a :class:`ConfigNote`
+    warning once the config is valid.
+
+    Raises:
+        ConfigError: the file cannot be read, or a key or value is invalid (every
+            problem, each naming its key).
+    """
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"Override {item!r} must have the form key.path=value.")
-    layers = [] if path is None else read_layers(path)
+    chain = [] if path is None else read_chain(path)
     try:
+        layers = [layer for _, layer in chain]
         layers.append(OmegaConf.from_dotlist(list(overrides)))
+        preset, note = _recipe(chain, layers)
+        if preset is not None:
+            layers = read_layers(preset) + layers
         merged = OmegaConf.merge(OmegaConf.structured(Config), merge_layers(layers))
         config = cast(Config, OmegaConf.to_object(merged))
     except OmegaConfBaseException as error:
@@ -57,7 +79,32 @@ def load_config(path: PathLike | None = None, overrides: Sequence[str] = ()) -> 
     validate(config)
     t = config.trainer  # "auto" becomes what runs, so config.yaml and metrics.json say it
     t.precision = resolve_precision(t.precision, resolve_accelerator(t.accelerator))
+    if note is not None:
+        warnings.warn(note, ConfigNote, stacklevel=2)
     return config
+
+
+def _recipe(
+    chain: Sequence[tuple[Path, DictConfig]], layers: Sequence[DictConfig]
+) -> tuple[str | None, str | None]:
+    """:func:`recipe` of the file whose ``chain`` it is, with the method and dataset of all
+    ``layers`` (the chain's, then the overrides); ``(None, None)`` when there is no file,
+    its chain holds a preset, or the method or dataset is not set."""
+    if not chain or is_preset(chain[0][0]):
+        return None, None
+    merged = cast(dict[str, Any], OmegaConf.to_container(merge_layers(layers)))
+    method, dataset = merged.get("method"), (merged.get("data") or {}).get("name")
+    if not isinstance(method, str) or not isinstance(dataset, str):
+        return None, None
+    keys = set().union(*(_leaf_keys(OmegaConf.to_container(layer)) for _, layer in chain))
+    return recipe(chain[-1][0], keys, method, dataset)
+
+
+def _leaf_keys(tree: object, path: str = "") -> set[str]:
+    """The dotted paths of the values (not mappings) in the nested mapping ``tree``."""
+    if not isinstance(tree, dict):
+        return {path}
+    return set().union(*(_leaf_keys(v, f"{path}.{k}" if path else str(k)) for k, v in tree.items()))
 
 
 def read_layers(path: PathLike) -> list[DictConfig]:
@@ -69,7 +116,12 @@ def read_layers(path: PathLike) -> list[DictConfig]:
         ConfigError: a missing or unparsable file, a ``base`` that is not a file name,
             or a cycle of ``base`` files.
     """
-    layers: list[DictConfig] = []
+    return [layer for _, layer in read_chain(path)]
+
+
+def read_chain(path: PathLike) -> list[tuple[Path, DictConfig]]:
+    """``(file, mapping)`` of each file of :func:`read_layers`, the deepest base first."""
+    layers: list[tuple[Path, DictConfig]] = []
     chain: list[Path] = []
     resolved = find_config(path)
     while True:
@@ -79,7 +131,7 @@ def read_layers(path: PathLike) -> list[DictConfig]:
         chain.append(resolved.resolve())
         layer = _read_yaml(resolved)
         base = layer.pop(BASE_KEY, None)
-        layers.insert(0, layer)
+        layers.insert(0, (resolved, layer))
         if base is None:
             return layers
         if not isinstance(base, str) or not base:
@@ -151,6 +203,33 @@ def _describe(error: OmegaConfBaseException, path: Path | None) -> str:
         f"Unknown config key '{key}'{where}.{hint} "
         f"Allowed keys in '{section or '<root>'}': {', '.join(allowed)}."
     )
+
+
+def config_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every key path of the schema, in its order: ``method``, ``data.name``, ..."""
+    keys = []
+    for f in dataclasses.fields(schema):
+        hint = typing.get_type_hints(schema)[f.name]
+        path = f"{prefix}{f.name}"
+        section = isinstance(hint, type) and dataclasses.is_dataclass(hint)
+        keys += config_keys(hint, f"{path}.") if section else [path]
+    return keys
+
+
+def keys_like(name: str) -> list[str]:
+    """The key paths ``name`` (a command-line flag without ``--``, ``-`` for ``_``) may
+    mean: the path itself, else the keys it is the last part of (``epochs``:
+    ``trainer.epochs``, ``probe.epochs``), else the closest keys by name."""
+    name = name.replace("-", "_")
+    keys = config_keys()
+    if name in keys:
+        return [name]
+    named = [key for key in keys if key.rpartition(".")[2] == name]
+    if named:
+        return named
+    leaves = {key.rpartition(".")[2] for key in keys}
+    close = set(difflib.get_close_matches(name, [*keys, *leaves], n=2, cutoff=0.8))
+    return [key for key in keys if key in close or key.rpartition(".")[2] in close]
 
 
 def _expected_type(key: str) -> str:

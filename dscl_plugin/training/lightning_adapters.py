@@ -16,6 +16,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from dscl_plugin.files import writing
+
 
 class ContinuedCSVLogger(CSVLogger):
     """``CSVLogger`` writing ``save_dir/name/version/metrics.csv`` that continues an
@@ -45,8 +47,13 @@ class ContinuedCSVLogger(CSVLogger):
         self._continued = True
         if rows and isinstance(writer, ExperimentWriter):  # rank zero only
             writer.metrics = rows + writer.metrics
-            writer.save()
+            self.save()
         return writer
+
+    def save(self) -> None:
+        """Lightning's save; an ``OSError`` (e.g. a full disk) names ``metrics.csv``."""
+        with writing(os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE)):
+            super().save()
 
 
 class EpochLines(pl.Callback):

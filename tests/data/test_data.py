@@ -18,6 +18,7 @@ from dscl_plugin.data import (
     read_list_file,
     shot_groups,
 )
+from dscl_plugin.errors import DataError
 
 
 def fake_cifar(num_classes, per_class_train, per_class_test=10):
@@ -112,16 +113,16 @@ def test_list_file_dataset(tmp_path):
 def test_list_file_bad_line_names_file_and_line(tmp_path, line, message):
     path = tmp_path / "ImageNet_LT_train.txt"
     path.write_text(f"train/a.png 0\n{line}\n")
-    with pytest.raises(ValueError, match=message) as err:
+    with pytest.raises(DataError, match=message) as err:
         build_dataset("imagenet_lt", "train", root=tmp_path)
-    assert f"{path}, line 2" in str(err.value)
+    assert f"list file '{path}', line 2" in str(err.value)
 
 
 def test_list_file_missing_and_empty(tmp_path):
     with pytest.raises(FileNotFoundError, match="iNaturalist18_val.txt"):
         build_dataset("inat2018", "test", root=tmp_path)
     (tmp_path / "empty.txt").write_text("\n")
-    with pytest.raises(ValueError, match="has no samples"):
+    with pytest.raises(DataError, match="has no samples"):
         read_list_file(tmp_path / "empty.txt")
     with pytest.raises(ValueError, match=r"imbalance_factor must be None \(null in a config\)"):
         build_dataset("imagenet_lt", "train", root=tmp_path, imbalance_factor=10)

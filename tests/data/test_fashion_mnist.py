@@ -13,6 +13,7 @@ from helpers import CONFIGS
 from dscl_plugin.cli import train_main
 from dscl_plugin.data import build_dataset
 from dscl_plugin.data.fashion_mnist_lt import DEBIAN_ROOT
+from dscl_plugin.errors import DataError
 
 fmnist_module = importlib.import_module("dscl_plugin.data.fashion_mnist_lt")
 
@@ -110,8 +111,74 @@ def test_mismatched_files_are_refused(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(
         gzip.compress(idx_bytes(np.zeros(5, np.uint8)))
     )
-    with pytest.raises(ValueError, match="30 images but 5 labels"):
+    with pytest.raises(DataError) as error:
         build_dataset("fashion_mnist_lt", "test", root=tmp_path)
+    images, labels = (
+        tmp_path / f"t10k-{k}-idx{n}-ubyte.gz" for k, n in (("images", 3), ("labels", 1))
+    )
+    assert f"'{images}' (30 images) and '{labels}' (5 labels) do not belong together" in str(
+        error.value
+    )
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+IMAGES = idx_bytes(np.zeros((4, 28, 28), np.uint8))
+BAD_FILES = {  # file content -> what the error says about it
+    "empty gzip": (gzip.compress(b""), True, "is empty"),
+    "empty file": (b"", False, "is empty"),
+    "truncated gzip": (truncated(gzip.compress(IMAGES)), True, "is not a complete gzip file"),
+    "not gzip": (IMAGES, True, "is not a complete gzip file (Not a gzipped file"),
+    "truncated IDX": (truncated(IMAGES), False, "is not a complete IDX file (truncated"),
+    "header only": (IMAGES[:2], False, "is not a complete IDX file (truncated"),
+    "text": (b"hello world, no IDX", False, "is not a complete IDX file"),
+    "labels as images": (
+        idx_bytes(np.zeros(4, np.uint8)),
+        False,
+        "is not a complete IDX file",
+    ),
+    "other image size": (
+        idx_bytes(np.zeros((4, 14, 14), np.uint8)),
+        False,
+        "holds an array of shape (4, 14, 14), not (N, 28, 28)",
+    ),
+}
+
+
+@pytest.mark.parametrize("content, compress, problem", BAD_FILES.values(), ids=list(BAD_FILES))
+def test_a_damaged_idx_file_is_one_data_error_naming_it(tmp_path, content, compress, problem):
+    write_fixture(tmp_path, compress)
+    bad = tmp_path / f"train-images-idx3-ubyte{'.gz' if compress else ''}"
+    bad.write_bytes(content)
+    with pytest.raises(DataError) as error:
+        build_dataset("fashion_mnist_lt", "train", root=tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"Fashion-MNIST file '{bad}' {problem}"), message
+    assert "\n" not in message and "apt-get install dataset-fashion-mnist" in message
+
+
+def test_a_label_outside_the_classes_is_refused(tmp_path):
+    write_fixture(tmp_path)
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(gzip.compress(idx_bytes(np.full(30, 10, np.uint8))))
+    with pytest.raises(DataError, match=f"'{bad}' holds label 10, not a class of 0 ... 9"):
+        build_dataset("fashion_mnist_lt", "test", root=tmp_path)
+
+
+def test_dscl_train_names_an_empty_idx_file_in_one_line(tmp_path, monkeypatch, capsys):
+    """The user's report: an empty train-images-idx3-ubyte.gz under data.root."""
+    monkeypatch.setattr(fmnist_module, "DEBIAN_ROOT", tmp_path / "no_debian_copy")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert train_main(["--config", "dscl_fashion_mnist_lt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "dscl-train: data error: Fashion-MNIST file 'data/train-images-idx3-ubyte.gz' is "
+        f"empty{fmnist_module.REPLACE_HINT}"
+    )
 
 
 @pytest.mark.skipif(not DEBIAN_ROOT.is_dir(), reason="needs apt-get install dataset-fashion-mnist")

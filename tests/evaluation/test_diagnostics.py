@@ -277,6 +277,11 @@ def test_retrieval_is_computed_then_drawn_with_ranks_names_and_a_colour_scale(
     assert not any("cos" in t for t in titles)
     colour_bars = [ax for ax in patch.axes if ax.get_ylabel() == "cosine to the box feature"]
     assert len(colour_bars) == 1  # one scale for every response map
+    # both figures label each query row by its shot group and class size
+    row_labels = [ax.get_ylabel() for ax in retrieval.axes[::3]]
+    assert row_labels == ["many (n=6)", "medium (n=4)", "few (n=2)"]
+    patch_rows = [ax.get_ylabel() for ax in patch.axes[:-1:4]]
+    assert patch_rows == [row_labels[r] for r in found.patch_rows]
 
 
 @pytest.mark.slow

@@ -308,3 +308,38 @@ def test_per_class_plot_names_the_classes(tmp_path, monkeypatch):
         plot_per_class_accuracy(
             [0.5, None, 1.0], [60, 20, 5], tmp_path / "q.png", class_names=names[:2]
         )
+
+
+def test_per_class_labels_never_overlap(tmp_path, monkeypatch):
+    """Fashion-MNIST-LT: "bag" (100 images) and "ankle boot" (60) sit at similar sizes and
+    accuracies; every label keeps clear of the others, of the points and of the legend."""
+    from matplotlib.figure import Figure
+
+    from dscl_plugin.data.fashion_mnist_lt import CLASS_NAMES
+    from dscl_plugin.evaluation.figures import spread_ticks
+
+    saved = []
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))
+    )
+    counts = [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
+    accuracy = [0.80, 0.97, 0.78, 0.86, 0.80, 0.95, 0.55, 0.94, 0.96, 0.95]
+    plot_per_class_accuracy(
+        accuracy, counts, tmp_path / "p.png", 1000, 200, class_names=CLASS_NAMES
+    )
+    (ax,) = saved[0].axes
+    renderer = saved[0].canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in ax.texts]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(CLASS_NAMES)
+    legend = ax.get_legend().get_window_extent(renderer)
+    frame = ax.get_window_extent(renderer)
+    points = [ax.transData.transform((n, 100 * a)) for n, a in zip(counts, accuracy)]
+    for i, box in enumerate(boxes):
+        assert frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+        assert not box.overlaps(legend)
+        assert not any(box.overlaps(other) for other in boxes[:i])
+        assert not any(box.contains(x, y) for x, y in points)
+    # x ticks: the real class sizes, thinned where they would run into each other
+    assert spread_ticks(sorted(counts)) == sorted(counts)
+    assert spread_ticks([10, 11, 12, 100, 1000]) == [10, 100, 1000]
