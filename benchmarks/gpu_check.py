@@ -166,7 +166,11 @@ def _run(cmd: list[str], timeout: float, log) -> str:
 
 
 def _read_json(path: Path) -> list:
-    return json.loads(path.read_text()) if path.is_file() else []
+    """The rows of a ``--json`` file of loss_speed.py or train_step.py (none if missing)."""
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    return data["rows"] if isinstance(data, dict) else data
 
 
 def _test_counts(path: Path) -> dict[str, int] | None:

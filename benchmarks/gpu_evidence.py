@@ -46,18 +46,17 @@ every step pays Python, Lightning and launch overhead for two encoders (plus fiv
 passes). We assume 10 % (~80 TFLOP/s, about what a well-fed A100 reaches on this network:
 ~25k images/s x 3.3 GFLOP), hence ~14 ms (SupCon, DSCL) and ~28 ms (DSCL+PBSD) per step,
 0.8 s and 1.6 s per epoch, 165 s and 325 s of training per 200-epoch run alone, 3.3 s of
-GPU time per epoch of the three together. The measured CPU step times agree with the
-FLOP ratio (``python benchmarks/train_step.py --device cpu --settings resnet18_32px
---batch-size 16 --num-patches 5 --queue-size 4096 --num-classes 10 --repeats 3
---threads 1``, 1 thread of a loaded 2-core machine: see docs/gpu.md), i.e. DSCL+PBSD
-costs about twice SupCon per step. The loader path may be slower than that: 256 x (2 views
-+ 5 patches) PIL augmentations per step on ~5 cores per run. One lease gives this script
-~340 s (``gpu_check.sh``), of which ~60 s go to the step timing and ~40 s per run to
-start-up and evaluation: ~240 s of training for a wave of three side by side, i.e. ~70
-epochs at 3.3 s per epoch-of-three. So 200 epochs do NOT fit three runs in one lease even
-side by side: the first wave runs ``--epochs 50`` (recorded in every line), which leaves a
-factor ~1.4 for the estimate to be wrong; later leases continue with the next seeds at 50
-epochs, or run the 200-epoch recipe one method per lease.
+GPU time per epoch of the three together. CPU step times do not follow the FLOP ratio
+(an fp32 ResNet-18 run on an AVX2 CPU gave DSCL+PBSD 2.64x SupCon's step: docs/gpu.md),
+so DSCL+PBSD may cost more than twice SupCon per step. The loader path may be slower
+than that: 256 x (2 views + 5 patches) PIL augmentations per step on ~5 cores per run.
+One lease gives this script ~340 s (``gpu_check.sh``), of which ~60 s go to the step
+timing and ~40 s per run to start-up and evaluation: ~240 s of training for a wave of
+three side by side, i.e. ~70 epochs at 3.3 s per epoch-of-three. So 200 epochs do NOT fit
+three runs in one lease even side by side: the first wave runs ``--epochs 50`` (recorded
+in every line), which leaves a factor ~1.4 for the estimate to be wrong; later leases
+continue with the next seeds at 50 epochs, or run the 200-epoch recipe one method per
+lease.
 
     python benchmarks/gpu_evidence.py OUT --epochs 50 --budget 340    # on the GPU
     python benchmarks/gpu_evidence.py OUT --resume benchmarks/results/gpu_evidence_runs.jsonl

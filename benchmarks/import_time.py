@@ -14,24 +14,28 @@ modules loaded by then (none expected: the CLI imports Lightning and OmegaConf o
 a command runs).
 
     python benchmarks/import_time.py  # 7 interpreters, writes results/import_time.json
+
+The JSON's ``settings`` hold the command, commit, machine, load average at the start and
+the end, and the wall time; ``versions`` the libraries' versions.
     python benchmarks/import_time.py --repeats 3 --module dscl_plugin.training
 """
 
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import git_state  # noqa: E402  (a sibling: benchmarks is not a package)
+from reporting import finish, provenance  # noqa: E402  (a sibling: benchmarks is not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "lightly.loss, lightly.models, lightly.transforms, pytorch_metric_learning.losses"
 HEAVY = ("pytorch_lightning", "omegaconf", "matplotlib")
+VERSIONED = ("torch", "lightly", "pytorch-metric-learning", "pytorch-lightning")
 TARGET_S = 0.3
 
 SAMPLE = """
@@ -86,6 +90,13 @@ def sample(module: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -97,6 +108,7 @@ def main(argv=None) -> dict:
         default=ROOT / "benchmarks" / "results" / "import_time.json",
     )
     args = parser.parse_args(argv)
+    settings = provenance("benchmarks/import_time.py", argv)
 
     samples = [sample(args.module) for _ in range(args.repeats)]
     helps = [help_sample() for _ in range(args.help_repeats)]
@@ -120,10 +132,8 @@ def main(argv=None) -> dict:
             "cpu_median_s": statistics.median(h["cpu_s"] for h in helps),
             "heavy_modules_imported": helps[0]["heavy"],
         },
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-        ),
-        "commit": git_state()["commit"],
+        "versions": {name: _version(name) for name in VERSIONED},
+        "settings": finish(settings),
     }
     print(
         f"| module | baseline wall / CPU s | added wall / CPU s (median of {args.repeats}) "

@@ -69,6 +69,7 @@ from dscl_plugin.evaluation.metrics import knn_metrics, shot_metrics
 from dscl_plugin.evaluation.probes import linear_probe  # noqa: E402
 from dscl_plugin.runs.compare import append_record, read_records
 from dscl_plugin.runs.datasets import build_dataset_split
+from dscl_plugin.runs.provenance import load_average, machine_description
 from dscl_plugin.runs.stage1 import train  # noqa: E402
 from dscl_plugin.runs.stage2 import evaluate  # noqa: E402
 from dscl_plugin.runs.variants import VARIANTS, Variant
@@ -295,6 +296,7 @@ def _one_run(
     method: str,
     swept: tuple | None = None,
 ) -> dict[str, object]:
+    load = load_average()
     with _output_dir(args, rho, seed, method, swept) as output_dir:
         config = _config(args, rho, seed, method, output_dir, swept)
         start = time.perf_counter()
@@ -313,6 +315,8 @@ def _one_run(
         "loss_pbsd": result.get("loss_pbsd"),
         "threads": args.threads,
         "git": args.git,
+        "machine": args.machine,
+        "load_average": load,
         **({} if swept is None else {"sweep_key": swept[0], "sweep_value": swept[1]}),
         "command": " ".join(["python", "benchmarks/long_tail_accuracy.py", *args.argv]),
     }
@@ -473,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> list:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
     args.git = git_state()  # at start: the code imported for every run
+    args.machine = machine_description()
     _quiet()
     if args.grid:
         return _run_sweep(args)

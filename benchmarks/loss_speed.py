@@ -23,6 +23,9 @@ in the timing subprocess after the warm-up: the increase of
 ``torch.cuda.max_memory_allocated`` during one forward+backward over the allocation
 before it (``reset_peak_memory_stats`` isolates the methods).
 
+``--json`` writes ``{"settings": ..., "rows": [...]}``: the command, commit, machine, load
+average at the start and the end, and the wall time.
+
     python benchmarks/loss_speed.py                 # B {64, 256} x K {0, 4096, 65536}
     python benchmarks/loss_speed.py --quick --json out.json
     python benchmarks/loss_speed.py --device cuda --batch-sizes 256 1024 \
@@ -44,7 +47,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import print_and_save  # noqa: E402  (a sibling: benchmarks is not a package)
+from reporting import print_and_save, provenance  # noqa: E402  (a sibling: not a package)
 
 METHODS = ("dscl", "pml_supcon", "matmul_floor")
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -256,6 +259,8 @@ def main(argv: list[str]) -> None:
         else:
             print(json.dumps(_memory_worker(args, args.worker)))
         return
+    settings = provenance("benchmarks/loss_speed.py", argv)
+    settings |= {"threads": args.threads, "repeats": args.repeats}
     rows = []
     for b in args.batch_sizes:
         for k in args.queue_sizes:
@@ -280,7 +285,7 @@ def main(argv: list[str]) -> None:
         f"torch {torch.__version__}, {where}, {args.threads} threads, autocast "
         f"{args.autocast}, median of {args.repeats} runs"
     )
-    print_and_save(rows, heading, args.json, args.csv)
+    print_and_save(rows, heading, args.json, args.csv, settings)
 
 
 if __name__ == "__main__":

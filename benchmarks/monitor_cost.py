@@ -17,8 +17,6 @@ import argparse
 import contextlib
 import csv
 import io
-import json
-import shlex
 import sys
 import tempfile
 import time
@@ -29,11 +27,10 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import REPO, git_state, print_and_save  # noqa: E402  (a sibling script)
+from reporting import REPO, print_and_save, provenance  # noqa: E402  (a sibling script)
 
 from dscl_plugin.runs.compute import torch_threads
 from dscl_plugin.runs.datasets import build_dataset_split
-from dscl_plugin.runs.provenance import machine_description
 from dscl_plugin.runs.stage1 import train
 from dscl_plugin.training.config import load_config
 from dscl_plugin.training.monitor import monitor_indices
@@ -106,21 +103,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error(f"--epochs must be >= 2 (the first monitored epoch caches), got {args.epochs}")
+    settings = provenance("benchmarks/monitor_cost.py", argv)
     rows = [measure(name, args) for name in args.configs]
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "benchmarks/monitor_cost.py", *(argv or sys.argv[1:])])
-    git = git_state()
-    machine = machine_description()
     print_and_save(
         rows,
-        f"Online kNN monitor against a training epoch ({machine}; torch "
-        f"{torch.__version__}; commit {git['commit']})",
+        f"Online kNN monitor against a training epoch ({settings['machine']}; torch "
+        f"{torch.__version__}; commit {settings['commit']})",
+        json_path=str(out / "monitor_cost.json"),
         csv_path=str(out / "monitor_cost.csv"),
-    )
-    settings = {"machine": machine, "torch": torch.__version__, "git": git, "command": command}
-    (out / "monitor_cost.json").write_text(
-        json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n"
+        settings=settings,
     )
     return rows
 

@@ -19,12 +19,14 @@ as means over rows:
     python benchmarks/pbsd_diagnostics.py --config dscl_fashion_mnist_lt \\
         --checkpoint outputs/dscl_fashion_mnist_lt/checkpoints/last.ckpt
 
-Writes ``benchmarks/results/pbsd_diagnostics_<dataset>.json`` (``--output``).
+Writes ``benchmarks/results/pbsd_diagnostics_<dataset>.json`` (``--output``): the
+statistics, the checkpoint, and the command, commit, machine and load (``settings``).
 """
 
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reporting import finish, provenance  # noqa: E402  (a sibling: benchmarks is not a package)
 
 from dscl_plugin.models import pool_regions
 from dscl_plugin.runs.datasets import build_dataset_split
@@ -147,7 +152,7 @@ LABELS = {
     "t_class": "t class",
     "s_class": "s class",
     "q_class": "q class",
-    "kl": "KL(t||s)",
+    "kl": "KL(t‖s)",
     "agree": "top-1 agree",
     "loss_dscl": "loss_dscl",
     "loss_pbsd": "loss_pbsd",
@@ -173,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value")
     args = parser.parse_args(argv)
+    settings = provenance("benchmarks/pbsd_diagnostics.py", argv)
     result = diagnose(args.config, args.overrides, args.checkpoint, args.batches)
     print(format_table(result))
     dataset = load_config(args.config, args.overrides).data.name
@@ -183,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     output.write_text(
         json.dumps(
             {
-                "command": " ".join(["python", "benchmarks/pbsd_diagnostics.py", *(argv or [])]),
+                "settings": finish(settings),
                 "checkpoint": args.checkpoint,
                 "result": result,
             },

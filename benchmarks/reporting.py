@@ -1,6 +1,7 @@
 """What the benchmark scripts share to report: mean ± std over seeds and percentages (the
-package's, :mod:`dscl_plugin.evaluation.comparison`), Markdown tables, CSV files and the
-commit the numbers came from.
+package's, :mod:`dscl_plugin.evaluation.comparison`), Markdown tables, CSV files and where
+the numbers came from (commit, command, machine, load: :func:`provenance`), which
+``render_docs.py`` prints under every table it renders.
 
 The scripts import it as a sibling (``benchmarks`` is not a package): each puts its own
 folder first on ``sys.path``, as ``python benchmarks/<script>.py`` does for itself.
@@ -8,11 +9,16 @@ folder first on ``sys.path``, as ``python benchmarks/<script>.py`` does for itse
 
 import csv
 import json
+import platform
+import shlex
 import subprocess
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dscl_plugin.evaluation.comparison import mean_std, pct  # noqa: F401  (the package's, shared)
+from dscl_plugin.runs.provenance import load_average, machine_description
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,17 +56,56 @@ def git_state() -> dict[str, object]:
     }
 
 
+def provenance(
+    script: str, argv: Sequence[str] | None = None, program: str = "python"
+) -> dict[str, object]:
+    """Where numbers are being made, taken when a measurement starts: ``command`` (``python
+    <script> <argv>``, ``argv`` default ``sys.argv[1:]``), ``commit`` and ``modified``
+    (:func:`git_state`), ``machine`` (CPU model, cores, OS, any GPU), ``load_average``
+    (1/5/15 min), torch and Python versions and the UTC ``date``. :func:`finish` adds the
+    end of the run."""
+    import torch
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    return {
+        "command": shlex.join([program, script, *args]),
+        **git_state(),
+        "machine": machine_description(),
+        "load_average": load_average(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "started": time.time(),
+    }
+
+
+def finish(settings: Mapping[str, object]) -> dict[str, object]:
+    """``settings`` of :func:`provenance` with the wall time since it was taken
+    (``wall_seconds``) and the load average at the end (``load_average_end``)."""
+    done = {k: v for k, v in settings.items() if k != "started"}
+    started = settings.get("started")
+    if isinstance(started, float):
+        done["wall_seconds"] = round(time.time() - started, 1)
+    done["load_average_end"] = load_average()
+    return done
+
+
 def print_and_save(
     rows: Sequence[Mapping[str, object]],
     heading: str,
     json_path: str | None = None,
     csv_path: str | None = None,
+    settings: Mapping[str, object] | None = None,
 ) -> None:
-    """Print ``heading`` and ``rows`` as a Markdown table; save them as JSON and CSV where a
-    path is given."""
+    """Print ``heading`` and ``rows`` as a Markdown table; save them as JSON (``{"settings":
+    ..., "rows": [...]}`` with ``settings``, :func:`finish`-ed, else the list of rows) and
+    CSV where a path is given."""
     print(heading)
     print(markdown_table(rows))
     if json_path:
-        Path(json_path).write_text(json.dumps(list(rows), indent=2))
+        data: object = list(rows)
+        if settings is not None:
+            data = {"settings": finish(settings), "rows": list(rows)}
+        Path(json_path).write_text(json.dumps(data, indent=2) + "\n")
     if csv_path:
         write_csv(Path(csv_path), rows)

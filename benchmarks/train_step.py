@@ -27,7 +27,12 @@ format (the patches reach the backbone as NCHW, as a data loader delivers them).
 ``--precisions fp32 bf16 bf16_cl`` instead times each of these (fp32; bf16 autocast; bf16
 autocast + channels-last) in the same round-robin, so they share the machine's load;
 ``--step-only`` times the whole step only (no split). Every row names its ``precision``;
-``speedup`` is the first precision's step time over the row's.
+``speedup`` is the first precision's step time over the row's. ``gflop_per_image`` is
+the floating-point work of one step per image, counted once per method and precision by
+``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions).
+
+``--json`` writes ``{"settings": ..., "rows": [...]}``: the command, commit, machine (and
+its CPU bf16 flags), load average at the start and the end, and the wall time.
 
     python benchmarks/train_step.py                      # both settings
     python benchmarks/train_step.py --quick --json out.json --csv out.csv
@@ -51,9 +56,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import print_and_save  # noqa: E402  (a sibling: benchmarks is not a package)
+from reporting import print_and_save, provenance  # noqa: E402  (a sibling: not a package)
 
 from dscl_plugin.models import (  # noqa: E402
     DSCLModel,
@@ -253,6 +259,7 @@ def _time_worker(args: argparse.Namespace) -> dict[str, dict[str, dict[str, floa
         benches[keys[0]].ema_forward()  # persistent cuBLAS/cuDNN set-up, before any peak
         for (precision, method), bench in benches.items():
             peaks[precision][method] = _cuda_peak_of_first_step(bench)
+    flops = {key: _gflop_per_image(bench) for key, bench in benches.items()}
     parts = {key: bench.parts(args.step_only) for key, bench in benches.items()}
     times: dict[tuple, dict[str, list[float]]] = {
         key: {p: [] for p in key_parts} for key, key_parts in parts.items()
@@ -270,9 +277,18 @@ def _time_worker(args: argparse.Namespace) -> dict[str, dict[str, dict[str, floa
     result: dict[str, dict[str, dict[str, float]]] = {p: {} for p in args.precisions}
     for (precision, method), part_times in times.items():
         result[precision][method] = {p: 1000 * statistics.median(t) for p, t in part_times.items()}
+        result[precision][method]["gflop_per_image"] = flops[(precision, method)]
         if cuda:
             result[precision][method]["peak_mib"] = peaks[precision][method]
     return result
+
+
+def _gflop_per_image(bench: _Bench) -> float:
+    """GFLOP of one training step of ``bench`` per image of its batch (a step of its own,
+    which also warms it up)."""
+    with FlopCounterMode(display=False) as counter:
+        bench.step()
+    return counter.get_total_flops() / 1e9 / bench.labels.shape[0]
 
 
 def _cuda_peak_of_first_step(bench: _Bench) -> float:
@@ -331,6 +347,7 @@ def _rows(args: argparse.Namespace, setting: str) -> list[dict[str, object]]:
                 "step_ms": round(t["step"], 1),
                 "x_supcon": round(t["step"] / times[precision]["supcon"]["step"], 2),
                 "speedup": round(times[first][method]["step"] / t["step"], 2),
+                "gflop_per_image": round(t["gflop_per_image"], 3),
             }  # fmt: skip
             if not args.step_only:
                 row.update({
@@ -351,6 +368,9 @@ def main(argv: list[str]) -> None:
         result = _time_worker(args) if args.worker == "time" else _memory_worker(args, args.worker)
         print(json.dumps(result))
         return
+    settings = provenance("benchmarks/train_step.py", argv)
+    settings |= {"cpu_bf16_flags": cpu_bf16_flags(), "threads": args.threads}
+    settings["repeats"] = args.repeats
     rows = [row for setting in args.settings for row in _rows(args, setting)]
     if args.device.startswith("cuda"):
         where = torch.cuda.get_device_name()
@@ -359,7 +379,7 @@ def main(argv: list[str]) -> None:
     heading = (
         f"torch {torch.__version__}, {where}, {args.threads} threads, median of {args.repeats} runs"
     )
-    print_and_save(rows, heading, args.json, args.csv)
+    print_and_save(rows, heading, args.json, args.csv, settings)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ probe) is the config's.
     python benchmarks/vit_digits_lt.py              # rho 10, 2 seeds (~10-15 min on 1 thread)
     python benchmarks/vit_digits_lt.py --quick      # smoke test
 
-Writes ``benchmarks/results/vit_digits_lt{,_quick}.json``, ``.csv`` and ``_runs.csv``.
+Writes ``benchmarks/results/vit_digits_lt{,_quick}.json``, ``.csv`` and ``_runs.csv`` (one
+row per run, as it finishes, with its commit, command and machine).
 """
 
 import argparse
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_tail_accuracy as lta  # noqa: E402  (the shared runs and summary)
 from reporting import git_state, write_csv  # noqa: E402
 
+from dscl_plugin.runs.provenance import machine_description
 from dscl_plugin.training.config import load_config  # noqa: E402
 
 CONFIG = "dscl_digits_lt"
@@ -89,13 +91,17 @@ def _one_run(args: argparse.Namespace, seed: int, method: str) -> dict[str, obje
         "seconds": round(seconds, 2),
         "epochs": config.trainer.epochs,
         "class_counts": result["class_counts"],
+        "commit": args.git["commit"],
+        "command": " ".join(["python", "benchmarks/vit_digits_lt.py", *args.argv]),
+        "machine": args.machine,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
-    git = git_state()
+    git = args.git = git_state()
+    args.machine = machine_description()
     lta._quiet()
     stem = Path(args.output_dir) / ("vit_digits_lt_quick" if args.quick else "vit_digits_lt")
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@
   (``SKIPPED``, with the reason). The smoke forms: ``dscl-train`` / ``dscl-eval`` /
   ``examples/train_digits_lt.py`` compose their config with the printed overrides
   (the check that runs before any training), ``dscl-compare`` plans every run; scripts
-  answer ``--help`` and know every printed ``--flag``; and the main example trains and
-  evaluates for 2 steps.
+  (``python benchmarks/...``, ``bash benchmarks/remeasure.sh``) answer ``--help`` and know
+  every printed ``--flag``; and the main example trains and evaluates for 2 steps.
 """
 
 import copy
@@ -234,6 +234,7 @@ def test_bash_commands_are_smoke_run_or_skipped_on_purpose():
         "dscl-compare ",
         "python examples/",
         "python benchmarks/",
+        "bash benchmarks/remeasure.sh",
     )
     unknown = [c for _, c in SMOKE if not c.startswith(runnable)]
     assert not unknown, f"add a smoke form or a SKIPPED reason for: {unknown}"
@@ -243,6 +244,10 @@ def test_bash_commands_are_smoke_run_or_skipped_on_purpose():
 def _help(entry: str, capsys, monkeypatch) -> str:
     """The ``--help`` text of a console script or of a script run as ``python path``."""
     monkeypatch.chdir(ROOT)
+    if entry.endswith(".sh"):
+        done = subprocess.run(["bash", entry, "--help"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
     with pytest.raises(SystemExit) as done:
         if entry.startswith("dscl-"):
             mains = {"dscl-train": train_main, "dscl-eval": eval_main, "dscl-compare": compare_main}
@@ -258,7 +263,7 @@ def _help(entry: str, capsys, monkeypatch) -> str:
 def test_bash_command_smoke_form(page, command, tmp_path, local_registry, monkeypatch, capsys):
     tokens = shlex.split(command)
     entry = tokens[0] if tokens[0].startswith("dscl-") else tokens[1]
-    if entry.endswith(".py"):
+    if entry.endswith((".py", ".sh")):
         assert (ROOT / entry).is_file(), entry
     flags = [t.split("=")[0] for t in tokens if t.startswith("--")]
     help_text = _help(entry, capsys, monkeypatch)

@@ -46,6 +46,19 @@ def pct(mean: float | None, std: float | None = None, signed: bool = False) -> s
     return text + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
+def paired_reading(mean: float | None, std: float | None) -> str:
+    """How a paired difference reads: ``"a tie"`` when ``|mean| <= std`` (inside the
+    seeds' spread), ``"higher"`` or ``"lower"`` beyond it, ``"one seed"`` without a std
+    (no spread to compare with) and ``"-"`` without a mean."""
+    if mean is None:
+        return "-"
+    if std is None:
+        return "one seed"
+    if abs(mean) <= std:
+        return "a tie"
+    return "higher" if mean > 0 else "lower"
+
+
 def summarise(
     runs: Sequence[Run],
     methods: Sequence[str],

@@ -4,8 +4,9 @@ folder, recorded and resumable, summarised as ``report.md`` and ``compare.png``.
 ``DIR/<method>/seed<s>/`` is a run folder like ``dscl-train``'s (``config.yaml``,
 checkpoints, ``metrics.json``, ``curves.png``), so ``dscl-eval`` and ``--resume`` work on
 it. Every finished run appends one JSON line to ``DIR/runs.jsonl`` (method, seed,
-metrics, epochs, wall time, commit, machine, settings). A later call starts only the
-runs that line lacks; a run with a checkpoint but no line (interrupted) resumes from it.
+metrics, epochs, wall time, commit, machine and its load average at the start,
+settings). A later call starts only the runs that line lacks; a run with a checkpoint but
+no line (interrupted) resumes from it.
 The tables and paired differences are :mod:`dscl_plugin.evaluation.comparison`'s.
 """
 
@@ -21,7 +22,7 @@ from dscl_plugin.errors import ConfigError
 from dscl_plugin.evaluation.comparison import format_table, plot_comparison, summarise
 from dscl_plugin.runs import pipeline
 from dscl_plugin.runs.folder import RunFolder, changed_settings
-from dscl_plugin.runs.provenance import machine_description, package_stamp
+from dscl_plugin.runs.provenance import load_average, machine_description, package_stamp
 from dscl_plugin.runs.variants import Variant, resolve_variants
 from dscl_plugin.training.config import load_config, to_dict
 from dscl_plugin.training.methods import check_method
@@ -165,12 +166,14 @@ def run_missing(
             f"dscl-compare: [{i + 1}/{len(missing)}] {planned.variant.name} seed {planned.seed}"
             + (f" (resuming {last})" if resume else "")
         )
-        start = time.perf_counter()
+        load, start = load_average(), time.perf_counter()
         metrics = run(planned.config, resume)
         if metrics is None:  # not the main process
             continue
         seconds = time.perf_counter() - start
-        record = _record(planned, overrides, metrics, seconds, resume, context)
+        record = _record(
+            planned, overrides, metrics, seconds, resume, context | {"load_average": load}
+        )
         append_record(runs, record)
         recorded[(planned.variant.name, planned.seed)] = record
     return [recorded[key] for key in ((p.variant.name, p.seed) for p in plan) if key in recorded]

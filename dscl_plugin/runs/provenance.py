@@ -1,5 +1,7 @@
-"""Where a result came from: the package version and the git commit of its sources."""
+"""Where a result came from: the package version and the git commit of its sources, the
+machine and its load."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -25,7 +27,6 @@ def package_stamp() -> dict[str, str | None]:
 def machine_description() -> str:
     """The CPU model (``lscpu``'s model name), its core count, the OS and any CUDA GPU:
     ``"AMD EPYC 7B13, 2 CPU cores, Linux 6.8.0"``."""
-    import os
     import platform
 
     import torch
@@ -44,3 +45,12 @@ def machine_description() -> str:
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name()}"
     return text
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, rounded to 0.01 (None where the OS has none):
+    how busy the machine was, for a timed result."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None

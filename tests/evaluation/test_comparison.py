@@ -6,6 +6,7 @@ import pytest
 from dscl_plugin.evaluation.comparison import (
     format_table,
     mean_std,
+    paired_reading,
     pct,
     plot_comparison,
     summarise,
@@ -36,6 +37,12 @@ def test_mean_and_sample_std():
     assert mean_std([0.25]) == (0.25, None) and mean_std([None]) == (None, None)
     assert pct(0.8353, 0.0021) == "83.5 ± 0.2" and pct(-0.013, 0.003, signed=True) == "-1.3 ± 0.3"
     assert pct(0.004, signed=True) == "+0.4" and pct(None) == "-"
+
+
+def test_a_paired_difference_inside_its_spread_reads_as_a_tie():
+    assert paired_reading(0.001, 0.002) == "a tie" and paired_reading(-0.002, 0.002) == "a tie"
+    assert paired_reading(0.003, 0.002) == "higher" and paired_reading(-0.003, 0.002) == "lower"
+    assert paired_reading(0.05, None) == "one seed" and paired_reading(None, None) == "-"
 
 
 def test_paired_differences_use_only_the_seeds_both_ran():

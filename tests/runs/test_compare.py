@@ -81,7 +81,7 @@ def test_a_rerun_starts_only_what_is_missing_and_an_interrupted_run_resumes(tmp_
         "digits_lt",
     )
     assert record["overrides"] == TINY and "model.num_patches=0" in record["method_overrides"]
-    assert {"seconds", "git_commit", "machine", "command", "knn_p1"} <= set(record)
+    assert {"seconds", "git_commit", "machine", "load_average", "command", "knn_p1"} <= set(record)
     assert record["output_dir"] == str(out / "supcon" / "seed0")
 
 
