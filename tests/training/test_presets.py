@@ -51,7 +51,7 @@ def test_a_preset_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
 
 def test_a_config_not_found_names_the_nearest_preset_and_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError) as error:  # the example --help used to print
+    with pytest.raises(ConfigError) as error:  # a path from a source checkout
         find_config("configs/dscl_digits_lt.yaml")
     assert str(error.value) == (
         "Config file not found: 'configs/dscl_digits_lt.yaml', and no preset of that name. "
