@@ -32,4 +32,4 @@ class CheckpointError(RuntimeError):
 
 class ConfigNote(UserWarning):
     """How a config was read where the file does not say it (e.g. the recipe it starts
-    from), on one line; the CLI prints it on stderr once the config is valid."""
+    from), on one line; the CLI prints it on stderr before any value problem of that config."""

@@ -90,12 +90,16 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 def compare_main(argv: Sequence[str] | None = None) -> int:
     """``dscl-compare``: methods x paired seeds on one config (:mod:`dscl_plugin.runs.compare`)."""
     prog = "dscl-compare"
-    args = compare_parser().parse_intermixed_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # key=value overrides may follow --seeds or --methods, whose lists would take them
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = compare_parser().parse_intermixed_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
     from dscl_plugin.runs.compare import compare
     from dscl_plugin.training.registry import load_plugins
 
     out = args.out or f"outputs/compare_{Path(args.config).stem}"
-    command = shlex.join([prog, *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join([prog, *argv])
 
     def body() -> None:
         load_plugins(args.imports)

@@ -56,7 +56,7 @@ def load_config(path: PathLike | None = None, overrides: Sequence[str] = ()) -> 
     """Schema defaults <- YAML file (after its ``base`` chain) <- ``a.b=value`` overrides,
     then :func:`validate`. A file whose chain holds no preset gets the recipe
     :func:`~dscl_plugin.training.presets.recipe` gives it, told by a :class:`ConfigNote`
-    warning once the config is valid.
+    warning (before the value rules run, so it also explains the problems they find).
 
     Raises:
         ConfigError: the file cannot be read, or a key or value is invalid (every
@@ -76,11 +76,11 @@ def load_config(path: PathLike | None = None, overrides: Sequence[str] = ()) -> 
         config = cast(Config, OmegaConf.to_object(merged))
     except OmegaConfBaseException as error:
         raise ConfigError(_describe(error, None if path is None else Path(path))) from error
+    if note is not None:  # before the value rules: a problem they find may come from it
+        warnings.warn(note, ConfigNote, stacklevel=2)
     validate(config)
     t = config.trainer  # "auto" becomes what runs, so config.yaml and metrics.json say it
     t.precision = resolve_precision(t.precision, resolve_accelerator(t.accelerator))
-    if note is not None:
-        warnings.warn(note, ConfigNote, stacklevel=2)
     return config
 
 

@@ -115,6 +115,7 @@ def test_a_rerun_with_other_settings_on_the_same_folder_is_refused(tmp_path):
         (["--methods", "dscl", "dscl"], "--methods: dscl given twice"),
         (["--seeds", "0", "1", "0"], "--seeds: [0] given twice"),
         (["model.queue=5"], "Unknown config key 'model.queue'"),
+        (["--seeds", "0", "1", "model.queue=5"], "Unknown config key 'model.queue'"),
         (["seed=3"], "dscl-compare sets seed itself; use --seeds"),
         (["--config", "supcon_digits_lt", "--methods", "dscl_pbsd"], "model.pbsd_weight 0"),
     ],

@@ -128,7 +128,7 @@ def test_whole_recipes_and_presets_get_no_note(tmp_path):
     assert isinstance(load_quietly(None, ["method=dscl", "data.name=digits_lt"])[0], Config)
 
 
-def test_the_note_is_one_stderr_line_after_a_valid_config_only(tmp_path, capsys):
+def test_the_note_is_one_stderr_line_before_any_value_problem(tmp_path, capsys):
     mine = write(tmp_path, "method: dscl\ndata: {name: digits_lt}\n")
     assert train_main(["--config", str(mine), "--print-config"]) == 0
     out, err = capsys.readouterr()
@@ -138,8 +138,9 @@ def test_the_note_is_one_stderr_line_after_a_valid_config_only(tmp_path, capsys)
         "'dscl_digits_lt' (write 'base: dscl_digits_lt' in it to say so)\n"
     )
     assert train_main(["--config", str(mine), "trainer.epochs=0"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("dscl-train: config error: Invalid config:") and "note" not in err
+    note, error = capsys.readouterr().err.splitlines()
+    assert note.startswith("dscl-train: note:") and "dscl_digits_lt" in note
+    assert error.startswith("dscl-train: config error: Invalid config:")
 
 
 def _printed(capsys, name):
