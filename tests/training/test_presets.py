@@ -137,7 +137,7 @@ def test_the_note_is_one_stderr_line_before_any_value_problem(tmp_path, capsys):
         f"dscl-train: note: '{mine}' sets no recipe, so it starts from the preset "
         "'dscl_digits_lt' (write 'base: dscl_digits_lt' in it to say so)\n"
     )
-    assert train_main(["--config", str(mine), "trainer.epochs=0"]) == 2
+    assert train_main(["--config", str(mine), "model.temperature=0"]) == 2
     note, error = capsys.readouterr().err.splitlines()
     assert note.startswith("dscl-train: note:") and "dscl_digits_lt" in note
     assert error.startswith("dscl-train: config error: Invalid config:")
