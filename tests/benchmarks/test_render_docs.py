@@ -125,7 +125,7 @@ def test_the_files_remeasure_writes_fill_their_blocks(render_docs, copy):
     record = {"label": "SupCon", "overrides": ["trainer.precision=32-true"], "seed": 0}
     record |= {"git_commit": "0123456789abcdef", "machine": SETTINGS["machine"]}
     record |= {"command": "dscl-compare --config dscl_fashion_mnist_lt", "load_average": [0.4]}
-    (results / "headline_reproduction").mkdir()
+    (results / "headline_reproduction").mkdir(exist_ok=True)
     (results / "headline_reproduction" / "runs.jsonl").write_text(
         json.dumps(record | {"method": "supcon", "overall": 0.8370}) + "\n"
         + json.dumps(record | {"method": "dscl", "label": "DSCL", "overall": 0.8450}) + "\n"
