@@ -1,6 +1,7 @@
 """Run settings and loops several test files share: the tiny ``digits_lt`` run every CLI
 test trains, a few-steps training loop, and the mark of tests that need a CUDA GPU."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -146,3 +147,15 @@ def run_two_process_ddp(tmp_path, *extra):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return tuple(torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+
+
+def run_python(code: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -c code args...`` in a fresh interpreter with this checkout first on
+    ``PYTHONPATH``, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )

@@ -1,13 +1,10 @@
 """Package shape: one-way layers, no import cycle, a light ``import dscl_plugin``, true pins."""
 
 import configparser
-import os
 import re
-import subprocess
-import sys
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, run_python
 
 PACKAGE = ROOT / "dscl_plugin"
 
@@ -116,13 +113,7 @@ def test_import_dscl_plugin_loads_no_training_stack():
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
         "print(dscl_plugin.available_methods())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = run_python(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == ["[]", "['dscl', 'supcon']"]
 
