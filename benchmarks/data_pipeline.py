@@ -24,7 +24,6 @@ with ``trainer.epochs=1`` (everything else as the config) in a subprocess per pa
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import REPO, git_state, print_and_save  # noqa: E402  (a sibling script)
+from reporting import REPO, finish, print_and_save, provenance  # noqa: E402  (a sibling script)
 
 from dscl_plugin.data import ArrayImageDataset, build_dataset  # noqa: E402
 from dscl_plugin.training.config import load_config  # noqa: E402
@@ -181,19 +180,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    meta = {  # the code measured: the state at the start
-        "command": " ".join(
-            [
-                "python",
-                "benchmarks/data_pipeline.py",
-                *(argv if argv is not None else sys.argv[1:]),
-            ]
-        ),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.platform()}, torch {torch.__version__}"
-        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-        "load_average_1_5_15_min": os.getloadavg(),  # a shared machine: how busy it was
-        **git_state(),
-    }
+    meta = provenance("benchmarks/data_pipeline.py", argv)  # the code measured, at the start
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     # name: (builder, batch, batches)
     settings = {
@@ -244,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
             csv_path=str(out / f"data_pipeline{suffix}.csv"),
         )
         (out / f"data_pipeline{suffix}.json").write_text(
-            json.dumps({**meta, "rows": rows}, indent=2)
+            json.dumps({**finish(meta), "rows": rows}, indent=2)
         )
     epochs = []
     steps = 2 if args.quick else args.epoch_steps
@@ -266,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
             "\nOne stage-1 epoch (trainer.epochs=1, the recipe's other settings)",
             csv_path=str(out / f"{name}.csv"),
         )
-        (out / f"{name}.json").write_text(json.dumps({**meta, "rows": epochs}, indent=2))
+        (out / f"{name}.json").write_text(json.dumps({**finish(meta), "rows": epochs}, indent=2))
     return rows + epochs
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dscl_plugin.evaluation.comparison import mean_std, pct  # noqa: F401  (the package's, shared)
-from dscl_plugin.runs.provenance import load_average, machine_description
+from dscl_plugin.runs.provenance import load_average, machine_description, package_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def git_state() -> dict[str, object]:
         ).stdout.strip()
 
     return {
-        "commit": git("rev-parse", "HEAD") or None,
+        "commit": package_stamp()["git_commit"],
         "modified": git("diff", "--name-only", "HEAD").split(),
     }
 

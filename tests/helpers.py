@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from dscl_plugin.training.config import load_config
+from dscl_plugin.training.presets import PRESETS_DIR
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
-CONFIGS = ROOT / "dscl_plugin" / "configs"
+CONFIGS = PRESETS_DIR  # the shipped presets
 CONFIG = str(CONFIGS / "dscl_digits_lt.yaml")
 TINY = [
     "model.queue_size=64",

@@ -9,11 +9,10 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, run_python
+from helpers import CONFIGS, ROOT, run_python
 
 from dscl_plugin.cli import eval_main, train_main
 
-CONFIGS = ROOT / "dscl_plugin" / "configs"
 HEAVY = (
     "pytorch_lightning",
     "lightning",

@@ -8,7 +8,7 @@ import sys
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import ROOT
+from helpers import CONFIGS, ROOT
 
 import dscl_plugin
 from dscl_plugin.errors import ConfigError
@@ -22,7 +22,6 @@ from dscl_plugin.training.methods import (
     build_method,
 )
 
-CONFIGS = ROOT / "dscl_plugin" / "configs"
 TINY = ["model.queue_size=32", "model.proj_dim=16"]
 RUN_TINY = TINY + [
     "trainer.epochs=1",
