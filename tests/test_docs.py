@@ -128,7 +128,10 @@ EXPECTED = {
     ],
     "docs/method.md": [lambda ns: _finite(ns["loss"]) and _finite(ns["loss_pbsd"])],
     "docs/lightly.md": [lambda ns: _finite(ns["loss"]) and ns["bank"].get()[0].shape == (8, 128)],
-    "docs/pml.md": [lambda ns: _finite(ns["loss"])],
+    "docs/pml.md": [
+        lambda ns: _finite(ns["loss"]),
+        lambda ns: _finite(torch.tensor(ns["history"])) and 0 <= ns["after"] <= 1,
+    ],
     "docs/configs.md": [lambda ns: "my_dscl" in registry.available_methods()],
     "docs/vit.md": [lambda ns: _finite(ns["out"]["loss"]) and ns["backbone"].feature_dim == 96],
 }

@@ -17,6 +17,10 @@ Row layouts shared by :class:`DSCLLoss` and :class:`DSCLMiner`:
    DSCL candidates ``cat(q, k, queue)``); ``DSCLLoss(query_candidates=False)`` compares
    them with the ``ref_emb`` rows only (queries vs [keys, memory]).
 
+PML's ``trainers.TwoStreamMetricLoss`` calls the miner in layout 2 (view 1 vs view 2)
+and the loss in layout 1 with the mined pairs; ``trainers.MetricLossOnly`` has one view
+per image, which neither layout accepts.
+
 Distributed training: layout 1 cannot be used under PML's ``DistributedLossWrapper``
 (the gathered rows no longer follow the partner rule; this is detected and raises).
 Layout 2 with one ``ref_emb`` row per embedding works with ``efficient=False`` and

@@ -9,6 +9,10 @@ LAYOUT_HELP = (
     "labels = cat([y, y]); row i's augmentation partner is row (i + B) mod 2B. "
     "Layout 2: pass ref_emb/ref_labels with ref_emb[i] the partner of embeddings[i]."
 )
+ONE_VIEW_FIX = (
+    "use trainers.TwoStreamMetricLoss, or pass the other view as ref_emb/ref_labels "
+    "(layout 2, also under DistributedLossWrapper)."
+)
 
 
 def partner_index(
@@ -20,22 +24,24 @@ def partner_index(
     """Column of each anchor's augmentation partner and whether layout 1 is used.
 
     Layout 1 is PML's "no ref_emb" call, where ``ref_emb is embeddings``.
+
+    Raises:
+        ValueError: the rows follow neither layout, e.g. one view per image as under
+            ``trainers.MetricLossOnly`` (a one-line message naming the fix).
     """
     n = embeddings.shape[0]
     rows = torch.arange(n, device=embeddings.device)
     if ref_emb is embeddings:
         if n == 0 or n % 2:
             raise ValueError(
-                f"embeddings has {n} rows; without ref_emb DSCL needs an even, non-zero "
-                f"row count. {LAYOUT_HELP}"
+                f"DSCL needs two views per image (an even, non-zero row count without "
+                f"ref_emb), got {n} rows: {ONE_VIEW_FIX}"
             )
         half = n // 2
         if labels is not None and not torch.equal(labels[:half], labels[half:]):
             raise ValueError(
-                f"labels[:B] != labels[B:] for B = {half}: the rows are not two views of "
-                f"the same B images. {LAYOUT_HELP} PML's DistributedLossWrapper "
-                "concatenates ranks as [rank0 views, rank1 views, ...], which breaks "
-                "layout 1: use layout 2 there."
+                f"DSCL needs two views per image, but labels[:B] != labels[B:] for B = {half}: "
+                f"{ONE_VIEW_FIX}"
             )
         return (rows + half) % n, True
     if ref_emb.shape[0] < n:

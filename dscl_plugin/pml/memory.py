@@ -5,6 +5,7 @@ import torch
 from pytorch_metric_learning.losses import CrossBatchMemory
 from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import common_functions as c_f
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
 
 from dscl_plugin import checks
@@ -25,14 +26,23 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
     ``dscl_plugin.DSCLLoss`` with a queue of the ``K`` previous keys. An optional
     ``miner`` is applied to (queries, memory) in that layout.
 
-    ``enqueue_mask`` is required (DSCL needs each query's partner) and
-    ``indices_tuple`` is not accepted (use ``miner``). The state dict holds the memory,
-    its labels, ``queue_idx`` and ``has_been_filled``.
+    Without ``enqueue_mask`` the rows must be ``cat([view1, view2])`` with labels
+    ``cat([y, y])``, as ``trainers.TwoStreamMetricLoss`` passes them: view 1 rows are the
+    queries and view 2 rows the keys (the model's own, stored detached, as in
+    cross-batch memory). An ``indices_tuple`` is then the trainer's: pairs of view 1
+    rows (< B) with view 2 rows (>= B), which choose the candidates among this step's
+    keys; the older memory entries are chosen by ``miner``, or all of them. With
+    ``enqueue_mask``, ``indices_tuple`` is refused (use ``miner``). The state dict holds
+    the memory, its labels, ``queue_idx`` and ``has_been_filled``.
 
     Examples:
         >>> memory = DSCLCrossBatchMemory(DSCLLoss(), embedding_size=128, memory_size=4096)
         >>> mask = torch.cat([torch.zeros(B), torch.ones(B)]).bool()
         >>> loss = memory(torch.cat([q, k.detach()]), torch.cat([y, y]), enqueue_mask=mask)
+
+    Raises:
+        ValueError: without ``enqueue_mask``, rows that are not two views per image
+            (one line naming the fix), or an ``indices_tuple`` that is not the trainer's.
     """
 
     embedding_memory: Tensor
@@ -66,16 +76,18 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
         indices_tuple: tuple | None = None,
         enqueue_mask: Tensor | None = None,
     ) -> Tensor:
-        if enqueue_mask is None:
-            raise ValueError(
-                "DSCLCrossBatchMemory needs enqueue_mask (True for key rows, False for "
-                "query rows): DSCL needs each query's augmentation partner."
-            )
-        if indices_tuple is not None:
-            raise ValueError(
-                "DSCLCrossBatchMemory does not take indices_tuple; pass a miner instead."
-            )
         c_f.check_shapes(embeddings, labels)
+        labels = c_f.to_device(labels, device=embeddings.device)
+        key_pairs = None
+        if enqueue_mask is None:
+            enqueue_mask = _second_view_rows(labels)
+            if indices_tuple is not None:
+                key_pairs = _view_pairs(indices_tuple, labels)
+        elif indices_tuple is not None:
+            raise ValueError(
+                "DSCLCrossBatchMemory takes indices_tuple only without enqueue_mask; pass "
+                "a miner instead."
+            )
         enqueue_mask = torch.as_tensor(enqueue_mask, device=embeddings.device)
         if enqueue_mask.shape != (embeddings.shape[0],) or enqueue_mask.dtype != torch.bool:
             raise ValueError(
@@ -83,7 +95,6 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
                 f"shape {tuple(enqueue_mask.shape)} and dtype {enqueue_mask.dtype}."
             )
         self.reset_stats()
-        labels = c_f.to_device(labels, device=embeddings.device)
         keys, key_labels = embeddings[enqueue_mask], labels[enqueue_mask]
         queries, query_labels = embeddings[~enqueue_mask], labels[~enqueue_mask]
         if (
@@ -109,10 +120,12 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
         filled = self.memory_size if self.has_been_filled else self.queue_idx
         order = (torch.arange(filled, device=embeddings.device) + self.curr_batch_idx[0]) % filled
         ref_emb, ref_labels = self.embedding_memory[order], self.label_memory[order]
-        indices_tuple = None
+        pairs = None
         if self.miner is not None:
-            indices_tuple = self.miner(queries, query_labels, ref_emb, ref_labels)
-        return self.loss(queries, query_labels, indices_tuple, ref_emb, ref_labels)
+            pairs = self.miner(queries, query_labels, ref_emb, ref_labels)
+        if key_pairs is not None:
+            pairs = _with_older_pairs(key_pairs, pairs, query_labels, ref_labels)
+        return self.loss(queries, query_labels, pairs, ref_emb, ref_labels)
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -146,3 +159,61 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
                 setattr(self, name, cast(state_dict[key].item()))
             elif strict:
                 missing_keys.append(key)
+
+
+def _second_view_rows(labels: Tensor) -> Tensor:
+    """The key rows of ``cat([view1, view2])``, the rows of ``trainers.TwoStreamMetricLoss``.
+
+    Raises:
+        ValueError: the rows are not two views per image.
+    """
+    n = labels.shape[0]
+    half = n // 2
+    if n == 0 or n % 2 or not torch.equal(labels[:half], labels[half:]):
+        raise ValueError(
+            "DSCLCrossBatchMemory needs two views per image: pass enqueue_mask (True for "
+            "key rows), or rows cat([view1, view2]) as trainers.TwoStreamMetricLoss does."
+        )
+    return torch.arange(n, device=labels.device) >= half
+
+
+def _view_pairs(indices_tuple: tuple, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``indices_tuple``'s pairs (view 1 row ``i``, view 2 row ``B + j``) of the rows
+    ``cat([view1, view2])`` with labels ``labels``, as pairs (query ``i``, key ``j``).
+
+    Raises:
+        ValueError: ``indices_tuple`` pairs rows other than view 1 with view 2.
+    """
+    b = labels.shape[0] // 2
+    a1, p, a2, n = (
+        c_f.to_device(x, device=labels.device).long()
+        for x in lmu.convert_to_pairs(indices_tuple, labels)
+    )
+    anchors, refs = torch.cat([a1, a2]), torch.cat([p, n])
+    if (anchors >= b).any() or (refs < b).any() or (refs >= 2 * b).any():
+        raise ValueError(
+            f"indices_tuple must pair view 1 rows (< {b}) with view 2 rows ({b} to "
+            f"{2 * b - 1}), as trainers.TwoStreamMetricLoss passes it."
+        )
+    return a1, p - b, a2, n - b
+
+
+def _with_older_pairs(
+    key_pairs: tuple, mined: tuple | None, labels: Tensor, ref_labels: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``key_pairs`` at this step's key columns ``< B`` of the rotated memory and the
+    pairs of ``mined`` (all pairs if None) at the older columns ``>= B``."""
+    b = labels.shape[0]
+    m1, mp, m2, mn = (
+        lmu.get_all_pairs_indices(labels, ref_labels)
+        if mined is None
+        else lmu.convert_to_pairs(mined, labels, ref_labels)
+    )
+    older_p, older_n = mp >= b, mn >= b
+    a1, p, a2, n = key_pairs
+    return (
+        torch.cat([a1, m1[older_p]]),
+        torch.cat([p, mp[older_p]]),
+        torch.cat([a2, m2[older_n]]),
+        torch.cat([n, mn[older_n]]),
+    )
