@@ -81,7 +81,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_tail_accuracy as lta  # noqa: E402  (siblings: benchmarks is not a package)
 from reporting import git_state  # noqa: E402
 
-from dscl_plugin.runs.compare import append_record
+from dscl_plugin.runs.records import append_record
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "dscl_fashion_mnist_lt_gpu"

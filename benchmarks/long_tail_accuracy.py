@@ -67,9 +67,9 @@ from dscl_plugin.evaluation import comparison
 from dscl_plugin.evaluation.comparison import METRICS
 from dscl_plugin.evaluation.metrics import knn_metrics, shot_metrics
 from dscl_plugin.evaluation.probes import linear_probe  # noqa: E402
-from dscl_plugin.runs.compare import append_record, read_records
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.provenance import load_average, machine_description
+from dscl_plugin.runs.records import append_record, read_records
 from dscl_plugin.runs.stage1 import train  # noqa: E402
 from dscl_plugin.runs.stage2 import evaluate  # noqa: E402
 from dscl_plugin.runs.variants import VARIANTS, Variant

@@ -43,7 +43,7 @@ from reporting import REPO, markdown_table  # noqa: E402
 
 from dscl_plugin.evaluation import comparison  # noqa: E402
 from dscl_plugin.evaluation.reports import format_metrics_table  # noqa: E402
-from dscl_plugin.runs.compare import summary_table  # noqa: E402
+from dscl_plugin.runs.compare_report import summary_table  # noqa: E402
 from dscl_plugin.runs.variants import VARIANTS  # noqa: E402
 
 RESULTS = "benchmarks/results"
@@ -226,9 +226,8 @@ def _paired_notes(
 
 def _higher(runs: Sequence[Mapping[str, Any]], method: str, baseline: str) -> str:
     """``"k of n seeds"``: the paired seeds where ``method``'s overall beats ``baseline``'s."""
-    base = {r["seed"]: r["overall"] for r in runs if r["method"] == baseline}
-    mine = {r["seed"]: r["overall"] for r in runs if r["method"] == method and r["seed"] in base}
-    return f"{sum(v > base[s] for s, v in mine.items())} of {len(mine)} seeds"
+    k, n = comparison.seeds_ahead(runs, method, baseline)
+    return f"{k} of {n} seeds"
 
 
 def _diff(row: Mapping[str, Any], metric: str) -> str:

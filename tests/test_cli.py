@@ -77,6 +77,8 @@ def test_train_then_eval(tmp_path, capsys, caplog, recwarn):
     assert {"loss_step", "loss_dscl", "loss_pbsd", "queue_fill", "lr"} <= set(log)
     assert {"monitor/knn_overall", "monitor/knn_few"} <= set(log)  # the preset monitors
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert printed.splitlines()[-1].endswith(f"per_class_accuracy.png, {out / 'curves.png'}")
+    assert metrics["class_names"] == [str(c) for c in range(10)]
     checkpoint = load_file(out / "checkpoints" / "last.ckpt")
     assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 6)
     assert "rng_states" in checkpoint

@@ -123,6 +123,40 @@ def test_a_text_file_is_no_checkpoint_and_eval_says_what_it_takes(tmp_path, caps
     assert "--resume" not in err and "Python objects" not in err
 
 
+def test_eval_given_a_folder_names_the_files_it_takes(tmp_path, capsys):
+    assert eval_main(["--config", "dscl_digits_lt", "--checkpoint", str(tmp_path)]) == 1
+    assert one_line_error(capsys) == (
+        f"dscl-eval: error: --checkpoint '{tmp_path}' is a folder: give a file, a run's "
+        "backbone.pt or a training .ckpt (checkpoints/last.ckpt), with the run's config.yaml "
+        "as --config."
+    )
+    run = tmp_path / "run"  # a run's folder: the command that scores it
+    run.mkdir()
+    for name in ("config.yaml", "backbone.pt"):
+        (run / name).write_text("stand-in")
+    assert eval_main(["--config", "dscl_digits_lt", "--checkpoint", str(run)]) == 1
+    assert one_line_error(capsys).endswith(
+        f"as --config: dscl-eval --config {run / 'config.yaml'} --checkpoint {run / 'backbone.pt'}"
+    )
+
+
+def test_eval_of_a_missing_checkpoint_gives_the_dscl_train_command_that_writes_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--config", "dscl_digits_lt", "trainer.epochs=2", f"output_dir={tmp_path / 'x'}"]
+    assert eval_main([*args, "--checkpoint", str(run / "backbone.pt")]) == 1
+    assert one_line_error(capsys) == (
+        f"dscl-eval: error: Checkpoint file not found: '{run / 'backbone.pt'}'. dscl-train "
+        f"writes a run's weights to {run / 'backbone.pt'} and "
+        f"{run / 'checkpoints' / 'last.ckpt'}: dscl-train --config dscl_digits_lt "
+        f"trainer.epochs=2 output_dir={run}"
+    )
+    (run / "checkpoints").mkdir(parents=True)  # a run that started: resume it as it was
+    (run / "config.yaml").write_text("stand-in")
+    (run / "checkpoints" / "last.ckpt").write_text("stand-in")
+    assert eval_main([*args, "--checkpoint", str(run / "backbone.pt")]) == 1
+    assert one_line_error(capsys).endswith(f"dscl-train --config {run / 'config.yaml'} --resume")
+
+
 def fake_training_checkpoint(tmp_path, config_name, *overrides):
     """A ``last.ckpt`` as dscl-train writes it (untrained weights, saved config)."""
     from dscl_plugin.training.config import load_config, to_dict, to_yaml

@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dscl_plugin.cli.arguments import compare_parser, parse_stage_args
-from dscl_plugin.cli.messages import how_to_go_on, os_error_line, report_errors, resume_hint
+from dscl_plugin.cli.messages import (
+    eval_checkpoint_problem,
+    how_to_go_on,
+    os_error_line,
+    report_errors,
+    resume_hint,
+)
+from dscl_plugin.errors import CheckpointError
 
 __all__ = ["compare_main", "compare_parser", "eval_main", "main", "train_main"]
 
@@ -50,6 +57,11 @@ def _stage_main(
         if args.print_config:  # base files and overrides merged, every key
             print(to_yaml(config), end="")
         elif not train:
+            problem = eval_checkpoint_problem(
+                Path(args.checkpoint), args.config, args.overrides, folder.root
+            )
+            if problem:
+                raise CheckpointError(problem)
             run(config, stage=2, checkpoint=args.checkpoint, retrieval=args.retrieval)
         else:
             resume = args.resume

@@ -166,7 +166,9 @@ def compare_parser() -> argparse.ArgumentParser:
         "--seeds", nargs="+", type=int, default=[0, 1, 2], help="paired seeds (default: 0 1 2)"
     )
     parser.add_argument(
-        "--out", help="folder of the runs and the report (default: outputs/compare_<config>)"
+        "--out",
+        help="folder of the runs and the report (default: outputs/compare_<config>); "
+        "several dscl-compare processes on one folder share its runs",
     )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=_TRAIN_OVERRIDES)
     add_import_argument(parser)

@@ -103,6 +103,50 @@ def resume_hint(
     return f"interrupted; the last complete checkpoint is '{checkpoint}'. Resume with:\n  {command}"
 
 
+def eval_checkpoint_problem(
+    checkpoint: Path, config: str, overrides: Sequence[str], output_dir: Path
+) -> str | None:
+    """Why ``dscl-eval --checkpoint`` cannot score ``checkpoint`` before it is read: a
+    folder (the files it takes, the command for the run in it), or a missing file (the
+    ``dscl-train`` command that writes it, from ``--config config`` and ``overrides``,
+    whose ``output_dir`` is ``output_dir``); None for a file that is there."""
+    from dscl_plugin.runs.folder import RunFolder
+
+    if checkpoint.is_dir():
+        run = RunFolder(checkpoint)
+        weights = next((p for p in (run.backbone, run.last_checkpoint) if p.is_file()), None)
+        takes = (
+            f"--checkpoint '{checkpoint}' is a folder: give a file, a run's backbone.pt or a "
+            "training .ckpt (checkpoints/last.ckpt), with the run's config.yaml as --config"
+        )
+        if weights is None or not run.config_file.is_file():
+            return f"{takes}."
+        command = shlex.join(
+            ["dscl-eval", "--config", str(run.config_file), "--checkpoint", str(weights)]
+        )
+        return f"{takes}: {command}"
+    if checkpoint.exists():
+        return None
+    if checkpoint.name == "backbone.pt":
+        root: Path | None = checkpoint.parent
+    elif checkpoint.suffix == ".ckpt" and checkpoint.parent.name == "checkpoints":
+        root = checkpoint.parent.parent
+    else:
+        root = None
+    run = RunFolder(output_dir if root is None else root)
+    if run.config_file.is_file():  # that run started: resume it from its own config
+        resume = ["--resume"] if run.last_checkpoint.is_file() else []
+        argv = ["--config", str(run.config_file), *resume]
+    else:
+        moved = [] if root is None or root == output_dir else [f"output_dir={root}"]
+        kept = [o for o in overrides if not (moved and o.startswith("output_dir="))]
+        argv = ["--config", config, *kept, *moved]
+    return (
+        f"Checkpoint file not found: '{checkpoint}'. dscl-train writes a run's weights to "
+        f"{run.backbone} and {run.last_checkpoint}: {shlex.join(['dscl-train', *argv])}"
+    )
+
+
 def report_errors(
     prog: str,
     body: Callable[[], None],

@@ -7,11 +7,15 @@ it. Every finished run appends one JSON line to ``DIR/runs.jsonl`` (method, seed
 metrics, epochs, wall time, commit, machine and its load average at the start,
 settings). A later call starts only the runs that line lacks; a run with a checkpoint but
 no line (interrupted) resumes from it.
-The tables and paired differences are :mod:`dscl_plugin.evaluation.comparison`'s.
+
+Several processes may share one ``DIR`` (one per GPU or machine): each run is claimed
+while it trains (:mod:`dscl_plugin.runs.records`), a process skips a claimed run and takes
+the next, then waits for the runs others hold (taking over one whose process ended), so
+every process ends with every run recorded and writes the report; report writes take
+turns under the lock of ``runs.jsonl``. The report is
+:mod:`dscl_plugin.runs.compare_report`'s.
 """
 
-import fcntl
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from dscl_plugin.errors import ConfigError
-from dscl_plugin.evaluation.comparison import format_table, plot_comparison, summarise
 from dscl_plugin.runs import pipeline
+from dscl_plugin.runs.compare_report import summary_table, verdict_lines, write_report
 from dscl_plugin.runs.folder import RunFolder, changed_settings
 from dscl_plugin.runs.provenance import load_average, machine_description, package_stamp
+from dscl_plugin.runs.records import append_record, claim, locked, read_records
 from dscl_plugin.runs.variants import Variant, resolve_variants
 from dscl_plugin.training.config import load_config, to_dict
 from dscl_plugin.training.methods import check_method
@@ -30,8 +35,6 @@ from dscl_plugin.training.registry import available_methods, load_plugins
 from dscl_plugin.training.schema import Config
 
 RUNS_FILE = "runs.jsonl"
-REPORT_FILE = "report.md"
-FIGURE_FILE = "compare.png"
 # settings every recorded run of one folder shares (data.root may move)
 SHARED_KEYS = ("data", "model", "optim", "probe", "eval", "trainer.epochs", "trainer.batch_size")
 # overrides the comparison sets itself, and the option that sets them
@@ -102,27 +105,6 @@ def _check_run(variant: Variant, config: Config) -> None:
         )
 
 
-def read_records(path: str | Path, key: Sequence[str] = ("method", "seed")) -> list[dict]:
-    """The JSON lines of ``path`` (none if it is missing); a later line with the same
-    ``key`` fields replaces an earlier one."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            records[tuple(record.get(k) for k in key)] = record
-    return list(records.values())
-
-
-def append_record(path: str | Path, record: Mapping[str, Any]) -> None:
-    """Appends one JSON line under an exclusive lock (runs may finish side by side)."""
-    with open(path, "a") as file:
-        fcntl.flock(file, fcntl.LOCK_EX)
-        file.write(json.dumps(record) + "\n")
-
-
 def _check_recorded(plan: Iterable[PlannedRun], recorded: Mapping[tuple, dict], runs: Path):
     for planned in plan:
         record = recorded.get((planned.variant.name, planned.seed))
@@ -138,6 +120,30 @@ def _check_recorded(plan: Iterable[PlannedRun], recorded: Mapping[tuple, dict], 
             )
 
 
+# what happens to the run of a runs.jsonl line that does not parse
+IGNORED_LINE = (
+    "its run counts as not recorded: a finished one is re-evaluated from its folder, an "
+    "unfinished one resumes from its checkpoint, one without a checkpoint trains again"
+)
+
+
+def _key(planned: PlannedRun) -> tuple[str, int]:
+    return planned.variant.name, planned.seed
+
+
+def records_reader(runs: Path, log: Callable[[str], None]) -> Callable[[], dict[tuple, dict]]:
+    """Reads ``runs`` anew at each call, as ``{(method, seed): record}``; a line that does
+    not parse is told to ``log`` once, with what becomes of its run."""
+    told: set[str] = set()
+
+    def note(message: str) -> None:
+        if message not in told:
+            told.add(message)
+            log(f"dscl-compare: note: {message}; {IGNORED_LINE}")
+
+    return lambda: {(r["method"], r["seed"]): r for r in read_records(runs, note=note)}
+
+
 def run_missing(
     plan: Sequence[PlannedRun],
     out_dir: str | Path,
@@ -149,34 +155,57 @@ def run_missing(
     """Runs the planned runs that ``DIR/runs.jsonl`` lacks (resuming a folder that has a
     checkpoint), appending a record for each; returns the records of ``plan``.
 
+    Each run is claimed first (:func:`dscl_plugin.runs.records.claim`): a run another
+    process holds is skipped for the next one, and waited for at the end; once it is
+    let go, it is either recorded (nothing to do) or taken over (its process ended).
+
     Raises:
         ConfigError: a recorded run was trained with other settings than planned.
     """
     runs = Path(out_dir) / RUNS_FILE
     runs.parent.mkdir(parents=True, exist_ok=True)
-    recorded = {(r["method"], r["seed"]): r for r in read_records(runs)}
+    read = records_reader(runs, log)
+    recorded = read()
     _check_recorded(plan, recorded, runs)
-    missing = [p for p in plan if (p.variant.name, p.seed) not in recorded]
+    missing = [p for p in plan if _key(p) not in recorded]
     log(f"dscl-compare: {len(plan) - len(missing)} of {len(plan)} run(s) recorded in {runs}")
     context = {"command": command, "machine": machine_description(), **package_stamp()}
-    for i, planned in enumerate(missing):
+
+    def start(planned: PlannedRun, label: str) -> None:
+        found = read()  # another process may have recorded it since
+        if _key(planned) in found:
+            _check_recorded([planned], found, runs)
+            log(f"dscl-compare: {label}: recorded by another process")
+            return
         last = RunFolder.of(planned.config).last_checkpoint
         resume = "last" if last.is_file() else None
-        log(
-            f"dscl-compare: [{i + 1}/{len(missing)}] {planned.variant.name} seed {planned.seed}"
-            + (f" (resuming {last})" if resume else "")
-        )
-        load, start = load_average(), time.perf_counter()
+        log(f"dscl-compare: {label}" + (f" (resuming {last})" if resume else ""))
+        load, began = load_average(), time.perf_counter()
         metrics = run(planned.config, resume)
         if metrics is None:  # not the main process
-            continue
-        seconds = time.perf_counter() - start
-        record = _record(
-            planned, overrides, metrics, seconds, resume, context | {"load_average": load}
+            return
+        seconds = time.perf_counter() - began
+        context_now = context | {"load_average": load}
+        append_record(runs, _record(planned, overrides, metrics, seconds, resume, context_now))
+
+    held_elsewhere = []
+    for i, planned in enumerate(missing):
+        label = f"[{i + 1}/{len(missing)}] {planned.variant.name} seed {planned.seed}"
+        with claim(RunFolder.of(planned.config).root) as held:
+            if held:
+                start(planned, label)
+            else:
+                log(f"dscl-compare: {label}: claimed by another process; taking the next run")
+                held_elsewhere.append((label, planned))
+    for label, planned in held_elsewhere:
+        log(
+            f"dscl-compare: {label}: waiting for the process that claimed it (Ctrl-C stops "
+            "waiting; that process writes the report when it is done)"
         )
-        append_record(runs, record)
-        recorded[(planned.variant.name, planned.seed)] = record
-    return [recorded[key] for key in ((p.variant.name, p.seed) for p in plan) if key in recorded]
+        with claim(RunFolder.of(planned.config).root, wait=True):
+            start(planned, label)
+    recorded = read()
+    return [recorded[key] for key in map(_key, plan) if key in recorded]
 
 
 def _record(
@@ -198,6 +227,8 @@ def _record(
         **{group: probe[group] for group in ("overall", "many", "medium", "few")},
         "knn_p1": metrics["knn"]["precision_at_1"],
         "class_counts": metrics["train_class_counts"],
+        "class_names": metrics.get("class_names"),
+        "empty_groups": metrics.get("empty_groups"),
         "epochs": config.trainer.epochs,
         "seconds": round(seconds, 1),
         "resumed": resume is not None,
@@ -207,104 +238,6 @@ def _record(
         **context,
         "config": to_dict(config),
     }
-
-
-def report_markdown(
-    records: Sequence[Mapping[str, Any]],
-    variants: Sequence[Variant],
-    command: str,
-    out_dir: str | Path,
-) -> str:
-    """``report.md``: the settings, the summary table with the paired differences to the
-    first method, the figure and one row per run."""
-    labels = {v.name: v.label for v in variants}
-    names = [v.name for v in variants]
-    first = records[0]
-    config = first["config"]
-    seeds = sorted({r["seed"] for r in records})
-    factor = first["imbalance_factor"]
-    title = " vs ".join(labels[n] for n in names if any(r["method"] == n for r in records))
-    minutes = sum(r["seconds"] for r in records) / 60
-    overrides = sorted({" ".join(r["overrides"]) for r in records})
-    lines = [
-        f"# {title} on {first['dataset']}",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"- data: {first['dataset']}, imbalance factor "
-        f"{'of the data set' if factor is None else f'{factor:g}'}, "
-        f"train class sizes {first['class_counts']}; shot groups many > "
-        f"{config['eval']['many_threshold']}, few < {config['eval']['few_threshold']} "
-        "training images",
-        f"- config overrides: {' | '.join(f'`{o}`' if o else 'none' for o in overrides)}",
-        f"- training: {config['model']['backbone']}, {first['epochs']} epochs, batch "
-        f"{config['trainer']['batch_size']}; method overrides: "
-        + "; ".join(f"{labels[v.name]} `{' '.join(v.overrides)}`" for v in variants),
-        f"- commit: {', '.join(sorted({str(r.get('git_commit'))[:10] for r in records}))} "
-        f"(dscl-plugin {', '.join(sorted({str(r.get('version')) for r in records}))})",
-        f"- machine: {'; '.join(sorted({str(r.get('machine')) for r in records}))}",
-        f"- {len(records)} run(s), {minutes:.1f} min of run time",
-        "",
-        f"Top-1 % of a class-balanced linear probe on the frozen features (overall and by "
-        f"shot group) and kNN precision@1 %, mean ± sample std (n − 1) over seeds {seeds}. "
-        f"A paired row is the mean ± std of a method's per-seed difference to "
-        f"{labels[names[0]]}, over the seeds both ran (its second column): a difference "
-        "inside the seeds' spread is a tie.",
-        "",
-        summary_table(records, variants),
-        "",
-        f"![per shot group: mean ± std, and the paired differences]({FIGURE_FILE})",
-        "",
-        "| run | overall | many | medium | few | kNN P@1 | seconds | folder |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(records, key=lambda r: (names.index(r["method"]), r["seed"])):
-        cells = [_pct(r[m]) for m in ("overall", "many", "medium", "few", "knn_p1")]
-        folder = _relative(r["output_dir"], out_dir)
-        lines.append(
-            f"| {labels[r['method']]} seed {r['seed']} | {' | '.join(cells)} | "
-            f"{r['seconds']:.0f}{' (resumed)' if r.get('resumed') else ''} | `{folder}` |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _relative(path: str, out_dir: str | Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path(out_dir).resolve()))
-    except ValueError:
-        return path
-
-
-def summary_table(records: Sequence[Mapping[str, Any]], variants: Sequence[Variant]) -> str:
-    """The Markdown table of ``records``: mean ± std per variant, paired differences to
-    the first."""
-    names = [v.name for v in variants]
-    labels = {v.name: v.label for v in variants}
-    return format_table(summarise(records, names, names[0]), labels, names[0])
-
-
-def write_report(
-    records: Sequence[Mapping[str, Any]],
-    variants: Sequence[Variant],
-    out_dir: str | Path,
-    command: str,
-) -> tuple[Path, Path]:
-    """``DIR/report.md`` and ``DIR/compare.png``."""
-    out_dir = Path(out_dir)
-    names = [v.name for v in variants]
-    labels = {v.name: v.label for v in variants}
-    summary = summarise(records, names, names[0])
-    report = out_dir / REPORT_FILE
-    report.write_text(report_markdown(records, variants, command, out_dir))
-    title = f"{records[0]['dataset']}: " + ", ".join(
-        f"{labels[r['method']]} ({r['seeds']} seeds)" for r in summary
-    )
-    figure = plot_comparison(summary, labels, names[0], out_dir / FIGURE_FILE, title)
-    return report, figure
 
 
 def run_pipeline(config: Config, resume: str | None) -> dict[str, Any] | None:
@@ -325,13 +258,41 @@ def compare(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """:func:`plan_runs`, :func:`run_missing` (``run`` trains and evaluates one config),
-    then :func:`write_report`; returns the records."""
-    plan = plan_runs(config, methods, seeds, out_dir, overrides, extra_variants)
-    records = run_missing(plan, out_dir, run, command, overrides, log)
-    if not records:  # a process other than the main one of a run
-        return records
+    then :func:`~dscl_plugin.runs.compare_report.write_report` of every recorded run of
+    the planned methods and settings (other seeds too), whose verdicts it prints last;
+    returns those records.
+
+    Raises:
+        ConfigError: ``out_dir`` is a file; see :func:`plan_runs` and :func:`run_missing`.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out '{out}' is a file: --out must be a folder (of runs and report).")
+    plan = plan_runs(config, methods, seeds, out, overrides, extra_variants)
+    if not run_missing(plan, out, run, command, overrides, log):
+        return []  # a process other than the main one of a run
     variants = list({p.variant.name: p.variant for p in plan}.values())
-    report, figure = write_report(records, variants, out_dir, command)
+    runs = out / RUNS_FILE
+    with locked(runs):  # one report at a time: the last one written holds every record
+        records = comparable(records_reader(runs, log)().values(), plan)
+        report, figure = write_report(records, variants, out, command)
     log(summary_table(records, variants))
     log(f"dscl-compare: wrote {report} and {figure}")
+    verdicts, warning = verdict_lines(records, variants)
+    for line in [*verdicts, *([f"warning: {warning}"] if warning else [])]:
+        log(f"dscl-compare: {line}")
     return records
+
+
+def comparable(records: Iterable[dict], plan: Sequence[PlannedRun]) -> list[dict]:
+    """The ``records`` of the planned methods trained with the planned settings
+    (:data:`SHARED_KEYS`), whatever their seed, in plan order then by seed."""
+    planned = {p.variant.name: p.config for p in plan}
+    order = list(planned)
+    kept = [
+        r
+        for r in records
+        if r["method"] in planned
+        and not changed_settings(r["config"], planned[r["method"]], SHARED_KEYS)
+    ]
+    return sorted(kept, key=lambda r: (r["seed"], order.index(r["method"])))

@@ -2,9 +2,9 @@
 with a run, and the checks of a config against them.
 
 ``output_dir/`` holds ``config.yaml`` (the merged config), ``checkpoints/last.ckpt`` (and
-``last.prev.ckpt``), ``logs/metrics.csv``, ``backbone.pt`` once stage 1 has finished and the
-stage-2 results (``metrics.json``, ``per_class_accuracy.png``). A checkpoint scored from
-elsewhere gets its results in ``<checkpoint stem>_eval/`` beside it.
+``last.prev.ckpt``), ``logs/metrics.csv``, ``backbone.pt`` and ``curves.png`` once stage 1
+has finished and the stage-2 results (``metrics.json``, ``per_class_accuracy.png``). A
+checkpoint scored from elsewhere gets its results in ``<checkpoint stem>_eval/`` beside it.
 """
 
 from collections.abc import Iterable
@@ -35,6 +35,7 @@ LAYOUT = {
     "last_checkpoint": "checkpoints/last.ckpt",
     "logs": "logs",
     "backbone": "backbone.pt",
+    "curves": "curves.png",
 }
 
 
@@ -42,7 +43,7 @@ LAYOUT = {
 class RunFolder:
     """The files of the run in ``root`` (a config's ``output_dir``), as :data:`LAYOUT`
     places them: ``config_file``, ``checkpoints`` (the folder), ``last_checkpoint``,
-    ``logs`` (the folder of ``metrics.csv``) and ``backbone``."""
+    ``logs`` (the folder of ``metrics.csv``), ``backbone`` and ``curves``."""
 
     root: Path
     config_file: Path = field(init=False)
@@ -50,6 +51,7 @@ class RunFolder:
     last_checkpoint: Path = field(init=False)
     logs: Path = field(init=False)
     backbone: Path = field(init=False)
+    curves: Path = field(init=False)
 
     def __post_init__(self) -> None:
         for name, relative in LAYOUT.items():

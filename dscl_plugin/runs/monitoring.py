@@ -58,4 +58,4 @@ def write_curves(config: Config) -> Path | None:
     if not log.is_file():
         return None
     title = f"{method_title(config)} on {config.data.name}: training curves"
-    return plot_training_curves(read_log(log), folder.root / "curves.png", title)
+    return plot_training_curves(read_log(log), folder.curves, title)

@@ -8,20 +8,24 @@ from pathlib import Path
 from dscl_plugin._version import __version__
 
 
-def package_stamp() -> dict[str, str | None]:
-    """``dscl_plugin.__version__`` and, for a git checkout, the commit of its sources."""
+def package_stamp(source: Path = Path(__file__)) -> dict[str, str | None]:
+    """``dscl_plugin.__version__`` and, where the package's ``source`` file is tracked by
+    a git checkout, its commit: None for an installed package, even one installed inside
+    another git repository (a virtual environment in a project)."""
+    here = source.parent
+    tracked = _git("ls-files", "--error-unmatch", "--", source.name, cwd=here)
+    return {"version": __version__, "git_commit": tracked and _git("rev-parse", "HEAD", cwd=here)}
+
+
+def _git(*args: str | Path, cwd: Path) -> str | None:
+    """``git args``' output in ``cwd``, or None where it fails (no git, no checkout)."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
+        done = subprocess.run(
+            ["git", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=10
         )
-        git_commit = commit.stdout.strip() if commit.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        git_commit = None
-    return {"version": __version__, "git_commit": git_commit}
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def machine_description() -> str:

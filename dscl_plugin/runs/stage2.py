@@ -160,9 +160,10 @@ def report(
     class_names: Sequence[str] | None,
     scored: Path,
 ) -> dict[str, Any]:
-    """Writes ``metrics.json`` (scores, class counts, the checkpoint, the config and the
-    package version) and ``per_class_accuracy.png`` to the results folder of the
-    ``scored`` weights, prints a table; returns the metrics."""
+    """Writes ``metrics.json`` (scores, class counts and names, the checkpoint, the config
+    and the package version) and ``per_class_accuracy.png`` to the results folder of the
+    ``scored`` weights, prints a table and the files (with the run's ``curves.png`` when
+    these are the run's own results); returns the metrics."""
     e = config.eval
     metrics: dict[str, Any] = {
         "method": config.method,
@@ -172,6 +173,7 @@ def report(
         "shot_thresholds": {"many": e.many_threshold, "few": e.few_threshold},
         "per_class_accuracy": scores["per_class_accuracy"],
         "train_class_counts": list(class_counts),
+        "class_names": None if class_names is None else list(class_names),
         "checkpoint": str(scored.resolve()),
         "config": to_dict(config),
         "package": package_stamp(),
@@ -189,7 +191,10 @@ def report(
         class_names=class_names,
     )
     print(format_metrics_table({k: metrics[k] for k in ("linear_probe", "knn")}))
-    print(f"results: {out / 'metrics.json'}, {out / 'per_class_accuracy.png'}")
+    curves = RunFolder.of(config).curves
+    shown = [out / "metrics.json", out / "per_class_accuracy.png"]
+    shown += [curves] if curves.parent == out and curves.is_file() else []
+    print(f"results: {', '.join(map(str, shown))}")
     return metrics
 
 

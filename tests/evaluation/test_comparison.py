@@ -9,7 +9,9 @@ from dscl_plugin.evaluation.comparison import (
     paired_reading,
     pct,
     plot_comparison,
+    seeds_ahead,
     summarise,
+    verdicts,
 )
 from dscl_plugin.evaluation.curves import plot_training_curves, training_curves
 
@@ -37,6 +39,7 @@ def test_mean_and_sample_std():
     assert mean_std([0.25]) == (0.25, None) and mean_std([None]) == (None, None)
     assert pct(0.8353, 0.0021) == "83.5 ± 0.2" and pct(-0.013, 0.003, signed=True) == "-1.3 ± 0.3"
     assert pct(0.004, signed=True) == "+0.4" and pct(None) == "-"
+    assert pct(None, missing="empty") == "empty"
 
 
 def test_a_paired_difference_inside_its_spread_reads_as_a_tie():
@@ -67,6 +70,62 @@ def test_table_rows_and_the_paired_row_against_hand_numbers():
         "| DSCL | 3 | 68.7 ± 3.2 | 42.5 ± 3.5 |",
         "| DSCL − SupCon (paired) | 2 | +6.5 ± 2.1 | -2.5 ± 10.6 |",
     ]
+
+
+def test_an_empty_group_reads_empty_and_a_missing_value_a_dash():
+    runs = [_run("supcon", 0, 0.6), _run("supcon", 1, 0.7), _run("dscl", 0, 0.65)]
+    rows = summarise(runs, ["supcon", "dscl"], "supcon", ("overall", "few"))
+    table = format_table(rows, LABELS, "supcon", ("overall", "few"), empty={"few"})
+    assert table.splitlines()[2:] == [
+        "| SupCon | 2 | 65.0 ± 7.1 | empty |",
+        "| DSCL | 1 | 65.0 | empty |",
+        "| DSCL − SupCon (paired) | 1 | +5.0 | empty |",
+    ]
+    assert "| DSCL | 1 | 65.0 | - |" in format_table(rows, LABELS, "supcon", ("overall", "few"))
+
+
+def _verdicts(dscl_overall, seeds=(0, 1)):
+    """The verdict of DSCL with ``dscl_overall`` per seed against SupCon's 60 / 62 / 70 %."""
+    runs = RUNS[:3] + [_run("dscl", s, v) for s, v in zip(seeds, dscl_overall)]
+    summary = summarise(runs, ["supcon", "dscl"], "supcon", ("overall", "few"))
+    return verdicts(summary, runs, LABELS, "supcon", groups=("few",))
+
+
+def test_the_verdict_is_the_paired_mean_against_its_std_with_the_seeds_ahead():
+    # RUNS: +5, +8 points -> +6.5 ± 2.1: ahead; few +5, -10 -> -2.5 ± 10.6 inside its spread
+    summary = summarise(RUNS, ["supcon", "dscl"], "supcon", ("overall", "few"))
+    assert verdicts(summary, RUNS, LABELS, "supcon", groups=("few",)) == [
+        "DSCL: ahead of SupCon, overall +6.5 ± 2.1 points over 2 paired seeds "
+        "(ahead in 2 of 2 seeds)"
+    ]
+    # +1, -2 -> -0.5 ± 2.1: a tie; -3, -4 -> -3.5 ± 0.7: behind
+    assert _verdicts([0.61, 0.60]) == [
+        "DSCL: a tie with SupCon, overall -0.5 ± 2.1 points over 2 paired seeds "
+        "(ahead in 1 of 2 seeds)"
+    ]
+    assert _verdicts([0.57, 0.58]) == [
+        "DSCL: behind SupCon, overall -3.5 ± 0.7 points over 2 paired seeds (ahead in 0 of 2 seeds)"
+    ]
+    # a group outside its spread is named: few +10, +12 -> +11.0 ± 1.4
+    runs = [*RUNS[:2], _run("dscl", 0, 0.61, 0.50), _run("dscl", 1, 0.60, 0.62)]
+    summary = summarise(runs, ["supcon", "dscl"], "supcon", ("overall", "few"))
+    assert verdicts(summary, runs, LABELS, "supcon", groups=("few",))[0].endswith(
+        "(ahead in 1 of 2 seeds); outside the spread: few +11.0 ± 1.4"
+    )
+
+
+def test_one_or_no_paired_seed_gives_no_verdict():
+    assert _verdicts([0.65], seeds=(0,)) == [
+        "DSCL: no verdict against SupCon: 1 paired seed has no spread (overall +5.0 points)"
+    ]
+    assert _verdicts([0.65], seeds=(7,)) == ["DSCL: no verdict: no seed in common with SupCon"]
+
+
+def test_seeds_ahead_counts_the_paired_seeds_where_a_method_is_higher():
+    runs = [*RUNS, _run("dscl", 2, 0.70)]  # seed 2: equal, not ahead
+    assert seeds_ahead(runs, "dscl", "supcon") == (2, 3)
+    assert seeds_ahead(runs, "supcon", "dscl") == (0, 3)
+    assert seeds_ahead(runs, "dscl", "supcon", "few") == (1, 2)  # seed 2 has no few value
 
 
 def test_a_seed_recorded_twice_is_refused():
