@@ -87,11 +87,12 @@ def data_folder_config(
     if output_dir:
         name = re.sub(r"[^\w.-]+", "_", Path(root).resolve().name) or "data"
         keys.append(f"output_dir=outputs/${{method}}_{name}")
+    given = {item.split("=", 1)[0] for item in overrides}
+    keys = [key for key in keys if key.split("=", 1)[0] not in given]  # the user's win
     recipe = config or fitting_preset(survey)
     with warnings.catch_warnings():  # the notes come with the config actually run
         warnings.simplefilter("ignore", ConfigNote)
         loaded = load_config(recipe, [*keys, *overrides])
-    given = {item.split("=", 1)[0] for item in overrides}
     n = survey.num_train
     if "model.queue_size" not in given and loaded.model.queue_size > queue_limit(n):
         keys.append(f"model.queue_size={queue_limit(n)}")

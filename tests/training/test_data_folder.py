@@ -81,6 +81,9 @@ def test_config_gives_the_recipe_and_overrides_win(tmp_path, capsys):
     assert config["model"]["backbone"] == "resnet18" and config["method"] == "supcon"
     assert config["model"]["queue_size"] == 32 and config["trainer"]["batch_size"] == 8
     assert config["trainer"]["epochs"] == 200  # the recipe's
+    code, _, err = _train(capsys, "--data", str(folder), "eval.few_threshold=5", "--print-config")
+    assert code == 0 and "eval.many_threshold=100 output_dir" in err[0]
+    assert "few_threshold" not in err[0]  # what the user sets is not the data's
 
 
 def test_a_val_split_is_named_as_not_used(tmp_path, capsys):
