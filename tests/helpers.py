@@ -1,5 +1,6 @@
 """Run settings and loops several test files share: the tiny ``digits_lt`` run every CLI
-test trains, a few-steps training loop, and the mark of tests that need a CUDA GPU."""
+test trains, a few-steps training loop, a long-tailed image folder, and the mark of tests
+that need a CUDA GPU."""
 
 import os
 import subprocess
@@ -7,9 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from torch import nn
 
 from dscl_plugin.training.config import load_config
@@ -160,3 +163,32 @@ def run_python(code: str, *args: str, timeout: int = 300) -> subprocess.Complete
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+# 10 classes, 300 ... 6 training images (300 * 50 ** (-c / 9)): many > 100, few < 20
+LONG_TAIL = [300, 194, 125, 81, 52, 34, 22, 14, 9, 6]
+
+
+def image_folder(
+    root: Path,
+    train: list[int],
+    test: int = 5,
+    val: int = 0,
+    size: int = 8,
+    colour: bool = False,
+) -> Path:
+    """``root/{train,test,val}/class<c>/<n>.png``: ``train[c]`` images of class c, ``test``
+    (and ``val``) of each; ``size`` px PNGs, grey (``L``) or RGB, each class its own
+    brightness (and hue) plus noise, so that a classifier can tell them apart."""
+    rng = np.random.default_rng(0)
+    splits = {"train": train, "test": [test] * len(train), "val": [val] * len(train)}
+    for split, counts in splits.items():
+        for c, n in enumerate(counts if split != "val" or val else []):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            base = np.array([25 * c, 250 - 25 * c, 120])[: 3 if colour else 1]
+            for i in range(n):
+                pixels = base + rng.integers(0, 20, size=(size, size, len(base)))
+                image = pixels.clip(0, 255).astype(np.uint8)
+                Image.fromarray(image if colour else image[..., 0]).save(folder / f"{i}.png")
+    return root

@@ -85,7 +85,7 @@ def test_list_configs_names_every_preset_with_its_description(capsys):
         ("dscl_cifar10_lt.yaml", []),
         (
             "dscl_digits_lt.yaml",
-            ["data.name=image_folder", "data.imbalance_factor=null"],
+            ["data.name=image_folder", "data.imbalance_factor=null", "eval.many_threshold=60"],
         ),
         ("dscl_fashion_mnist_lt.yaml", []),
     ],

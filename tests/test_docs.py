@@ -10,7 +10,8 @@
 - **Bash blocks**: every command is either smoke-run or skipped on purpose
   (``SKIPPED``, with the reason). The smoke forms: ``dscl-train`` / ``dscl-eval`` /
   ``examples/train_digits_lt.py`` compose their config with the printed overrides
-  (the check that runs before any training), ``dscl-compare`` plans every run; scripts
+  (the check that runs before any training; ``--data`` on a tiny image folder where the
+  docs name the reader's ``my_images``), ``dscl-compare`` plans every run; scripts
   (``python benchmarks/...``, ``bash benchmarks/remeasure.sh``) answer ``--help`` and know
   every printed ``--flag``; and the main example trains and evaluates for 2 steps.
 """
@@ -27,16 +28,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, image_folder
 from torch import nn
 
 from dscl_plugin.cli import compare_main, compare_parser, eval_main, train_main
 from dscl_plugin.runs.compare import plan_runs
 from dscl_plugin.training import registry
 from dscl_plugin.training.config import load_config
+from dscl_plugin.training.data_folder import data_folder_config
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAIN_EXAMPLE_CONFIG = "dscl_digits_lt"  # examples/train_digits_lt.py's config
+OWN_IMAGES = "my_images"  # the reader's image folder (and config) of docs/compare.md
 SKIPPED = {  # command prefix -> why its smoke form is not run
     "python3 -m venv": "creates a virtual environment",
     ". .venv/bin/activate": "activates the virtual environment",
@@ -280,20 +283,39 @@ def test_bash_command_smoke_form(page, command, tmp_path, local_registry, monkey
     flags = [t.split("=")[0] for t in tokens if t.startswith("--")]
     help_text = _help(entry, capsys, monkeypatch)
     assert all(flag in help_text for flag in flags), (flags, help_text)
+    if {OWN_IMAGES, f"{OWN_IMAGES}.yaml"} & set(tokens):  # the reader's images, as the docs say
+        monkeypatch.chdir(tmp_path)
+        image_folder(tmp_path / OWN_IMAGES, [6, 4, 2], test=1)
+        yaml_block = _fenced((ROOT / "docs/compare.md").read_text(), "yaml")[0]
+        (tmp_path / f"{OWN_IMAGES}.yaml").write_text(yaml_block)
     if entry == "dscl-compare":  # every (method, seed) config, composed and checked
         args = compare_parser().parse_intermixed_args(tokens[1:])
-        plan_runs(args.config, args.methods, args.seeds, tmp_path, args.overrides)
+        config, overrides = _with_data(args.data, args.config, args.overrides, False)
+        plan_runs(config, args.methods, args.seeds, tmp_path, overrides)
     elif entry.startswith("dscl-") or entry == "examples/train_digits_lt.py":
         config = (
             tokens[tokens.index("--config") + 1] if "--config" in tokens else MAIN_EXAMPLE_CONFIG
         )
         overrides = [t for t in tokens if "=" in t and not t.startswith("-")]
+        if "--data" in tokens:
+            data = tokens[tokens.index("--data") + 1]
+            config, overrides = _with_data(
+                data, config if "--config" in tokens else None, overrides
+            )
         if "--import" in tokens:  # the module docs/configs.md tells the reader to save
             block = next(b for b in _fenced((ROOT / "docs/configs.md").read_text(), "python"))
             (tmp_path / "my_method.py").write_text(block)
             monkeypatch.syspath_prepend(str(tmp_path))
             importlib.import_module(tokens[tokens.index("--import") + 1])
         load_config(config, overrides)
+
+
+def _with_data(data, config, overrides, output_dir=True):
+    """The config and overrides of ``--data`` (none: ``config`` and ``overrides``)."""
+    if data is None:
+        return config, overrides
+    made = data_folder_config(data, config, overrides, output_dir)
+    return made.config, made.overrides
 
 
 @pytest.mark.slow

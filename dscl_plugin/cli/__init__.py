@@ -2,26 +2,30 @@
 ``python -m dscl_plugin.cli``).
 
     dscl-train --config PRESET_OR_FILE [key.path=value ...] [--stage 1|2] [--resume [CKPT]]
+    dscl-train --data IMAGE_FOLDER [--config PRESET_OR_FILE] [key.path=value ...]
     dscl-eval  --config PRESET_OR_FILE --checkpoint outputs/.../backbone.pt [key.path=value ...]
                [--retrieval]
-    dscl-compare --config PRESET_OR_FILE --methods M1 M2 ... --seeds S1 S2 ... [--out DIR]
-               [key.path=value ...]
+    dscl-compare --config PRESET_OR_FILE | --data IMAGE_FOLDER --methods M1 M2 ...
+               --seeds S1 S2 ... [--out DIR] [key.path=value ...]
     dscl-train --list-configs
     python -m dscl_plugin.cli [train|eval|compare] ...
 
 The commands parse their arguments (:mod:`.arguments`) and report errors in one line each
-(:mod:`.messages`); :func:`dscl_plugin.runs.pipeline.run` runs the stages and
+(:mod:`.messages`); ``--data`` makes the config of an image folder
+(:mod:`dscl_plugin.training.data_folder`); :func:`dscl_plugin.runs.pipeline.run` runs the stages and
 :func:`dscl_plugin.runs.compare.compare` the comparisons. ``--import MODULE`` (repeatable)
 imports a module that registers a method of your own; installed packages can instead
 declare an entry point in the group ``dscl_plugin.methods``.
 """
 
+import argparse
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from dscl_plugin.cli.arguments import compare_parser, parse_stage_args
+from dscl_plugin.cli.arguments import compare_parser, parse_stage_args, require_config
 from dscl_plugin.cli.messages import (
     eval_checkpoint_problem,
     how_to_go_on,
@@ -29,7 +33,7 @@ from dscl_plugin.cli.messages import (
     report_errors,
     resume_hint,
 )
-from dscl_plugin.errors import CheckpointError
+from dscl_plugin.errors import CheckpointError, ConfigNote
 
 __all__ = ["compare_main", "compare_parser", "eval_main", "main", "train_main"]
 
@@ -52,7 +56,7 @@ def _stage_main(
     def body() -> None:
         nonlocal folder
         load_plugins(args.imports)
-        config = load_config(args.config, args.overrides)
+        config = load_config(*config_and_overrides(args, output_dir=True))
         folder = RunFolder.of(config)
         if args.print_config:  # base files and overrides merged, every key
             print(to_yaml(config), end="")
@@ -80,6 +84,20 @@ def _stage_main(
     )
 
 
+def config_and_overrides(args: argparse.Namespace, output_dir: bool) -> tuple[str, list[str]]:
+    """``--config`` and the overrides, or with ``--data`` the config of that image folder,
+    told in notes (:func:`~dscl_plugin.training.data_folder.data_folder_config`;
+    ``output_dir``: it also names the run's folder)."""
+    if getattr(args, "data", None) is None:
+        return args.config, args.overrides
+    from dscl_plugin.training.data_folder import data_folder_config
+
+    made = data_folder_config(args.data, args.config, args.overrides, output_dir)
+    for note in made.notes:
+        warnings.warn(note, ConfigNote, stacklevel=2)
+    return made.config, made.overrides
+
+
 def train_main(
     argv: Sequence[str] | None = None,
     prog: str = "dscl-train",
@@ -105,17 +123,21 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # key=value overrides may follow --seeds or --methods, whose lists would take them
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    args = compare_parser().parse_intermixed_args([a for a in argv if a not in overrides])
+    parser = compare_parser()
+    args = parser.parse_intermixed_args([a for a in argv if a not in overrides])
+    require_config(parser, args)
     args.overrides = overrides
     from dscl_plugin.runs.compare import compare
     from dscl_plugin.training.registry import load_plugins
 
-    out = args.out or f"outputs/compare_{Path(args.config).stem}"
+    named = Path(args.config).stem if args.data is None else Path(args.data).resolve().name
+    out = args.out or f"outputs/compare_{named}"
     command = shlex.join([prog, *argv])
 
     def body() -> None:
         load_plugins(args.imports)
-        compare(args.config, args.methods, args.seeds, out, args.overrides, command)
+        config, overrides = config_and_overrides(args, output_dir=False)
+        compare(config, args.methods, args.seeds, out, overrides, command)
 
     def on_os_error(error: OSError) -> str:
         again = "run the same command again: it starts only the missing runs"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 _TRAIN_OVERRIDES = "config overrides such as trainer.epochs=5 model.beta=4 (OmegaConf dotlist)"
 _EVAL_OVERRIDES = "config overrides such as probe.epochs=10 eval.knn_k=20 (OmegaConf dotlist)"
+CONFIG_WITH_DATA = "; with --data, the recipe to run on it (default: the one that fits)"
 _EXAMPLE_EPILOG = (
     "Unlike dscl-train, running this again resumes output_dir's last checkpoint without "
     "--resume (a finished run is only re-evaluated): it is dscl-train with --resume when "
@@ -48,10 +49,11 @@ def stage_parser(prog: str, train: bool, default_config: str | None) -> argparse
     if default_config is None:
         parser.add_argument(
             "--config",
-            required=True,
             help="a shipped preset by name (e.g. dscl_digits_lt; --list-configs lists them) "
-            "or a YAML file",
+            "or a YAML file" + (CONFIG_WITH_DATA if train else "; required"),
         )
+        if train:
+            add_data_argument(parser)
     else:
         parser.add_argument("--config", default=default_config, help="YAML (default: %(default)s)")
     parser.add_argument(
@@ -106,6 +108,7 @@ def parse_stage_args(
     args, unknown = parser.parse_known_intermixed_args(argv)
     if unknown:
         parser.exit(2, f"{prog}: error: {unknown_options(prog, argv, unknown)}\n")
+    require_config(parser, args)
     resume = getattr(args, "resume", None)
     if resume not in (None, "last") and "=" in resume and not Path(resume).is_file():
         # ``--resume key=value``: the bare flag followed by an override
@@ -151,9 +154,9 @@ def compare_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config",
-        required=True,
-        help="a shipped preset by name (e.g. dscl_digits_lt) or a YAML file",
+        help="a shipped preset by name (e.g. dscl_digits_lt) or a YAML file" + CONFIG_WITH_DATA,
     )
+    add_data_argument(parser)
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -167,12 +170,32 @@ def compare_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        help="folder of the runs and the report (default: outputs/compare_<config>); "
-        "several dscl-compare processes on one folder share its runs",
+        help="folder of the runs and the report (default: outputs/compare_<config>, "
+        "with --data outputs/compare_<folder>); several dscl-compare processes on one "
+        "folder share its runs",
     )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help=_TRAIN_OVERRIDES)
     add_import_argument(parser)
     return parser
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """``--data DIR``: a user's image folder, with the recipe that fits it."""
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="your image folder, DIR/train/<class>/<image> and DIR/test/<class>/<image>: "
+        "runs the shipped recipe that fits its images (or --config's) on it as it is, "
+        "with the queue, batch and shot groups set from the data, and prints what it chose",
+    )
+
+
+def require_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exits with the usage error unless ``--config`` (or ``--data``, where there is one)
+    was given."""
+    if args.config is None and getattr(args, "data", None) is None:
+        either = "--config or --data" if hasattr(args, "data") else "--config"
+        parser.error(f"the following arguments are required: {either}")
 
 
 def add_import_argument(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ from dscl_plugin.data.list_file import (
 )
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 from dscl_plugin.data.samplers import ClassBalancedSampler
-from dscl_plugin.data.shots import shot_groups
+from dscl_plugin.data.shots import empty_groups, shot_groups
 
 # held in memory as uint8 arrays (ArrayImageDataset), with fixed train and test splits:
 # the datasets of data.pipeline: device
@@ -100,6 +100,7 @@ __all__ = [
     "IN_MEMORY_DATASETS",
     "IndexedImages",
     "build_dataset",
+    "empty_groups",
     "list_file_dataset",
     "long_tail_counts",
     "read_list_file",

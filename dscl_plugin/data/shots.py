@@ -28,3 +28,21 @@ def shot_groups(
         else:
             groups["medium"].append(c)
     return groups
+
+
+def empty_groups(
+    class_counts: Sequence[int], many_threshold: int = 100, few_threshold: int = 20
+) -> dict[str, str]:
+    """The shot groups of :func:`shot_groups` that hold no class, each with why:
+    ``{"many": "no class has > 1000 training images"}`` (``{}`` when none is empty)."""
+    sizes = {
+        "many": f"> {many_threshold}",
+        "medium": f"{few_threshold} ... {many_threshold}",
+        "few": f"< {few_threshold}",
+    }
+    groups = shot_groups(class_counts, many_threshold, few_threshold)
+    return {
+        group: f"no class has {sizes[group]} training images"
+        for group, classes in groups.items()
+        if not classes
+    }

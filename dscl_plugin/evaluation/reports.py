@@ -2,6 +2,7 @@
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,14 @@ def write_metrics(metrics: dict[str, object], path: PathLike) -> Path:
     return path
 
 
-def format_metrics_table(metrics: dict[str, object]) -> str:
+def format_metrics_table(metrics: dict[str, object], empty: Mapping[str, str] | None = None) -> str:
     """Two-column text table of the scalar metrics (nested dicts as ``outer/inner``).
 
-    Values in [0, 1] are shown as percentages; None and NaN as "-"; lists are skipped.
+    Values in [0, 1] are shown as percentages; lists are skipped; None and NaN as "-",
+    or as ``empty (<why>)`` for a key of ``empty`` (an empty shot group and why).
     """
     rows: list[tuple[str, str]] = []
+    empty = empty or {}
 
     def add(prefix: str, items: dict[str, object]) -> None:
         for key, value in items.items():
@@ -45,7 +48,7 @@ def format_metrics_table(metrics: dict[str, object]) -> str:
             if isinstance(value, dict):
                 add(f"{name}/", value)
             elif value is None:
-                rows.append((name, "-"))
+                rows.append((name, f"empty ({empty[key]})" if key in empty else "-"))
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             elif isinstance(value, float) and 0.0 <= value <= 1.0:

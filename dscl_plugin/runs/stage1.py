@@ -23,6 +23,7 @@ from dscl_plugin.runs.folder import Resume, RunFolder, resolve_resume
 from dscl_plugin.runs.monitoring import monitor_callbacks, write_curves
 from dscl_plugin.training.config import to_yaml
 from dscl_plugin.training.data import DeviceTrainingData, TrainingData
+from dscl_plugin.training.data_fit import shot_group_note, tell, training_notes
 from dscl_plugin.training.lightning_adapters import expected_fit_warnings
 from dscl_plugin.training.methods import ContrastiveMethod, build_method
 from dscl_plugin.training.schema import Config
@@ -43,12 +44,17 @@ def training_data(config: Config, method: ContrastiveMethod) -> TrainingData:
     (``data.pipeline: loader``, the method's ``train_transform()`` and ``collate_fn()``)
     or on the training device from the method's ``view_options()`` (``device``).
 
+    Warns :class:`~dscl_plugin.errors.ConfigNote` where the config does not fit the
+    training set (:mod:`dscl_plugin.training.data_fit`).
+
     Raises:
         ConfigError: the data are not found, or the batch is larger than the training set.
     """
     t = config.trainer
     on_device = config.data.pipeline == "device"
     dataset = build_dataset_split(config, "train", None if on_device else method.train_transform())
+    counts = dataset.class_counts
+    tell([*training_notes(config, counts), shot_group_note(config, counts)])
     processes = t.devices * t.num_nodes
     per_process = t.batch_size // processes
     if len(dataset) // processes < per_process:

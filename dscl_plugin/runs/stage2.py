@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from dscl_plugin.backbones.weights import load_backbone_weights
 from dscl_plugin.data.base import ImageDataset
 from dscl_plugin.data.samplers import ClassBalancedSampler
+from dscl_plugin.data.shots import empty_groups
 from dscl_plugin.errors import CheckpointError
 from dscl_plugin.evaluation.features import extract_features
 from dscl_plugin.evaluation.figures import plot_per_class_accuracy
@@ -35,6 +36,7 @@ from dscl_plugin.runs.folder import RunFolder, check_checkpoint_config
 from dscl_plugin.runs.provenance import package_stamp
 from dscl_plugin.runs.variants import method_title
 from dscl_plugin.training.config import to_dict
+from dscl_plugin.training.data_fit import shot_group_note, tell
 from dscl_plugin.training.methods import ContrastiveMethod, build_method
 from dscl_plugin.training.schema import Config
 from dscl_plugin.transforms.views import eval_transform, probe_transform
@@ -160,17 +162,23 @@ def report(
     class_names: Sequence[str] | None,
     scored: Path,
 ) -> dict[str, Any]:
-    """Writes ``metrics.json`` (scores, class counts and names, the checkpoint, the config
-    and the package version) and ``per_class_accuracy.png`` to the results folder of the
-    ``scored`` weights, prints a table and the files (with the run's ``curves.png`` when
-    these are the run's own results); returns the metrics."""
+    """Writes ``metrics.json`` (scores, class counts and names, the checkpoint, the config,
+    the package version and ``empty_groups``: each shot group without an accuracy and why)
+    and ``per_class_accuracy.png`` to the results folder of the ``scored`` weights, prints
+    a table and the files (with the run's ``curves.png`` when these are the run's own
+    results); returns the metrics."""
     e = config.eval
+    empty = empty_groups(class_counts, e.many_threshold, e.few_threshold)
+    for group in ("many", "medium", "few"):  # classes there, but none in the test set
+        if scores["linear_probe"][group] is None and group not in empty:
+            empty[group] = "no test image of its classes"
     metrics: dict[str, Any] = {
         "method": config.method,
         "dataset": config.data.name,
         "linear_probe": scores["linear_probe"],
         "knn": scores["knn"],
         "shot_thresholds": {"many": e.many_threshold, "few": e.few_threshold},
+        "empty_groups": empty,
         "per_class_accuracy": scores["per_class_accuracy"],
         "train_class_counts": list(class_counts),
         "class_names": None if class_names is None else list(class_names),
@@ -190,7 +198,7 @@ def report(
         title=f"{method_title(config)} on {config.data.name}: linear probe top-1 {overall:.1%}",
         class_names=class_names,
     )
-    print(format_metrics_table({k: metrics[k] for k in ("linear_probe", "knn")}))
+    print(format_metrics_table({k: metrics[k] for k in ("linear_probe", "knn")}, empty))
     curves = RunFolder.of(config).curves
     shown = [out / "metrics.json", out / "per_class_accuracy.png"]
     shown += [curves] if curves.parent == out and curves.is_file() else []
@@ -218,6 +226,7 @@ def evaluate(
     datasets = {s: build_dataset_split(config, s, transform) for s in ("train", "test")}
     class_counts = datasets["train"].class_counts
     class_names = datasets["train"].class_names
+    tell([shot_group_note(config, class_counts)])
     features = extract_split_features(config, module, datasets, device)
     scores = score(config, module, features, class_counts, device)
     metrics = report(config, scores, class_counts, class_names, scored)

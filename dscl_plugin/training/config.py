@@ -10,7 +10,9 @@ the extending file, or a preset's name; chains allowed) plus the keys it changes
 merge in the order schema defaults <- base(s) <- file <- overrides, and a layer that sets
 ``model.alpha`` clears the ``model.beta`` of the layers below it (and vice versa): the two
 are one setting. A file whose chain holds no preset may start from its dataset's preset
-(:func:`dscl_plugin.training.presets.recipe`); a :class:`ConfigNote` warning says so.
+(:func:`dscl_plugin.training.presets.recipe`), and the :data:`DATASET_KEYS` of a layer
+made for another dataset than the config's ``data.name`` do not apply
+(:func:`reset_dataset_keys`); a :class:`ConfigNote` warning says so.
 """
 
 import dataclasses
@@ -50,13 +52,27 @@ __all__ = [
 BASE_KEY = "base"
 # keys that are one setting: a layer that sets one clears the other below it
 EXCLUSIVE_KEYS = (("model.alpha", "model.beta"),)
+# keys that describe one dataset, not how to train: a layer made for another dataset than
+# the config's data.name leaves them to the layers below (in the end the schema defaults:
+# every image, shot groups many > 100 and few < 20, outputs/<method>_<data.name>)
+DATASET_KEYS = (
+    "data.imbalance_factor",
+    "data.train_list",
+    "data.test_list",
+    "eval.many_threshold",
+    "eval.few_threshold",
+    "output_dir",
+)
+COMMAND_LINE = "the command line"
 
 
 def load_config(path: PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """Schema defaults <- YAML file (after its ``base`` chain) <- ``a.b=value`` overrides,
     then :func:`validate`. A file whose chain holds no preset gets the recipe
-    :func:`~dscl_plugin.training.presets.recipe` gives it, told by a :class:`ConfigNote`
-    warning (before the value rules run, so it also explains the problems they find).
+    :func:`~dscl_plugin.training.presets.recipe` gives it, and the layers made for
+    another dataset lose their :data:`DATASET_KEYS` (:func:`reset_dataset_keys`), each
+    told by a :class:`ConfigNote` warning (before the value rules run, so it also
+    explains the problems they find).
 
     Raises:
         ConfigError: the file cannot be read, or a key or value is invalid (every
@@ -70,14 +86,20 @@ def load_config(path: PathLike | None = None, overrides: Sequence[str] = ()) -> 
         layers = [layer for _, layer in chain]
         layers.append(OmegaConf.from_dotlist(list(overrides)))
         preset, note = _recipe(chain, layers)
+        sources = [_source(file) for file, _ in chain] + [COMMAND_LINE]
         if preset is not None:
-            layers = read_layers(preset) + layers
+            below = read_chain(preset)
+            layers = [layer for _, layer in below] + layers
+            sources = [_source(file) for file, _ in below] + sources
+        layers, reset = reset_dataset_keys(list(zip(sources, layers)))
         merged = OmegaConf.merge(OmegaConf.structured(Config), merge_layers(layers))
         config = cast(Config, OmegaConf.to_object(merged))
     except OmegaConfBaseException as error:
         raise ConfigError(_describe(error, None if path is None else Path(path))) from error
-    if note is not None:  # before the value rules: a problem they find may come from it
-        warnings.warn(note, ConfigNote, stacklevel=2)
+    # before the value rules: a problem they find may come from them
+    for line in (note, reset_note(config, reset)):
+        if line is not None:
+            warnings.warn(line, ConfigNote, stacklevel=2)
     validate(config)
     t = config.trainer  # "auto" becomes what runs, so config.yaml and metrics.json say it
     t.precision = resolve_precision(t.precision, resolve_accelerator(t.accelerator))
@@ -100,6 +122,69 @@ def _recipe(
     return recipe(chain[-1][0], keys, method, dataset)
 
 
+def _source(file: Path) -> str:
+    """A layer's file as a note names it: a preset by its name, else its path."""
+    return f"'{file.stem if is_preset(file) else file}'"
+
+
+# key -> (the layer that set it, the dataset of that layer, the value it set)
+Reset = dict[str, tuple[str, str, Any]]
+
+
+def reset_dataset_keys(layers: Sequence[tuple[str, DictConfig]]) -> tuple[list[DictConfig], Reset]:
+    """``(source, layer)`` pairs, the lowest first, as layers without the
+    :data:`DATASET_KEYS` of each layer whose dataset (the last ``data.name`` set in it or
+    below it) is not the config's (the last ``data.name`` of all); and the keys so dropped
+    that no later layer sets again."""
+    names = [OmegaConf.select(layer, "data.name", default=None) for _, layer in layers]
+    final = next((name for name in reversed(names) if name is not None), None)
+    kept: list[DictConfig] = []
+    reset: Reset = {}
+    dataset = None
+    for (source, layer), name in zip(layers, names):
+        dataset = name if name is not None else dataset
+        set_here = [key for key in DATASET_KEYS if _has_key(layer, key)]
+        if dataset is None or dataset == final:
+            kept.append(layer)
+            for key in set_here:
+                reset.pop(key, None)
+            continue
+        tree = cast(dict[str, Any], OmegaConf.to_container(layer))
+        for key in set_here:
+            parent, _, leaf = key.rpartition(".")
+            section = tree[parent] if parent else tree
+            reset[key] = (source, dataset, section.pop(leaf))
+        kept.append(OmegaConf.create(tree))
+    return kept, reset
+
+
+def reset_note(config: Config, reset: Reset) -> str | None:
+    """The one line that names the :func:`reset_dataset_keys` of ``config`` whose value
+    changed, with their old and new values; None if none changed or ``data.name`` is no
+    dataset (the value rules say so)."""
+    from dscl_plugin.data import DATASET_NAMES
+
+    if config.data.name not in DATASET_NAMES:
+        return None
+    values = OmegaConf.structured(config)
+    changes = {}
+    for key, (_, _, old) in reset.items():
+        new = OmegaConf.select(values, key)
+        if new != old:
+            changes[key] = f"{key} {_shown(old)} -> {_shown(new)}"
+    if not changes:
+        return None
+    source, dataset, _ = reset[next(iter(changes))]
+    return (
+        f"data.name is {config.data.name}, so the {dataset} settings of {source} do not apply: "
+        f"{', '.join(changes.values())}; set a key in your file or as key=value to change it"
+    )
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
 def _leaf_keys(tree: object, path: str = "") -> set[str]:
     """The dotted paths of the values (not mappings) in the nested mapping ``tree``."""
     if not isinstance(tree, dict):
@@ -107,20 +192,15 @@ def _leaf_keys(tree: object, path: str = "") -> set[str]:
     return set().union(*(_leaf_keys(v, f"{path}.{k}" if path else str(k)) for k, v in tree.items()))
 
 
-def read_layers(path: PathLike) -> list[DictConfig]:
-    """The YAML mappings of ``path`` (a file or a shipped preset's name) and of its ``base``
-    chain, the deepest base first (each without its ``base`` key). A ``base`` is a path
-    relative to the extending file, or a preset's name.
+def read_chain(path: PathLike) -> list[tuple[Path, DictConfig]]:
+    """``(file, mapping)`` of ``path`` (a file or a shipped preset's name) and of each file
+    of its ``base`` chain, the deepest base first (each mapping without its ``base`` key).
+    A ``base`` is a path relative to the extending file, or a preset's name.
 
     Raises:
         ConfigError: a missing or unparsable file, a ``base`` that is not a file name,
             or a cycle of ``base`` files.
     """
-    return [layer for _, layer in read_chain(path)]
-
-
-def read_chain(path: PathLike) -> list[tuple[Path, DictConfig]]:
-    """``(file, mapping)`` of each file of :func:`read_layers`, the deepest base first."""
     layers: list[tuple[Path, DictConfig]] = []
     chain: list[Path] = []
     resolved = find_config(path)

@@ -126,12 +126,19 @@ def recipe(
     if not unset:
         return None, None
     preset = preset or dataset_preset("dscl", str(dataset))
-    start = f"write 'base: {preset}' in it" if preset else "give it a 'base:' preset"
+    if preset is not None:
+        start = f"to start from {dataset}'s recipe write 'base: {preset}' in it"
+    else:
+        start = (
+            f"no preset is made for {dataset}: write 'base: <preset>' in it with the preset "
+            "whose images are most like yours"
+        )
+    if dataset == "image_folder":
+        start += ", or run dscl-train --data <folder> without --config, which picks one"
     defaults = ", ".join(f"{key} ({IMAGENET_SCALE[key]})" for key in unset)
     note = (
         f"'{name}' has no preset as its base, so {defaults} come from the schema defaults, "
-        f"the ImageNet-LT recipe; to start from {dataset}'s recipe {start} "
-        "(dscl-train --list-configs lists them)"
+        f"the ImageNet-LT recipe; {start} (dscl-train --list-configs lists them)"
     )
     return None, note
 

@@ -2,7 +2,7 @@
 ``trainer.checkpoint_every_n_steps`` steps), exact resume, CSV logs, a progress bar on a
 terminal and one line per epoch off it."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from pathlib import Path
 from typing import cast
 
@@ -46,6 +46,16 @@ def configured_loggers(config: Config, log_dir: Path) -> list[Logger]:
     return loggers
 
 
+def log_interval(config: Config, data: TrainingData) -> int:
+    """``trainer.log_every_n_steps``, at most the steps of one epoch of ``data`` (so a
+    small data set logs every epoch, without Lightning's warning)."""
+    t = config.trainer
+    steps = len(cast(Sized, data.dataset)) // (data.batch_size * t.devices * t.num_nodes)
+    if t.limit_train_batches is not None:
+        steps = min(steps, t.limit_train_batches)
+    return max(1, min(t.log_every_n_steps, steps))
+
+
 def build_trainer(
     config: Config,
     checkpoint_dir: Path,
@@ -57,7 +67,7 @@ def build_trainer(
     """Lightning trainer of ``config.trainer`` for ``data``: ``last.ckpt`` in
     ``checkpoint_dir`` per epoch (and every ``trainer.checkpoint_every_n_steps`` steps;
     atomic, the previous one kept), :class:`ExactResume` of ``data``'s loader, the
-    :func:`configured_loggers` and ``loggers``,
+    :func:`configured_loggers` and ``loggers`` every :func:`log_interval` steps,
     ``callbacks``, a progress bar on a terminal (one line per epoch when stdout is
     redirected)."""
     silence_lightning_tips()
@@ -79,7 +89,7 @@ def build_trainer(
         strategy=strategy,
         precision=cast(_PRECISION_INPUT, t.precision),  # one of PRECISIONS (validated)
         limit_train_batches=t.limit_train_batches,
-        log_every_n_steps=t.log_every_n_steps,
+        log_every_n_steps=log_interval(config, data),
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,

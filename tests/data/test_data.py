@@ -14,6 +14,7 @@ from dscl_plugin.data import (
     ArrayImageDataset,
     ClassBalancedSampler,
     build_dataset,
+    empty_groups,
     long_tail_counts,
     read_list_file,
     shot_groups,
@@ -209,6 +210,12 @@ def test_shot_groups_thresholds_and_empty_groups():
     }
     with pytest.raises(ValueError, match="few_threshold"):
         shot_groups(counts, many_threshold=10, few_threshold=20)
+    assert empty_groups(counts) == {}
+    assert empty_groups([30, 40], many_threshold=100, few_threshold=20) == {
+        "many": "no class has > 100 training images",
+        "few": "no class has < 20 training images",
+    }
+    assert empty_groups([300, 6], 100, 20) == {"medium": "no class has 20 ... 100 training images"}
 
 
 def test_in_memory_datasets_are_listed_once_and_have_fixed_splits():

@@ -3,16 +3,20 @@
 import gzip
 import importlib
 import json
+import re
+import runpy
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CONFIGS
+from helpers import CONFIGS, ROOT
 
 from dscl_plugin.cli import train_main
 from dscl_plugin.data import build_dataset
-from dscl_plugin.data.fashion_mnist_lt import DEBIAN_ROOT
+from dscl_plugin.data.fashion_mnist_lt import CLASS_NAMES, DEBIAN_ROOT
+from dscl_plugin.data.image_folder import survey_image_folder
 from dscl_plugin.errors import DataError
 
 fmnist_module = importlib.import_module("dscl_plugin.data.fashion_mnist_lt")
@@ -214,3 +218,21 @@ def test_dscl_train_runs_on_the_fixture(tmp_path, capsys):
     assert metrics["dataset"] == "fashion_mnist_lt"
     assert metrics["train_class_counts"] == [int(np.floor(12 * 4 ** (-c / 9))) for c in range(10)]
     assert set(metrics["linear_probe"]) == {"overall", "many", "medium", "few"}
+
+
+def test_the_example_writes_a_long_tailed_image_folder(tmp_path, monkeypatch):
+    """examples/make_image_folder.py on the fixture: the folder ``--data`` reads."""
+    write_fixture(tmp_path / "idx")
+    out = tmp_path / "my_images"
+    args = ["--out", str(out), "--root", str(tmp_path / "idx"), "--n-max", "8", "--n-min", "2"]
+    args += ["--test-per-class", "2", "--val-per-class", "1"]
+    monkeypatch.setattr(sys, "argv", ["make_image_folder.py", *args])
+    runpy.run_path(str(ROOT / "examples" / "make_image_folder.py"), run_name="__main__")
+    survey = survey_image_folder(out)
+    by_name = dict(zip(survey.class_names, survey.counts["train"]))
+    names = [re.sub(r"[^\w.-]+", "_", c) for c in CLASS_NAMES]  # T-shirt/top: T-shirt_top
+    assert [by_name[n] for n in names] == [8, 6, 5, 5, 4, 3, 3, 2, 2, 2]  # 8 * 4 ** (-c / 9)
+    assert survey.counts["test"] == [2] * 10 and survey.counts["val"] == [1] * 10
+    assert survey.grey and survey.side == 28
+    test_files = {p.name for p in (out / "test").rglob("*.png")}
+    assert not test_files & {p.name for p in (out / "val").rglob("*.png")}  # disjoint

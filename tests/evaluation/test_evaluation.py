@@ -221,6 +221,12 @@ def test_write_metrics_null_and_table(tmp_path):
     assert any(line.split() == ["knn/precision_at_1", "25.00%"] for line in lines)
     assert any(line.split() == ["epochs", "2"] for line in lines)
     assert "per_class" not in table
+    why = {"medium": "no class has 20 ... 100 training images"}
+    lines = format_metrics_table(metrics, why).splitlines()
+    assert [line.split(None, 1) for line in lines if "medium" in line] == [
+        ["linear_probe/medium", "empty (no class has 20 ... 100 training images)"]
+    ]
+    assert any(line.split() == ["linear_probe/few", "-"] for line in lines)
 
 
 class NoisyTemplates(torch.utils.data.Dataset):

@@ -1,6 +1,7 @@
 """Shipped presets found by name from any folder (also as a ``base:``), the nearest name
-suggested when a config is not found, and the recipe of a config without a preset below
-it (no silent ImageNet-LT recipe on small data)."""
+suggested when a config is not found, the recipe of a config without a preset below
+it (no silent ImageNet-LT recipe on small data), and a base made for another dataset
+whose dataset keys do not apply."""
 
 import warnings
 
@@ -112,9 +113,17 @@ def test_a_partial_recipe_without_a_preset_names_the_imagenet_defaults(tmp_path)
         "model: {backbone: small_cnn, queue_size: 64, patch_size: 8}\n"
     )
     partial = write(tmp_path, scaled, "p.yaml")
-    (note,) = load_quietly(partial)[1]  # no preset for image_folder: any preset as base
+    (note,) = load_quietly(partial)[1]  # no preset for image_folder: none is named
     assert "trainer.epochs (200 epochs), trainer.batch_size (batch 256) come" in note
-    assert "data.input_size" not in note and "give it a 'base:' preset" in note
+    assert "data.input_size" not in note and "image_folder's recipe" not in note
+    assert note.endswith(
+        "the ImageNet-LT recipe; no preset is made for image_folder: write 'base: <preset>' in "
+        "it with the preset whose images are most like yours, or run dscl-train --data "
+        "<folder> without --config, which picks one (dscl-train --list-configs lists them)"
+    )
+    (note,) = load_quietly(write(tmp_path, scaled.replace("image_folder", "places_lt")))[1]
+    assert "no preset is made for places_lt: write 'base: <preset>'" in note
+    assert "--data" not in note and all(p not in note for p in preset_names())
 
 
 def test_whole_recipes_and_presets_get_no_note(tmp_path):
@@ -146,3 +155,57 @@ def test_the_note_is_one_stderr_line_before_any_value_problem(tmp_path, capsys):
 def _printed(capsys, name):
     assert train_main(["--config", name, "--print-config"]) == 0
     return capsys.readouterr().out
+
+
+# ------------------------------------------------- the dataset keys of another dataset
+FASHION_RESET = (
+    "data.name is image_folder, so the fashion_mnist_lt settings of 'dscl_fashion_mnist_lt' "
+    "do not apply: data.imbalance_factor 100 -> null, eval.many_threshold 1000 -> 100, "
+    "eval.few_threshold 200 -> 20, output_dir outputs/dscl_fashion_mnist_lt -> "
+    "outputs/dscl_image_folder; set a key in your file or as key=value to change it"
+)
+
+
+def test_a_base_for_another_dataset_leaves_its_dataset_keys_to_the_defaults(tmp_path):
+    mine = write(tmp_path, "base: dscl_fashion_mnist_lt\ndata: {name: image_folder, root: x}\n")
+    config, notes = load_quietly(mine)
+    assert notes == [FASHION_RESET]
+    assert config.data.imbalance_factor is None and config.output_dir == "outputs/dscl_image_folder"
+    assert (config.eval.many_threshold, config.eval.few_threshold) == (100, 20)
+    preset, _ = load_quietly("dscl_fashion_mnist_lt")  # the recipe stays the preset's
+    assert config.model == preset.model and config.trainer == preset.trainer
+    assert config.data.input_size == 28 and config.data.crop_scale == preset.data.crop_scale
+    # the same from the command line
+    assert load_quietly("dscl_fashion_mnist_lt", ["data.name=image_folder"])[1] == [FASHION_RESET]
+
+
+def test_keys_the_user_sets_apply_and_are_not_named(tmp_path):
+    own = "data: {name: image_folder, imbalance_factor: 10}\neval: {many_threshold: 50}\n"
+    mine = write(tmp_path, f"base: dscl_fashion_mnist_lt\n{own}")
+    config, (note,) = load_quietly(mine, ["eval.few_threshold=5"])
+    assert (config.data.imbalance_factor, config.eval.many_threshold) == (10, 50)
+    assert config.eval.few_threshold == 5
+    assert note == (
+        "data.name is image_folder, so the fashion_mnist_lt settings of 'dscl_fashion_mnist_lt' "
+        "do not apply: output_dir outputs/dscl_fashion_mnist_lt -> outputs/dscl_image_folder; "
+        "set a key in your file or as key=value to change it"
+    )
+    # a file between them made for the preset's dataset keeps the preset's keys
+    said = write(tmp_path, "base: dscl_fashion_mnist_lt\nseed: 1\n", "said.yaml")
+    config, notes = load_quietly(said)
+    assert notes == [] and config.eval.many_threshold == 1000
+    assert config.data.imbalance_factor == 100
+
+
+def test_the_same_dataset_or_an_unknown_one_gets_no_reset_note():
+    assert load_quietly("dscl_cifar10_lt", ["data.name=cifar10_lt"])[1] == []
+    config, notes = load_quietly("dscl_cifar10_lt", ["data.name=cifar100_lt"])
+    assert notes == [  # the same thresholds: only what changes is named
+        "data.name is cifar100_lt, so the cifar10_lt settings of 'dscl_cifar10_lt' do not "
+        "apply: data.imbalance_factor 100 -> null, output_dir outputs/dscl_cifar10_lt -> "
+        "outputs/dscl_cifar100_lt; set a key in your file or as key=value to change it"
+    ]
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ConfigError):
+        warnings.simplefilter("always")
+        load_config("dscl_cifar10_lt", ["data.name=mnist"])  # the value rules name it
+    assert not [w for w in caught if w.category is ConfigNote]
