@@ -30,8 +30,8 @@ def expose(namespace: ModuleType, obj: type) -> bool:
 
 
 def register_library_names() -> list[str]:
-    """Exposes ``DSCLLoss``, ``KCLLoss``, ``PBSDLoss``, ``SupConLoss`` in ``lightly.loss``,
-    ``DSCLTransform`` in ``lightly.transforms``, the PML ``DSCLLoss`` and
+    """Exposes ``DSCLLoss``, ``KCLLoss``, ``PBSDLoss``, ``SupConLoss``, ``TSCLoss`` in
+    ``lightly.loss``, ``DSCLTransform`` in ``lightly.transforms``, the PML ``DSCLLoss`` and
     ``DSCLCrossBatchMemory`` in ``pytorch_metric_learning.losses`` and ``DSCLMiner`` in
     ``pytorch_metric_learning.miners`` (:func:`expose`); returns the qualified names that
     refer to our classes."""
@@ -43,6 +43,7 @@ def register_library_names() -> list[str]:
     from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
     from dscl_plugin.losses.kcl import KCLLoss
     from dscl_plugin.losses.pbsd import PBSDLoss
+    from dscl_plugin.losses.tsc import TSCLoss
     from dscl_plugin.pml.loss import DSCLLoss as PMLDSCLLoss
     from dscl_plugin.pml.memory import DSCLCrossBatchMemory
     from dscl_plugin.pml.miner import DSCLMiner
@@ -53,6 +54,7 @@ def register_library_names() -> list[str]:
         (lightly.loss, KCLLoss),
         (lightly.loss, PBSDLoss),
         (lightly.loss, SupConLoss),
+        (lightly.loss, TSCLoss),
         (lightly.transforms, DSCLTransform),
         (pml_losses, PMLDSCLLoss),
         (pml_losses, DSCLCrossBatchMemory),

@@ -14,7 +14,7 @@ from pytorch_metric_learning import miners as pml_miners
 
 import dscl_plugin
 from dscl_plugin import pml
-from dscl_plugin.losses import DSCLLoss, KCLLoss, PBSDLoss, SupConLoss
+from dscl_plugin.losses import DSCLLoss, KCLLoss, PBSDLoss, SupConLoss, TSCLoss
 from dscl_plugin.namespaces import expose, register_library_names
 from dscl_plugin.transforms import DSCLTransform
 
@@ -23,6 +23,7 @@ REGISTERED = [
     (lightly.loss, KCLLoss),
     (lightly.loss, PBSDLoss),
     (lightly.loss, SupConLoss),
+    (lightly.loss, TSCLoss),
     (lightly.transforms, DSCLTransform),
     (pml_losses, pml.DSCLLoss),
     (pml_losses, pml.DSCLCrossBatchMemory),
