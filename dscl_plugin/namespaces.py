@@ -30,9 +30,10 @@ def expose(namespace: ModuleType, obj: type) -> bool:
 
 
 def register_library_names() -> list[str]:
-    """Exposes ``DSCLLoss``, ``KCLLoss``, ``PBSDLoss``, ``SupConLoss``, ``TSCLoss`` in
-    ``lightly.loss``, ``DSCLTransform`` in ``lightly.transforms``, the PML ``DSCLLoss`` and
-    ``DSCLCrossBatchMemory`` in ``pytorch_metric_learning.losses`` and ``DSCLMiner`` in
+    """Exposes ``BCLLoss``, ``DSCLLoss``, ``KCLLoss``, ``LogitAdjustLoss``, ``PBSDLoss``,
+    ``SupConLoss``, ``TSCLoss`` in ``lightly.loss``, ``DSCLTransform`` in
+    ``lightly.transforms``, the PML ``DSCLLoss`` and ``DSCLCrossBatchMemory`` in
+    ``pytorch_metric_learning.losses`` and ``DSCLMiner`` in
     ``pytorch_metric_learning.miners`` (:func:`expose`); returns the qualified names that
     refer to our classes."""
     import lightly.loss
@@ -40,8 +41,10 @@ def register_library_names() -> list[str]:
     from pytorch_metric_learning import losses as pml_losses
     from pytorch_metric_learning import miners as pml_miners
 
+    from dscl_plugin.losses.bcl import BCLLoss
     from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
     from dscl_plugin.losses.kcl import KCLLoss
+    from dscl_plugin.losses.logit_adjust import LogitAdjustLoss
     from dscl_plugin.losses.pbsd import PBSDLoss
     from dscl_plugin.losses.tsc import TSCLoss
     from dscl_plugin.pml.loss import DSCLLoss as PMLDSCLLoss
@@ -50,8 +53,10 @@ def register_library_names() -> list[str]:
     from dscl_plugin.transforms.views import DSCLTransform
 
     entries = [
+        (lightly.loss, BCLLoss),
         (lightly.loss, DSCLLoss),
         (lightly.loss, KCLLoss),
+        (lightly.loss, LogitAdjustLoss),
         (lightly.loss, PBSDLoss),
         (lightly.loss, SupConLoss),
         (lightly.loss, TSCLoss),

@@ -195,3 +195,38 @@ def naive_kcl(
             loss = loss - tw * log_p[1 + len(m) + r]
         losses.append(loss / (1 + len(positive_rows[i]) + len(own_targets)))
     return torch.stack(losses).mean()
+
+
+def naive_balscl(view1, view2, labels, prototypes, temperature=T):
+    """BCL's BalSCL (official ``loss/contrastive.py``), one anchor and one entry at a time:
+    the denominator divides each entry of class c by the count of class c among the
+    2B views and C prototypes, less one for the anchor's own class."""
+    z = F.normalize(torch.cat([view1, view2]), dim=1)
+    w = F.normalize(prototypes, dim=1)
+    entries = [(z[j], int(y)) for j, y in enumerate(torch.cat([labels, labels]))]
+    entries += [(w[c], c) for c in range(len(w))]
+    count = {c: sum(1 for _, y in entries if y == c) for c in range(len(w))}
+    losses = []
+    for i in range(len(z)):
+        yi = entries[i][1]
+        terms, positives = [], []
+        for j, (x, y) in enumerate(entries):
+            if j == i:
+                continue
+            logit = torch.dot(z[i], x) / temperature
+            terms.append(torch.exp(logit) / (count[y] - (1 if y == yi else 0)))
+            if y == yi:
+                positives.append(logit)
+        log_denominator = torch.log(torch.stack(terms).sum())
+        losses.append(-sum(p - log_denominator for p in positives) / len(positives))
+    return torch.stack(losses).mean()
+
+
+def naive_logit_adjust(logits, labels, class_counts, tau=1.0):
+    """-log softmax(z + tau log prior)[y], averaged; prior n_c / sum n."""
+    total = float(sum(class_counts))
+    out = []
+    for row, y in zip(logits, labels.tolist()):
+        adjusted = [row[c] + tau * math.log(n / total) for c, n in enumerate(class_counts)]
+        out.append(torch.logsumexp(torch.stack(adjusted), dim=0) - adjusted[y])
+    return torch.stack(out).mean()

@@ -14,13 +14,23 @@ from pytorch_metric_learning import miners as pml_miners
 
 import dscl_plugin
 from dscl_plugin import pml
-from dscl_plugin.losses import DSCLLoss, KCLLoss, PBSDLoss, SupConLoss, TSCLoss
+from dscl_plugin.losses import (
+    BCLLoss,
+    DSCLLoss,
+    KCLLoss,
+    LogitAdjustLoss,
+    PBSDLoss,
+    SupConLoss,
+    TSCLoss,
+)
 from dscl_plugin.namespaces import expose, register_library_names
 from dscl_plugin.transforms import DSCLTransform
 
 REGISTERED = [
+    (lightly.loss, BCLLoss),
     (lightly.loss, DSCLLoss),
     (lightly.loss, KCLLoss),
+    (lightly.loss, LogitAdjustLoss),
     (lightly.loss, PBSDLoss),
     (lightly.loss, SupConLoss),
     (lightly.loss, TSCLoss),
