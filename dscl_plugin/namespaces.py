@@ -30,8 +30,8 @@ def expose(namespace: ModuleType, obj: type) -> bool:
 
 
 def register_library_names() -> list[str]:
-    """Exposes ``BCLLoss``, ``DSCLLoss``, ``KCLLoss``, ``LogitAdjustLoss``, ``PBSDLoss``,
-    ``SupConLoss``, ``TSCLoss`` in ``lightly.loss``, ``DSCLTransform`` in
+    """Exposes ``BCLLoss``, ``DSCLLoss``, ``KCLLoss``, ``LogitAdjustLoss``, ``PaCoLoss``,
+    ``PBSDLoss``, ``SupConLoss``, ``TSCLoss`` in ``lightly.loss``, ``DSCLTransform`` in
     ``lightly.transforms``, the PML ``DSCLLoss`` and ``DSCLCrossBatchMemory`` in
     ``pytorch_metric_learning.losses`` and ``DSCLMiner`` in
     ``pytorch_metric_learning.miners`` (:func:`expose`); returns the qualified names that
@@ -45,6 +45,7 @@ def register_library_names() -> list[str]:
     from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
     from dscl_plugin.losses.kcl import KCLLoss
     from dscl_plugin.losses.logit_adjust import LogitAdjustLoss
+    from dscl_plugin.losses.paco import PaCoLoss
     from dscl_plugin.losses.pbsd import PBSDLoss
     from dscl_plugin.losses.tsc import TSCLoss
     from dscl_plugin.pml.loss import DSCLLoss as PMLDSCLLoss
@@ -57,6 +58,7 @@ def register_library_names() -> list[str]:
         (lightly.loss, DSCLLoss),
         (lightly.loss, KCLLoss),
         (lightly.loss, LogitAdjustLoss),
+        (lightly.loss, PaCoLoss),
         (lightly.loss, PBSDLoss),
         (lightly.loss, SupConLoss),
         (lightly.loss, TSCLoss),

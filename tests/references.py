@@ -230,3 +230,38 @@ def naive_logit_adjust(logits, labels, class_counts, tau=1.0):
         adjusted = [row[c] + tau * math.log(n / total) for c, n in enumerate(class_counts)]
         out.append(torch.logsumexp(torch.stack(adjusted), dim=0) - adjusted[y])
     return torch.stack(out).mean()
+
+
+def naive_paco(
+    query, key, labels, class_logits, queue, queue_labels, class_counts,
+    alpha, beta, gamma, temperature, base_temperature=None, supt=1.0,
+):  # fmt: skip
+    """PaCo (official ``PaCo/LT/losses.py`` ``PaCoLoss`` on ``cat(q, k, queue)``), one anchor
+    and one column at a time, with the exact log-sum-exp (no 1e-12 guard)."""
+    base_temperature = temperature if base_temperature is None else base_temperature
+    q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
+    entries = [(q[j], int(y), j) for j, y in enumerate(labels)]
+    entries += [(k[j], int(y), None) for j, y in enumerate(labels)]
+    if queue is not None:
+        m = F.normalize(queue, dim=1)
+        entries += [(m[j], int(y), None) for j, y in enumerate(queue_labels)]
+    total = float(sum(class_counts))
+    losses = []
+    for i in range(len(q)):
+        yi = int(labels[i])
+        class_terms = [
+            (class_logits[i, c] + math.log(n / total + 1e-9)) / supt
+            for c, n in enumerate(class_counts)
+        ]
+        contrast = [(torch.dot(q[i], x) / temperature, y) for x, y, row in entries if row != i]
+        denominator = sum(torch.exp(t) for t in class_terms)
+        denominator = denominator + gamma * sum(torch.exp(t) for t, _ in contrast)
+        log_denominator = torch.log(denominator)
+        weighted = beta * (class_terms[yi] - log_denominator)
+        weight = beta
+        for t, y in contrast:
+            if y == yi:
+                weighted = weighted + alpha * (t - log_denominator)
+                weight += alpha
+        losses.append(-(temperature / base_temperature) * weighted / weight)
+    return torch.stack(losses).mean()
