@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dscl_plugin import checks
-from dscl_plugin.functional.contrastive import compute_dtype
+from dscl_plugin.functional.contrastive import compute_dtype, softmax_and_logsumexp_
 from dscl_plugin.losses.classes import class_ids
 
 
@@ -98,17 +98,42 @@ def _balanced_supcon(
     num_classes: int,
     temperature: float,
 ) -> Tensor:
-    """The mean of ``L_i`` over the anchors (rows ``0 ... 2B-1`` of ``contrast``)."""
+    """The mean of ``L_i`` over the anchors (rows ``0 ... 2B-1`` of ``contrast``).
+
+    ``sum_{j in P_i} l_ij = a_i . (S_{y_i} - a_i) / T`` with ``S_c`` the sum of the
+    contrast rows of class ``c``, so only the denominator needs the (2B, 2B + C) matrix.
+    """
     num_anchors = anchors.shape[0]
     logits = anchors @ contrast.T / temperature
-    same = labels[:, None] == contrast_labels[None, :]
-    self_column = torch.arange(num_anchors, device=labels.device)
-    same[self_column, self_column] = False
-    counts = torch.bincount(contrast_labels, minlength=num_classes).to(logits.dtype)
-    log_weight = -(counts[contrast_labels][None, :] - same.to(logits.dtype)).log()
-    denominator = (logits + log_weight).index_put(
-        (self_column, self_column), logits.new_tensor(float("-inf"))
+    with torch.no_grad():  # log 1 / m_ij: n - 1 for the anchor's own class, n for the others
+        same = labels[:, None] == contrast_labels[None, :]
+        class_count = torch.bincount(contrast_labels, minlength=num_classes)
+        count = class_count[contrast_labels].to(logits.dtype)
+        log_weight = torch.where(same, -(count - 1).clamp_min(1).log(), -count.log())
+        rows = torch.arange(num_anchors, device=labels.device)
+        log_weight[rows, rows] = float("-inf")
+    lse = _WeightedLogSumExp.apply(logits, log_weight)
+    class_sums = contrast.new_zeros(num_classes, contrast.shape[1]).index_add(
+        0, contrast_labels, contrast
     )
-    log_prob = logits - denominator.logsumexp(dim=1, keepdim=True)
-    positives = same.to(logits.dtype)
-    return (-(positives * log_prob).sum(dim=1) / positives.sum(dim=1)).mean()
+    positive_sum = (anchors * (class_sums[labels] - anchors)).sum(dim=1) / temperature
+    num_positives = (class_count[labels] - 1).to(logits.dtype)
+    return (lse - positive_sum / num_positives).mean()
+
+
+class _WeightedLogSumExp(torch.autograd.Function):
+    """``log sum_j exp(l_ij + w_ij)`` per row, keeping only its softmax for the backward
+    pass (the gradient with respect to ``l``; ``w`` is a constant)."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, log_weight: Tensor) -> Tensor:
+        prob = logits + log_weight
+        lse = softmax_and_logsumexp_(prob)
+        ctx.save_for_backward(prob)
+        return lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_lse: Tensor) -> tuple[Tensor, None]:
+        (prob,) = ctx.saved_tensors
+        return prob * grad_lse[:, None], None

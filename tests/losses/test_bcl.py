@@ -37,6 +37,15 @@ def test_values_and_gradients_match_the_loop_reference(labels):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+def test_gradcheck():
+    view1, view2, labels, prototypes = _inputs([0, 2, 2, 1], classes=4, d=3, seed=2)
+
+    def fn(a, b, w):
+        return BCLLoss(temperature=0.5)(a, b, labels, w)
+
+    assert torch.autograd.gradcheck(fn, (view1, view2, prototypes))
+
+
 def test_float32_under_autocast_computes_in_float32():
     view1, view2, labels, prototypes = _inputs([0, 1, 1, 2])
     with torch.autocast("cpu", dtype=torch.bfloat16):
