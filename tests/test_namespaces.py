@@ -39,6 +39,8 @@ REGISTERED = [
     (lightly.transforms, DSCLTransform),
     (pml_losses, pml.DSCLLoss),
     (pml_losses, pml.DSCLCrossBatchMemory),
+    (pml_losses, pml.KCLLoss),
+    (pml_losses, pml.TSCLoss),
     (pml_miners, pml.DSCLMiner),
 ]
 IDS = [f"{namespace.__name__}.{ours.__name__}" for namespace, ours in REGISTERED]

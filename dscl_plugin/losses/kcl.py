@@ -101,12 +101,25 @@ class KCLLoss(LabeledQueueLoss):
                 naming it.
         """
         labels = self._labels(key, labels)
+        losses = self.anchor_losses(query, key, labels, queue, queue_labels, queue_normalized)
+        self.enqueue_keys(query, key, labels)
+        return losses.mean()
+
+    def anchor_losses(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor,
+        queue: Tensor | None = None,
+        queue_labels: Tensor | None = None,
+        queue_normalized: bool = False,
+    ) -> Tensor:
+        """The (B,) loss of each anchor, as :meth:`forward` averages it, without
+        enqueueing (for a reducer, e.g. PML's). Takes and raises as :meth:`forward`."""
         candidates = self._candidates(query, key, labels, queue, queue_labels)
         class_ids("labels", labels)
         with torch.autocast(device_type=query.device.type, enabled=False):
-            losses = self._losses(candidates, queue_normalized, None)
-        self.enqueue_keys(query, key, labels)
-        return losses.mean()
+            return self._losses(candidates, queue_normalized, None)
 
     def _losses(
         self, candidates: Candidates, queue_normalized: bool, targets: Targets | None

@@ -105,27 +105,26 @@ class TSCLoss(KCLLoss):
         self.register_buffer("targets", uniform_targets(num_classes, dim, seed))
         self.register_buffer("centroids", F.normalize(start, dim=1))
 
-    def forward(
+    def anchor_losses(
         self,
         query: Tensor,
         key: Tensor,
-        labels: Tensor | None = None,
+        labels: Tensor,
         queue: Tensor | None = None,
         queue_labels: Tensor | None = None,
         queue_normalized: bool = False,
     ) -> Tensor:
-        """Mean loss over the B query anchors; in a training step (the rule of
-        :func:`~dscl_plugin.memory.updates_queue`) the centroids move first.
+        """The (B,) loss of each anchor (:meth:`KCLLoss.forward` averages them); in a
+        training step (the rule of :func:`~dscl_plugin.memory.updates_queue`) the
+        centroids move first.
 
         Args: as :meth:`KCLLoss.forward`, with ``labels`` in ``[0, num_classes)`` and
         ``query``, ``key`` of dimension ``dim``.
 
         Raises:
-            TypeError: called as a PML loss, ``loss(embeddings, labels)``.
             ValueError: a tensor of the wrong shape or dtype, or a label outside
                 ``[0, num_classes)``, naming it.
         """
-        labels = self._labels(key, labels)
         candidates = self._candidates(query, key, labels, queue, queue_labels)
         class_ids("labels", labels, self.num_classes)
         dim = self.targets.shape[1]
@@ -138,9 +137,7 @@ class TSCLoss(KCLLoss):
             if updates_queue(self, query):
                 self._update_centroids(F.normalize(candidates.query.detach(), dim=1), labels)
             targets = self._targets(candidates.labels, candidates.query.dtype)
-            losses = self._losses(candidates, queue_normalized, targets)
-        self.enqueue_keys(query, key, labels)
-        return losses.mean()
+            return self._losses(candidates, queue_normalized, targets)
 
     def _update_centroids(self, features: Tensor, labels: Tensor) -> None:
         if self.gather_distributed and dist.world_size() > 1:
