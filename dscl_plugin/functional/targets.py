@@ -88,7 +88,7 @@ def update_centroids_(
         labels: (B,) their class ids in ``[0, C)``.
         momentum: the weight of the old centroid (official 0.9).
     """
-    labels = labels.long()
+    labels = labels.long().to(centroids.device)
     sums = centroids.new_zeros(centroids.shape).index_add_(0, labels, features.to(centroids))
     present = torch.bincount(labels, minlength=centroids.shape[0]) > 0
     moved = momentum * centroids + (1 - momentum) * F.normalize(sums, dim=1)

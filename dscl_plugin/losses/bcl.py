@@ -38,6 +38,9 @@ class BCLLoss(nn.Module):
     Attributes:
         temperature: T, default 0.07 (the official ``--temp``).
 
+    Raises:
+        ValueError: ``temperature <= 0``.
+
     Examples:
         >>> loss_fn = BCLLoss()
         >>> loss = loss_fn(view1, view2, labels, prototypes)

@@ -46,6 +46,10 @@ class KCLLoss(LabeledQueueLoss):
         check_finite: raise on NaN/Inf inputs (costs a host sync on GPU).
         generator: the ``torch.Generator`` of the draws (its device); None: the default.
 
+    Raises:
+        ValueError: ``num_positives`` not an int >= 0, ``temperature <= 0``, or an owned
+            memory bank smaller than ``num_positives``, naming the argument.
+
     Examples:
         >>> loss_fn = KCLLoss(num_positives=6)
         >>> loss = loss_fn(query, key, labels, queue, queue_labels)

@@ -27,6 +27,9 @@ class LogitAdjustLoss(nn.Module):
         class_counts: ``n_c`` of every class (C numbers > 0).
         tau: the weight of the log prior, default 1 (official).
 
+    Raises:
+        ValueError: missing or zero ``class_counts``, or ``tau < 0``, naming the argument.
+
     Examples:
         >>> loss_fn = LogitAdjustLoss(class_counts=[500, 200, 50, 5])
         >>> loss = loss_fn(classifier(features), labels)

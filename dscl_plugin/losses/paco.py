@@ -56,6 +56,11 @@ class PaCoLoss(LabeledQueueLoss):
         memory_bank_size, gather_distributed, check_finite: as in
             :class:`~dscl_plugin.losses.DSCLLoss`.
 
+    Raises:
+        ValueError: missing or zero ``class_counts``, ``alpha`` or ``gamma`` < 0,
+            ``beta``, ``temperature``, ``base_temperature`` or ``supervised_temperature``
+            <= 0, naming the argument.
+
     Examples:
         >>> loss_fn = PaCoLoss(class_counts=[500, 120, 30, 5])
         >>> loss = loss_fn(query, key, labels, classifier(backbone_features),
@@ -148,7 +153,7 @@ class PaCoLoss(LabeledQueueLoss):
             blocks.append(Block(unit, queue_labels, log_weight=log_gamma))
         slots = class_slots(labels, blocks)
         total = self.beta + self.alpha * slots.counts.to(dtype)
-        prior = self.log_prior.to(dtype)
+        prior = self.log_prior.to(query.device, dtype)
         return positive_set_cross_entropy(
             anchors,
             blocks,

@@ -57,6 +57,11 @@ class TSCLoss(KCLLoss):
             :class:`KCLLoss`; ``gather_distributed`` also gathers the features and labels
             of the centroid update, so every process keeps the same centroids.
 
+    Raises:
+        ValueError: an argument out of range (``num_classes``, ``dim``, ``target_repeat``
+            < 1, ``target_weight`` < 0, ``centroid_momentum`` outside [0, 1), those of
+            :class:`KCLLoss`), naming it.
+
     Examples:
         >>> loss_fn = TSCLoss(num_classes=1000, dim=128)
         >>> loss = loss_fn(query, key, labels, queue, queue_labels)
