@@ -30,9 +30,10 @@ def expose(namespace: ModuleType, obj: type) -> bool:
 
 
 def register_library_names() -> list[str]:
-    """Exposes ``DSCLLoss``, ``PBSDLoss``, ``SupConLoss`` in ``lightly.loss``,
-    ``DSCLTransform`` in ``lightly.transforms``, the PML ``DSCLLoss`` and
-    ``DSCLCrossBatchMemory`` in ``pytorch_metric_learning.losses`` and ``DSCLMiner`` in
+    """Exposes ``BCLLoss``, ``DSCLLoss``, ``KCLLoss``, ``LogitAdjustLoss``, ``PaCoLoss``,
+    ``PBSDLoss``, ``SupConLoss``, ``TSCLoss`` in ``lightly.loss``, ``DSCLTransform`` in
+    ``lightly.transforms``, the PML ``DSCLLoss``, ``DSCLCrossBatchMemory``, ``KCLLoss`` and
+    ``TSCLoss`` in ``pytorch_metric_learning.losses`` and ``DSCLMiner`` in
     ``pytorch_metric_learning.miners`` (:func:`expose`); returns the qualified names that
     refer to our classes."""
     import lightly.loss
@@ -40,20 +41,34 @@ def register_library_names() -> list[str]:
     from pytorch_metric_learning import losses as pml_losses
     from pytorch_metric_learning import miners as pml_miners
 
+    from dscl_plugin.losses.bcl import BCLLoss
     from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
+    from dscl_plugin.losses.kcl import KCLLoss
+    from dscl_plugin.losses.logit_adjust import LogitAdjustLoss
+    from dscl_plugin.losses.paco import PaCoLoss
     from dscl_plugin.losses.pbsd import PBSDLoss
+    from dscl_plugin.losses.tsc import TSCLoss
+    from dscl_plugin.pml.kcl import KCLLoss as PMLKCLLoss
+    from dscl_plugin.pml.kcl import TSCLoss as PMLTSCLoss
     from dscl_plugin.pml.loss import DSCLLoss as PMLDSCLLoss
     from dscl_plugin.pml.memory import DSCLCrossBatchMemory
     from dscl_plugin.pml.miner import DSCLMiner
     from dscl_plugin.transforms.views import DSCLTransform
 
     entries = [
+        (lightly.loss, BCLLoss),
         (lightly.loss, DSCLLoss),
+        (lightly.loss, KCLLoss),
+        (lightly.loss, LogitAdjustLoss),
+        (lightly.loss, PaCoLoss),
         (lightly.loss, PBSDLoss),
         (lightly.loss, SupConLoss),
+        (lightly.loss, TSCLoss),
         (lightly.transforms, DSCLTransform),
         (pml_losses, PMLDSCLLoss),
         (pml_losses, DSCLCrossBatchMemory),
+        (pml_losses, PMLKCLLoss),
+        (pml_losses, PMLTSCLoss),
         (pml_miners, DSCLMiner),
     ]
     return [f"{ns.__name__}.{obj.__name__}" for ns, obj in entries if expose(ns, obj)]

@@ -168,3 +168,100 @@ class NaiveRing:
 
     def _label(self, column, n, labels):
         return labels[column] if column < n else self.slots[column - n][1]
+
+
+def naive_kcl(
+    query, key, queue, positive_rows, temperature=T, targets=None, target_rows=None, tw=1.0
+):
+    """KCL / TSC (official ``LTH14/targeted-supcon`` ``KCL``), one anchor at a time.
+
+    Columns of anchor i: its own key, every queue row, every target row; ``positive_rows[i]``
+    lists the queue rows that are its positives, ``target_rows[i]`` its target rows.
+    ``loss_i = -(log p(k_i) + sum_queue log p + tw sum_targets log p) / |P_i|``.
+    """
+    q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
+    m = [] if queue is None else list(F.normalize(queue, dim=1))
+    t = [] if targets is None else list(targets)
+    losses = []
+    for i in range(len(q)):
+        columns = [k[i]] + m + t
+        logits = torch.stack([torch.dot(q[i], c) for c in columns]) / temperature
+        log_p = logits - torch.logsumexp(logits, dim=0)
+        own_targets = [] if target_rows is None else target_rows[i]
+        loss = -log_p[0]
+        for r in positive_rows[i]:
+            loss = loss - log_p[1 + r]
+        for r in own_targets:
+            loss = loss - tw * log_p[1 + len(m) + r]
+        losses.append(loss / (1 + len(positive_rows[i]) + len(own_targets)))
+    return torch.stack(losses).mean()
+
+
+def naive_balscl(view1, view2, labels, prototypes, temperature=T):
+    """BCL's BalSCL (official ``loss/contrastive.py``), one anchor and one entry at a time:
+    the denominator divides each entry of class c by the count of class c among the
+    2B views and C prototypes, less one for the anchor's own class."""
+    z = F.normalize(torch.cat([view1, view2]), dim=1)
+    w = F.normalize(prototypes, dim=1)
+    entries = [(z[j], int(y)) for j, y in enumerate(torch.cat([labels, labels]))]
+    entries += [(w[c], c) for c in range(len(w))]
+    count = {c: sum(1 for _, y in entries if y == c) for c in range(len(w))}
+    losses = []
+    for i in range(len(z)):
+        yi = entries[i][1]
+        terms, positives = [], []
+        for j, (x, y) in enumerate(entries):
+            if j == i:
+                continue
+            logit = torch.dot(z[i], x) / temperature
+            terms.append(torch.exp(logit) / (count[y] - (1 if y == yi else 0)))
+            if y == yi:
+                positives.append(logit)
+        log_denominator = torch.log(torch.stack(terms).sum())
+        losses.append(-sum(p - log_denominator for p in positives) / len(positives))
+    return torch.stack(losses).mean()
+
+
+def naive_logit_adjust(logits, labels, class_counts, tau=1.0):
+    """-log softmax(z + tau log prior)[y], averaged; prior n_c / sum n."""
+    total = float(sum(class_counts))
+    out = []
+    for row, y in zip(logits, labels.tolist()):
+        adjusted = [row[c] + tau * math.log(n / total) for c, n in enumerate(class_counts)]
+        out.append(torch.logsumexp(torch.stack(adjusted), dim=0) - adjusted[y])
+    return torch.stack(out).mean()
+
+
+def naive_paco(
+    query, key, labels, class_logits, queue, queue_labels, class_counts,
+    alpha, beta, gamma, temperature, base_temperature=None, supt=1.0,
+):  # fmt: skip
+    """PaCo (official ``PaCo/LT/losses.py`` ``PaCoLoss`` on ``cat(q, k, queue)``), one anchor
+    and one column at a time, with the exact log-sum-exp (no 1e-12 guard)."""
+    base_temperature = temperature if base_temperature is None else base_temperature
+    q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
+    entries = [(q[j], int(y), j) for j, y in enumerate(labels)]
+    entries += [(k[j], int(y), None) for j, y in enumerate(labels)]
+    if queue is not None:
+        m = F.normalize(queue, dim=1)
+        entries += [(m[j], int(y), None) for j, y in enumerate(queue_labels)]
+    total = float(sum(class_counts))
+    losses = []
+    for i in range(len(q)):
+        yi = int(labels[i])
+        class_terms = [
+            (class_logits[i, c] + math.log(n / total + 1e-9)) / supt
+            for c, n in enumerate(class_counts)
+        ]
+        contrast = [(torch.dot(q[i], x) / temperature, y) for x, y, row in entries if row != i]
+        denominator = sum(torch.exp(t) for t in class_terms)
+        denominator = denominator + gamma * sum(torch.exp(t) for t, _ in contrast)
+        log_denominator = torch.log(denominator)
+        weighted = beta * (class_terms[yi] - log_denominator)
+        weight = beta
+        for t, y in contrast:
+            if y == yi:
+                weighted = weighted + alpha * (t - log_denominator)
+                weight += alpha
+        losses.append(-(temperature / base_temperature) * weighted / weight)
+    return torch.stack(losses).mean()

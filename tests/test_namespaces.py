@@ -14,17 +14,33 @@ from pytorch_metric_learning import miners as pml_miners
 
 import dscl_plugin
 from dscl_plugin import pml
-from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
+from dscl_plugin.losses import (
+    BCLLoss,
+    DSCLLoss,
+    KCLLoss,
+    LogitAdjustLoss,
+    PaCoLoss,
+    PBSDLoss,
+    SupConLoss,
+    TSCLoss,
+)
 from dscl_plugin.namespaces import expose, register_library_names
 from dscl_plugin.transforms import DSCLTransform
 
 REGISTERED = [
+    (lightly.loss, BCLLoss),
     (lightly.loss, DSCLLoss),
+    (lightly.loss, KCLLoss),
+    (lightly.loss, LogitAdjustLoss),
+    (lightly.loss, PaCoLoss),
     (lightly.loss, PBSDLoss),
     (lightly.loss, SupConLoss),
+    (lightly.loss, TSCLoss),
     (lightly.transforms, DSCLTransform),
     (pml_losses, pml.DSCLLoss),
     (pml_losses, pml.DSCLCrossBatchMemory),
+    (pml_losses, pml.KCLLoss),
+    (pml_losses, pml.TSCLoss),
     (pml_miners, pml.DSCLMiner),
 ]
 IDS = [f"{namespace.__name__}.{ours.__name__}" for namespace, ours in REGISTERED]

@@ -100,7 +100,7 @@ def decoupled_weights(num_pos: Tensor, alpha: float | None) -> tuple[Tensor, Ten
     return 1.0 - (1.0 - alpha) * has_pos, (1.0 - alpha) * has_pos / num_pos.clamp(min=1.0)
 
 
-def _softmax_and_logsumexp_(logits: Tensor) -> Tensor:
+def softmax_and_logsumexp_(logits: Tensor) -> Tensor:
     """Turns ``logits`` (rows, N) into ``softmax(logits)`` in place; returns logsumexp.
 
     ``logsumexp_r = max_c l_rc - log max_c p_rc``: the largest probability is at
@@ -121,7 +121,7 @@ class _DecoupledCrossEntropy(torch.autograd.Function):
         pos_sum = positives.sum(dim=1)
         num_pos = positive_mask.sum(dim=1, dtype=logits.dtype)
         residual = logits.clone()
-        lse = _softmax_and_logsumexp_(residual)
+        lse = softmax_and_logsumexp_(residual)
         w_own, w_each = decoupled_weights(num_pos, alpha)
         if ctx.needs_input_grad[0]:
             zero = logits.new_zeros(())
@@ -168,7 +168,7 @@ class _DSCLCrossEntropy(torch.autograd.Function):
             torch.addmm(columns, query, block.T, beta=0, alpha=1 / temperature, out=columns)
         own = logits[:, batch_size:].diagonal().clone()
         logits[:, :batch_size].diagonal().fill_(float("-inf"))  # never its own candidate
-        lse = _softmax_and_logsumexp_(logits)
+        lse = softmax_and_logsumexp_(logits)
 
         queue = blocks[2] if len(blocks) == 3 else None
         positives, num_pos, own_slot, queue_slot = class_positives(
@@ -258,8 +258,8 @@ def class_positives(
     class_sums.index_add_(0, own_slot, pairs.to(sum_dtype))
     queue_slot = None
     if queue is not None and queue_labels is not None:
-        queue_slot = _queue_slots(sorted_labels, queue_labels)
-        _index_add_float64_(class_sums, queue_slot, queue)
+        queue_slot = label_slots(sorted_labels, queue_labels)
+        index_add_float64_(class_sums, queue_slot, queue)
         queue_counts = own_slot.new_zeros(batch_size + 1)
         queue_counts.index_add_(0, queue_slot, torch.ones_like(queue_slot))
         num_pos = num_pos + queue_counts[own_slot]
@@ -267,14 +267,14 @@ def class_positives(
     return positives, num_pos.to(query.dtype), own_slot, queue_slot
 
 
-def _queue_slots(sorted_labels: Tensor, queue_labels: Tensor) -> Tensor:
-    """Class slot of each queue entry: the first position of its class among the
-    sorted batch labels (as for the batch), or B for classes absent from the batch.
-    Static shapes, no host sync."""
+def label_slots(sorted_labels: Tensor, row_labels: Tensor) -> Tensor:
+    """Class slot of each labelled row (a queue entry): the first position of its class
+    among the sorted batch labels (as for the batch), or B for classes absent from the
+    batch. Static shapes, no host sync."""
     batch_size = sorted_labels.shape[0]
-    queue_labels = queue_labels.long()
-    slot = torch.searchsorted(sorted_labels, queue_labels).clamp_(max=batch_size - 1)
-    return torch.where(sorted_labels[slot] == queue_labels, slot, batch_size)
+    row_labels = row_labels.long()
+    slot = torch.searchsorted(sorted_labels, row_labels).clamp_(max=batch_size - 1)
+    return torch.where(sorted_labels[slot] == row_labels, slot, batch_size)
 
 
 def _normalize_backward(grad: Tensor, normalized: Tensor, norm: Tensor) -> Tensor:
@@ -283,7 +283,7 @@ def _normalize_backward(grad: Tensor, normalized: Tensor, norm: Tensor) -> Tenso
     return (grad - radial * normalized) / norm.clamp_min(NORM_EPS)
 
 
-def _index_add_float64_(sums: Tensor, slot: Tensor, rows: Tensor) -> None:
+def index_add_float64_(sums: Tensor, slot: Tensor, rows: Tensor) -> None:
     """``sums[slot[j]] += rows[j]`` in float64, converting ``rows`` a chunk at a time."""
     if rows.dtype == torch.float64:
         sums.index_add_(0, slot, rows)

@@ -1,9 +1,11 @@
 """DSCL for pytorch-metric-learning (PML): a loss (:mod:`.loss`), a miner (:mod:`.miner`)
-and a MoCo-style memory (:mod:`.memory`).
+and a MoCo-style memory (:mod:`.memory`); KCL and TSC in PML's MoCo-style call
+(:mod:`.kcl`).
 
 Importing ``dscl_plugin`` registers them in PML's namespaces:
 ``pytorch_metric_learning.losses.DSCLLoss``,
-``pytorch_metric_learning.losses.DSCLCrossBatchMemory`` and
+``pytorch_metric_learning.losses.DSCLCrossBatchMemory``,
+``pytorch_metric_learning.losses.KCLLoss``, ``pytorch_metric_learning.losses.TSCLoss`` and
 ``pytorch_metric_learning.miners.DSCLMiner``. No PML name or class is changed.
 
 Row layouts shared by :class:`DSCLLoss` and :class:`DSCLMiner`:
@@ -32,8 +34,9 @@ process's queries only. :class:`DSCLCrossBatchMemory` works with
 (``dscl_plugin.models.DSCLModel`` with ``gather_distributed=True``) is the reference.
 """
 
+from dscl_plugin.pml.kcl import KCLLoss, TSCLoss
 from dscl_plugin.pml.loss import DSCLLoss
 from dscl_plugin.pml.memory import DSCLCrossBatchMemory
 from dscl_plugin.pml.miner import DSCLMiner
 
-__all__ = ["DSCLCrossBatchMemory", "DSCLLoss", "DSCLMiner"]
+__all__ = ["DSCLCrossBatchMemory", "DSCLLoss", "DSCLMiner", "KCLLoss", "TSCLoss"]
