@@ -42,11 +42,10 @@ class _LabeledContrastiveLoss(nn.Module):
         checks.temperature(temperature)
         self.temperature = temperature
         self.check_finite = check_finite
+        size = checks.bank_size("memory_bank_size", memory_bank_size)
         self.memory_bank: LabeledMemoryBank | None = None
-        if memory_bank_size not in (0, (0,), [0]):
-            self.memory_bank = LabeledMemoryBank(
-                size=memory_bank_size, gather_distributed=gather_distributed
-            )
+        if size[0] > 0:  # as Lightly's losses: 0 or (0, D) entries own no bank
+            self.memory_bank = LabeledMemoryBank(size, gather_distributed)
 
     def forward(
         self,
@@ -155,7 +154,7 @@ class _LabeledContrastiveLoss(nn.Module):
             checks.require(
                 queue is None and queue_labels is None,
                 "queue",
-                "must not be given: this loss owns a memory bank (memory_bank_size > 0) "
+                "must not be given: this loss owns a memory bank (memory_bank_size (K, D), K > 0) "
                 "and uses its rows; pass queue=None or build the loss with memory_bank_size=0",
             )
             queue, queue_labels = self.memory_bank.get()
@@ -188,7 +187,7 @@ class DSCLLoss(_LabeledContrastiveLoss):
         beta: alternative to ``alpha``, ``alpha = 1 / (1 + beta)``; give at most one.
         temperature: T, default 0.07.
         memory_bank_size: ``(K, D)`` to let the loss own a ``LabeledMemoryBank``
-            (as Lightly's ``NTXentLoss`` does); 0 for none.
+            (as Lightly's ``NTXentLoss`` does); ``0`` or ``(0, D)`` for none.
         gather_distributed: gather keys and labels across processes before
             enqueueing them into the owned bank.
         check_finite: raise on NaN/Inf inputs (costs a host sync on GPU).
