@@ -210,3 +210,13 @@ def test_a_real_two_by_two_digits_comparison_resumes_an_interrupted_run(
     calls = []
     monkeypatch.setattr(pipeline, "run", lambda *a, **k: calls.append(a))
     assert cli.compare_main(argv) == 0 and calls == []  # a third call starts nothing
+
+
+def test_the_fields_a_run_function_records_join_its_record(tmp_path):
+    def run(config, resume):
+        return {**FakeRun()(config, resume), "recorded": {"loss_pbsd": 0.25 * config.seed}}
+
+    records = _compare(tmp_path / "cmp", run)
+    assert [r["loss_pbsd"] for r in records] == [0.0, 0.0, 0.25, 0.25]
+    assert [r["loss_pbsd"] for r in read_records(tmp_path / "cmp" / "runs.jsonl")] == [
+        0.0, 0.0, 0.25, 0.25]  # fmt: skip
