@@ -260,6 +260,8 @@ def _help(entry: str, capsys, monkeypatch) -> str:
             runpy.run_path(str(ROOT / entry), run_name="__main__")
         else:
             monkeypatch.setattr(sys, "argv", [entry, "--help"])
+            for name in (entry, f"{entry}.__main__"):  # run as a fresh __main__
+                monkeypatch.delitem(sys.modules, name, raising=False)
             runpy.run_module(entry, run_name="__main__", alter_sys=True)
     assert done.value.code in (0, None)
     return capsys.readouterr().out
