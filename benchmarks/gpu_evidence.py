@@ -97,11 +97,11 @@ STEPS_PER_EPOCH = 14886 // 256  # rho 100, batch 256, drop_last
 OVERHEAD_S = {"cuda": 40.0, "cpu": 60.0}
 QUICK = [  # --quick: a few steps with tiny sizes (a CPU smoke test of the whole flow); kNN
     # of k = 1 (P@1 without MAP@R over 6000 neighbours) and a small monitor split
-    "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.batch_size=16",
+    "trainer.limit_train_batches=2", "trainer.batch_size=16",
     "model.queue_size=64", "model.backbone=small_cnn", "model.cifar_stem=false",
     "data.input_size=16", "model.patch_size=8", "probe.epochs=2", "probe.milestones=[1]",
     "trainer.log_every_n_steps=1", "eval.knn_k=1", "monitor.bank_size=256",
-    "monitor.query_size=100", "optim.warmup_epochs=0",
+    "monitor.query_size=100",
 ]  # fmt: skip
 
 
@@ -116,12 +116,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--concurrency", default="auto", help="runs side by side: auto or N")
     parser.add_argument("--data-pipeline", choices=("device", "loader"), default="device")
-    parser.add_argument(
-        "--workers", type=int, help="loader processes per run (default: cores / runs)"
-    )
-    parser.add_argument(
-        "--data-root", default="data", help="data.root (the Fashion-MNIST IDX files)"
-    )
+    parser.add_argument("--workers", type=int, help="loader processes per run (cores / runs)")
+    parser.add_argument("--data-root", default="data", help="data.root (Fashion-MNIST files)")
     parser.add_argument(
         "--work",
         type=Path,
@@ -148,6 +144,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.resume is not None and not args.resume.is_file():
         parser.error(f"--resume: no file {args.resume}")
     args.out_dir, args.work = args.out_dir.resolve(), args.work.resolve()
+    if args.quick:  # one epoch (of QUICK's two steps)
+        args.epochs = 1
     return args
 
 
@@ -161,11 +159,8 @@ def common_overrides(args: argparse.Namespace, workers: int) -> list[str]:
         f"trainer.num_workers={workers}", f"data.pipeline={args.data_pipeline}",
     ]  # fmt: skip
     if args.device == "cpu":
-        overrides += [
-            "trainer.accelerator=cpu",
-            "trainer.precision=32-true",
-            "trainer.num_threads=1",
-        ]
+        overrides += ["trainer.accelerator=cpu", "trainer.precision=32-true"]
+        overrides += ["trainer.num_threads=1"]
     return overrides + (QUICK if args.quick else [])
 
 
@@ -239,23 +234,24 @@ def add_resumed(path: Path, work: Path) -> None:
             append_record(runs, record)
 
 
-def recorded(work: Path) -> dict[str, list[dict[str, Any]]]:
-    """The records of every engine folder in ``work``, by folder name."""
+def recorded(work: Path, quick: bool) -> dict[str, list[dict[str, Any]]]:
+    """The records of the engine folders in ``work``, by folder name: those of ``--quick``
+    runs or those of the others."""
     found = {p.parent.name: read_records(p) for p in sorted(work.glob(f"*/{RUNS_FILE}"))}
-    return {name: records for name, records in found.items() if records}
+    return {n: rs for n, rs in found.items() if rs and n.endswith("_quick") == quick}
 
 
-def export(work: Path, out_dir: Path) -> list[dict[str, Any]]:
-    """``OUT/gpu_evidence_runs.jsonl``: every record of ``work`` (rewritten whole)."""
-    records = [r for group in recorded(work).values() for r in group]
-    (out_dir / RECORDS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+def export(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``OUT/gpu_evidence_runs.jsonl``: the records of ``--work`` (rewritten whole)."""
+    records = [r for group in recorded(args.work, args.quick).values() for r in group]
+    (args.out_dir / RECORDS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
     return records
 
 
-def summary_tables(work: Path) -> dict[str, str]:
+def summary_tables(args: argparse.Namespace) -> dict[str, str]:
     """Per setting: the engine's table of mean ± std and paired differences to SupCon."""
     tables = {}
-    for name, records in recorded(work).items():
+    for name, records in recorded(args.work, args.quick).items():
         variants = [v for m, v in VARIANTS.items() if any(r["method"] == m for r in records)]
         tables[name] = summary_table(records, variants)
     return tables
@@ -269,11 +265,12 @@ def throughput_rows(records: list[dict[str, Any]]) -> list[str]:
     ):
         mine = [r for r in records if (r["epochs"], r["data_pipeline"], r["method"]) == key]
         wall = sum(r["seconds"] for r in mine) / len(mine)
-        rates = [r["epochs_per_second"] for r in mine if r["epochs_per_second"]]
+        rates = [r["epochs_per_second"] for r in mine if r.get("epochs_per_second")]
         rate = f"{sum(rates) / len(rates):.3f} epochs/s" if rates else "no training timed"
+        side = sorted({str(r.get("concurrency")) for r in mine})
         lines.append(
             f"{key[0]} epochs, {key[1]} data, {VARIANTS[key[2]].label}: {len(mine)} run(s), "
-            f"{wall:.0f} s wall, {rate} (side by side: {sorted({r['concurrency'] for r in mine})})"
+            f"{wall:.0f} s wall, {rate} (side by side: {', '.join(side)})"
         )
     return lines
 
@@ -330,8 +327,8 @@ def main(argv: Sequence[str]) -> int:
                 Job(p.variant.name, p.seed, overrides, str(folder), command, context) for p in todo
             ]
             status = _schedule(args, workers, jobs, calibration, deadline)
-    records = export(args.work, args.out_dir)
-    tables = summary_tables(args.work)
+    records = export(args)
+    tables = summary_tables(args)
     gpu = sorted({str(r["gpu"]) for r in records}) or ["none"]
     print(
         f"\ngpu_evidence: Fashion-MNIST-LT rho {RHO:g}, GPU recipe; card(s) {', '.join(gpu)}; "
@@ -373,7 +370,7 @@ def _schedule(
             status["finished" if ok else "failed"].append(name)
             if ok:
                 measured[job.method] = time.monotonic() - started
-                export(args.work, args.out_dir)
+                export(args)
             took = time.monotonic() - started
             print(f"gpu_evidence: {name} {'done' if ok else 'FAILED'} ({took:.0f} s)", flush=True)
         if time.monotonic() >= deadline:

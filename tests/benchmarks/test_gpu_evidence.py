@@ -111,6 +111,14 @@ def test_a_run_that_cannot_finish_is_not_started_and_one_past_the_deadline_is_ki
     assert [json.loads(x)["method"] for x in records] == ["supcon"]
 
 
+def test_the_records_of_quick_runs_stay_out_of_a_real_runs_file(tmp_path):
+    for name, seed in (("50ep_device", 0), ("1ep_device_quick", 1)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / RUNS_FILE).write_text(json.dumps(_record("dscl", seed, 50, 0.5)) + "\n")
+    assert list(ev.recorded(tmp_path, quick=False)) == ["50ep_device"]
+    assert list(ev.recorded(tmp_path, quick=True)) == ["1ep_device_quick"]
+
+
 @pytest.mark.parametrize("side_step, chosen", [(2.5, 3), (3.5, 1)])
 def test_runs_go_side_by_side_only_when_that_does_more_work_per_second(
     tmp_path, monkeypatch, side_step, chosen
@@ -201,4 +209,5 @@ def test_quick_cpu_run_records_every_method(tmp_path):
         assert run["output_dir"] == str(
             tmp_path / "work" / "1ep_device_quick" / run["method"] / "seed0"
         )
-    assert "| DSCL+PBSD − SupCon (paired) | 1 |" in (out / ev.SUMMARY_FILE).read_text()
+    tables = json.loads((out / ev.SUMMARY_FILE).read_text())["tables"]
+    assert "| DSCL+PBSD − SupCon (paired) | 1 |" in tables["1ep_device_quick"]
