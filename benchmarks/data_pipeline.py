@@ -16,9 +16,9 @@ CPU (1 thread) and on CUDA when present. Images/s is images over the wall time o
 ``--batches`` batches after one warm-up batch. The epoch timings run ``dscl-train --stage 1``
 with ``trainer.epochs=1`` (everything else as the config) in a subprocess per path.
 
-    python benchmarks/data_pipeline.py  # writes benchmarks/results/data_pipeline.{csv,json}
-    python benchmarks/data_pipeline.py --no-rates --epoch-steps 30  # the recipe, 30 steps
-    python benchmarks/data_pipeline.py --quick    # a few batches, 2 epoch steps: a smoke run
+    python -m benchmarks.data_pipeline  # writes benchmarks/results/data_pipeline.{csv,json}
+    python -m benchmarks.data_pipeline --no-rates --epoch-steps 30  # the recipe, 30 steps
+    python -m benchmarks.data_pipeline --quick    # a few batches, 2 epoch steps: a smoke run
 """
 
 import argparse
@@ -35,13 +35,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import REPO, finish, print_and_save, provenance  # noqa: E402  (a sibling script)
-
-from dscl_plugin.data import ArrayImageDataset, build_dataset  # noqa: E402
-from dscl_plugin.training.config import load_config  # noqa: E402
-from dscl_plugin.transforms import DSCLTransform, PatchViewCollate  # noqa: E402
-from dscl_plugin.transforms.kornia_views import DeviceViews  # noqa: E402
+from benchmarks.reporting import REPO, finish, print_and_save, provenance
+from dscl_plugin.data import ArrayImageDataset, build_dataset
+from dscl_plugin.training.config import load_config
+from dscl_plugin.transforms import DSCLTransform, PatchViewCollate
+from dscl_plugin.transforms.kornia_views import DeviceViews
 
 FASHION_CONFIG = "dscl_fashion_mnist_lt"
 OFFICIAL = dict(
@@ -180,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    meta = provenance("benchmarks/data_pipeline.py", argv)  # the code measured, at the start
+    meta = provenance("python -m benchmarks.data_pipeline", argv)  # the code measured, at the start
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     # name: (builder, batch, batches)
     settings = {

@@ -4,9 +4,9 @@ Stages, each a subprocess with its share of ``--budget`` seconds (time a stage l
 unused passes to the next ones; a stage past its share is killed and reported):
 
 1. ``pytest tests/test_accelerators.py`` (the CUDA cases run where a GPU is present);
-2. ``benchmarks/loss_speed.py`` at B {256, 1024} x K {4096, 65536}, D 128, in float32
+2. ``benchmarks.loss_speed`` at B {256, 1024} x K {4096, 65536}, D 128, in float32
    and under bf16 autocast, with a ``torch.profiler`` table per method and size in the log;
-3. ``benchmarks/train_step.py``: ResNet-50, 224 px views, 5 patches of 64 px, B 64,
+3. ``benchmarks.train_step``: ResNet-50, 224 px views, 5 patches of 64 px, B 64,
    a 65536-key queue, bf16 autocast, in NCHW and in channels-last memory format.
 
 Results go to ``OUT_DIR``: ``summary.json`` (everything), ``summary.csv`` (the targets),
@@ -23,8 +23,8 @@ without a CUDA device (and no ``--device cpu``), 1 if a stage failed or timed ou
 included), else 0: a
 missed target is a measurement, reported as MISS.
 
-    python benchmarks/gpu_check.py /tmp/gpu_check            # CUDA
-    python benchmarks/gpu_check.py /tmp/smoke --device cpu   # smoke test of the script
+    python -m benchmarks.gpu_check /tmp/gpu_check            # CUDA
+    python -m benchmarks.gpu_check /tmp/smoke --device cpu   # smoke test of the script
 """
 
 import argparse
@@ -39,11 +39,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import git_state, markdown_table, write_csv  # noqa: E402  (a sibling)
+from benchmarks.reporting import git_state, markdown_table, module_command, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = REPO / "benchmarks"
 
 # (name, share of the budget)
 STAGES = (
@@ -81,7 +79,7 @@ def _commands(device: str, tmp: Path) -> dict[str, list[str]]:
     ]
     if not cuda:
         tests += ["-k", "cpu and float32"]  # the smoke run: one precision
-    loss = [python, str(BENCHMARKS / "loss_speed.py"), "--device", device, "--profile"]
+    loss = [*module_command("benchmarks.loss_speed"), "--device", device, "--profile"]
     if cuda:
         loss += [
             "--batch-sizes",
@@ -104,14 +102,7 @@ def _commands(device: str, tmp: Path) -> dict[str, list[str]]:
             "--repeats",
             "5",
         ]
-    train = [
-        python,
-        str(BENCHMARKS / "train_step.py"),
-        "--device",
-        device,
-        "--autocast",
-        "bf16",
-    ]
+    train = [*module_command("benchmarks.train_step"), "--device", device, "--autocast", "bf16"]
     if cuda:
         train += [
             "--settings",

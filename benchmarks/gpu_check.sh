@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything one GPU lease runs (issues 10 and 19), in at most 9 minutes on one H200:
 # sets up Python, runs the device check (benchmarks/gpu_check.py: CUDA tests, loss speed,
-# train step) and then the Fashion-MNIST-LT evidence runs (benchmarks/gpu_evidence.py),
+# train step) and then the Fashion-MNIST-LT evidence runs (benchmarks/gpu_evidence.py, their
+# run folders in $TMPDIR/dscl_gpu_evidence),
 # and prints both tables.
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [--wheels DIR] [--device cpu] [--quick]
@@ -69,8 +70,8 @@ resume=()  # a later lease continues the committed runs with the next seeds
 committed=benchmarks/results/gpu_evidence_runs.jsonl
 if [[ -f "$committed" && ${#quick[@]} -eq 0 ]]; then resume=(--resume "$committed"); fi
 status=0
-"$python" benchmarks/gpu_check.py "$out" --device "$device" --budget "$check_budget" || status=$?
-"$python" benchmarks/gpu_evidence.py "$out" --device "$device" --budget "$evidence_budget" \
+"$python" -m benchmarks.gpu_check "$out" --device "$device" --budget "$check_budget" || status=$?
+"$python" -m benchmarks.gpu_evidence "$out" --device "$device" --budget "$evidence_budget" \
   --log "$out/gpu_check.log" --epochs 50 "${quick[@]}" "${resume[@]}" "${evidence[@]}" || {
   rc=$?; ((rc > status)) && status=$rc; }
 exit "$status"

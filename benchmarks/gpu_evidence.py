@@ -1,41 +1,41 @@
 """Fashion-MNIST-LT evidence on one GPU: SupCon vs DSCL vs DSCL+PBSD, GPU recipe, rho 100.
 
-Every run trains ``dscl_fashion_mnist_lt_gpu` (preset)` (ResNet-18 with the CIFAR stem,
-32 px views, 16 px patches, batch 256, queue 4096, bf16, 200 epochs) with the per-method
-overrides of ``benchmarks/long_tail_accuracy.py`` (``METHODS``), then evaluates it
-(class-balanced linear probe, shot groups, kNN P@1), in its own subprocess. Runs start in
-order of seed, then method (``supcon``, ``dscl``, ``dscl_pbsd``), so the first wave holds
-one run per method of seed 0.
+A caller of ``dscl-compare``'s engine (:mod:`dscl_plugin.runs.compare`) that fits a GPU
+lease: every run trains the ``dscl_fashion_mnist_lt_gpu`` preset (ResNet-18 with the
+CIFAR stem, 32 px views, 16 px patches, batch 256, queue 4096, bf16, 200 epochs) as the
+method's variant (:data:`dscl_plugin.runs.variants.VARIANTS`), then evaluates it
+(class-balanced linear probe, shot groups, kNN P@1), in its own subprocess, as one run of
+the engine's plan: seed-major, so the first wave holds one run per method of seed 0.
 
 Side by side: with ``--concurrency auto`` the script first times a few training steps of
 each method alone (one process) and then one process per method at once (started
 together behind a barrier), and runs N = 3 side by side only if that does more work per
-second than one at a time (``--concurrency N`` skips the timing).
+second than one at a time (``--concurrency N`` skips the timing; :mod:`benchmarks.gpu_workers`).
 
 Budget: ``--budget SECONDS`` is a hard deadline for the whole script. A run whose
 predicted wall time (its measured step time x steps + start and evaluation overhead,
 replaced by the measured wall time of a finished run of the same method) exceeds the time
-left is not started; a run still going at the deadline is killed and not recorded.
+left is not started; a run still going at the deadline is killed and not recorded (its
+checkpoint in ``--work`` lets a later call on the same machine resume it).
 
-Record: each finished run appends one JSON line to ``OUT/gpu_evidence_runs.jsonl``
-(method, seed, overall/many/medium/few, knn_p1, seconds, epochs, epochs_per_second, gpu,
-commit, command, ...). A second call with the same OUT, or with ``--resume FILE`` (a
-committed JSONL, copied into OUT's), skips the (method, seed, epochs) already done, so a
-second lease continues with the next seeds. ``OUT/gpu_evidence.json`` holds the summary:
-mean ± std over seeds and the paired differences to SupCon, one table per epoch count, in
-the format of the CPU Fashion-MNIST-LT table (``long_tail_accuracy.summarise`` and
-``format_table``, i.e. ``dscl-compare``'s :mod:`dscl_plugin.evaluation.comparison`).
+Record: the runs live in ``--work`` (default ``$TMPDIR/dscl_gpu_evidence``), one engine
+folder per setting, ``<epochs>ep_<data pipeline>[_quick]/`` (``runs.jsonl`` and a run
+folder per method and seed). ``OUT/gpu_evidence_runs.jsonl`` gets every recorded run of
+the work folders (the engine's record with ``train_seconds``, ``epochs_per_second``,
+``gpu``, ``torch``, ``data_pipeline`` and ``concurrency``), ``OUT/gpu_evidence.json`` the
+step timing, the runs' status and one table per setting (the engine's
+:func:`~dscl_plugin.runs.compare_report.summary_table`). ``--resume FILE`` (a committed
+``gpu_evidence_runs.jsonl``) adds its runs to the work folders first, so a second lease
+skips the (method, seed) of a setting already done and continues with the next seeds.
 
-Schedule: ``--epochs`` (default 200, the recipe) is recorded in every line (``epochs``,
-and ``sweep_key``/``sweep_value`` ``trainer.epochs`` so that runs of different schedules
-stay apart); the warm-up stays the recipe's 5 % of the epochs. Data path:
-``--data-pipeline device`` (the default: Kornia views on the GPU, ``data.pipeline=device``)
-or ``loader`` (``--workers`` loader processes per run, default the CPU cores shared by the
-runs side by side).
+Schedule: ``--epochs`` (default 200, the recipe); the warm-up stays the recipe's 5 % of the
+epochs. Data path: ``--data-pipeline device`` (the default: Kornia views on the GPU,
+``data.pipeline=device``) or ``loader`` (``--workers`` loader processes per run, default
+the CPU cores shared by the runs side by side).
 
 Sizing (an ESTIMATE, not a result; replace it with the first lease's measured numbers):
 FLOPs of one training step, counted with ``torch.utils.flop_counter.FlopCounterMode`` on
-``benchmarks/train_step.py``'s ``resnet18_32px`` step (EMA update + key pass + query pass +
+``benchmarks.train_step``'s ``resnet18_32px`` step (EMA update + key pass + query pass +
 loss + backward + SGD, 5 patches of 16 px): SupCon and DSCL 4.44 GFLOP per image, DSCL+PBSD
 8.63 GFLOP per image, i.e. 1.14 and 2.21 TFLOP per step of 256. rho 100 has 14,886 training
 images: 58 steps per epoch, 11,600 steps in 200 epochs, 13.2 PFLOP (SupCon, DSCL) and
@@ -53,51 +53,46 @@ than that: 256 x (2 views + 5 patches) PIL augmentations per step on ~5 cores pe
 One lease gives this script ~340 s (``gpu_check.sh``), of which ~60 s go to the step
 timing and ~40 s per run to start-up and evaluation: ~240 s of training for a wave of
 three side by side, i.e. ~70 epochs at 3.3 s per epoch-of-three. So 200 epochs do NOT fit
-three runs in one lease even side by side: the first wave runs ``--epochs 50`` (recorded
-in every line), which leaves a factor ~1.4 for the estimate to be wrong; later leases
-continue with the next seeds at 50 epochs, or run the 200-epoch recipe one method per
-lease.
+three runs in one lease even side by side: the first wave runs ``--epochs 50``, which
+leaves a factor ~1.4 for the estimate to be wrong; later leases continue with the next
+seeds at 50 epochs, or run the 200-epoch recipe one method per lease.
 
-    python benchmarks/gpu_evidence.py OUT --epochs 50 --budget 340    # on the GPU
-    python benchmarks/gpu_evidence.py OUT --resume benchmarks/results/gpu_evidence_runs.jsonl
-    python benchmarks/gpu_evidence.py OUT --device cpu --quick        # smoke test (< 5 min)
+    python -m benchmarks.gpu_evidence OUT --epochs 50 --budget 340    # on the GPU
+    python -m benchmarks.gpu_evidence OUT --resume benchmarks/results/gpu_evidence_runs.jsonl
+    python -m benchmarks.gpu_evidence OUT --device cpu --quick        # smoke test
 """
 
 import argparse
 import json
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import long_tail_accuracy as lta  # noqa: E402  (siblings: benchmarks is not a package)
-from reporting import git_state  # noqa: E402
+from benchmarks.gpu_workers import Job, Workers, calibrate, time_steps, train_timer
+from dscl_plugin.errors import ConfigError
+from dscl_plugin.runs.compare import RUNS_FILE, plan_runs, run_missing
+from dscl_plugin.runs.compare_report import summary_table
+from dscl_plugin.runs.records import append_record, read_records
+from dscl_plugin.runs.variants import VARIANTS
+from dscl_plugin.training.schema import Config
 
-from dscl_plugin.runs.records import append_record
-
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = "dscl_fashion_mnist_lt_gpu"
-DATASET = "fashion_mnist_lt"
 RHO = 100.0
 RECIPE_EPOCHS = 200
 WARMUP_FRACTION = 0.05  # the recipe's 10 of 200 epochs
-RUNS_FILE = "gpu_evidence_runs.jsonl"
+RECORDS_FILE = "gpu_evidence_runs.jsonl"
 SUMMARY_FILE = "gpu_evidence.json"
 STEPS_PER_EPOCH = 14886 // 256  # rho 100, batch 256, drop_last
 # predicted start-up + evaluation seconds of a run before one of its method has finished
 OVERHEAD_S = {"cuda": 40.0, "cpu": 60.0}
-SPEEDUP_TO_RUN_SIDE_BY_SIDE = 1.1
 QUICK = [  # --quick: a few steps with tiny sizes (a CPU smoke test of the whole flow); kNN
     # of k = 1 (P@1 without MAP@R over 6000 neighbours) and a small monitor split
-    "trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.batch_size=16",
+    "trainer.limit_train_batches=2", "trainer.batch_size=16",
     "model.queue_size=64", "model.backbone=small_cnn", "model.cifar_stem=false",
     "data.input_size=16", "model.patch_size=8", "probe.epochs=2", "probe.milestones=[1]",
     "trainer.log_every_n_steps=1", "eval.knn_k=1", "monitor.bank_size=256",
@@ -107,33 +102,25 @@ QUICK = [  # --quick: a few steps with tiny sizes (a CPU smoke test of the whole
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", type=Path, help="folder for the runs and the summary (created)")
+    parser.add_argument("out_dir", type=Path, help="folder for the records and the summary")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--quick", action="store_true", help="smoke test: a few steps, tiny sizes")
     parser.add_argument("--budget", type=float, default=340.0, help="seconds for everything")
-    parser.add_argument(
-        "--epochs", type=int, default=RECIPE_EPOCHS, help="trainer.epochs (recorded)"
-    )
+    parser.add_argument("--epochs", type=int, default=RECIPE_EPOCHS, help="trainer.epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--methods", nargs="+", choices=lta.MAIN_METHODS, default=lta.MAIN_METHODS)
+    parser.add_argument("--methods", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--concurrency", default="auto", help="runs side by side: auto or N")
     parser.add_argument("--data-pipeline", choices=("device", "loader"), default="device")
+    parser.add_argument("--workers", type=int, help="loader processes per run (cores / runs)")
+    parser.add_argument("--data-root", default="data", help="data.root (Fashion-MNIST files)")
     parser.add_argument(
-        "--workers",
-        type=int,
-        help="loader processes per run (default: CPU cores / runs)",
-    )
-    parser.add_argument(
-        "--data-root", default="data", help="data.root (the Fashion-MNIST IDX files)"
-    )
-    parser.add_argument(
-        "--resume", type=Path, help="a JSONL of runs already done (copied into OUT's)"
-    )
-    parser.add_argument(
-        "--log",
+        "--work",
         type=Path,
-        help="append the runs' output here (default OUT/gpu_evidence.log)",
+        default=Path(tempfile.gettempdir()) / "dscl_gpu_evidence",
+        help="the engine folders of the runs (checkpoints: not under OUT)",
     )
+    parser.add_argument("--resume", type=Path, help="a gpu_evidence_runs.jsonl of earlier runs")
+    parser.add_argument("--log", type=Path, help="the runs' output (default OUT/gpu_evidence.log)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # JSON job spec of one subprocess
     args = parser.parse_args(argv)
     args.argv = list(argv)
@@ -143,8 +130,6 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--budget must be > 0 seconds, got {args.budget}")
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
-    if any(seed < 0 for seed in args.seeds):
-        parser.error(f"--seeds must be >= 0, got {args.seeds}")
     if args.concurrency != "auto" and not (
         args.concurrency.isdigit() and int(args.concurrency) > 0
     ):
@@ -153,279 +138,75 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         )
     if args.resume is not None and not args.resume.is_file():
         parser.error(f"--resume: no file {args.resume}")
+    args.out_dir, args.work = args.out_dir.resolve(), args.work.resolve()
+    if args.quick:  # one epoch (of QUICK's two steps)
+        args.epochs = 1
     return args
 
 
-# ---------------------------------------------------------------- what one run trains
-
-
-def run_overrides(
-    args: argparse.Namespace, method: str, seed: int, pipeline: str, workers: int
-) -> list[str]:
-    """Config overrides of one run: the method's, the seed, the schedule and the device."""
+def common_overrides(args: argparse.Namespace, workers: int) -> list[str]:
+    """The config overrides every method's run shares: the schedule, data and device (the
+    engine adds the method's, the seed and the run folder)."""
     warmup = round(args.epochs * WARMUP_FRACTION)
-    overrides = lta.METHODS[method] + [
-        f"seed={seed}", f"data.root={args.data_root}", "data.download=false",
-        f"trainer.epochs={args.epochs}", f"optim.warmup_epochs={warmup}",
-        "trainer.progress_bar=false", f"trainer.num_workers={workers}",
+    overrides = [
+        f"data.root={args.data_root}", "data.download=false", f"trainer.epochs={args.epochs}",
+        f"optim.warmup_epochs={warmup}", "trainer.progress_bar=false",
+        f"trainer.num_workers={workers}", f"data.pipeline={args.data_pipeline}",
     ]  # fmt: skip
-    if pipeline == "device":
-        overrides.append("data.pipeline=device")
     if args.device == "cpu":
-        overrides += [
-            "trainer.accelerator=cpu",
-            "trainer.precision=32-true",
-            "trainer.num_threads=1",
-        ]
-    if args.quick:
-        overrides += QUICK + ["optim.warmup_epochs=0"]
-    return overrides
+        overrides += ["trainer.accelerator=cpu", "trainer.precision=32-true"]
+        overrides += ["trainer.num_threads=1"]
+    return overrides + (QUICK if args.quick else [])
 
 
-@dataclass
-class Job:
-    method: str
-    seed: int
-    overrides: list[str]
-    probe_seconds: float = 0.0  # > 0: count the steps done in this window instead of a run
-    probe_methods: list[list[object]] = field(
-        default_factory=list
-    )  # [method, overrides] to time in turn
-    barrier: str | None = None  # folder: wait for ``parties`` workers before timing
-    parties: int = 1
-    result: str | None = None  # JSON file of a probe's seconds per step
-    record: str | None = None  # JSONL to append a finished run to
-    context: dict[str, object] = field(default_factory=dict)  # recorded with the run
+def setting(epochs: int, pipeline: str, quick: bool = False) -> str:
+    """The name of the engine folder of one setting in ``--work``."""
+    return f"{epochs}ep_{pipeline}" + ("_quick" if quick else "")
 
 
-# ---------------------------------------------------------------- inside a subprocess
+def timed_run(context: dict[str, Any]) -> Callable[[Config, str | None], dict[str, Any]]:
+    """The engine's run function of a worker: stage 1 (unless a resumed run had finished
+    it) and stage 2, recording the training time, the card and ``context``."""
 
+    def run(config: Config, resume: str | None) -> dict[str, Any]:
+        import torch
 
-def _wait_for_parties(folder: Path, parties: int, timeout: float = 120.0) -> None:
-    """A barrier over processes: touch a file, wait until ``parties`` files exist."""
-    (folder / f"ready_{os.getpid()}").touch()
-    end = time.monotonic() + timeout
-    while len(list(folder.iterdir())) < parties and time.monotonic() < end:
-        time.sleep(0.05)
+        from dscl_plugin.runs.compute import torch_threads
+        from dscl_plugin.runs.folder import resumes_finished
+        from dscl_plugin.runs.stage1 import train
+        from dscl_plugin.runs.stage2 import evaluate
 
+        timer, module = train_timer(), None
+        with torch_threads(config.trainer.num_threads):
+            if resume is None or not resumes_finished(config, resume):
+                module = train(config, resume, callbacks=[timer])
+            metrics = evaluate(config, module)
+        seconds = timer.seconds
+        recorded = {
+            "train_seconds": None if seconds is None else round(seconds, 1),
+            "epochs_per_second": None if not seconds else round(timer.epochs / seconds, 4),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__,
+            **context,
+        }
+        return {**metrics, "recorded": recorded}
 
-WARMUP_STEPS = 3
-
-
-def _step_timer(job: Job):
-    """A Lightning callback: after ``WARMUP_STEPS`` steps (and the barrier), counts the
-    steps finished within ``job.probe_seconds`` and then stops the fit."""
-    import pytorch_lightning as pl
-    import torch
-
-    class StepTimer(pl.Callback):
-        def __init__(self) -> None:
-            self.start: float | None = None
-            self.last = 0.0
-            self.steps = 0
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            now = time.perf_counter()
-            if self.start is None:
-                if trainer.global_step >= WARMUP_STEPS:
-                    if job.barrier is not None:
-                        _wait_for_parties(Path(job.barrier), job.parties)
-                    self.start = time.perf_counter()
-                return
-            self.steps, self.last = self.steps + 1, now
-            if now - self.start >= job.probe_seconds:
-                trainer.should_stop = True
-
-        def step_seconds(self) -> float:
-            return (self.last - self.start) / self.steps
-
-    return StepTimer()
-
-
-def _train_timer():
-    """A Lightning callback: the seconds from the first to the end of the last epoch."""
-    import pytorch_lightning as pl
-
-    class TrainTimer(pl.Callback):
-        def on_train_start(self, trainer, module) -> None:
-            self.start = time.perf_counter()
-
-        def on_train_end(self, trainer, module) -> None:
-            self.seconds = time.perf_counter() - self.start
-
-    return TrainTimer()
+    return run
 
 
 def run_worker(job: Job) -> None:
-    """One subprocess: seconds per step of ``job.probe_methods`` in turn (to
-    ``job.result``), or one full run appended to ``job.record``."""
-    import contextlib
-    import io
-
-    import torch
-
-    from dscl_plugin.runs.stage1 import train
-    from dscl_plugin.runs.stage2 import evaluate
-    from dscl_plugin.training.config import load_config
-
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dscl_gpu_") as output_dir:
-        if job.probe_seconds:
-            seconds = {}
-            for method, overrides in job.probe_methods:
-                # enough epochs for the window; the timer stops the fit; training steps
-                # only (no monitor)
-                extra = [
-                    "trainer.epochs=1000",
-                    "trainer.limit_train_batches=null",
-                    "monitor.every=0",
-                    f"output_dir={output_dir}/{method}",
-                ]
-                config = load_config(CONFIG, overrides + extra)
-                timer = _step_timer(job)
-                with contextlib.redirect_stdout(io.StringIO()):
-                    train(config, callbacks=[timer])
-                seconds[method] = timer.step_seconds()
-            Path(job.result).write_text(json.dumps(seconds))
-            return
-        config = load_config(CONFIG, job.overrides + [f"output_dir={output_dir}"])
-        timer = _train_timer()
-        with contextlib.redirect_stdout(io.StringIO()):
-            module = train(config, callbacks=[timer])
-            metrics = evaluate(config, module)
-    epochs = config.trainer.epochs
-    run = {
-        "dataset": DATASET, "imbalance_factor": RHO, "method": job.method, "seed": job.seed,
-        **{key: metrics["linear_probe"][key] for key in lta.SHOTS},
-        "knn_p1": metrics["knn"]["precision_at_1"], "class_counts": metrics["train_class_counts"],
-        "seconds": round(time.perf_counter() - start, 1), "train_seconds": round(timer.seconds, 1),
-        "epochs": epochs, "epochs_per_second": round(epochs / timer.seconds, 4),
-        "recipe_epochs": RECIPE_EPOCHS, "sweep_key": "trainer.epochs", "sweep_value": str(epochs),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "torch": torch.__version__, **job.context, "overrides": job.overrides,
-    }  # fmt: skip
-    append_record(job.record, run)
-
-
-# ---------------------------------------------------------------- the parent
-
-
-class Workers:
-    """The worker subprocesses: started in their own process group, their output appended
-    to one log, killed as a group."""
-
-    def __init__(self, args: argparse.Namespace, log: TextIO) -> None:
-        self.out_dir, self.log = args.out_dir, log
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(REPO), self.env.get("PYTHONPATH")])
-        )
-
-    def start(self, job: Job) -> subprocess.Popen:
-        spec = json.dumps(job.__dict__)
-        cmd = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            str(self.out_dir),
-            "--worker",
-            spec,
-        ]
-        self.log.write(
-            f"\n$ gpu_evidence worker {job.method} seed {job.seed}: {' '.join(job.overrides)}\n"
-        )
-        self.log.flush()
-        return subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @staticmethod
-    def kill(proc: subprocess.Popen) -> None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _wait_all(procs: list[subprocess.Popen], deadline: float) -> bool:
-    """Waits for ``procs`` until ``deadline``; kills them and returns False past it."""
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                Workers.kill(p)
-            return False
-    return all(p.returncode == 0 for p in procs)
-
-
-def calibrate(
-    args: argparse.Namespace,
-    workers: Workers,
-    overrides: dict[str, list[str]],
-    deadline: float,
-) -> dict[str, object]:
-    """Seconds per training step of every method alone (one process, in turn) and, for
-    ``--concurrency auto``, with one process per method side by side; picks the number of
-    runs side by side. ``--concurrency N`` times only that arrangement."""
-    window = 0.5 if args.quick else 8.0
-    fixed = None if args.concurrency == "auto" else int(args.concurrency)
-    result: dict[str, object] = {"window_s": window}
-    with tempfile.TemporaryDirectory(prefix="dscl_gpu_probe_") as tmp:
-        if fixed in (None, 1):
-            job = Job(
-                "probe",
-                -1,
-                [],
-                probe_seconds=window,
-                result=f"{tmp}/alone.json",
-                probe_methods=[[m, overrides[m]] for m in args.methods],
-            )
-            if not _wait_all([workers.start(job)], deadline):
-                raise RuntimeError(
-                    "timing the methods alone failed or ran past the budget (see the log)"
-                )
-            result["alone_step_s"] = json.loads(Path(job.result).read_text())
-        if fixed != 1:
-            n = fixed or len(args.methods)
-            barrier = Path(tmp) / "barrier"
-            barrier.mkdir()
-            jobs = [Job("probe", -1, [], probe_seconds=window, barrier=str(barrier), parties=n,
-                        result=f"{tmp}/side_{i}.json",
-                        probe_methods=[[args.methods[i % len(args.methods)],
-                                        overrides[args.methods[i % len(args.methods)]]]])
-                    for i in range(n)]  # fmt: skip
-            if not _wait_all([workers.start(job) for job in jobs], deadline):
-                raise RuntimeError(
-                    "timing the methods side by side failed or ran past the budget (see the log)"
-                )
-            side: dict[str, list[float]] = {}
-            for job in jobs:
-                for method, seconds in json.loads(Path(job.result).read_text()).items():
-                    side.setdefault(method, []).append(seconds)
-            result["side_by_side"] = n
-            result["side_step_s"] = {m: sum(v) / len(v) for m, v in side.items()}
-    if fixed is not None:
-        result["concurrency"] = fixed
-    else:  # alone-seconds of work done per second, side by side
-        alone, side = result["alone_step_s"], result["side_step_s"]
-        speedup = sum(alone[m] / side[m] for m in side) * result["side_by_side"] / len(side)
-        result["speedup"] = round(speedup, 3)
-        result["concurrency"] = (
-            result["side_by_side"] if speedup > SPEEDUP_TO_RUN_SIDE_BY_SIDE else 1
-        )
-    return result
+    """One subprocess: the step timing of a probe job, or the engine's run of one planned
+    (method, seed), recorded in the folder's ``runs.jsonl``."""
+    if job.probe_seconds:
+        time_steps(job, CONFIG)
+        return
+    folder = str(job.folder)
+    plan = plan_runs(CONFIG, [job.method], [job.seed], folder, job.overrides)
+    run_missing(plan, folder, timed_run(job.context), job.command, job.overrides)
 
 
 def predicted_seconds(
-    args: argparse.Namespace,
-    method: str,
-    calibration: dict[str, object],
-    measured: dict[str, float],
+    args: argparse.Namespace, method: str, calibration: dict[str, Any], measured: dict[str, float]
 ) -> float:
     """Wall seconds of one run: a finished run's, else steps x seconds per step + overhead."""
     if method in measured:
@@ -435,41 +216,56 @@ def predicted_seconds(
     return OVERHEAD_S[args.device] + steps * calibration[key][method]
 
 
-def read_all_runs(args: argparse.Namespace) -> list[dict[str, object]]:
-    """The runs in OUT's JSONL, after appending those of ``--resume`` that it lacks."""
-    path = args.out_dir / RUNS_FILE
-    if args.resume is not None and args.resume.resolve() != path.resolve():
-        known = {_run_key(r) for r in lta.read_runs(path)}
-        for run in lta.read_runs(args.resume):
-            if _run_key(run) not in known:
-                append_record(path, run)
-    return lta.read_runs(path)
+def add_resumed(path: Path, work: Path) -> None:
+    """Appends the records of ``path`` to the engine folders of their settings in ``work``
+    where those lack their (method, seed)."""
+    for record in read_records(path, ("epochs", "data_pipeline", "method", "seed")):
+        runs = work / setting(record["epochs"], record["data_pipeline"]) / RUNS_FILE
+        runs.parent.mkdir(parents=True, exist_ok=True)
+        if all(
+            (r["method"], r["seed"]) != (record["method"], record["seed"])
+            for r in read_records(runs)
+        ):
+            append_record(runs, record)
 
 
-def _run_key(run: dict[str, object]) -> tuple:
-    return run["method"], run["seed"], run["epochs"]
+def recorded(work: Path, quick: bool) -> dict[str, list[dict[str, Any]]]:
+    """The records of the engine folders in ``work``, by folder name: those of ``--quick``
+    runs or those of the others."""
+    found = {p.parent.name: read_records(p) for p in sorted(work.glob(f"*/{RUNS_FILE}"))}
+    return {n: rs for n, rs in found.items() if rs and n.endswith("_quick") == quick}
 
 
-def summary_tables(runs: list[dict[str, object]]) -> dict[int, dict[str, object]]:
-    """Per epoch count: the summary rows and the Markdown table of the CPU benchmark."""
+def export(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``OUT/gpu_evidence_runs.jsonl``: the records of ``--work`` (rewritten whole)."""
+    records = [r for group in recorded(args.work, args.quick).values() for r in group]
+    (args.out_dir / RECORDS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def summary_tables(args: argparse.Namespace) -> dict[str, str]:
+    """Per setting: the engine's table of mean ± std and paired differences to SupCon."""
     tables = {}
-    for epochs in sorted({r["epochs"] for r in runs}, reverse=True):
-        group = [r for r in runs if r["epochs"] == epochs]
-        rows = lta.summarise(group)
-        tables[epochs] = {"summary": rows, "table": lta.format_table(rows, group)}
+    for name, records in recorded(args.work, args.quick).items():
+        variants = [v for m, v in VARIANTS.items() if any(r["method"] == m for r in records)]
+        tables[name] = summary_table(records, variants)
     return tables
 
 
-def throughput_rows(runs: list[dict[str, object]]) -> list[str]:
-    """One line per (epochs, method): mean wall seconds and epochs per second."""
+def throughput_rows(records: list[dict[str, Any]]) -> list[str]:
+    """One line per (setting, method): mean wall seconds and epochs per second."""
     lines = []
-    for epochs, method in sorted({(r["epochs"], r["method"]) for r in runs}, reverse=True):
-        mine = [r for r in runs if (r["epochs"], r["method"]) == (epochs, method)]
+    for key in sorted(
+        {(r["epochs"], r["data_pipeline"], r["method"]) for r in records}, reverse=True
+    ):
+        mine = [r for r in records if (r["epochs"], r["data_pipeline"], r["method"]) == key]
         wall = sum(r["seconds"] for r in mine) / len(mine)
-        rate = sum(r["epochs_per_second"] for r in mine) / len(mine)
+        rates = [r["epochs_per_second"] for r in mine if r.get("epochs_per_second")]
+        rate = f"{sum(rates) / len(rates):.3f} epochs/s" if rates else "no training timed"
+        side = sorted({str(r.get("concurrency")) for r in mine})
         lines.append(
-            f"{epochs} epochs {lta.LABELS[method]}: {len(mine)} run(s), {wall:.0f} s wall, "
-            f"{rate:.3f} epochs/s (side by side: {sorted({r['concurrency'] for r in mine})})"
+            f"{key[0]} epochs, {key[1]} data, {VARIANTS[key[2]].label}: {len(mine)} run(s), "
+            f"{wall:.0f} s wall, {rate} (side by side: {', '.join(side)})"
         )
     return lines
 
@@ -490,153 +286,104 @@ def main(argv: Sequence[str]) -> int:
             )
             return 2
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    record = args.out_dir / RUNS_FILE
-    done = {_run_key(r) for r in read_all_runs(args)}
-    epochs = 1 if args.quick else args.epochs
-    todo = [(seed, m) for seed in args.seeds for m in args.methods if (m, seed, epochs) not in done]
-    pipeline = args.data_pipeline
-    git = git_state()
-    context = {
-        "commit": git["commit"],
-        "modified": git["modified"],
-        "data_pipeline": pipeline,
-        "command": shlex.join(["python", "benchmarks/gpu_evidence.py", *args.argv]),
-    }
-    status: dict[str, object] = {
-        "finished": [],
-        "failed": [],
-        "killed": [],
-        "not_started": [],
-    }
-    calibration: dict[str, object] = {}
-    log_path = args.log or args.out_dir / "gpu_evidence.log"
-    with open(log_path, "a") as log:
-        workers = Workers(args, log)
+    if args.resume is not None:
+        add_resumed(args.resume, args.work)
+    folder = args.work / setting(args.epochs, args.data_pipeline, args.quick)
+    n_guess = 1 if args.concurrency == "auto" else int(args.concurrency)
+    cores = os.cpu_count() or 1
+    per_run = args.workers
+    if per_run is None:
+        per_run = (
+            0 if args.device == "cpu" else max(2, cores // max(n_guess, len(args.methods)) - 1)
+        )
+    overrides = common_overrides(args, per_run)
+    try:
+        plan = plan_runs(CONFIG, args.methods, args.seeds, folder, overrides)
+    except ConfigError as error:
+        print(f"gpu_evidence: {error}", file=sys.stderr)
+        return 2
+    done = {(r["method"], r["seed"]) for r in read_records(folder / RUNS_FILE)}
+    todo = [p for p in plan if (p.variant.name, p.seed) not in done]
+    status: dict[str, list[str]] = {"finished": [], "failed": [], "killed": [], "not_started": []}
+    calibration: dict[str, Any] = {}
+    context: dict[str, Any] = {"data_pipeline": args.data_pipeline, "workers": per_run}
+    with open(args.log or args.out_dir / "gpu_evidence.log", "a") as log:
+        workers = Workers(args.out_dir, log)
         if todo:
-            n_guess = 1 if args.concurrency == "auto" else int(args.concurrency)
-            threads = os.cpu_count() or 1
-            per_run = (
-                args.workers
-                if args.workers is not None
-                else (
-                    0
-                    if args.device == "cpu"
-                    else max(2, threads // max(n_guess, len(args.methods)) - 1)
-                )
-            )
-            overrides = {m: run_overrides(args, m, 0, pipeline, per_run) for m in args.methods}
             started = time.monotonic()
-            calibration = calibrate(args, workers, overrides, deadline)
-            n = calibration["concurrency"]
+            probe = {m: [*overrides, *VARIANTS[m].overrides] for m in args.methods}
+            calibration = calibrate(args, workers, probe, deadline)
             calibration["seconds"] = round(time.monotonic() - started, 1)
-            print(
-                f"gpu_evidence: step timing {json.dumps(calibration)}; {n} run(s) side by side",
-                flush=True,
-            )
-            context.update(concurrency=n, workers=per_run)
-            status.update(
-                _schedule(
-                    args,
-                    workers,
-                    todo,
-                    n,
-                    pipeline,
-                    per_run,
-                    context,
-                    calibration,
-                    record,
-                    deadline,
-                )
-            )
-    runs = [r for r in lta.read_runs(record) if r["method"] in args.methods]
-    tables = summary_tables(runs)
-    gpu = sorted({str(r["gpu"]) for r in runs}) or ["none"]
+            n = calibration["concurrency"]
+            print(f"gpu_evidence: step timing {json.dumps(calibration)}; {n} run(s) side by side")
+            context["concurrency"] = n
+            command = shlex.join(["python", "-m", "benchmarks.gpu_evidence", *args.argv])
+            jobs = [
+                Job(p.variant.name, p.seed, overrides, str(folder), command, context) for p in todo
+            ]
+            status = _schedule(args, workers, jobs, calibration, deadline)
+    records = export(args)
+    tables = summary_tables(args)
+    gpu = sorted({str(r["gpu"]) for r in records}) or ["none"]
     print(
         f"\ngpu_evidence: Fashion-MNIST-LT rho {RHO:g}, GPU recipe; card(s) {', '.join(gpu)}; "
-        f"{len(runs)} run(s) in {record}"
+        f"{len(records)} run(s) in {args.out_dir / RECORDS_FILE}"
     )
-    for epochs, entry in tables.items():
+    for name, table in tables.items():
         print(
-            f"\n{epochs} epochs (recipe {RECIPE_EPOCHS}): top-1 % of a class-balanced linear probe "
-            f"and kNN P@1 %, mean ± std over paired seeds\n"
+            f"\n{name} (recipe {RECIPE_EPOCHS} epochs): top-1 % of a class-balanced linear "
+            f"probe and kNN P@1 %, mean ± std over paired seeds\n\n{table}"
         )
-        print(entry["table"])
-    print("\n".join(throughput_rows(runs)))
+    print("\n".join(throughput_rows(records)))
     for key in ("failed", "killed", "not_started"):
         if status[key]:
             print(f"{key}: {', '.join(status[key])}")
-    (args.out_dir / SUMMARY_FILE).write_text(
-        json.dumps(
-            {
-                "calibration": calibration,
-                "status": status,
-                "context": context,
-                "tables": {str(k): v for k, v in tables.items()},
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    summary = {"calibration": calibration, "status": status, "context": context, "tables": tables}
+    (args.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return 1 if status["failed"] else 0
 
 
 def _schedule(
     args: argparse.Namespace,
     workers: Workers,
-    todo: list[tuple],
-    n: int,
-    pipeline: str,
-    per_run: int,
-    context: dict[str, object],
-    calibration: dict[str, object],
-    record: Path,
+    jobs: list[Job],
+    calibration: dict[str, Any],
     deadline: float,
 ) -> dict[str, list[str]]:
-    """Runs ``todo`` (seed, method) in order, ``n`` at a time; a run predicted to end past
-    the deadline is not started, one still going at the deadline is killed."""
-    status: dict[str, list[str]] = {
-        "finished": [],
-        "failed": [],
-        "killed": [],
-        "not_started": [],
-    }
+    """Runs ``jobs`` in order, ``calibration["concurrency"]`` at a time; a run predicted
+    to end past the deadline is not started, one still going at the deadline is killed.
+    ``OUT/gpu_evidence_runs.jsonl`` is rewritten as each run finishes."""
+    status: dict[str, list[str]] = {"finished": [], "failed": [], "killed": [], "not_started": []}
     measured: dict[str, float] = {}
-    pending, running = list(todo), {}
+    pending, running = list(jobs), {}
     while pending or running:
-        for proc, (name, method, started) in list(running.items()):
-            if proc.poll() is not None:
-                del running[proc]
-                if proc.returncode == 0:
-                    status["finished"].append(name)
-                    measured[method] = time.monotonic() - started
-                else:
-                    status["failed"].append(name)
-                print(
-                    f"gpu_evidence: {name} {'done' if proc.returncode == 0 else 'FAILED'} "
-                    f"({time.monotonic() - started:.0f} s)",
-                    flush=True,
-                )
-        if time.monotonic() >= deadline:
-            for proc, (name, _, _) in running.items():
-                Workers.kill(proc)
-                status["killed"].append(name)
-            break
-        while pending and len(running) < n:
-            seed, method = pending.pop(0)
-            name = f"{method} seed {seed}"
-            if time.monotonic() + predicted_seconds(args, method, calibration, measured) > deadline:
-                status["not_started"].append(name)
+        for proc, (job, started) in list(running.items()):
+            if proc.poll() is None:
                 continue
-            job = Job(
-                method,
-                seed,
-                run_overrides(args, method, seed, pipeline, per_run),
-                record=str(record),
-                context=context,
-            )
-            running[workers.start(job)] = (name, method, time.monotonic())
+            del running[proc]
+            name, ok = f"{job.method} seed {job.seed}", proc.returncode == 0
+            status["finished" if ok else "failed"].append(name)
+            if ok:
+                measured[job.method] = time.monotonic() - started
+                export(args)
+            took = time.monotonic() - started
+            print(f"gpu_evidence: {name} {'done' if ok else 'FAILED'} ({took:.0f} s)", flush=True)
+        if time.monotonic() >= deadline:
+            for proc, (job, _) in running.items():
+                Workers.kill(proc)
+                status["killed"].append(f"{job.method} seed {job.seed}")
+            break
+        while pending and len(running) < calibration["concurrency"]:
+            job = pending.pop(0)
+            if (
+                time.monotonic() + predicted_seconds(args, job.method, calibration, measured)
+                > deadline
+            ):
+                status["not_started"].append(f"{job.method} seed {job.seed}")
+                continue
+            running[workers.start(job)] = (job, time.monotonic())
         time.sleep(0.2)
-    status["not_started"] += [f"{m} seed {s}" for s, m in pending]
+    status["not_started"] += [f"{job.method} seed {job.seed}" for job in pending]
     return status
 
 

@@ -13,11 +13,11 @@ printed help, ``--help-repeats`` times; wall and CPU medians) and records the he
 modules loaded by then (none expected: the CLI imports Lightning and OmegaConf only when
 a command runs).
 
-    python benchmarks/import_time.py  # 7 interpreters, writes results/import_time.json
+    python -m benchmarks.import_time  # 7 interpreters, writes results/import_time.json
 
 The JSON's ``settings`` hold the command, commit, machine, load average at the start and
 the end, and the wall time; ``versions`` the libraries' versions.
-    python benchmarks/import_time.py --repeats 3 --module dscl_plugin.training
+    python -m benchmarks.import_time --repeats 3 --module dscl_plugin.training
 """
 
 import argparse
@@ -29,8 +29,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import finish, provenance  # noqa: E402  (a sibling: benchmarks is not a package)
+from benchmarks.reporting import finish, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "lightly.loss, lightly.models, lightly.transforms, pytorch_metric_learning.losses"
@@ -108,7 +107,7 @@ def main(argv=None) -> dict:
         default=ROOT / "benchmarks" / "results" / "import_time.json",
     )
     args = parser.parse_args(argv)
-    settings = provenance("benchmarks/import_time.py", argv)
+    settings = provenance("python -m benchmarks.import_time", argv)
 
     samples = [sample(args.module) for _ in range(args.repeats)]
     helps = [help_sample() for _ in range(args.help_repeats)]

@@ -26,9 +26,9 @@ before it (``reset_peak_memory_stats`` isolates the methods).
 ``--json`` writes ``{"settings": ..., "rows": [...]}``: the command, commit, machine, load
 average at the start and the end, and the wall time.
 
-    python benchmarks/loss_speed.py                 # B {64, 256} x K {0, 4096, 65536}
-    python benchmarks/loss_speed.py --quick --json out.json
-    python benchmarks/loss_speed.py --device cuda --batch-sizes 256 1024 \
+    python -m benchmarks.loss_speed                 # B {64, 256} x K {0, 4096, 65536}
+    python -m benchmarks.loss_speed --quick --json out.json
+    python -m benchmarks.loss_speed --device cuda --batch-sizes 256 1024 \
         --queue-sizes 4096 65536 --autocast bf16 --csv out.csv
 """
 
@@ -42,12 +42,10 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import print_and_save, provenance  # noqa: E402  (a sibling: not a package)
+from benchmarks.reporting import REPO, module_command, print_and_save, provenance
 
 METHODS = ("dscl", "pml_supcon", "matmul_floor")
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -239,14 +237,14 @@ def _memory_worker(args: argparse.Namespace, method: str) -> float:
 
 def _subprocess(args: argparse.Namespace, worker: str, b: int, k: int):
     cmd = [
-        sys.executable, __file__, "--worker", worker, "--batch-size", str(b),
+        *module_command("benchmarks.loss_speed"), "--worker", worker, "--batch-size", str(b),
         "--queue-size", str(k), "--dim", str(args.dim), "--device", args.device,
         "--num-classes", str(args.num_classes), "--repeats", str(args.repeats),
         "--threads", str(args.threads), "--autocast", args.autocast,
     ]  # fmt: skip
     if args.profile and worker == "time":
         cmd.append("--profile")
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=REPO).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -259,7 +257,7 @@ def main(argv: list[str]) -> None:
         else:
             print(json.dumps(_memory_worker(args, args.worker)))
         return
-    settings = provenance("benchmarks/loss_speed.py", argv)
+    settings = provenance("python -m benchmarks.loss_speed", argv)
     settings |= {"threads": args.threads, "repeats": args.repeats}
     rows = []
     for b in args.batch_sizes:

@@ -7,17 +7,17 @@ epoch's training (from its start to its end, before the monitor runs) and the mo
 itself (``monitor/seconds`` in the run's CSV log). The first monitored epoch also
 transforms the monitor images once and keeps them in memory; later ones only embed
 them and vote. Prints a table and writes ``benchmarks/results/monitor_cost.{csv,json}``
-with the machine (``lscpu`` model name), the commit and the command.
+with the machine (``lscpu`` model name), its bf16 flags, each preset's resolved
+``trainer.precision``, the commit and the command.
 
-    python benchmarks/monitor_cost.py --data-root /usr/share/datasets/fashion-mnist
-    python benchmarks/monitor_cost.py --configs dscl_digits_lt --epochs 3   # seconds
+    python -m benchmarks.monitor_cost --data-root /usr/share/datasets/fashion-mnist
+    python -m benchmarks.monitor_cost --configs dscl_digits_lt --epochs 3   # seconds
 """
 
 import argparse
 import contextlib
 import csv
 import io
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,14 +26,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import REPO, print_and_save, provenance  # noqa: E402  (a sibling script)
-
+from benchmarks.reporting import REPO, print_and_save, provenance
 from dscl_plugin.runs.compute import torch_threads
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.stage1 import train
 from dscl_plugin.training.config import load_config
 from dscl_plugin.training.monitor import monitor_indices
+from dscl_plugin.training.precision import cpu_bf16_flags
 
 DEFAULT_CONFIGS = ("dscl_fashion_mnist_lt", "dscl_digits_lt")
 
@@ -79,6 +78,7 @@ def measure(config_name: str, args: argparse.Namespace) -> dict[str, object]:
     steady = sum(later) / len(later)
     return {
         "config": config_name,
+        "precision": config.trainer.precision,
         "steps_per_epoch": int(float(rows[0]["step"])) + 1,
         "threads": config.trainer.num_threads,
         "bank": f"{len(bank)} of {len(train_set)}",
@@ -103,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error(f"--epochs must be >= 2 (the first monitored epoch caches), got {args.epochs}")
-    settings = provenance("benchmarks/monitor_cost.py", argv)
+    settings = provenance("python -m benchmarks.monitor_cost", argv)
+    settings["cpu_bf16_flags"] = list(cpu_bf16_flags())
     rows = [measure(name, args) for name in args.configs]
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

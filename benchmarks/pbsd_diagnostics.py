@@ -16,7 +16,7 @@ as means over rows:
 - the same entropy and class mass for the q view's own projection (``q``) as a reference;
 - ``loss_dscl`` and ``loss_pbsd`` of the batches and ``λ loss_pbsd / loss_dscl``.
 
-    python benchmarks/pbsd_diagnostics.py --config dscl_fashion_mnist_lt \\
+    python -m benchmarks.pbsd_diagnostics --config dscl_fashion_mnist_lt \\
         --checkpoint outputs/dscl_fashion_mnist_lt/checkpoints/last.ckpt
 
 Writes ``benchmarks/results/pbsd_diagnostics_<dataset>.json`` (``--output``): the
@@ -26,7 +26,6 @@ statistics, the checkpoint, and the command, commit, machine and load (``setting
 import argparse
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,9 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import finish, provenance  # noqa: E402  (a sibling: benchmarks is not a package)
-
+from benchmarks.reporting import finish, provenance
 from dscl_plugin.models import pool_regions
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.stage2 import load_for_eval
@@ -178,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value")
     args = parser.parse_args(argv)
-    settings = provenance("benchmarks/pbsd_diagnostics.py", argv)
+    settings = provenance("python -m benchmarks.pbsd_diagnostics", argv)
     result = diagnose(args.config, args.overrides, args.checkpoint, args.batches)
     print(format_table(result))
     dataset = load_config(args.config, args.overrides).data.name

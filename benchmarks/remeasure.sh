@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-measure the numbers of README.md and docs/ that need the checked-out commit, on a quiet
-# machine, and render the pages from the new result files (benchmarks/render_docs.py).
+# machine, and render the pages from the new result files (python -m tools.render_docs).
 #
 #   bash benchmarks/remeasure.sh --all                  # every part, then render
 #   bash benchmarks/remeasure.sh --quickstart --setup   # some parts, then render
@@ -11,16 +11,17 @@
 #                 metrics.json with commit, machine, load and wall time)
 #   --setup       the README set-up on a fresh clone of HEAD in a fresh venv, each step timed
 #                 -> setup_timing.json, setup_timing.log
-#   --benchmarks  train_step.py, the fp32/bf16 precision table, loss_speed.py, import_time.py
+#   --benchmarks  benchmarks.train_step (and its fp32/bf16 precision table), .loss_speed,
+#                 .import_time
 #                 -> train_step.json, train_step_cpu_precision_amx.json, loss_speed.json,
 #                 import_time.json
 #   --headline    dscl-compare of SupCon, DSCL and DSCL+PBSD on Fashion-MNIST-LT, seed 0, in
 #                 float32 (the committed runs were float32, made on a CPU without bf16; on a
 #                 CPU with AMX-BF16 `precision: auto` would pick bf16), then
-#                 pbsd_diagnostics.py on its DSCL+PBSD checkpoint
+#                 benchmarks.pbsd_diagnostics on its DSCL+PBSD checkpoint
 #                 -> headline_reproduction/{report.md,runs.jsonl,compare.png},
 #                 pbsd_diagnostics_fashion_mnist_lt.json
-#   --render      only python benchmarks/render_docs.py (it also runs after any part)
+#   --render      only python -m tools.render_docs (it also runs after any part)
 #   --dry-run DIR tiny settings, results under DIR/results and the pages rendered from
 #                 them under DIR/site: checks the script, measures nothing
 #
@@ -67,10 +68,9 @@ mkdir -p "$RESULTS" "$RUNS"
 stamp() {  # stamp FILE PROGRAM SCRIPT ARGS...: where and how, as a measurement starts
     "$PYTHON" - "$@" <<'PY'
 import json, sys
-sys.path.insert(0, "benchmarks")
-from reporting import provenance
+from benchmarks.reporting import provenance
 path, program, script, *argv = sys.argv[1:]
-json.dump(provenance(script, argv, program), open(path, "w"))
+json.dump(provenance(f"{program} {script}", argv), open(path, "w"))
 PY
 }
 
@@ -84,8 +84,7 @@ quickstart() {
     "$PYTHON" examples/train_digits_lt.py "${args[@]}"
     "$PYTHON" - "$RUNS/quickstart.stamp" "$out/metrics.json" "$RESULTS/quickstart_digits_lt.json" <<'PY'
 import json, sys
-sys.path.insert(0, "benchmarks")
-from reporting import finish
+from benchmarks.reporting import finish
 stamp, metrics, dest = sys.argv[1:]
 result = {"settings": finish(json.load(open(stamp))), "metrics": json.load(open(metrics))}
 open(dest, "w").write(json.dumps(result, indent=2) + "\n")
@@ -141,8 +140,7 @@ setup() {
     "$PYTHON" - "$work/stamp" "$steps" "$size" "$size_test" "$RESULTS/setup_timing.json" \
         "$work/dscl-plugin/.venv/bin/python" <<'PY'
 import json, subprocess, sys
-sys.path.insert(0, "benchmarks")
-from reporting import finish
+from benchmarks.reporting import finish
 stamp, steps, size, size_test, dest, venv_python = sys.argv[1:]
 rows = [line.split("\t") for line in open(steps).read().splitlines()]
 result = {
@@ -160,15 +158,15 @@ PY
 benchmarks() {
     local quick=()
     [[ -n $dry ]] && quick=(--quick)
-    "$PYTHON" benchmarks/train_step.py --device cpu --threads 1 "${quick[@]}" \
+    "$PYTHON" -m benchmarks.train_step --device cpu --threads 1 "${quick[@]}" \
         --json "$RESULTS/train_step.json"
-    "$PYTHON" benchmarks/train_step.py --device cpu --threads 1 --step-only "${quick[@]}" \
+    "$PYTHON" -m benchmarks.train_step --device cpu --threads 1 --step-only "${quick[@]}" \
         --settings cnn5_28px --precisions fp32 bf16 bf16_cl --num-patches 2 \
         --queue-size 4096 --num-classes 10 --json "$RESULTS/train_step_cpu_precision_amx.json"
-    "$PYTHON" benchmarks/loss_speed.py "${quick[@]}" --json "$RESULTS/loss_speed.json"
+    "$PYTHON" -m benchmarks.loss_speed "${quick[@]}" --json "$RESULTS/loss_speed.json"
     local repeats=()
     [[ -n $dry ]] && repeats=(--repeats 2 --help-repeats 2)
-    "$PYTHON" benchmarks/import_time.py "${repeats[@]}" --output "$RESULTS/import_time.json"
+    "$PYTHON" -m benchmarks.import_time "${repeats[@]}" --output "$RESULTS/import_time.json"
 }
 
 headline() {
@@ -181,7 +179,7 @@ headline() {
         trainer.progress_bar=false "${tiny[@]}"
     mkdir -p "$RESULTS/headline_reproduction"
     cp "$out/report.md" "$out/runs.jsonl" "$out/compare.png" "$RESULTS/headline_reproduction/"
-    "$PYTHON" benchmarks/pbsd_diagnostics.py --config "$out/dscl_pbsd/seed0/config.yaml" \
+    "$PYTHON" -m benchmarks.pbsd_diagnostics --config "$out/dscl_pbsd/seed0/config.yaml" \
         --checkpoint "$out/dscl_pbsd/seed0/checkpoints/last.ckpt" \
         --output "$RESULTS/pbsd_diagnostics_fashion_mnist_lt.json"
 }
@@ -197,8 +195,8 @@ render() {
         cp -r "$RESULTS/." "$root/benchmarks/results/"
         rm -f "$root/benchmarks/results/setup_timing.log"
     fi
-    "$PYTHON" benchmarks/render_docs.py --root "$root"
-    "$PYTHON" benchmarks/render_docs.py --check --root "$root"
+    "$PYTHON" -m tools.render_docs --root "$root"
+    "$PYTHON" -m tools.render_docs --check --root "$root"
 }
 
 for part in "${parts[@]}" render; do

@@ -1,10 +1,8 @@
-"""What the benchmark scripts share to report: mean ± std over seeds and percentages (the
-package's, :mod:`dscl_plugin.evaluation.comparison`), Markdown tables, CSV files and where
-the numbers came from (commit, command, machine, load: :func:`provenance`), which
-``render_docs.py`` prints under every table it renders.
-
-The scripts import it as a sibling (``benchmarks`` is not a package): each puts its own
-folder first on ``sys.path``, as ``python benchmarks/<script>.py`` does for itself.
+"""What the benchmark scripts share to report: Markdown tables, CSV files and where the
+numbers came from (commit, command, machine, load: :func:`provenance`), which the docs
+tool (``python -m tools.render_docs``) prints under every table it renders. Means,
+standard deviations and percentages are the package's
+(:mod:`dscl_plugin.evaluation.comparison`).
 """
 
 import csv
@@ -17,7 +15,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dscl_plugin.evaluation.comparison import mean_std, pct  # noqa: F401  (the package's, shared)
 from dscl_plugin.runs.provenance import load_average, machine_description, package_stamp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,19 +53,17 @@ def git_state() -> dict[str, object]:
     }
 
 
-def provenance(
-    script: str, argv: Sequence[str] | None = None, program: str = "python"
-) -> dict[str, object]:
-    """Where numbers are being made, taken when a measurement starts: ``command`` (``python
-    <script> <argv>``, ``argv`` default ``sys.argv[1:]``), ``commit`` and ``modified``
-    (:func:`git_state`), ``machine`` (CPU model, cores, OS, any GPU), ``load_average``
-    (1/5/15 min), torch and Python versions and the UTC ``date``. :func:`finish` adds the
-    end of the run."""
+def provenance(command: str, argv: Sequence[str] | None = None) -> dict[str, object]:
+    """Where numbers are being made, taken when a measurement starts: ``command``
+    (``command`` and the arguments ``argv``, default ``sys.argv[1:]``, e.g. ``python -m
+    benchmarks.train_step --quick``), ``commit`` and ``modified`` (:func:`git_state`),
+    ``machine`` (CPU model, cores, OS, any GPU), ``load_average`` (1/5/15 min), torch and
+    Python versions and the UTC ``date``. :func:`finish` adds the end of the run."""
     import torch
 
     args = list(sys.argv[1:] if argv is None else argv)
     return {
-        "command": shlex.join([program, script, *args]),
+        "command": " ".join([command, *map(shlex.quote, args)]),
         **git_state(),
         "machine": machine_description(),
         "load_average": load_average(),
@@ -77,6 +72,12 @@ def provenance(
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "started": time.time(),
     }
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """``python -m <module> <args>`` with this interpreter: a worker subprocess of a
+    benchmark, run from the repository root (``cwd=REPO``) so that ``benchmarks`` imports."""
+    return [sys.executable, "-m", module, *args]
 
 
 def finish(settings: Mapping[str, object]) -> dict[str, object]:

@@ -7,14 +7,12 @@ overrides, and writes one table (CSV + Markdown) and one plot per swept key.
 """
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import pct, write_csv  # noqa: E402  (a sibling: benchmarks is not a package)
-
+from benchmarks.reporting import write_csv
 from dscl_plugin.evaluation import comparison
+from dscl_plugin.evaluation.comparison import pct
 
 # a swept key that excludes another setting (alpha and beta are two names for one weight)
 EXCLUSIVE = {"model.alpha": "model.beta", "model.beta": "model.alpha"}

@@ -34,11 +34,11 @@ the floating-point work of one step per image, counted once per method and preci
 ``--json`` writes ``{"settings": ..., "rows": [...]}``: the command, commit, machine (and
 its CPU bf16 flags), load average at the start and the end, and the wall time.
 
-    python benchmarks/train_step.py                      # both settings
-    python benchmarks/train_step.py --quick --json out.json --csv out.csv
-    python benchmarks/train_step.py --device cuda --settings resnet50_224px \
+    python -m benchmarks.train_step                      # both settings
+    python -m benchmarks.train_step --quick --json out.json --csv out.csv
+    python -m benchmarks.train_step --device cuda --settings resnet50_224px \
         --autocast bf16 --channels-last --csv out.csv
-    python benchmarks/train_step.py --device cpu --threads 1 --step-only \
+    python -m benchmarks.train_step --device cpu --threads 1 --step-only \
         --settings cnn5_28px resnet18_32px --precisions fp32 bf16 bf16_cl \
         --csv benchmarks/results/train_step_cpu_precision.csv
 """
@@ -53,22 +53,19 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import print_and_save, provenance  # noqa: E402  (a sibling: not a package)
-
-from dscl_plugin.models import (  # noqa: E402
+from benchmarks.reporting import REPO, module_command, print_and_save, provenance
+from dscl_plugin.models import (
     DSCLModel,
     SupConModel,
     build_backbone,
     forward_without_stat_update,
     pool_regions,
 )
-from dscl_plugin.training.precision import cpu_bf16_flags  # noqa: E402
+from dscl_plugin.training.precision import cpu_bf16_flags
 
 METHODS = ("supcon", "dscl", "dscl_pbsd")
 # name: (--autocast, --channels-last)
@@ -311,7 +308,7 @@ def _memory_worker(args: argparse.Namespace, method: str) -> float:
 
 def _subprocess(args: argparse.Namespace, worker: str, setting: str):
     cmd = [
-        sys.executable, __file__, "--worker", worker, "--setting", setting,
+        *module_command("benchmarks.train_step"), "--worker", worker, "--setting", setting,
         "--device", args.device, "--num-patches", str(args.num_patches),
         "--queue-size", str(args.queue_size), "--num-classes", str(args.num_classes),
         "--repeats", str(args.repeats), "--threads", str(args.threads),
@@ -323,7 +320,7 @@ def _subprocess(args: argparse.Namespace, worker: str, setting: str):
         cmd += ["--channels-last"]
     if args.step_only:
         cmd += ["--step-only"]
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=REPO).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -368,7 +365,7 @@ def main(argv: list[str]) -> None:
         result = _time_worker(args) if args.worker == "time" else _memory_worker(args, args.worker)
         print(json.dumps(result))
         return
-    settings = provenance("benchmarks/train_step.py", argv)
+    settings = provenance("python -m benchmarks.train_step", argv)
     settings |= {"cpu_bf16_flags": cpu_bf16_flags(), "threads": args.threads}
     settings["repeats"] = args.repeats
     rows = [row for setting in args.settings for row in _rows(args, setting)]

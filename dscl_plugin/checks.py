@@ -115,6 +115,19 @@ def patch_size(value: int, input_size: int) -> None:
 PATCH_PASSES = ("batched", "separate")
 
 
+def bank_size(name: str, value: int | Sequence[int]) -> tuple[int, ...]:
+    """A memory bank's size as Lightly's ``MemoryBankModule`` takes it: ``(K, D)``, or ``0``
+    / ``(0, D)`` for no bank (no entries); returns it as a tuple."""
+    size = (value,) if isinstance(value, int) else tuple(value)
+    require(
+        size == (0,) or (len(size) == 2 and min(size) >= 0),
+        name,
+        "must be (num_entries, dim) with entries >= 0, or 0 to disable the bank (as "
+        f"Lightly's MemoryBankModule), got {value}",
+    )
+    return size
+
+
 def features(name: str, x: Tensor, ndim: int) -> None:
     """An ``ndim``-D floating point feature tensor."""
     require(

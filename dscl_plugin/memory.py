@@ -61,13 +61,7 @@ class LabeledMemoryBank(MemoryBankModule):
     """
 
     def __init__(self, size: int | Sequence[int], gather_distributed: bool = False) -> None:
-        size = (size,) if isinstance(size, int) else tuple(size)
-        checks.require(
-            size == (0,) or (len(size) == 2 and min(size) >= 0),
-            "size",
-            "must be (num_entries, dim) with entries >= 0, or 0 to disable the bank (as "
-            f"Lightly's MemoryBankModule), got {size}",
-        )
+        size = checks.bank_size("size", size)
         super().__init__(size=size, gather_distributed=gather_distributed, feature_dim_first=False)
         shape = size if len(size) == 2 else (0, 0)
         self.register_buffer("bank", torch.zeros(shape), persistent=True)

@@ -3,19 +3,12 @@
 ``device`` is CPU always and CUDA where a GPU is present (skipped otherwise, as in
 Lightly's and PML's test suites), so the same test bodies run in CI on the CPU and on a
 GPU machine (``benchmarks/gpu_check.sh``). ``amp_dtype`` is None (plain float32) or the
-bf16/fp16 dtype of ``torch.autocast``. ``import_benchmark`` imports a script of
-``benchmarks/`` (a folder of scripts, not a package) by name.
+bf16/fp16 dtype of ``torch.autocast``.
 """
-
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from helpers import requires_cuda
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),
@@ -39,12 +32,3 @@ def device(request, monkeypatch) -> torch.device:
 @pytest.fixture(params=AMP_DTYPES)
 def amp_dtype(request):
     return request.param
-
-
-@pytest.fixture(scope="session")
-def import_benchmark():
-    """``import_benchmark("sweep")`` is ``benchmarks/sweep.py`` as a module, its folder on
-    ``sys.path`` as when ``python benchmarks/sweep.py`` runs."""
-    sys.path.insert(0, str(BENCHMARKS))
-    yield importlib.import_module
-    sys.path.remove(str(BENCHMARKS))

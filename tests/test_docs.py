@@ -12,7 +12,8 @@
   ``examples/train_digits_lt.py`` compose their config with the printed overrides
   (the check that runs before any training; ``--data`` on a tiny image folder where the
   docs name the reader's ``my_images``), ``dscl-compare`` plans every run; scripts
-  (``python benchmarks/...``, ``bash benchmarks/remeasure.sh``) answer ``--help`` and know
+  (``python -m benchmarks.<name>``, ``python -m tools.<name>``,
+  ``bash benchmarks/remeasure.sh``) answer ``--help`` and know
   every printed ``--flag``; and the main example trains and evaluates for 2 steps.
 """
 
@@ -248,7 +249,8 @@ def test_bash_commands_are_smoke_run_or_skipped_on_purpose():
         "dscl-eval ",
         "dscl-compare ",
         "python examples/",
-        "python benchmarks/",
+        "python -m benchmarks.",
+        "python -m tools.",
         "bash benchmarks/remeasure.sh",
     )
     unknown = [c for _, c in SMOKE if not c.startswith(runnable)]
@@ -257,7 +259,8 @@ def test_bash_commands_are_smoke_run_or_skipped_on_purpose():
 
 
 def _help(entry: str, capsys, monkeypatch) -> str:
-    """The ``--help`` text of a console script or of a script run as ``python path``."""
+    """The ``--help`` text of a console script, of a script run as ``python path`` or of a
+    module run as ``python -m name``."""
     monkeypatch.chdir(ROOT)
     if entry.endswith(".sh"):
         done = subprocess.run(["bash", entry, "--help"], capture_output=True, text=True)
@@ -267,9 +270,14 @@ def _help(entry: str, capsys, monkeypatch) -> str:
         if entry.startswith("dscl-"):
             mains = {"dscl-train": train_main, "dscl-eval": eval_main, "dscl-compare": compare_main}
             mains[entry](["--help"])
-        else:
+        elif entry.endswith(".py"):
             monkeypatch.setattr(sys, "argv", [entry, "--help"])
             runpy.run_path(str(ROOT / entry), run_name="__main__")
+        else:
+            monkeypatch.setattr(sys, "argv", [entry, "--help"])
+            for name in (entry, f"{entry}.__main__"):  # run as a fresh __main__
+                monkeypatch.delitem(sys.modules, name, raising=False)
+            runpy.run_module(entry, run_name="__main__", alter_sys=True)
     assert done.value.code in (0, None)
     return capsys.readouterr().out
 
@@ -277,7 +285,8 @@ def _help(entry: str, capsys, monkeypatch) -> str:
 @pytest.mark.parametrize("page,command", SMOKE, ids=[c[:60] for _, c in SMOKE])
 def test_bash_command_smoke_form(page, command, tmp_path, local_registry, monkeypatch, capsys):
     tokens = shlex.split(command)
-    entry = tokens[0] if tokens[0].startswith("dscl-") else tokens[1]
+    # dscl-x ..., python -m module ..., python path ..., bash path ...
+    entry = tokens[0] if tokens[0].startswith("dscl-") else tokens[2 if tokens[1] == "-m" else 1]
     if entry.endswith((".py", ".sh")):
         assert (ROOT / entry).is_file(), entry
     flags = [t.split("=")[0] for t in tokens if t.startswith("--")]

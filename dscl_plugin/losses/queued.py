@@ -30,11 +30,10 @@ class LabeledQueueLoss(nn.Module):
         checks.temperature(temperature)
         self.temperature = temperature
         self.check_finite = check_finite
+        size = checks.bank_size("memory_bank_size", memory_bank_size)
         self.memory_bank: LabeledMemoryBank | None = None
-        if memory_bank_size not in (0, (0,), [0]):
-            self.memory_bank = LabeledMemoryBank(
-                size=memory_bank_size, gather_distributed=gather_distributed
-            )
+        if size[0] > 0:  # as Lightly's losses: 0 or (0, D) entries own no bank
+            self.memory_bank = LabeledMemoryBank(size, gather_distributed)
 
     def enqueue_keys(self, query: Tensor, key: Tensor, labels: Tensor) -> None:
         """Enqueues the L2-normalised ``key`` with ``labels`` into the owned memory bank in
@@ -90,7 +89,7 @@ class LabeledQueueLoss(nn.Module):
             checks.require(
                 queue is None and queue_labels is None,
                 "queue",
-                "must not be given: this loss owns a memory bank (memory_bank_size > 0) "
+                "must not be given: this loss owns a memory bank (memory_bank_size (K, D), K > 0) "
                 "and uses its rows; pass queue=None or build the loss with memory_bank_size=0",
             )
             queue, queue_labels = self.memory_bank.get()

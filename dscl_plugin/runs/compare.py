@@ -39,7 +39,8 @@ RUNS_FILE = "runs.jsonl"
 SHARED_KEYS = ("data", "model", "optim", "probe", "eval", "trainer.epochs", "trainer.batch_size")
 # overrides the comparison sets itself, and the option that sets them
 RESERVED = {"method": "--methods", "seed": "--seeds", "output_dir": "--out"}
-# (config, resume "last" or None) -> the stage-2 metrics (None on a non-main process)
+# (config, resume "last" or None) -> the stage-2 metrics (None on a non-main process); the
+# fields of a "recorded" mapping among them join the run's record (a benchmark's extras)
 RunFunction = Callable[[Config, str | None], Mapping[str, Any] | None]
 
 
@@ -235,6 +236,7 @@ def _record(
         "output_dir": config.output_dir,
         "overrides": list(overrides),
         "method_overrides": list(planned.variant.overrides),
+        **metrics.get("recorded", {}),
         **context,
         "config": to_dict(config),
     }

@@ -353,13 +353,3 @@ def test_cli_trains_and_evaluates_a_vit_on_digits(tmp_path, capsys):
     vit = VisionTransformer(16, 4, num_layers=1, num_heads=3, hidden_dim=24, mlp_dim=96)
     missing, unexpected = vit.load_state_dict(state, strict=False)
     assert sorted(missing) == ["heads.head.bias", "heads.head.weight"] and not unexpected
-
-
-@pytest.mark.slow
-def test_vit_benchmark_quick_run(tmp_path, import_benchmark):
-    bench = import_benchmark("vit_digits_lt")
-    summary = bench.main(["--quick", "--output-dir", str(tmp_path)])
-    assert [row["method"] for row in summary] == ["supcon", "dscl", "dscl_pbsd"]
-    saved = json.loads((tmp_path / "vit_digits_lt_quick.json").read_text())
-    assert "model.backbone=vit_tiny" in saved["settings"]["vit_overrides"]
-    assert all(0.0 <= row["overall_mean"] <= 1.0 for row in summary)

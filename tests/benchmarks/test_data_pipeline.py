@@ -6,16 +6,13 @@ import json
 
 import pytest
 
+from benchmarks import data_pipeline
+
 pytest.importorskip("kornia")
 
 
-@pytest.fixture(scope="module")
-def data_pipeline(import_benchmark):
-    return import_benchmark("data_pipeline")
-
-
 @pytest.mark.slow
-def test_quick_rates(data_pipeline, tmp_path, capsys):
+def test_quick_rates(tmp_path, capsys):
     rows = data_pipeline.main(
         [
             "--quick",
@@ -41,7 +38,7 @@ def test_quick_rates(data_pipeline, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quick_epoch_timings(data_pipeline, tmp_path):
+def test_quick_epoch_timings(tmp_path):
     rows = data_pipeline.main(["--quick", "--no-rates", "--output-dir", str(tmp_path)])
     assert [r["pipeline"] for r in rows] == ["loader", "device"]
     assert all(r["steps"] == 2 and r["stage1_wall_s"] > 0 for r in rows)

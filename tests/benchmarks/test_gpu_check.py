@@ -8,6 +8,8 @@ import sys
 import pytest
 import torch
 
+from benchmarks import gpu_check, train_step
+
 LOSS_ROW = {
     "device": "cuda", "autocast": "none", "B": 256, "K": 4096, "D": 128, "dscl_ms": 1.0,
     "pml_ms": 2.0, "floor_ms": 0.5, "dscl/pml": 0.5, "dscl/floor": 2.0, "pml/floor": 4.0,
@@ -24,12 +26,7 @@ def _train_rows(channels_last, ratios):
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def gpu_check(import_benchmark):
-    return import_benchmark("gpu_check")
-
-
-def test_summary_rows_judge_every_target(gpu_check):
+def test_summary_rows_judge_every_target():
     tests = {"passed": 10, "failed": 0, "skipped": 2}
     train = _train_rows(False, (1.0, 1.04, 1.7)) + _train_rows(True, (1.0, 1.1, 1.5))
     rows = gpu_check.summary_rows(tests, [LOSS_ROW], train)
@@ -57,7 +54,7 @@ def test_summary_rows_judge_every_target(gpu_check):
 
 
 def test_main_runs_stages_merges_results_and_kills_a_stage_past_its_share(
-    gpu_check, tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys
 ):
     junit = (
         '<testsuites><testsuite tests="5" failures="0" errors="0" skipped="2">'
@@ -107,7 +104,7 @@ def test_main_runs_stages_merges_results_and_kills_a_stage_past_its_share(
     }  # fmt: skip
 
 
-def test_cuda_run_without_a_gpu_stops_at_once(gpu_check, tmp_path, monkeypatch, capsys):
+def test_cuda_run_without_a_gpu_stops_at_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert gpu_check.main([str(tmp_path / "out"), "--budget", "1"]) == 2
     assert "use --device cpu" in capsys.readouterr().err
@@ -115,14 +112,13 @@ def test_cuda_run_without_a_gpu_stops_at_once(gpu_check, tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow
-def test_train_step_parts_run_under_bf16_autocast_in_channels_last(import_benchmark):
+def test_train_step_parts_run_under_bf16_autocast_in_channels_last():
     """The flags gpu_check passes to train_step.py, on a tiny ResNet-18 setting."""
-    bench_module = import_benchmark("train_step")
-    args = bench_module._parse_args(
+    args = train_step._parse_args(
         ["--batch-size", "2", "--num-patches", "2", "--queue-size", "8", "--threads", "1",
          "--setting", "resnet18_32px", "--autocast", "bf16", "--channels-last", "--device", "cpu"]
     )  # fmt: skip
-    bench = bench_module._Bench("dscl_pbsd", "resnet18_32px", args)
+    bench = train_step._Bench("dscl_pbsd", "resnet18_32px", args)
     assert bench.view_q.is_contiguous(memory_format=torch.channels_last)
     conv = bench.model.backbone[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)

@@ -5,15 +5,11 @@ import re
 import pytest
 from helpers import CONFIGS
 
+from benchmarks import long_tail_accuracy, sweep
 from dscl_plugin.training.config import load_config
 
 
-@pytest.fixture(scope="module")
-def sweep(import_benchmark):
-    return import_benchmark("sweep")
-
-
-def test_parse_sweep(sweep):
+def test_parse_sweep():
     grid = sweep.parse_sweep(["model.alpha=0.05,0.11,0.2,0.5", "model.num_patches=1, 3,5"])
     assert grid == {
         "model.alpha": ["0.05", "0.11", "0.2", "0.5"],
@@ -34,17 +30,17 @@ def test_parse_sweep(sweep):
         ("model.alpha=0.1,0.10", "a value is repeated"),
     ],
 )
-def test_parse_sweep_rejects_bad_grids(sweep, spec, message):
+def test_parse_sweep_rejects_bad_grids(spec, message):
     with pytest.raises(ValueError, match=message):
         sweep.parse_sweep([spec])
 
 
-def test_parse_sweep_rejects_a_key_swept_twice(sweep):
+def test_parse_sweep_rejects_a_key_swept_twice():
     with pytest.raises(ValueError, match="model.alpha is swept twice"):
         sweep.parse_sweep(["model.alpha=0.1", "model.alpha=0.2"])
 
 
-def test_sweep_overrides_load_with_the_digits_config(sweep):
+def test_sweep_overrides_load_with_the_digits_config():
     path = CONFIGS / "dscl_digits_lt.yaml"  # beta: 8
     assert sweep.sweep_overrides("model.alpha", "0.2") == [
         "model.alpha=0.2",
@@ -73,7 +69,7 @@ def run(method, seed, value, overall, key="model.alpha"):
     }
 
 
-def test_summary_table_and_plot(sweep, tmp_path):
+def test_summary_table_and_plot(tmp_path):
     runs = [
         run("supcon", 0, None, 0.5),
         run("supcon", 1, None, 0.6),
@@ -108,11 +104,6 @@ def test_summary_table_and_plot(sweep, tmp_path):
     assert header.startswith("key,value,method,seeds,overall_mean")
 
 
-@pytest.fixture(scope="module")
-def long_tail_accuracy(import_benchmark):
-    return import_benchmark("long_tail_accuracy")
-
-
 @pytest.mark.parametrize(
     "grid, message",
     [
@@ -124,9 +115,12 @@ def long_tail_accuracy(import_benchmark):
         ("model.alpha=1.5", r"model.alpha: must be in \[0, 1\], got 1.5"),
     ],
 )
-def test_benchmark_rejects_bad_sweeps_before_training(long_tail_accuracy, capsys, grid, message):
+def test_benchmark_rejects_bad_sweeps_before_training(tmp_path, capsys, grid, message):
     with pytest.raises(SystemExit) as exit_info:
-        long_tail_accuracy.main(["--methods", "supcon", "dscl", "--sweep", grid])
+        long_tail_accuracy.main(
+            ["--methods", "supcon", "dscl", "--sweep", grid, "--out", str(tmp_path)]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err
+    assert list(tmp_path.iterdir()) == []

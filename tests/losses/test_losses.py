@@ -5,11 +5,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from lightly.loss import NTXentLoss
 from pytorch_metric_learning import losses as pml_losses
 from references import T, naive_contrastive, naive_pbsd
 
 from dscl_plugin.checks import alpha_from
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
+from dscl_plugin.memory import owns_queue
 
 
 def _inputs(b, k, d=6, classes=3, dtype=torch.float64, seed=0, grad=True):
@@ -210,6 +212,34 @@ def test_memory_bank_owning_loss(size):
     assert loss_fn.memory_bank.get()[0].shape[0] == 4  # wrapped: 4 slots, 6 keys seen
     with pytest.raises(ValueError, match="owns a memory bank"):
         loss_fn(q1, k1, y1, k2, y2)
+
+
+@pytest.mark.parametrize("size", [0, (0, 6), [0, 6]])
+@pytest.mark.parametrize("loss_cls", [DSCLLoss, SupConLoss])
+def test_a_bank_of_no_entries_is_none_and_a_passed_queue_is_used(loss_cls, size):
+    """``0`` and ``(0, D)`` disable the bank, as ``NTXentLoss(memory_bank_size=(0, D))``."""
+    assert NTXentLoss(memory_bank_size=size).memory_bank.size[0] == 0
+    loss_fn = loss_cls(temperature=T, memory_bank_size=size)
+    assert loss_fn.memory_bank is None and not owns_queue(loss_fn)
+    q, k, y, queue, queue_labels = _inputs(4, 5, seed=12)
+    got = loss_fn(q, k, y, queue, queue_labels)
+    alpha = getattr(loss_fn, "alpha", None)
+    torch.testing.assert_close(got, naive_contrastive(q, k, y, queue, queue_labels, alpha))
+
+
+@pytest.mark.parametrize("size", [(4, 6), [4, 6]])
+def test_a_bank_of_entries_refuses_a_passed_queue(size):
+    loss_fn = DSCLLoss(memory_bank_size=size)
+    assert loss_fn.memory_bank.size == (4, 6) and owns_queue(loss_fn)
+    q, k, y, queue, queue_labels = _inputs(3, 2, seed=13)
+    with pytest.raises(ValueError, match=r"queue must not be given: this loss owns a memory"):
+        loss_fn(q, k, y, queue, queue_labels)
+
+
+@pytest.mark.parametrize("size", [8, (8,), (8, 6, 2), (-1, 6)])
+def test_a_bank_size_without_its_dimension_names_the_argument(size):
+    with pytest.raises(ValueError, match=r"^memory_bank_size must be \(num_entries, dim\)"):
+        DSCLLoss(memory_bank_size=size)
 
 
 def test_supcon_memory_bank():

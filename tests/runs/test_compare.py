@@ -382,3 +382,13 @@ def test_out_naming_a_file_is_refused_in_one_line(tmp_path, capsys):
         f"dscl-compare: config error: --out '{out}' is a file: --out must be a folder (of "
         "runs and report).\n"
     )
+
+
+def test_the_fields_a_run_function_records_join_its_record(tmp_path):
+    def run(config, resume):
+        return {**FakeRun()(config, resume), "recorded": {"loss_pbsd": 0.25 * config.seed}}
+
+    records = _compare(tmp_path / "cmp", run)
+    assert [r["loss_pbsd"] for r in records] == [0.0, 0.0, 0.25, 0.25]
+    assert [r["loss_pbsd"] for r in read_records(tmp_path / "cmp" / "runs.jsonl")] == [
+        0.0, 0.0, 0.25, 0.25]  # fmt: skip

@@ -1,52 +1,48 @@
-"""benchmarks/render_docs.py: every measured table of README.md and docs/*.md is its
-rendering from the committed result files; a changed result row, an edited table or a
-misplaced marker is caught; a file that remeasure.sh writes fills its block."""
+"""tools/render_docs/pages.py (and the tool's command line): every measured table of
+README.md and docs/*.md is its rendering from the committed result files; a changed result
+row, an edited table or a misplaced marker is caught; a file that remeasure.sh writes fills
+its block."""
 
 import json
 import shutil
 
 import pytest
+from helpers import ROOT
 
-
-@pytest.fixture(scope="module")
-def render_docs(import_benchmark):
-    return import_benchmark("render_docs")
+from tools.render_docs import pages
+from tools.render_docs.__main__ import main
+from tools.render_docs.blocks import BLOCKS
+from tools.render_docs.results import RESULTS
 
 
 @pytest.fixture
-def copy(render_docs, tmp_path):
+def copy(tmp_path):
     """The pages and the result files, copied into a repository root of their own."""
     root = tmp_path / "repo"
-    for page in render_docs.pages(render_docs.REPO):
-        target = root / page.relative_to(render_docs.REPO)
+    for page in pages.pages(ROOT):
+        target = root / page.relative_to(ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(page, target)
-    shutil.copytree(render_docs.REPO / render_docs.RESULTS, root / render_docs.RESULTS)
+    shutil.copytree(ROOT / RESULTS, root / RESULTS)
     return root
 
 
-def _results(root, render_docs):
-    return root / render_docs.RESULTS
+def test_the_committed_pages_are_their_rendering():
+    assert pages.differing_blocks(ROOT) == []
 
 
-def test_the_committed_pages_are_their_rendering(render_docs):
-    assert render_docs.differing_blocks(render_docs.REPO) == []
-
-
-def test_only_blocks_made_by_remeasure_may_lack_their_files(render_docs):
-    results = _results(render_docs.REPO, render_docs)
+def test_only_blocks_made_by_remeasure_may_lack_their_files():
+    results = ROOT / RESULTS
     missing = [
         name
-        for name, block in render_docs.BLOCKS.items()
+        for name, block in BLOCKS.items()
         if not all((results / source).is_file() for source in block.sources)
     ]
-    assert all(render_docs.BLOCKS[name].made_by for name in missing), missing
+    assert all(BLOCKS[name].made_by for name in missing), missing
 
 
-def test_a_changed_result_row_fails_the_check_until_the_pages_are_rendered(
-    render_docs, copy, capsys
-):
-    runs = _results(copy, render_docs) / "long_tail_accuracy_fashion_mnist_lt_runs.jsonl"
+def test_a_changed_result_row_fails_the_check_until_the_pages_are_rendered(copy, capsys):
+    runs = copy / RESULTS / "long_tail_accuracy_fashion_mnist_lt_runs.jsonl"
     lines = runs.read_text().splitlines()
     records = [json.loads(line) for line in lines]
     index = max(  # the record read_runs keeps for SupCon, rho 100, seed 0
@@ -57,43 +53,43 @@ def test_a_changed_result_row_fails_the_check_until_the_pages_are_rendered(
     records[index]["overall"] = 0.9
     runs.write_text("".join(json.dumps(r) + "\n" for r in records))
 
-    assert render_docs.main(["--check", "--root", str(copy)]) == 1
+    assert main(["--check", "--root", str(copy)]) == 1
     out = capsys.readouterr().out
     assert "differs from its result file: README.md: fashion-mnist-lt-rho100" in out
     assert "differs from its result file: docs/results.md: fashion-mnist-lt-ablation" in out
     assert "fashion-mnist-lt-rho10\n" not in out  # rho 10 rows are untouched
 
-    assert render_docs.main(["--root", str(copy)]) == 0
-    assert render_docs.main(["--check", "--root", str(copy)]) == 0
+    assert main(["--root", str(copy)]) == 0
+    assert main(["--check", "--root", str(copy)]) == 0
     assert "| SupCon | 1 | 90.0 | 86.5 |" in (copy / "docs" / "results.md").read_text()
 
 
-def test_a_table_edited_on_its_page_fails_the_check(render_docs, copy, capsys):
+def test_a_table_edited_on_its_page_fails_the_check(copy, capsys):
     page = copy / "docs" / "compare.md"
     text = page.read_text()
     assert "| SupCon | 3 | 89.9 ± 2.8 |" in text
     page.write_text(text.replace("| SupCon | 3 | 89.9 ± 2.8 |", "| SupCon | 3 | 91.9 ± 2.8 |"))
-    assert render_docs.main(["--check", "--root", str(copy)]) == 1
+    assert main(["--check", "--root", str(copy)]) == 1
     assert "docs/compare.md: compare-digits-lt" in capsys.readouterr().out
 
 
-def test_markers_name_known_blocks_each_on_one_page(render_docs, copy):
+def test_markers_name_known_blocks_each_on_one_page(copy):
     readme = copy / "README.md"
     text = readme.read_text()
     unknown = text.replace("rendered: quickstart-output", "rendered: no-such-block")
     readme.write_text(unknown)
     with pytest.raises(ValueError, match="unknown rendered block"):
-        render_docs.render_pages(copy)
-    readme.write_text(text.replace(render_docs.END.format("quickstart-output"), ""))
+        pages.render_pages(copy)
+    readme.write_text(text.replace(pages.END.format("quickstart-output"), ""))
     with pytest.raises(ValueError, match="a marker without its pair"):
-        render_docs.render_pages(copy)
-    begin = render_docs.BEGIN.format("digits-lt")
-    end = render_docs.END.format("digits-lt")
+        pages.render_pages(copy)
+    begin = pages.BEGIN.format("digits-lt")
+    end = pages.END.format("digits-lt")
     readme.write_text(f"{text}\n{begin}\n{end}\n")
     with pytest.raises(ValueError, match="'digits-lt': 2"):
-        render_docs.render_pages(copy)
+        pages.render_pages(copy)
     readme.write_text(f"{text}\n```text\n{begin}\n{end}\n```\n")  # shown in code: ignored
-    assert render_docs.render_pages(copy)
+    assert pages.render_pages(copy)
 
 
 def _metrics(overall):
@@ -117,8 +113,8 @@ SETTINGS = {
 }
 
 
-def test_the_files_remeasure_writes_fill_their_blocks(render_docs, copy):
-    results = _results(copy, render_docs)
+def test_the_files_remeasure_writes_fill_their_blocks(copy):
+    results = copy / RESULTS
     (results / "quickstart_digits_lt.json").write_text(
         json.dumps({"settings": SETTINGS, "metrics": _metrics(0.92)})
     )
@@ -130,15 +126,17 @@ def test_the_files_remeasure_writes_fill_their_blocks(render_docs, copy):
         json.dumps(record | {"method": "supcon", "overall": 0.8370}) + "\n"
         + json.dumps(record | {"method": "dscl", "label": "DSCL", "overall": 0.8450}) + "\n"
     )  # fmt: skip
-    assert render_docs.main(["--root", str(copy)]) == 0
+    assert main(["--root", str(copy)]) == 0
     readme = (copy / "README.md").read_text()
     assert "linear_probe/overall             92.00%" in readme
     assert "`benchmarks/results/quickstart_digits_lt.json`; commit `0123456`" in readme
     assert (
         "load average 0.3 (1 min) at the start, 1.0 at the end. The whole run took 42 s" in readme
     )
-    assert "**Reproduced at `0123456`**" in readme
-    assert "SupCon 83.7 (seed 0 then 83.8; old seeds 83.4–83.8: within their range)" in readme
-    assert "DSCL 84.5 (seed 0 then 83.7; old seeds 83.6–83.8: outside their range)" in readme
+    assert "**Rerun at `0123456`**" in readme
+    assert "SupCon 83.7 (seed 0 then 83.8: -0.1; old seeds 83.4–83.8: within their range)" in readme
+    assert "DSCL 84.5 (seed 0 then 83.7: +0.8; old seeds 83.6–83.8: outside their range)" in readme
+    # DSCL - SupCon +0.8 against the old seeds' +0.1 ± 0.2
+    assert "overall against SupCon: DSCL +0.8, not all inside the old seeds' paired mean" in readme
     assert "load average 0.4 (1 min, as each run started)" in readme
-    assert render_docs.main(["--check", "--root", str(copy)]) == 0
+    assert main(["--check", "--root", str(copy)]) == 0
