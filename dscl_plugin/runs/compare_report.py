@@ -37,7 +37,11 @@ def summary_table(records: Sequence[Mapping[str, Any]], variants: Sequence[Varia
 
 def empty_groups(record: Mapping[str, Any]) -> dict[str, str]:
     """The shot groups of ``record``'s training set that hold no class, each with why:
-    the reason its ``metrics.json`` gave, else the threshold no class meets."""
+    the reason its ``metrics.json`` gave, else the threshold no class meets (a record
+    without its config, as a benchmark's, has only the reasons it gives)."""
+    given = record.get("empty_groups") or {}
+    if "config" not in record:
+        return dict(given)
     config = record["config"]["eval"]
     many, few = config["many_threshold"], config["few_threshold"]
     groups = shot_groups(record["class_counts"], many, few)
@@ -46,7 +50,6 @@ def empty_groups(record: Mapping[str, Any]) -> dict[str, str]:
         "medium": f"no class has {few} to {many} training images",
         "few": f"no class has fewer than {few} training images",
     }
-    given = record.get("empty_groups") or {}
     return {g: given.get(g) or rules[g] for g in SHOTS if not groups[g]}
 
 
