@@ -17,6 +17,7 @@ LAYERS = (
     ("pml", "namespaces"),
     ("evaluation",),
     ("training",),
+    ("methods",),
     ("runs",),
     ("cli",),
 )  # fmt: skip

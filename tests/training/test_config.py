@@ -226,7 +226,7 @@ def test_all_problems_reported_together():
 
 
 def _method_error(*overrides, path=DIGITS) -> str:
-    from dscl_plugin.training.methods import check_method
+    from dscl_plugin.methods import check_method
 
     config = load_config(path, overrides)  # schema checks pass: the method's rules come later
     with pytest.raises(ConfigError) as info:
