@@ -11,7 +11,7 @@ from typing import Any
 
 from dscl_plugin._version import __version__
 from dscl_plugin.backbones import build_backbone
-from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
+from dscl_plugin.losses import DSCLLoss, KCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
 from dscl_plugin.models import DSCLModel, SupConModel
 from dscl_plugin.namespaces import register_library_names
@@ -44,6 +44,7 @@ __all__ = [
     "DSCLLoss",
     "DSCLModel",
     "DSCLTransform",
+    "KCLLoss",
     "LabeledMemoryBank",
     "PBSDLoss",
     "PatchViewCollate",

@@ -30,7 +30,7 @@ def expose(namespace: ModuleType, obj: type) -> bool:
 
 
 def register_library_names() -> list[str]:
-    """Exposes ``DSCLLoss``, ``PBSDLoss``, ``SupConLoss`` in ``lightly.loss``,
+    """Exposes ``DSCLLoss``, ``KCLLoss``, ``PBSDLoss``, ``SupConLoss`` in ``lightly.loss``,
     ``DSCLTransform`` in ``lightly.transforms``, the PML ``DSCLLoss`` and
     ``DSCLCrossBatchMemory`` in ``pytorch_metric_learning.losses`` and ``DSCLMiner`` in
     ``pytorch_metric_learning.miners`` (:func:`expose`); returns the qualified names that
@@ -41,6 +41,7 @@ def register_library_names() -> list[str]:
     from pytorch_metric_learning import miners as pml_miners
 
     from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
+    from dscl_plugin.losses.kcl import KCLLoss
     from dscl_plugin.losses.pbsd import PBSDLoss
     from dscl_plugin.pml.loss import DSCLLoss as PMLDSCLLoss
     from dscl_plugin.pml.memory import DSCLCrossBatchMemory
@@ -49,6 +50,7 @@ def register_library_names() -> list[str]:
 
     entries = [
         (lightly.loss, DSCLLoss),
+        (lightly.loss, KCLLoss),
         (lightly.loss, PBSDLoss),
         (lightly.loss, SupConLoss),
         (lightly.transforms, DSCLTransform),

@@ -14,12 +14,13 @@ from pytorch_metric_learning import miners as pml_miners
 
 import dscl_plugin
 from dscl_plugin import pml
-from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
+from dscl_plugin.losses import DSCLLoss, KCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.namespaces import expose, register_library_names
 from dscl_plugin.transforms import DSCLTransform
 
 REGISTERED = [
     (lightly.loss, DSCLLoss),
+    (lightly.loss, KCLLoss),
     (lightly.loss, PBSDLoss),
     (lightly.loss, SupConLoss),
     (lightly.transforms, DSCLTransform),

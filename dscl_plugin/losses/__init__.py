@@ -1,7 +1,9 @@
 """Lightly-style losses: :class:`DSCLLoss` and :class:`SupConLoss` (:mod:`.contrastive`),
-:class:`PBSDLoss` (:mod:`.pbsd`)."""
+:class:`KCLLoss` (:mod:`.kcl`), :class:`PBSDLoss` (:mod:`.pbsd`), and their base for a
+labelled queue (:mod:`.labeled`)."""
 
 from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
+from dscl_plugin.losses.kcl import KCLLoss
 from dscl_plugin.losses.pbsd import PBSDLoss
 
-__all__ = ["DSCLLoss", "PBSDLoss", "SupConLoss"]
+__all__ = ["DSCLLoss", "KCLLoss", "PBSDLoss", "SupConLoss"]
