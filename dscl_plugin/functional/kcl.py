@@ -61,7 +61,8 @@ def kcl_cross_entropy(
         query: (B, D) online features (normalised here).
         key: (B, D) keys of the other view (normalised here).
         queue: (K, D) queue rows (K may be 0), normalised here unless
-            ``queue_normalized``.
+            ``queue_normalized`` (then copied, unless it needs a gradient: the backward
+            pass needs them as they are now).
         queue_positives: (B, K) bool, each anchor's class positives in the queue.
         temperature: T > 0.
 
@@ -69,7 +70,10 @@ def kcl_cross_entropy(
       ICLR 2021, https://openreview.net/forum?id=OqtLIabPTit
     """
     query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
-    queue = queue if queue_normalized else F.normalize(queue, dim=1)
+    if not queue_normalized:
+        queue = F.normalize(queue, dim=1)
+    elif not queue.requires_grad:  # a memory bank's rows, enqueued before the backward pass
+        queue = queue.clone()
     own = (query * key).sum(dim=1, keepdim=True)
     log_prob = (torch.cat([own, query @ queue.T], dim=1) / temperature).log_softmax(dim=1)
     positives = queue_positives.to(log_prob.dtype)

@@ -21,7 +21,7 @@ Examples:
     >>> @register_method("my_method")
     ... class MyMethod(DSCLMethod): ...
     >>> available_methods()
-    ['dscl', 'my_method', 'supcon']
+    ['dscl', 'kcl', 'my_method', 'supcon']
 """
 
 import importlib

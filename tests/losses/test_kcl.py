@@ -108,8 +108,9 @@ def test_an_owned_queue_enqueues_after_the_loss_and_bad_inputs_are_named():
     first = loss_fn(query, key, labels)
     assert first.item() == 0.0  # the queue was empty for this step
     assert int(loss_fn.memory_bank.num_filled) == 4
-    second = loss_fn(query, key, labels)
+    second = loss_fn(query, key, labels)  # the keys enqueued again before the backward
     assert math.isfinite(second.item()) and second.item() > 0
+    second.backward()
     with pytest.raises(ValueError, match="num_positive must be an int >= 0, got -1"):
         KCLLoss(num_positive=-1)
     with pytest.raises(TypeError, match="KCLLoss takes loss.query, key, labels.*no PML form"):
