@@ -179,14 +179,18 @@ def raw_pixel_metrics(config: Config) -> dict[str, Any]:
 
 
 def last_epoch_losses(config: Config) -> dict[str, float | None]:
-    """Mean ``loss_dscl`` and ``loss_pbsd`` over the last epoch's logged steps of a run."""
+    """Mean contrastive term (``loss_dscl``, SupCon's ``loss_supcon``), recorded as
+    ``loss_dscl``, and ``loss_pbsd`` (0 when not logged) over the last epoch's logged steps
+    of a run."""
     with open(RunFolder.of(config).logs / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("loss_dscl")]
+        rows = [r for r in csv.DictReader(f) if r.get("loss_dscl") or r.get("loss_supcon")]
     last = [r for r in rows if r["epoch"] == rows[-1]["epoch"]] if rows else []
-    return {
-        key: statistics.fmean(float(r[key]) for r in last) if last else None
-        for key in ("loss_dscl", "loss_pbsd")
-    }
+
+    def mean(*names: str) -> float | None:
+        values = [float(next((r[n] for n in names if r.get(n)), 0)) for r in last]
+        return statistics.fmean(values) if values else None
+
+    return {"loss_dscl": mean("loss_dscl", "loss_supcon"), "loss_pbsd": mean("loss_pbsd")}
 
 
 def run(config: Config, resume: str | None) -> dict[str, Any] | None:

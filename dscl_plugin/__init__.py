@@ -11,7 +11,7 @@ from typing import Any
 
 from dscl_plugin._version import __version__
 from dscl_plugin.backbones import build_backbone
-from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
+from dscl_plugin.losses import DSCLLoss, KCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
 from dscl_plugin.models import DSCLModel, SupConModel
 from dscl_plugin.namespaces import register_library_names
@@ -25,11 +25,11 @@ _TRAINING_NAMES = ("available_methods", "build_method", "register_method")
 def __getattr__(name: str) -> Any:
     """The training names, imported lazily (they load PyTorch Lightning)."""
     if name == "build_method":
-        from dscl_plugin.training.methods import build_method
+        from dscl_plugin.methods import build_method
 
         return build_method
     if name in _TRAINING_NAMES:
-        import dscl_plugin.training.methods  # noqa: F401  (registers the built-in methods)
+        import dscl_plugin.methods  # noqa: F401  (registers the built-in methods)
         from dscl_plugin.training import registry
 
         return getattr(registry, name)
@@ -44,6 +44,7 @@ __all__ = [
     "DSCLLoss",
     "DSCLModel",
     "DSCLTransform",
+    "KCLLoss",
     "LabeledMemoryBank",
     "PBSDLoss",
     "PatchViewCollate",

@@ -159,8 +159,8 @@ def test_eval_of_a_missing_checkpoint_gives_the_dscl_train_command_that_writes_i
 
 def fake_training_checkpoint(tmp_path, config_name, *overrides):
     """A ``last.ckpt`` as dscl-train writes it (untrained weights, saved config)."""
+    from dscl_plugin.methods import build_method
     from dscl_plugin.training.config import load_config, to_dict, to_yaml
-    from dscl_plugin.training.methods import build_method
 
     run = tmp_path / config_name.split("_")[0]
     config = load_config(CONFIGS / config_name, [*overrides, f"output_dir={run}"])

@@ -113,8 +113,11 @@ def _run_python_blocks(path: Path) -> list:
 @pytest.fixture
 def local_registry(monkeypatch):
     """Methods registered by a docs block stay local to the test."""
-    importlib.import_module("dscl_plugin.training.methods")  # built-ins registered before the copy
+    importlib.import_module("dscl_plugin.methods")  # built-ins registered before the copy
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+
+
+SHOTS = ("overall", "many", "medium", "few")
 
 
 def _finite(value) -> bool:
@@ -136,7 +139,10 @@ EXPECTED = {
         lambda ns: _finite(ns["loss"]),
         lambda ns: _finite(torch.tensor(ns["history"])) and 0 <= ns["after"] <= 1,
     ],
-    "docs/configs.md": [lambda ns: "my_dscl" in registry.available_methods()],
+    "docs/methods.md": [
+        lambda ns: "batch_supcon" in registry.available_methods(),
+        lambda ns: set(ns["metrics"]["own_classifier"]) == {"label", *SHOTS},
+    ],
     "docs/vit.md": [lambda ns: _finite(ns["out"]["loss"]) and ns["backbone"].feature_dim == 96],
 }
 
@@ -311,8 +317,8 @@ def test_bash_command_smoke_form(page, command, tmp_path, local_registry, monkey
             config, overrides = _with_data(
                 data, config if "--config" in tokens else None, overrides
             )
-        if "--import" in tokens:  # the module docs/configs.md tells the reader to save
-            block = next(b for b in _fenced((ROOT / "docs/configs.md").read_text(), "python"))
+        if "--import" in tokens:  # the module docs/methods.md tells the reader to save
+            block = next(b for b in _fenced((ROOT / "docs/methods.md").read_text(), "python"))
             (tmp_path / "my_method.py").write_text(block)
             monkeypatch.syspath_prepend(str(tmp_path))
             importlib.import_module(tokens[tokens.index("--import") + 1])

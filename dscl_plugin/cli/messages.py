@@ -158,7 +158,7 @@ def report_errors(
     for checkpoint errors, a non-finite loss and OS errors (``on_os_error`` says what the
     path and the fix are), 130 for Ctrl-C (``on_interrupt`` says how to go on); 0 when
     ``body`` returns."""
-    from dscl_plugin.training.methods import NonFiniteLossError
+    from dscl_plugin.methods import NonFiniteLossError
 
     try:
         with config_notes(prog):

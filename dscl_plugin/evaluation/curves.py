@@ -1,11 +1,13 @@
 """``curves.png``: a run's training curves against epoch, read from its CSV log
-(``logs/metrics.csv``): the loss terms, the learning rate, the queue fill and the
-online kNN accuracy by shot group (``monitor/knn_*``).
+(``logs/metrics.csv``): the loss and every term the method logs (``loss_<term>``), the
+learning rate, the queue fill and the online kNN accuracy by shot group
+(``monitor/knn_*``).
 
-The log holds step rows (``loss_step``, ``loss_dscl``, ``loss_pbsd``, ``lr``,
-``queue_fill``) and one row per epoch end (``loss_epoch``, ``monitor/...``), each with its
-``epoch`` and global ``step``. A resumed run continues the file and logs again the steps
-after its checkpoint; the later value of a step wins, so the curve stays one line.
+The log holds step rows (``loss_step``, the terms such as ``loss_dscl`` and
+``loss_pbsd``, ``lr``, ``queue_fill``) and one row per epoch end (``loss_epoch``,
+``monitor/...``), each with its ``epoch`` and global ``step``. A resumed run continues
+the file and logs again the steps after its checkpoint; the later value of a step wins,
+so the curve stays one line.
 """
 
 import csv
@@ -78,18 +80,22 @@ def _per_epoch(steps: dict[int, tuple[int, float]], scale: float = 1.0) -> Serie
     return [float(x) for x, _ in points], [y for _, y in points]
 
 
+def loss_terms(rows: Sequence[Mapping[str, str]]) -> list[str]:
+    """The loss terms a log holds: its ``loss_*`` columns other than Lightning's
+    ``loss_step`` and ``loss_epoch`` (the total), in the log's order."""
+    columns = dict.fromkeys(key for row in rows for key in row)
+    return [k for k in columns if k.startswith("loss_") and k not in ("loss_step", "loss_epoch")]
+
+
 def training_curves(rows: Sequence[Mapping[str, str]]) -> list[Panel]:
-    """The four panels of ``curves.png`` from a run's CSV log rows: loss terms (per step
-    and the epoch mean), learning rate, queue fill (%), online kNN top-1 (%) by shot
-    group. A series with no logged value is left out (e.g. ``loss_pbsd`` of SupCon,
-    which is always 0, or the few-shot group of a data set without few-shot classes)."""
+    """The four panels of ``curves.png`` from a run's CSV log rows: the total loss and
+    each of :func:`loss_terms` (per step, under its own name) and the epoch mean,
+    learning rate, queue fill (%), online kNN top-1 (%) by shot group. A series with
+    no logged value other than 0 is left out (e.g. a term that is always 0, or the
+    few-shot group of a data set without few-shot classes)."""
     ends = _epoch_ends(rows)
     loss = Panel("Training loss", "loss (nats)")
-    for key, label in (
-        ("loss_step", "total (per step)"),
-        ("loss_dscl", "contrastive term (DSCL or SupCon)"),
-        ("loss_pbsd", "PBSD term"),
-    ):
+    for key, label in (("loss_step", "total (per step)"), *((t, t) for t in loss_terms(rows))):
         steps = _values(rows, key)
         if steps and any(value != 0 for _, value in steps.values()):
             loss.series[label] = _to_epochs(steps, ends)

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from dscl_plugin.errors import ConfigError
+from dscl_plugin.methods import check_method
 from dscl_plugin.runs import pipeline
 from dscl_plugin.runs.compare_report import summary_table, verdict_lines, write_report
-from dscl_plugin.runs.folder import RunFolder, changed_settings
+from dscl_plugin.runs.folder import RunFolder, changed_settings, method_options_key
 from dscl_plugin.runs.provenance import load_average, machine_description, package_stamp
 from dscl_plugin.runs.records import append_record, claim, locked, read_records
 from dscl_plugin.runs.variants import Variant, resolve_variants
 from dscl_plugin.training.config import load_config, to_dict
-from dscl_plugin.training.methods import check_method
 from dscl_plugin.training.registry import available_methods, load_plugins
 from dscl_plugin.training.schema import Config
 
@@ -111,7 +111,8 @@ def _check_recorded(plan: Iterable[PlannedRun], recorded: Mapping[tuple, dict], 
         record = recorded.get((planned.variant.name, planned.seed))
         if record is None:
             continue
-        changes = changed_settings(record["config"], planned.config, SHARED_KEYS)
+        keys = (*SHARED_KEYS, method_options_key(planned.config))
+        changes = changed_settings(record["config"], planned.config, keys)
         if changes:
             key, old, new = changes[0]
             more = f" (+{len(changes) - 1} more)" if len(changes) > 1 else ""

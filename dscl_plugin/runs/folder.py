@@ -2,9 +2,10 @@
 with a run, and the checks of a config against them.
 
 ``output_dir/`` holds ``config.yaml`` (the merged config), ``checkpoints/last.ckpt`` (and
-``last.prev.ckpt``), ``logs/metrics.csv``, ``backbone.pt`` and ``curves.png`` once stage 1
-has finished and the stage-2 results (``metrics.json``, ``per_class_accuracy.png``). A
-checkpoint scored from elsewhere gets its results in ``<checkpoint stem>_eval/`` beside it.
+``last.prev.ckpt``), ``logs/metrics.csv``, ``backbone.pt`` (and a method's own classifier,
+``classifier.pt``) and ``curves.png`` once stage 1 has finished and the stage-2 results
+(``metrics.json``, ``per_class_accuracy.png``). A checkpoint scored from elsewhere gets
+its results in ``<checkpoint stem>_eval/`` beside it.
 """
 
 from collections.abc import Iterable
@@ -21,11 +22,17 @@ from dscl_plugin.training.schema import Config
 Resume = None | bool | str | Path
 
 # settings a resumed run must share with its checkpoint (others, e.g. num_workers, may
-# change; trainer.epochs may grow, which extends the run)
+# change; trainer.epochs may grow, which extends the run), and the method's options
 RESUME_KEYS = ("method", "data", "model", "optim", "seed", "trainer.batch_size")
 RESUME_FREE = ("data.root", "data.download")
-# settings that make a training checkpoint the model it is (model.init_from only started it)
+# settings that make a training checkpoint the model it is (model.init_from only started
+# it), and the method's options
 MODEL_KEYS = ("method", "model")
+
+
+def method_options_key(config: Config) -> str:
+    """The config key of the options of the run's method (other methods' do not count)."""
+    return f"method_options.{config.method}"
 
 
 # the files of a run, relative to its folder
@@ -36,6 +43,7 @@ LAYOUT = {
     "logs": "logs",
     "backbone": "backbone.pt",
     "curves": "curves.png",
+    "classifier": "classifier.pt",
 }
 
 
@@ -43,7 +51,8 @@ LAYOUT = {
 class RunFolder:
     """The files of the run in ``root`` (a config's ``output_dir``), as :data:`LAYOUT`
     places them: ``config_file``, ``checkpoints`` (the folder), ``last_checkpoint``,
-    ``logs`` (the folder of ``metrics.csv``), ``backbone`` and ``curves``."""
+    ``logs`` (the folder of ``metrics.csv``), ``backbone``, ``curves`` and ``classifier``
+    (a method's own classifier)."""
 
     root: Path
     config_file: Path = field(init=False)
@@ -52,6 +61,7 @@ class RunFolder:
     logs: Path = field(init=False)
     backbone: Path = field(init=False)
     curves: Path = field(init=False)
+    classifier: Path = field(init=False)
 
     def __post_init__(self) -> None:
         for name, relative in LAYOUT.items():
@@ -136,12 +146,12 @@ def check_resume_config(config: Config, path: Path) -> None:
     so a corrupt checkpoint fails here, naming it).
 
     Raises:
-        ConfigError: a setting of :data:`RESUME_KEYS` differs, or ``trainer.epochs`` shrank.
+        ConfigError: a setting of :data:`RESUME_KEYS` or an option of the method differs,
+            or ``trainer.epochs`` shrank.
     """
     saved = saved_config(path)
-    changes = [
-        f"{k}: {old!r} -> {new!r}" for k, old, new in changed_settings(saved, config, RESUME_KEYS)
-    ]
+    keys = (*RESUME_KEYS, method_options_key(config))
+    changes = [f"{k}: {old!r} -> {new!r}" for k, old, new in changed_settings(saved, config, keys)]
     old_epochs, new_epochs = _lookup(saved, "trainer.epochs"), config.trainer.epochs
     if old_epochs is not None and new_epochs < old_epochs:
         changes.append(
@@ -173,9 +183,11 @@ def check_checkpoint_config(
     line naming each difference and the fix.
 
     Raises:
-        ConfigError: ``method`` or a ``model.*`` setting differs from the checkpoint's.
+        ConfigError: ``method``, a ``model.*`` setting or an option of the method differs
+            from the checkpoint's.
     """
-    changes = changed_settings(saved, config, MODEL_KEYS, free=("model.init_from",))
+    keys = (*MODEL_KEYS, method_options_key(config))
+    changes = changed_settings(saved, config, keys, free=("model.init_from",))
     if not changes:
         return
     shown = [f"{k} is {old!r} there, the config asks for {new!r}" for k, old, new in changes[:3]]

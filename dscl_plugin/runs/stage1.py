@@ -4,7 +4,8 @@ Writes ``output_dir/checkpoints/last.ckpt`` every epoch (and every
 ``trainer.checkpoint_every_n_steps`` steps; atomically, keeping the previous one as
 ``last.prev.ckpt``), one CSV log ``output_dir/logs/metrics.csv`` (continued by a resumed
 run; with the online kNN of ``monitor``), ``output_dir/config.yaml`` and finally the
-online backbone to ``output_dir/backbone.pt`` and ``output_dir/curves.png``
+online backbone to ``output_dir/backbone.pt`` (a method's own classifier to
+``output_dir/classifier.pt``) and ``output_dir/curves.png``
 (:class:`~dscl_plugin.runs.folder.RunFolder`).
 """
 
@@ -16,8 +17,10 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import Logger
 
 from dscl_plugin.backbones.weights import export_backbone
+from dscl_plugin.data.base import ImageDataset
 from dscl_plugin.errors import ConfigError
-from dscl_plugin.files import writing
+from dscl_plugin.files import atomic_save, writing
+from dscl_plugin.methods import Method, build_method
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import Resume, RunFolder, resolve_resume
 from dscl_plugin.runs.monitoring import monitor_callbacks, write_curves
@@ -25,7 +28,6 @@ from dscl_plugin.training.config import to_yaml
 from dscl_plugin.training.data import DeviceTrainingData, TrainingData
 from dscl_plugin.training.data_fit import shot_group_note, tell, training_notes
 from dscl_plugin.training.lightning_adapters import expected_fit_warnings
-from dscl_plugin.training.methods import ContrastiveMethod, build_method
 from dscl_plugin.training.schema import Config
 from dscl_plugin.training.trainer import build_trainer
 
@@ -38,21 +40,23 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
-def training_data(config: Config, method: ContrastiveMethod) -> TrainingData:
-    """The training set of ``config.data`` as ``method``'s views, in batches of
-    ``trainer.batch_size / (devices x num_nodes)`` per process: made by the loader
-    (``data.pipeline: loader``, the method's ``train_transform()`` and ``collate_fn()``)
-    or on the training device from the method's ``view_options()`` (``device``).
+def training_data(config: Config, method: Method, dataset: ImageDataset) -> TrainingData:
+    """The training set ``dataset`` (of ``config.data``, no transform) as ``method``'s
+    views, in batches of ``trainer.batch_size / (devices x num_nodes)`` per process: made
+    by the loader (``data.pipeline: loader``, the method's ``train_transform()`` and
+    ``collate_fn()``) or on the training device from the method's ``view_options()``
+    (``device``).
 
     Warns :class:`~dscl_plugin.errors.ConfigNote` where the config does not fit the
     training set (:mod:`dscl_plugin.training.data_fit`).
 
     Raises:
-        ConfigError: the data are not found, or the batch is larger than the training set.
+        ConfigError: the batch is larger than the training set.
     """
     t = config.trainer
     on_device = config.data.pipeline == "device"
-    dataset = build_dataset_split(config, "train", None if on_device else method.train_transform())
+    if not on_device:
+        dataset.transform = method.train_transform()
     counts = dataset.class_counts
     tell([*training_notes(config, counts), shot_group_note(config, counts)])
     processes = t.devices * t.num_nodes
@@ -72,7 +76,7 @@ def train(
     resume: Resume = None,
     callbacks: Iterable[pl.Callback] = (),
     loggers: Iterable[Logger] = (),
-) -> ContrastiveMethod | None:
+) -> Method | None:
     """Stage 1. Returns the trained module on the global-zero process, None on the others.
 
     ``resume``: None for a fresh run, True/"last" for ``output_dir/checkpoints/last.ckpt``,
@@ -86,8 +90,9 @@ def train(
     folder = RunFolder.of(config)
     ckpt_path = resolve_resume(config, resume)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = build_method(config)
-    data = training_data(config, module)
+    dataset = build_dataset_split(config, "train", None)
+    module = build_method(config, dataset.class_counts)
+    data = training_data(config, module, dataset)
     callbacks = [*callbacks, *monitor_callbacks(config)]
     trainer = build_trainer(config, folder.checkpoints, folder.logs, data, callbacks, loggers)
     if trainer.is_global_zero:
@@ -106,5 +111,7 @@ def train(
     if not trainer.is_global_zero:
         return None
     export_backbone(module.backbone, config.model.backbone, folder.backbone)
+    if module.own_classifier is not None:
+        atomic_save(module.own_classifier.state_dict(), folder.classifier)
     write_curves(config)
     return module

@@ -1,5 +1,7 @@
 """Stage 2 of a run: the frozen online backbone (BN in eval mode) scored by a
-class-balanced linear probe and kNN retrieval: extract features -> score -> report.
+class-balanced linear probe and kNN retrieval: extract features -> score -> report. A
+method that trains a classifier of its own also has that classifier scored on the same
+features (``own_classifier`` in ``metrics.json``).
 
 Writes ``metrics.json`` and ``per_class_accuracy.png`` (and, on request, the retrieval
 figures) to :meth:`~dscl_plugin.runs.folder.RunFolder.results_dir`: ``output_dir`` when it
@@ -14,7 +16,7 @@ from typing import Any
 
 import torch
 import yaml
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from dscl_plugin.backbones.weights import load_backbone_weights
@@ -30,14 +32,14 @@ from dscl_plugin.evaluation.reports import format_metrics_table, write_metrics
 from dscl_plugin.evaluation.retrieval import RetrievalSettings, compute_retrieval
 from dscl_plugin.evaluation.retrieval_figures import write_retrieval_figures
 from dscl_plugin.files import PathLike, load_file
+from dscl_plugin.methods import Method, build_method
 from dscl_plugin.runs.compute import eval_device
 from dscl_plugin.runs.datasets import build_dataset_split
-from dscl_plugin.runs.folder import RunFolder, check_checkpoint_config
+from dscl_plugin.runs.folder import LAYOUT, RunFolder, check_checkpoint_config
 from dscl_plugin.runs.provenance import package_stamp
 from dscl_plugin.runs.variants import method_title
 from dscl_plugin.training.config import to_dict
 from dscl_plugin.training.data_fit import shot_group_note, tell
-from dscl_plugin.training.methods import ContrastiveMethod, build_method
 from dscl_plugin.training.schema import Config
 from dscl_plugin.transforms.views import eval_transform, probe_transform
 
@@ -49,42 +51,62 @@ EVAL_HINT = (
 )
 
 
-def load_for_eval(config: Config, checkpoint: PathLike) -> ContrastiveMethod:
-    """The method module with weights from a training checkpoint (``*.ckpt``, whose saved
+def load_for_eval(
+    config: Config, checkpoint: PathLike, class_counts: Sequence[int] | None = None
+) -> Method:
+    """The method module (built with the training ``class_counts``; None: counted from
+    ``config.data``) with weights from a training checkpoint (``*.ckpt``, whose saved
     config must match ``config``'s method and model) or a backbone ``state_dict``
     (``backbone.pt``, torchvision weights; beside a run's ``config.yaml``, that config
-    must match too).
+    must match too; a ``classifier.pt`` beside it is the method's own classifier).
 
     Raises:
         ConfigError: the training checkpoint is another method or model.
         CheckpointError: the file is unreadable or its weights do not fit.
     """
+    return load_weights(config, checkpoint, class_counts)[0]
+
+
+def load_weights(
+    config: Config, checkpoint: PathLike, class_counts: Sequence[int] | None = None
+) -> tuple[Method, bool]:
+    """:func:`load_for_eval` and whether the method's own classifier got its trained
+    weights (from the checkpoint or ``classifier.pt``)."""
+    if class_counts is None:
+        class_counts = build_dataset_split(config, "train", None).class_counts
     state = load_file(checkpoint, EVAL_HINT)
     if isinstance(state, dict) and "state_dict" in state:
         saved = state.get("hyper_parameters", {}).get("config")
         if saved is not None:
             own = Path(checkpoint).resolve().parent.parent / "config.yaml"
             check_checkpoint_config(config, checkpoint, saved, own)
-        module = build_method(config)
-        try:
-            module.load_state_dict(state["state_dict"])
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"Checkpoint '{checkpoint}' does not fit the config's model: "
-                f"{str(error).splitlines()[0]}"
-            ) from None
-        return module
+        module = build_method(config, class_counts)
+        _load_state(module, state["state_dict"], checkpoint)
+        return module, True
     beside = Path(checkpoint).resolve().parent / "config.yaml"  # a dscl-train run's backbone.pt
     if beside.is_file():
         check_checkpoint_config(config, checkpoint, yaml.safe_load(beside.read_text()), beside)
-    module = build_method(config)
+    module = build_method(config, class_counts)
     load_backbone_weights(module.backbone, config.model.backbone, checkpoint)
-    return module
+    classifier = Path(checkpoint).resolve().parent / LAYOUT["classifier"]
+    if module.own_classifier is None or not classifier.is_file():
+        return module, False
+    _load_state(module.own_classifier, load_file(classifier, EVAL_HINT), classifier)
+    return module, True
+
+
+def _load_state(module: nn.Module, state: dict[str, Tensor], path: PathLike) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not fit the config's model: {str(error).splitlines()[0]}"
+        ) from None
 
 
 def extract_split_features(
     config: Config,
-    module: ContrastiveMethod,
+    module: Method,
     datasets: dict[str, ImageDataset],
     device: torch.device,
 ) -> Features:
@@ -105,13 +127,16 @@ def extract_split_features(
 
 def score(
     config: Config,
-    module: ContrastiveMethod,
+    module: Method,
     features: Features,
     class_counts: Sequence[int],
     device: torch.device,
+    own_classifier: nn.Module | None = None,
 ) -> dict[str, Any]:
     """The linear probe (``probe.protocol``) and kNN metrics of the extracted ``features``:
-    ``{"linear_probe": {overall, many, medium, few}, "knn": ..., "per_class_accuracy": ...}``."""
+    ``{"linear_probe": {overall, many, medium, few}, "knn": ..., "per_class_accuracy": ...}``,
+    and ``"own_classifier": {overall, many, medium, few}`` of the method's trained
+    ``own_classifier`` on the test features."""
     (train_feats, train_labels), (test_feats, test_labels) = (
         features["train"],
         features["test"],
@@ -148,11 +173,18 @@ def score(
     knn = knn_metrics(
         train_feats, train_labels, test_feats, test_labels, k=e.knn_k or "max_bin_count"
     )
-    return {
-        "linear_probe": {key: probe[key] for key in ("overall", "many", "medium", "few")},
+    groups = ("overall", "many", "medium", "few")
+    scores = {
+        "linear_probe": {key: probe[key] for key in groups},
         "knn": knn,
         "per_class_accuracy": probe["per_class"],
     }
+    if own_classifier is not None:
+        with torch.no_grad():
+            own_logits = own_classifier(test_feats.to(device)).float().cpu()
+        own = shot_metrics(own_logits, test_labels, class_counts, e.many_threshold, e.few_threshold)
+        scores["own_classifier"] = {key: own[key] for key in groups}
+    return scores
 
 
 def report(
@@ -166,17 +198,22 @@ def report(
     the package version and ``empty_groups``: each shot group without an accuracy and why)
     and ``per_class_accuracy.png`` to the results folder of the ``scored`` weights, prints
     a table and the files (with the run's ``curves.png`` when these are the run's own
-    results); returns the metrics."""
+    results); returns the metrics. The method's own classifier, if scored, is
+    ``own_classifier`` with its ``label``."""
     e = config.eval
     empty = empty_groups(class_counts, e.many_threshold, e.few_threshold)
     for group in ("many", "medium", "few"):  # classes there, but none in the test set
         if scores["linear_probe"][group] is None and group not in empty:
             empty[group] = "no test image of its classes"
+    own = scores.get("own_classifier")
+    label = f"{method_title(config)}'s own classifier"
+    labelled = {} if own is None else {"own_classifier": {"label": label, **own}}
     metrics: dict[str, Any] = {
         "method": config.method,
         "dataset": config.data.name,
         "linear_probe": scores["linear_probe"],
         "knn": scores["knn"],
+        **labelled,
         "shot_thresholds": {"many": e.many_threshold, "few": e.few_threshold},
         "empty_groups": empty,
         "per_class_accuracy": scores["per_class_accuracy"],
@@ -198,37 +235,47 @@ def report(
         title=f"{method_title(config)} on {config.data.name}: linear probe top-1 {overall:.1%}",
         class_names=class_names,
     )
-    print(format_metrics_table({k: metrics[k] for k in ("linear_probe", "knn")}, empty))
+    shown = ("linear_probe", "knn", "own_classifier")
+    print(format_metrics_table({k: metrics[k] for k in shown if k in metrics}, empty))
     curves = RunFolder.of(config).curves
-    shown = [out / "metrics.json", out / "per_class_accuracy.png"]
-    shown += [curves] if curves.parent == out and curves.is_file() else []
-    print(f"results: {', '.join(map(str, shown))}")
+    files = [out / "metrics.json", out / "per_class_accuracy.png"]
+    files += [curves] if curves.parent == out and curves.is_file() else []
+    print(f"results: {', '.join(map(str, files))}")
     return metrics
 
 
 def evaluate(
     config: Config,
-    module: ContrastiveMethod | None = None,
+    module: Method | None = None,
     checkpoint: PathLike | None = None,
     retrieval: bool = False,
 ) -> dict[str, Any]:
     """Stage 2 on the frozen online backbone: :func:`extract_split_features`,
     :func:`score`, :func:`report` (and, when ``retrieval``, the retrieval figures beside
     the metrics). ``module``: the trained module of this run (then ``checkpoint`` only
-    names its weights; default ``output_dir/backbone.pt``)."""
+    names its weights; default ``output_dir/backbone.pt``). The method's own classifier
+    is scored when its trained weights are there (:func:`load_weights`)."""
     folder = RunFolder.of(config)
     scored = Path(checkpoint) if checkpoint is not None else folder.backbone
-    if module is None:
-        module = load_for_eval(config, scored)
-    device = eval_device(config.trainer.accelerator)
-    module = module.to(device).eval()
     transform = eval_transform(config.data.input_size)
     datasets = {s: build_dataset_split(config, s, transform) for s in ("train", "test")}
     class_counts = datasets["train"].class_counts
     class_names = datasets["train"].class_names
     tell([shot_group_note(config, class_counts)])
+    trained = module is not None
+    if module is None:
+        module, trained = load_weights(config, scored, class_counts)
+    device = eval_device(config.trainer.accelerator)
+    module = module.to(device).eval()
+    own_classifier = module.own_classifier if trained else None
+    if module.own_classifier is not None and own_classifier is None:
+        print(
+            f"stage 2: {scored} comes without {config.method}'s own classifier "
+            f"({LAYOUT['classifier']} beside it, or a training checkpoint): not scored",
+            file=sys.stderr,
+        )
     features = extract_split_features(config, module, datasets, device)
-    scores = score(config, module, features, class_counts, device)
+    scores = score(config, module, features, class_counts, device, own_classifier)
     metrics = report(config, scores, class_counts, class_names, scored)
     if retrieval:
         found = compute_retrieval(

@@ -1,8 +1,8 @@
-"""Method registry: ``config.method`` names a registered ``LightningModule`` class.
+"""Method registry: ``config.method`` names a registered method class.
 
 A leaf module: it imports nothing from ``dscl_plugin``. Methods register themselves
-with :func:`register_method` when their module is imported; the built-ins ``dscl``
-and ``supcon`` live in :mod:`dscl_plugin.training.methods` (``dscl_plugin.register_method``,
+with :func:`register_method` when their module is imported; the built-ins live in
+:mod:`dscl_plugin.methods` (``dscl_plugin.register_method``,
 ``dscl_plugin.available_methods`` and the training pipeline import it). Third-party
 methods reach ``dscl-train`` through :func:`load_plugins`: ``--import my_module``, or
 an entry point in the group ``dscl_plugin.methods`` of an installed package::
@@ -11,22 +11,17 @@ an entry point in the group ``dscl_plugin.methods`` of an installed package::
     dscl_plugin.methods =
         my_dscl = my_package.methods
 
-A method class is constructed as ``cls(config)`` and provides the model and its loss
-(``training_step``), ``train_transform()`` and ``collate_fn()`` for stage 1 (and
-``view_options()``, the keywords of its views, for ``data.pipeline: device``),
-``embed(images)`` (pooled frozen features) and ``backbone`` for stage 2, and optionally
-a classmethod ``check_config(config) -> list[str]`` of config problems
-(``"key: message"``), run by :func:`dscl_plugin.training.methods.build_method` before the
-method is built.
-Subclassing :class:`dscl_plugin.training.methods.ContrastiveMethod` provides all of these.
+A method is a subclass of :class:`dscl_plugin.methods.Method`, built as
+``cls(config, class_counts)``; what it declares is documented there and in
+docs/methods.md, and :func:`dscl_plugin.methods.check_method` checks it against the
+config before it is built.
 
 Examples:
-    >>> from dscl_plugin.training.methods import ContrastiveMethod
+    >>> from dscl_plugin.methods import DSCLMethod
     >>> @register_method("my_method")
-    ... class MyMethod(ContrastiveMethod):
-    ...     def build_model(self): ...
+    ... class MyMethod(DSCLMethod): ...
     >>> available_methods()
-    ['dscl', 'my_method', 'supcon']
+    ['dscl', 'kcl', 'my_method', 'supcon']
 """
 
 import importlib

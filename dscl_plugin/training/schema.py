@@ -209,6 +209,10 @@ class MonitorConfig:
 
 @dataclass
 class Config:
+    """``method``: a registered method's name; ``method_options``: the options of methods
+    by name (``method_options.<name>.<key>``, checked by that method, see docs/methods.md),
+    of which ``method``'s are used; DSCL's are in ``model``."""
+
     method: str = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -217,6 +221,7 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    method_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     output_dir: str = "outputs/${method}_${data.name}"
 

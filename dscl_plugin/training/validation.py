@@ -5,7 +5,7 @@ Every rule is a check of :mod:`dscl_plugin.checks` or the very check run by the
 constructor that the key feeds (``DSCLTransform``, ``build_backbone``, ``ProbeSchedule``,
 ...), so a config key and its argument cannot disagree. Whether ``method`` names a
 registered method, and that method's own rules, are checked where the run is composed
-(:func:`dscl_plugin.training.methods.check_method`).
+(:func:`dscl_plugin.methods.check_method`).
 """
 
 import importlib.util

@@ -32,7 +32,7 @@ from dscl_plugin.transforms.views import ViewSettings
 
 KORNIA_MISSING = "needs Kornia, which is not installed: pip install 'dscl-plugin[fast]'"
 
-Views = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+Views = tuple[Tensor | None, ...]
 
 
 def _kornia_augmentation():
@@ -57,8 +57,11 @@ class DeviceViews:
       ``RandomGrayscale(grayscale_prob)``, ``RandomGaussianBlur(sigma ~ U(blur_sigmas),
       p=blur_prob)``, normalisation;
     - k view: its own crop + flip, then ``ColorJitter(*key_jitter, p=key_jitter_prob)``;
+    - weak view: its own crop + flip, normalisation only;
+    - one view per kind of ``view_kinds`` (default ``("query", "key")``), the crops of
+      all views drawn before their colours;
     - ``num_patches`` crops of area ``patch_scale`` and aspect ``patch_ratio`` of the
-      q view's geometric crop (before colour and normalisation), resized to
+      first view's geometric crop (before colour and normalisation), resized to
       ``patch_size``, each with its own flip and the q colour augmentation; boxes
       ``(x1, y1, x2, y2)`` in q-view pixels, float, ``x2 = x1 + width``.
 
@@ -81,7 +84,7 @@ class DeviceViews:
         input_size, patch_size, blur_sigmas = spec.input_size, spec.patch_size, spec.blur_sigmas
         K = _kornia_augmentation()
         self.input_size, self.patch_size = input_size, patch_size
-        self.num_patches = spec.num_patches
+        self.num_patches, self.view_kinds = spec.num_patches, spec.view_kinds
         # align_corners=False: torchvision's resized_crop of tensors (half-pixel centres)
         self.crop = K.RandomResizedCrop(
             (input_size, input_size),
@@ -113,16 +116,18 @@ class DeviceViews:
             if key_jitter_prob > 0 and any(key_jitter)
             else None
         ]
+        weak_steps: list[Any] = []
         if spec.normalize is not None:
             mean, std = (
                 torch.tensor(spec.normalize["mean"]),
                 torch.tensor(spec.normalize["std"]),
             )
             norm = K.Normalize(mean=mean, std=std)
-            query_steps.append(norm)
-            key_steps.append(norm)
+            for steps in (query_steps, key_steps, weak_steps):
+                steps.append(norm)
         self.query_colour = [step for step in query_steps if step is not None]
         self.key_colour = [step for step in key_steps if step is not None]
+        self.colours = {"query": self.query_colour, "key": self.key_colour, "weak": weak_steps}
 
     @staticmethod
     def _apply(steps, images: Tensor) -> Tensor:
@@ -133,7 +138,8 @@ class DeviceViews:
     def __call__(self, images: Tensor) -> Views:
         """``(view_q (B, 3, S, S), view_k (B, 3, S, S), patches (B, L, 3, s, s), boxes (B, L, 4))``
         of uint8 images ``(B, 1 or 3, H, W)`` (grey is repeated to RGB, as PIL's
-        ``convert("RGB")``); ``patches`` and ``boxes`` are None for ``num_patches=0``.
+        ``convert("RGB")``): one ``(B, 3, S, S)`` view per kind of ``view_kinds``, then
+        ``patches`` and ``boxes``, None for ``num_patches=0``.
 
         Raises:
             ValueError: ``images`` is not a uint8 ``(B, 1 or 3, H, W)`` batch.
@@ -144,12 +150,11 @@ class DeviceViews:
             f"must be a uint8 (B, 1 or 3, H, W) batch, got {images.dtype} {tuple(images.shape)}",
         )
         pixels = images.float().div_(255).expand(-1, 3, -1, -1)
-        crop_q = self.flip(self.crop(pixels))
-        crop_k = self.flip(self.crop(pixels))
-        view_q = self._apply(self.query_colour, crop_q)
-        view_k = self._apply(self.key_colour, crop_k)
+        crops = [self.flip(self.crop(pixels)) for _ in self.view_kinds]
+        views = tuple(self._apply(self.colours[k], c) for k, c in zip(self.view_kinds, crops))
         if self.num_patches == 0:
-            return view_q, view_k, None, None
+            return *views, None, None
+        crop_q = crops[0]
         batch, num = len(images), self.num_patches
         repeated = crop_q.repeat_interleave(num, dim=0)
         params = self.patch_crop.forward_parameters(repeated.shape)
@@ -159,9 +164,4 @@ class DeviceViews:
         top_left, bottom_right = corners[:, 0], corners[:, 2] + 1
         boxes = torch.cat([top_left, bottom_right], dim=1)
         s = self.patch_size
-        return (
-            view_q,
-            view_k,
-            patches.view(batch, num, 3, s, s),
-            boxes.view(batch, num, 4),
-        )
+        return *views, patches.view(batch, num, 3, s, s), boxes.view(batch, num, 4)

@@ -1,4 +1,5 @@
-"""DSCL views: a query view with patches cut from it, a key view, and their collate.
+"""The views of an image a method trains on: by default DSCL's query view with patches cut
+from it and a key view; any sequence of query, key and weak views.
 
 Follows Lightly's ``MultiViewTransform`` conventions: PIL image (or tensor) in,
 list of views out, torchvision v2 transforms through Lightly's compatibility layer.
@@ -19,6 +20,9 @@ from torchvision.transforms import RandomResizedCrop as _RandomResizedCropV1
 from dscl_plugin import checks
 
 NormalizeSpec = Mapping[str, Sequence[float]] | None
+# the augmentation of a view after its crop and flip: "query" the colour augmentation
+# (ColourAugmentation), "key" the key jitter only, "weak" none
+VIEW_KINDS = ("query", "key", "weak")
 
 
 def to_tensor_steps(normalize: NormalizeSpec) -> list[Any]:
@@ -99,12 +103,18 @@ class ViewSettings:
     blur_sigmas: Sequence[float] = COLOUR_AUGMENTATION.blur_sigmas
     key_jitter: Sequence[float] = (*COLOUR_AUGMENTATION.jitter[:3], 0.0)
     key_jitter_prob: float = 1.0
+    view_kinds: Sequence[str] = ("query", "key")
     colour: ColourAugmentation = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         sequences = ("patch_scale", "patch_ratio", "crop_scale", "jitter", "blur_sigmas")
-        for name in (*sequences, "key_jitter"):
+        for name in (*sequences, "key_jitter", "view_kinds"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        checks.require(
+            len(self.view_kinds) >= 1 and set(self.view_kinds) <= set(VIEW_KINDS),
+            "view_kinds",
+            f"must be one or more of {list(VIEW_KINDS)}, got {list(self.view_kinds)}",
+        )
         checks.patch_size(self.patch_size, self.input_size)
         checks.at_least("num_patches", self.num_patches, 0)
         checks.scale_range("patch_scale", self.patch_scale)
@@ -123,20 +133,22 @@ DEFAULT_VIEWS = ViewSettings()  # the official recipe's views
 
 
 class DSCLTransform:
-    """Official DSCL/PBSD views of one image: ``[view_q, view_k, patches, boxes]``.
+    """Official DSCL/PBSD views of one image: ``[view_q, view_k, patches, boxes]``, or the
+    views of ``view_kinds`` (default ``("query", "key")``), each with its own crop and flip:
 
-    - q view: ``RandomResizedCrop(input_size, crop_scale)`` + flip (the geometric crop),
-      then the :class:`ColourAugmentation` (default: jitter ``(0.4, 0.4, 0.4, 0.1)`` p 0.8,
-      grayscale p 0.2, blur sigma 0.1-2 p 0.5);
-    - k view: its own crop + flip, then ``key_jitter`` (default: the q jitter without hue)
-      with ``key_jitter_prob`` (default always);
+    - q view (``"query"``): ``RandomResizedCrop(input_size, crop_scale)`` + flip (the
+      geometric crop), then the :class:`ColourAugmentation` (default: jitter
+      ``(0.4, 0.4, 0.4, 0.1)`` p 0.8, grayscale p 0.2, blur sigma 0.1-2 p 0.5);
+    - k view (``"key"``): its own crop + flip, then ``key_jitter`` (default: the q jitter
+      without hue) with ``key_jitter_prob`` (default always);
+    - weak view (``"weak"``): its own crop + flip, no colour augmentation;
     - ``num_patches`` boxes of area ``patch_scale`` and aspect ``patch_ratio`` of the
-      q view, cut from its geometric crop (before colour augmentation and
+      first view, cut from its geometric crop (before colour augmentation and
       normalisation), each resized to ``patch_size`` and given its own flip and the q
       colour augmentation;
     - boxes are ``(x1, y1, x2, y2)`` in q-view pixels, float, ``x2 = x1 + width``.
 
-    With ``num_patches=0`` only ``[view_q, view_k]`` is returned. Set ``hflip_prob=0``
+    With ``num_patches=0`` only the views are returned. Set ``hflip_prob=0``
     for data that must not be mirrored (digits), and ``jitter_prob``,
     ``grayscale_prob``, ``blur_prob`` (and ``key_jitter_prob``) to 0 and
     ``normalize=None`` to turn augmentation off. The checked settings are
@@ -167,6 +179,7 @@ class DSCLTransform:
         blur_sigmas: Sequence[float] = DEFAULT_VIEWS.blur_sigmas,
         key_jitter: Sequence[float] = DEFAULT_VIEWS.key_jitter,
         key_jitter_prob: float = DEFAULT_VIEWS.key_jitter_prob,
+        view_kinds: Sequence[str] = DEFAULT_VIEWS.view_kinds,
     ) -> None:
         self.settings = s = ViewSettings(
             input_size,
@@ -184,6 +197,7 @@ class DSCLTransform:
             blur_sigmas,
             key_jitter,
             key_jitter_prob,
+            view_kinds,
         )
         self.geometric = T.Compose(
             [
@@ -198,6 +212,11 @@ class DSCLTransform:
                 *to_tensor_steps(s.normalize),
             ]
         )
+        self.colours = {
+            "query": self.query_colour,
+            "key": self.key_colour,
+            "weak": T.Compose(to_tensor_steps(s.normalize)),
+        }
         self.patch_flip = T.RandomHorizontalFlip(p=s.hflip_prob)
 
     def __getattr__(self, name: str) -> Any:
@@ -208,9 +227,13 @@ class DSCLTransform:
         raise AttributeError(f"'DSCLTransform' object has no attribute {name!r}")
 
     def __call__(self, image: Image | Tensor) -> list[Tensor]:
-        """``[view_q (3, S, S), view_k (3, S, S), patches (L, 3, s, s), boxes (L, 4)]``."""
-        crop_q = self.geometric(image)
-        views = [self.query_colour(crop_q), self.key_colour(self.geometric(image))]
+        """``[view_q (3, S, S), view_k (3, S, S), patches (L, 3, s, s), boxes (L, 4)]``
+        (one ``(3, S, S)`` view per kind of ``view_kinds``, then the patches of the first)."""
+        crops, views = [], []
+        for kind in self.settings.view_kinds:  # a crop, then its colour, view after view
+            crops.append(self.geometric(image))
+            views.append(self.colours[kind](crops[-1]))
+        crop_q = crops[0]
         if self.settings.num_patches == 0:
             return views
         patches, boxes = [], []

@@ -14,9 +14,9 @@ from dscl_plugin.backbones.vit import ViTBackbone, build_vit, vit_spec
 from dscl_plugin.backbones.weights import export_backbone, load_backbone_weights
 from dscl_plugin.cli import train_main
 from dscl_plugin.errors import CheckpointError, ConfigError
+from dscl_plugin.methods import build_method
 from dscl_plugin.models import DSCLModel, SupConModel, build_backbone, pool_regions
 from dscl_plugin.training.config import load_config
-from dscl_plugin.training.methods import build_method
 
 DIGITS = CONFIGS / "dscl_digits_lt.yaml"
 TINY_VIT = dict(image_size=16, vit_patch_size=4, vit_depth=2, vit_width=24, vit_heads=2)

@@ -13,7 +13,7 @@ from dscl_plugin.evaluation.comparison import (
     summarise,
     verdicts,
 )
-from dscl_plugin.evaluation.curves import plot_training_curves, training_curves
+from dscl_plugin.evaluation.curves import loss_terms, plot_training_curves, training_curves
 
 LABELS = {"supcon": "SupCon", "dscl": "DSCL"}
 
@@ -169,13 +169,23 @@ def test_curves_are_one_line_against_epoch_with_titles_and_units():
     # step s of epoch e at e + (s + 1 - first step) / 4; the resumed value of step 5 wins
     assert loss.series["total (per step)"] == ([0.5, 1.0, 1.5, 2.0], [9.0, 8.0, 7.0, 6.0])
     assert loss.series["total (epoch mean)"] == ([1.0, 2.0], [8.5, 6.5])
-    assert "PBSD term" not in loss.series  # always 0: SupCon or DSCL alone
+    assert loss.series["loss_dscl"][1] == [5.0, 4.0, 3.5, 3.0]
+    assert "loss_pbsd" not in loss.series  # always 0
     assert fill.series["queue_fill"] == ([0.5, 1.0, 1.5, 2.0], [50.0, 100.0, 100.0, 100.0])
     assert lr.series["lr"][1] == [0.1, 0.1, 0.05, 0.0]
     assert knn.series == {
         "overall": ([1.0, 2.0], [50.0, 60.0]),
         "many": ([1.0, 2.0], [70.0, 80.0]),
     }  # no medium or few class logged: no line
+
+
+def test_every_logged_loss_term_is_drawn_under_its_name():
+    rows = [_row(0, 1, loss_step=3.0, loss_supcon=2.0, loss_ce=0.5, lr=0.1)]
+    rows += [_row(0, 1, loss_epoch=3.0)]
+    assert loss_terms(rows) == ["loss_supcon", "loss_ce"]
+    loss, *_ = training_curves(rows)
+    assert list(loss.series) == ["total (per step)", "loss_supcon", "loss_ce", "total (epoch mean)"]
+    assert loss.series["loss_ce"] == ([1.0], [0.5])
 
 
 def test_an_unfinished_first_epoch_spreads_over_what_it_ran(tmp_path):

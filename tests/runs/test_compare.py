@@ -182,8 +182,10 @@ def test_help_lists_the_methods_and_the_flags(capsys):
 
 
 def test_each_method_is_its_variant_of_one_config(tmp_path):
-    plan = plan_runs("dscl_fashion_mnist_lt", ["supcon", "dscl", "dscl_pbsd"], [3], tmp_path)
+    methods = ["supcon", "kcl", "dscl", "dscl_pbsd"]
+    plan = plan_runs("dscl_fashion_mnist_lt", methods, [3], tmp_path)
     configs = {p.variant.name: p.config for p in plan}
+    assert configs["kcl"].method == "kcl" and configs["kcl"].model.pbsd_weight == 1.5  # unused
     assert configs["supcon"].method == "supcon" and configs["supcon"].model.beta is None
     assert (configs["supcon"].model.pbsd_weight, configs["supcon"].model.num_patches) == (0, 0)
     assert configs["dscl"].method == "dscl" and configs["dscl"].model.pbsd_weight == 0

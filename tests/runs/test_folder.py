@@ -29,6 +29,7 @@ def test_layout_of_a_run_folder(tmp_path):
     assert folder.last_checkpoint == tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert folder.logs == tmp_path / "run" / "logs"
     assert folder.backbone == tmp_path / "run" / "backbone.pt"
+    assert folder.classifier == tmp_path / "run" / "classifier.pt"
 
 
 def test_results_go_to_the_run_for_its_backbone_and_beside_any_other_file(tmp_path):
@@ -82,6 +83,10 @@ def test_resume_checks(tmp_path):
         resolve_resume(tiny(tmp_path, "run", "optim.lr=0.2"), True)
     more_workers = tiny(tmp_path, "run", "trainer.num_workers=3", "trainer.epochs=5")
     assert resolve_resume(more_workers, True) == folder.last_checkpoint  # may change
+    # the run's method options count, other methods' options do not
+    with pytest.raises(ConfigError, match=r"method_options.dscl.x: None -> 1"):
+        resolve_resume(tiny(tmp_path, "run", "method_options.dscl.x=1"), True)
+    assert resolve_resume(tiny(tmp_path, "run", "method_options.kcl.k=1"), True)
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     with pytest.raises(CheckpointError, match="not written by dscl-train"):
         resolve_resume(config, tmp_path / "foreign.ckpt")
@@ -96,4 +101,6 @@ def test_a_checkpoint_is_scored_only_as_the_method_and_model_it_was_trained_as(t
         check_checkpoint_config(tiny(tmp_path, "run", "model.proj_dim=8"), "x.ckpt", saved, own)
     message = str(info.value)
     assert "model.proj_dim is 16 there, the config asks for 8" in message
+    with pytest.raises(ConfigError, match="method_options.dscl.x is None there"):
+        check_checkpoint_config(tiny(tmp_path, "run", "method_options.dscl.x=1"), "x", saved)
     assert f"--config {own}" in message and len(message.splitlines()) == 1

@@ -226,7 +226,7 @@ def test_all_problems_reported_together():
 
 
 def _method_error(*overrides, path=DIGITS) -> str:
-    from dscl_plugin.training.methods import check_method
+    from dscl_plugin.methods import check_method
 
     config = load_config(path, overrides)  # schema checks pass: the method's rules come later
     with pytest.raises(ConfigError) as info:
@@ -240,7 +240,7 @@ def test_method_checks_run_where_the_run_is_composed():
     assert "supcon has no PBSD term" in message
     assert "model.alpha/model.beta" in _method_error("model.beta=8", path=supcon)
     message = _method_error("method=simclr")
-    assert "method: unknown method 'simclr'; registered: ['dscl', 'supcon']" in message
+    assert "method: unknown method 'simclr'; registered: ['dscl', 'kcl', 'supcon']" in message
     assert "--import MODULE" in message
 
 

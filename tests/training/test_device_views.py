@@ -10,8 +10,8 @@ import torch
 from helpers import Crash, CrashAt, RecordSteps, run_two_process_ddp, state_copy, tiny
 
 from dscl_plugin.files import load_file
+from dscl_plugin.methods import Method
 from dscl_plugin.runs.stage1 import train
-from dscl_plugin.training.methods import ContrastiveMethod
 
 pytest.importorskip("kornia")
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def test_device_batches_follow_the_loader_order_and_shapes(tmp_path, monkeypatch
     def no_pil_views(self):
         raise AssertionError("the device path built the loader path's PIL transform")
 
-    monkeypatch.setattr(ContrastiveMethod, "train_transform", no_pil_views)
+    monkeypatch.setattr(Method, "train_transform", no_pil_views)
     module = train(tiny(tmp_path, "device", "trainer.epochs=1", DEVICE), callbacks=[device])
     assert [s[:3] for s in device.steps] == [s[:3] for s in loader.steps]  # same seeded order
     _, _, _, _, view_q, view_k, patches, boxes = device.steps[0]

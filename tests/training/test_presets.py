@@ -35,8 +35,9 @@ def test_presets_are_one_copy_inside_the_package():
     assert len(preset_names()) == len(list(CONFIGS.glob("*.yaml"))) >= 13
     for name in preset_names():  # --list-configs shows the first comment line
         description = preset_description(name)
-        method = "DSCL + PBSD on" if name.startswith("dscl_") else "SupCon baseline on"
-        assert description.startswith(method) and len(description) <= 99, name
+        method = {"dscl": "DSCL + PBSD on", "supcon": "SupCon baseline on", "kcl": "KCL on"}
+        assert description.startswith(method[name.split("_")[0]]), name
+        assert len(description) <= 99, name
 
 
 def test_a_preset_is_found_by_name_from_any_folder(tmp_path, monkeypatch):

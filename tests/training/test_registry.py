@@ -12,21 +12,24 @@ from helpers import CONFIGS, ROOT
 
 import dscl_plugin
 from dscl_plugin.errors import ConfigError
-from dscl_plugin.models import DSCLModel, SupConModel
-from dscl_plugin.training import registry
-from dscl_plugin.training.config import load_config
-from dscl_plugin.training.methods import (
-    ContrastiveMethod,
+from dscl_plugin.methods import (
+    Batch,
     DSCLMethod,
+    Method,
+    MomentumMethod,
     SupConMethod,
     build_method,
 )
+from dscl_plugin.models import DSCLModel, SupConModel
+from dscl_plugin.training import registry
+from dscl_plugin.training.config import load_config
 
 TINY = ["model.queue_size=32", "model.proj_dim=16"]
 RUN_TINY = TINY + [
     "trainer.epochs=1",
     "trainer.batch_size=16",
     "trainer.limit_train_batches=2",
+    "trainer.log_every_n_steps=1",
     "trainer.num_workers=0",
     "trainer.progress_bar=false",
     "optim.warmup_epochs=0",
@@ -77,19 +80,22 @@ def test_dscl_only_has_no_patches():
 
 def test_third_party_method(isolated_registry):
     @dscl_plugin.register_method("own_view_only")
-    class OwnViewOnly(ContrastiveMethod):
+    class OwnViewOnly(MomentumMethod):
         """MoCo-like: DSCL with alpha = 1 (class positives get no weight), no PBSD."""
-
-        uses_patches = False
 
         @classmethod
         def check_config(cls, config):
             return [] if config.model.pbsd_weight == 0 else ["model.pbsd_weight: must be 0"]
 
-        def build_model(self):
-            backbone, dim = self.build_backbone()
+        def build_model(self, backbone, feature_dim):
             m = self.config.model
-            return DSCLModel(backbone, dim, m.proj_dim, m.queue_size, alpha=1.0, pbsd_weight=0.0)
+            return DSCLModel(
+                backbone, feature_dim, m.proj_dim, m.queue_size, alpha=1.0, pbsd_weight=0
+            )
+
+        def step(self, batch):
+            out = self.model(*batch.views, None, None, batch.labels)
+            return {"loss": out["loss"], "loss_moco": out["loss_dscl"]}
 
     assert "own_view_only" in registry.available_methods()
     overrides = TINY + [
@@ -103,7 +109,9 @@ def test_third_party_method(isolated_registry):
     batch = _batch(module)
     assert batch[2] is None
     module.model.update_momentum()
-    module.model(*batch)["loss"].backward()
+    terms = module.step(Batch.of(batch, 2))
+    assert set(terms) == {"loss", "loss_moco"}
+    terms["loss"].backward()
     assert module.model.memory_bank.num_filled.item() == 4
     config = load_config(CONFIGS / "dscl_digits_lt.yaml", overrides[:-1] + ["model.pbsd_weight=1"])
     with pytest.raises(ConfigError, match="model.pbsd_weight: must be 0"):
@@ -112,47 +120,52 @@ def test_third_party_method(isolated_registry):
 
 def test_registry_errors(isolated_registry):
     with pytest.raises(
-        ValueError, match="already registered by dscl_plugin.training.methods.DSCLMethod"
+        ValueError, match="already registered by dscl_plugin.methods.dscl.DSCLMethod"
     ):
-        registry.register_method("dscl")(type("Other", (ContrastiveMethod,), {}))
+        registry.register_method("dscl")(type("Other", (Method,), {}))
     registry.register_method("dscl")(DSCLMethod)  # re-registering the same class is a no-op
     with pytest.raises(TypeError, match="LightningModule subclass"):
         registry.register_method("plain")(object)
     with pytest.raises(
-        ValueError, match=r"Unknown method 'nope'; registered .*\['dscl', 'supcon'\]"
+        ValueError, match=r"Unknown method 'nope'; registered .*\['dscl', 'kcl', 'supcon'\]"
     ):
         registry.get_method("nope")
     assert issubclass(registry.get_method("supcon"), pl.LightningModule)
 
 
 def _docs_block(after_heading):
-    text = (ROOT / "docs" / "configs.md").read_text()
+    text = (ROOT / "docs" / "methods.md").read_text()
     section = text[text.index(after_heading) :]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.mark.slow
 def test_readme_own_method_runs_through_dscl_train(tmp_path, monkeypatch, isolated_registry):
-    """docs/configs.md's "Your own method" module, as printed, trained and evaluated by
-    ``dscl-train --import my_method`` (from the current directory)."""
+    """docs/methods.md's worked example, as printed, trained and evaluated by
+    ``dscl-train --import my_method`` (from the current directory): its loss terms logged,
+    its own classifier saved and scored."""
     from dscl_plugin.cli import train_main
 
-    (tmp_path / "my_method.py").write_text(_docs_block("## Your own method"))
+    (tmp_path / "my_method.py").write_text(_docs_block("## Adding a method"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "my_method", raising=False)
     config = str(CONFIGS / "dscl_digits_lt.yaml")
     args = [
         "--config",
         config,
-        "method=my_dscl",
+        "method=batch_supcon",
         *RUN_TINY,
         f"output_dir={tmp_path / 'out'}",
     ]
     assert train_main(args) == 2  # not imported: a config error naming --import
     assert train_main(["--import", "my_method", *args]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["method"] == "my_dscl"
-    assert issubclass(registry.get_method("my_dscl"), DSCLMethod)
+    assert metrics["method"] == "batch_supcon"
+    assert issubclass(registry.get_method("batch_supcon"), Method)
+    assert metrics["own_classifier"]["label"] == "batch_supcon's own classifier"
+    assert (tmp_path / "out" / "classifier.pt").is_file()
+    header = (tmp_path / "out" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert {"loss_supcon", "loss_ce"} <= set(header.split(","))
     assert train_main(["--import", "no_such_module", *args]) == 2
 
 
@@ -161,7 +174,7 @@ def test_entry_point_group_registers_methods(tmp_path):
     """An installed package's entry point in ``dscl_plugin.methods`` reaches the CLI."""
     (tmp_path / "plugin_methods.py").write_text(
         "from dscl_plugin import register_method\n"
-        "from dscl_plugin.training.methods import DSCLMethod\n\n"
+        "from dscl_plugin.methods import DSCLMethod\n\n"
         "@register_method('ep_dscl')\nclass EntryPointDSCL(DSCLMethod):\n    pass\n"
     )
     info = tmp_path / "plugin-0.1.dist-info"
@@ -171,7 +184,7 @@ def test_entry_point_group_registers_methods(tmp_path):
     code = (
         "import sys\n"
         "from dscl_plugin.training.config import load_config\n"
-        "from dscl_plugin.training.methods import check_method\n"
+        "from dscl_plugin.methods import check_method\n"
         "config = load_config(sys.argv[1], ['method=ep_dscl', 'model.queue_size=8'])\n"
         "print(check_method(config).__name__)\n"
     )

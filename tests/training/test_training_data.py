@@ -9,9 +9,9 @@ from helpers import tiny
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from dscl_plugin.data import build_dataset
+from dscl_plugin.methods import build_method
 from dscl_plugin.training.data import DeviceTrainingData, TrainingData
 from dscl_plugin.training.device_views import BatchViews
-from dscl_plugin.training.methods import build_method
 from dscl_plugin.training.resume import ResumableDataLoader
 from dscl_plugin.transforms.kornia_views import DeviceViews
 
