@@ -79,7 +79,8 @@ class Method(pl.LightningModule):
       :class:`~dscl_plugin.methods.views.Batch`; every ``loss_*`` entry is logged
       (``logs/metrics.csv``, ``curves.png``), whatever its name;
     - optionally :attr:`own_classifier` (a head on the pooled backbone features that
-      stage 2 scores beside the linear probe) and :meth:`check_config`.
+      stage 2 scores beside the linear probe), :meth:`check_config` and ``label``, its
+      name in reports and titles (default: the registered name).
 
     Raises:
         ValueError: bad ``class_counts``, or a model that does not hold the backbone.
@@ -87,6 +88,7 @@ class Method(pl.LightningModule):
     """
 
     Options: ClassVar[type[Any]] = NoOptions
+    label: ClassVar[str | None] = None
     needs_class_counts: ClassVar[bool] = False
     reports_grad_ratio: ClassVar[bool] = False  # trainer.log_grad_ratio
     options: object

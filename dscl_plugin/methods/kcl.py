@@ -41,6 +41,7 @@ class KCLMethod(MomentumMethod):
     """
 
     Options = KCLOptions
+    label = "KCL"
     options: KCLOptions
     model: DSCLModel
 

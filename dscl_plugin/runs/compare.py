@@ -25,7 +25,7 @@ from typing import Any
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.methods import check_method
 from dscl_plugin.runs import pipeline
-from dscl_plugin.runs.compare_report import summary_table, verdict_lines, write_report
+from dscl_plugin.runs.compare_report import SHOTS, summary_table, verdict_lines, write_report
 from dscl_plugin.runs.folder import RunFolder, changed_settings, method_options_key
 from dscl_plugin.runs.provenance import load_average, machine_description, package_stamp
 from dscl_plugin.runs.records import append_record, claim, locked, read_records
@@ -228,6 +228,7 @@ def _record(
         "imbalance_factor": config.data.imbalance_factor,
         **{group: probe[group] for group in ("overall", "many", "medium", "few")},
         "knn_p1": metrics["knn"]["precision_at_1"],
+        "own_classifier": own_classifier_scores(metrics),
         "class_counts": metrics["train_class_counts"],
         "class_names": metrics.get("class_names"),
         "empty_groups": metrics.get("empty_groups"),
@@ -241,6 +242,13 @@ def _record(
         **context,
         "config": to_dict(config),
     }
+
+
+def own_classifier_scores(metrics: Mapping[str, Any]) -> dict[str, float | None] | None:
+    """The top-1 of the method's own classifier, overall and by shot group, from a run's
+    ``metrics.json`` (None for a method without one)."""
+    own = metrics.get("own_classifier")
+    return None if own is None else {g: own[g] for g in ("overall", *SHOTS)}
 
 
 def run_pipeline(config: Config, resume: str | None) -> dict[str, Any] | None:

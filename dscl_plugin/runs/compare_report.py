@@ -164,6 +164,7 @@ def report_markdown(
         "",
         f"![per shot group: mean ± std, and the paired differences]({FIGURE_FILE})",
         "",
+        *own_classifier_section(records, variants),
         "| run | overall | many | medium | few | kNN P@1 | seconds | folder |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -176,6 +177,36 @@ def report_markdown(
             f"{r['seconds']:.0f}{' (resumed)' if r.get('resumed') else ''} | `{folder}` |"
         )
     return "\n".join(lines) + "\n"
+
+
+def own_classifier_section(
+    records: Sequence[Mapping[str, Any]], variants: Sequence[Variant]
+) -> list[str]:
+    """The lines of the table of the methods that train a classifier of their own (BCL,
+    PaCo): its top-1 %, mean ± std over seeds, overall and by shot group, beside (not in)
+    the shared linear probe's table; none when no method has one."""
+    own = [
+        {"method": r["method"], "seed": r["seed"], **r["own_classifier"]}
+        for r in records
+        if r.get("own_classifier")
+    ]
+    if not own:
+        return []
+    names = [v.name for v in variants if any(r["method"] == v.name for r in own)]
+    labels = {v.name: f"{v.label}'s own classifier" for v in variants}
+    metrics = ("overall", *SHOTS)
+    summary = summarise(own, names, names[0], metrics)
+    table = format_table(
+        summary, labels, names[0], metrics, no_difference=names, empty=empty_groups(records[0])
+    )
+    return [
+        "Top-1 % of the classifier a method trains itself (scored on the same test set; "
+        "not comparable with the linear probe above as a measure of the features), mean "
+        "± sample std over seeds.",
+        "",
+        table,
+        "",
+    ]
 
 
 def provenance(records: Sequence[Mapping[str, Any]]) -> str:

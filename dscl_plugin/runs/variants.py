@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dscl_plugin.errors import ConfigError
+from dscl_plugin.training.registry import method_label
 
 if TYPE_CHECKING:  # no OmegaConf for dscl-compare --help
     from dscl_plugin.training.schema import Config
@@ -60,10 +61,11 @@ VARIANTS: dict[str, Variant] = {
 
 def method_title(config: "Config") -> str:
     """The method's name in titles: ``DSCL+PBSD``, ``DSCL`` (``model.pbsd_weight: 0``),
-    ``SupCon`` (the labels above), or the registered name of another method."""
+    ``SupCon`` (the labels above), or another method's ``label`` (its registered name
+    by default)."""
     if config.method == "dscl":
         return VARIANTS["dscl_pbsd" if config.model.pbsd_weight > 0 else "dscl"].label
-    return VARIANTS["supcon"].label if config.method == "supcon" else config.method
+    return VARIANTS["supcon"].label if config.method == "supcon" else method_label(config.method)
 
 
 def resolve_variants(
@@ -87,7 +89,8 @@ def resolve_variants(
         if name in known:
             variants.append(known[name])
         elif name in registered:
-            variants.append(Variant(name, name, (f"method={name}",), "a registered method"))
+            label = method_label(name)
+            variants.append(Variant(name, label, (f"method={name}",), "a registered method"))
         else:
             raise ConfigError(
                 f"--methods: unknown method {name!r}; use one of {sorted(known)} or a "

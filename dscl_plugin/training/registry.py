@@ -86,6 +86,12 @@ def get_method(name: str) -> type:
     return _METHODS[name]
 
 
+def method_label(name: str) -> str:
+    """The registered method ``name`` as reports and titles show it: its class's
+    ``label`` (e.g. ``"KCL"``), else ``name``."""
+    return getattr(_METHODS.get(name), "label", None) or name
+
+
 _loaded_entry_points = False
 
 

@@ -2,7 +2,16 @@
 groups with their reason, the package named without a git commit, and the warning under
 3 paired seeds with the --seeds that completes them."""
 
-from dscl_plugin.runs.compare_report import class_sizes, empty_groups, provenance, seeds_to_add
+import dscl_plugin.methods  # noqa: F401  (registers the built-in methods)
+from dscl_plugin.runs.compare_report import (
+    class_sizes,
+    empty_groups,
+    own_classifier_section,
+    provenance,
+    seeds_to_add,
+)
+from dscl_plugin.runs.variants import Variant, resolve_variants
+from dscl_plugin.training.registry import available_methods, method_label
 
 
 def _record(method="dscl", seed=0, **fields):
@@ -56,3 +65,30 @@ def test_fewer_than_3_paired_seeds_are_warned_with_the_seeds_to_add():
     three = _runs(*((m, s) for m in ("supcon", "dscl") for s in range(3)))
     assert seeds_to_add(three, "supcon") is None
     assert seeds_to_add(_runs(("supcon", 0)), "supcon") is None  # nothing to compare
+
+
+def test_own_classifiers_get_their_own_table_labelled_as_such():
+    paco = Variant("paco", "PaCo", ("method=paco",))
+    supcon = Variant("supcon", "SupCon", ("method=supcon",))
+    own = [{"overall": 0.5, "many": 0.7, "medium": 0.4, "few": 0.1}, None]
+    records = [
+        _record(method, seed, class_counts=[300, 40, 6], own_classifier=o)
+        for seed, o in ((0, own[0]), (1, {**own[0], "overall": 0.6}))
+        for method in ("supcon", "paco")
+    ]
+    for r in records:
+        if r["method"] == "supcon":
+            r["own_classifier"] = None
+    lines = own_classifier_section(records, [supcon, paco])
+    table = "\n".join(lines)
+    assert "the classifier a method trains itself" in lines[0]
+    assert (
+        "| PaCo's own classifier | 2 | 55.0 ± 7.1 | 70.0 ± 0.0 | 40.0 ± 0.0 | 10.0 ± 0.0 |" in table
+    )
+    assert "SupCon" not in table and "(paired)" not in table
+    assert own_classifier_section(records[::2], [supcon, paco]) == []  # SupCon only: none
+
+
+def test_a_registered_method_is_shown_by_its_label():
+    assert resolve_variants(["supcon", "kcl"], available_methods())[1].label == "KCL"
+    assert method_label("not_registered") == "not_registered"
