@@ -179,13 +179,16 @@ def raw_pixel_metrics(config: Config) -> dict[str, Any]:
 
 
 def last_epoch_losses(config: Config) -> dict[str, float | None]:
-    """Mean ``loss_dscl`` and ``loss_pbsd`` over the last epoch's logged steps of a run."""
+    """Mean contrastive term (recorded as ``loss_dscl``; SupCon logs it as ``loss_supcon``)
+    and ``loss_pbsd`` over the last epoch's logged steps of a run."""
     with open(RunFolder.of(config).logs / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("loss_dscl")]
+        rows = list(csv.DictReader(f))
+    term = "loss_supcon" if rows and "loss_supcon" in rows[0] else "loss_dscl"
+    rows = [r for r in rows if r.get(term)]
     last = [r for r in rows if r["epoch"] == rows[-1]["epoch"]] if rows else []
     return {
-        key: statistics.fmean(float(r[key]) for r in last) if last else None
-        for key in ("loss_dscl", "loss_pbsd")
+        key: statistics.fmean(float(r[column]) for r in last) if last else None
+        for key, column in (("loss_dscl", term), ("loss_pbsd", "loss_pbsd"))
     }
 
 

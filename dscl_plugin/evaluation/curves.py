@@ -2,10 +2,11 @@
 (``logs/metrics.csv``): the loss terms, the learning rate, the queue fill and the
 online kNN accuracy by shot group (``monitor/knn_*``).
 
-The log holds step rows (``loss_step``, ``loss_dscl``, ``loss_pbsd``, ``lr``,
-``queue_fill``) and one row per epoch end (``loss_epoch``, ``monitor/...``), each with its
-``epoch`` and global ``step``. A resumed run continues the file and logs again the steps
-after its checkpoint; the later value of a step wins, so the curve stays one line.
+The log holds step rows (``loss_step``, the contrastive term ``loss_dscl`` or SupCon's
+``loss_supcon``, ``loss_pbsd``, ``lr``, ``queue_fill``) and one row per epoch end
+(``loss_epoch``, ``monitor/...``), each with its ``epoch`` and global ``step``. A resumed
+run continues the file and logs again the steps after its checkpoint; the later value of a
+step wins, so the curve stays one line.
 """
 
 import csv
@@ -87,7 +88,8 @@ def training_curves(rows: Sequence[Mapping[str, str]]) -> list[Panel]:
     loss = Panel("Training loss", "loss (nats)")
     for key, label in (
         ("loss_step", "total (per step)"),
-        ("loss_dscl", "contrastive term (DSCL or SupCon)"),
+        ("loss_dscl", "DSCL term"),
+        ("loss_supcon", "SupCon term"),
         ("loss_pbsd", "PBSD term"),
     ):
         steps = _values(rows, key)

@@ -51,6 +51,8 @@ class ContrastiveMethod(pl.LightningModule):
     """
 
     uses_patches = True
+    # the name the model's contrastive term (its ``loss_dscl`` output) is logged under
+    loss_term = "loss_dscl"
     # the model class and the ``config.model`` keys passed to it as keywords
     model_class: Callable[..., DSCLModel] = DSCLModel
     model_keys: tuple[str, ...] = (
@@ -197,7 +199,7 @@ class ContrastiveMethod(pl.LightningModule):
         )
         self.log_dict(
             {
-                "loss_dscl": out["loss_dscl"].detach(),
+                self.loss_term: out["loss_dscl"].detach(),
                 "loss_pbsd": out["loss_pbsd"].detach(),
                 "queue_fill": fill.squeeze(),
                 "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
@@ -294,9 +296,11 @@ class DSCLMethod(ContrastiveMethod):
 
 @register_method("supcon")
 class SupConMethod(ContrastiveMethod):
-    """SupCon baseline in the same harness (EMA keys, labelled queue, no patches)."""
+    """SupCon baseline in the same harness (EMA keys, labelled queue, no patches); its
+    contrastive term is logged as ``loss_supcon``."""
 
     uses_patches = False
+    loss_term = "loss_supcon"
     model_class = SupConModel
 
     @classmethod

@@ -178,6 +178,16 @@ def test_curves_are_one_line_against_epoch_with_titles_and_units():
     }  # no medium or few class logged: no line
 
 
+def test_a_supcon_log_draws_its_term_as_supcon():
+    rows = [{**r, "loss_supcon": r["loss_dscl"]} if "loss_dscl" in r else r for r in LOG]
+    for row in rows:
+        row.pop("loss_dscl", None)
+    loss = training_curves(rows)[0]
+    assert loss.series["SupCon term"] == ([0.5, 1.0, 1.5, 2.0], [5.0, 4.0, 3.5, 3.0])
+    assert "DSCL term" not in loss.series
+    assert training_curves(LOG)[0].series["DSCL term"][1] == [5.0, 4.0, 3.5, 3.0]
+
+
 def test_an_unfinished_first_epoch_spreads_over_what_it_ran(tmp_path):
     (loss, *_, knn) = training_curves(LOG[:2])
     assert loss.series["total (per step)"][0] == [0.5, 1.0]
