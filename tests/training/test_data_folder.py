@@ -115,6 +115,17 @@ def test_a_folder_without_test_split_or_with_other_classes_is_one_line(tmp_path,
         f"'{folder}/test' (expected root/test/<class>/<image>); the folder must hold "
         "train/<class>/<image> and test/<class>/<image> (val/ optional)"
     ]
+    rule = "the folder must hold train/<class>/<image> and test/<class>/<image> (val/ optional)"
+    code, _, err = _train(capsys, "--data", str(folder / "train"))  # a split, not the folder
+    assert code == 2 and err == [
+        f"dscl-train: config error: --data {folder / 'train'}: '{folder / 'train'}' is a split "
+        f"of the folder; point --data at '{folder}'; {rule}"
+    ]
+    code, _, err = _train(capsys, "--data", str(tmp_path / "typo"))
+    assert code == 2 and err == [
+        f"dscl-train: config error: --data {tmp_path / 'typo'}: no folder "
+        f"'{tmp_path / 'typo'}'; {rule}"
+    ]
 
 
 def test_help_shows_config_as_optional_and_a_command_without_both_is_refused(capsys):
