@@ -140,6 +140,26 @@ def test_eval_given_a_folder_names_the_files_it_takes(tmp_path, capsys):
     )
 
 
+def test_eval_of_a_run_folder_without_config_gives_the_command_with_its_config(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "backbone.pt", "checkpoints/last.ckpt"):
+        (run / name).write_text("stand-in")
+    needs = (
+        "dscl-eval: error: --config is required: the config the weights were trained with "
+        "(a run's config.yaml, or the preset or YAML file given to dscl-train); for this run: "
+        f"dscl-eval --config {run / 'config.yaml'} --checkpoint"
+    )
+    for given, scored in (
+        (run, run / "backbone.pt"),
+        (run / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            eval_main(["--checkpoint", str(given)])
+        assert done.value.code == 2
+        assert one_line_error(capsys) == f"{needs} {scored}"
+
+
 def test_eval_of_a_missing_checkpoint_gives_the_dscl_train_command_that_writes_it(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["--config", "dscl_digits_lt", "trainer.epochs=2", f"output_dir={tmp_path / 'x'}"]

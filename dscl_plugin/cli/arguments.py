@@ -108,6 +108,10 @@ def parse_stage_args(
     args, unknown = parser.parse_known_intermixed_args(argv)
     if unknown:
         parser.exit(2, f"{prog}: error: {unknown_options(prog, argv, unknown)}\n")
+    if not train and args.config is None:
+        from dscl_plugin.cli.messages import eval_config_missing
+
+        parser.exit(2, f"{prog}: error: {eval_config_missing(Path(args.checkpoint))}\n")
     require_config(parser, args)
     resume = getattr(args, "resume", None)
     if resume not in (None, "last") and "=" in resume and not Path(resume).is_file():
@@ -162,7 +166,7 @@ def compare_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(VARIANTS),
         metavar="METHOD",
-        help=f"the first is the baseline (default: %(default)s). {methods}; any other "
+        help=f"the first is the baseline (default: {' '.join(VARIANTS)}). {methods}; any other "
         "registered method runs as itself",
     )
     parser.add_argument(

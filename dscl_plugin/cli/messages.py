@@ -147,6 +147,31 @@ def eval_checkpoint_problem(
     )
 
 
+def eval_config_missing(checkpoint: Path) -> str:
+    """Why ``dscl-eval --checkpoint checkpoint`` needs ``--config``, with the command that
+    scores it where ``checkpoint`` is (or lies in) a run's folder holding its
+    ``config.yaml``."""
+    from dscl_plugin.runs.folder import RunFolder
+
+    if checkpoint.is_dir():
+        run = RunFolder(checkpoint)
+        weights = next((p for p in (run.backbone, run.last_checkpoint) if p.is_file()), None)
+    else:
+        in_checkpoints = checkpoint.parent.name == "checkpoints"
+        run = RunFolder(checkpoint.parent.parent if in_checkpoints else checkpoint.parent)
+        weights = checkpoint if checkpoint.is_file() else None
+    needs = (
+        "--config is required: the config the weights were trained with (a run's "
+        "config.yaml, or the preset or YAML file given to dscl-train)"
+    )
+    if weights is None or not run.config_file.is_file():
+        return f"{needs}."
+    command = shlex.join(
+        ["dscl-eval", "--config", str(run.config_file), "--checkpoint", str(weights)]
+    )
+    return f"{needs}; for this run: {command}"
+
+
 def report_errors(
     prog: str,
     body: Callable[[], None],

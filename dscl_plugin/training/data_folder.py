@@ -76,8 +76,13 @@ def data_folder_config(
     try:
         survey = survey_image_folder(root)
     except FileNotFoundError as error:
+        folder, why = Path(root), str(error)
+        if not folder.is_dir():
+            why = f"no folder '{folder}'"
+        elif folder.name in ("train", "test", "val") and (folder.parent / "train").is_dir():
+            why = f"'{folder}' is a split of the folder; point --data at '{folder.parent}'"
         raise ConfigError(
-            f"--data {root}: {error}; the folder must hold train/<class>/<image> and "
+            f"--data {root}: {why}; the folder must hold train/<class>/<image> and "
             "test/<class>/<image> (val/ optional)"
         ) from None
     keys = ["data.name=image_folder", f"data.root={root}"]

@@ -86,3 +86,6 @@ def test_the_last_epoch_losses_are_the_means_of_its_logged_steps(tmp_path):
     (tmp_path / "logs" / "metrics.csv").write_text("\n".join(rows) + "\n")
     config = type("Config", (), {"output_dir": str(tmp_path)})()  # only output_dir is read
     assert lta.last_epoch_losses(config) == {"loss_dscl": 3.0, "loss_pbsd": 1.5}
+    rows[0] = "epoch,step,loss_supcon,loss_pbsd"  # SupCon's term, recorded as loss_dscl
+    (tmp_path / "logs" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert lta.last_epoch_losses(config) == {"loss_dscl": 3.0, "loss_pbsd": 1.5}

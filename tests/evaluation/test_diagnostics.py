@@ -124,6 +124,8 @@ def test_training_logs_grad_ratio_per_class_and_group_and_plot(tmp_path):
     dscl = read_grad_ratio(dscl_log)
     assert set(dscl) <= set(range(10)) and len(dscl) >= 5
     # SupCon's aligned value |P_i| grows with the class size (more positives in the queue)
+    header = supcon_log.read_text().splitlines()[0].split(",")
+    assert "loss_supcon" in header and "loss_dscl" not in header  # named as its method
     sup = read_grad_ratio(supcon_log, epoch=1)
     assert sup[0][1] > sup[max(sup)][1]
     assert supcon.model.track_grad_ratio

@@ -179,6 +179,7 @@ def test_help_lists_the_methods_and_the_flags(capsys):
     text = capsys.readouterr().out
     for word in ("--config", "--methods", "--seeds", "--out", "supcon:", "dscl:", "dscl_pbsd:"):
         assert word in text
+    assert "(default: supcon dscl dscl_pbsd)" in " ".join(text.split())  # as typed, no list
 
 
 def test_each_method_is_its_variant_of_one_config(tmp_path):

@@ -115,6 +115,17 @@ def test_a_folder_without_test_split_or_with_other_classes_is_one_line(tmp_path,
         f"'{folder}/test' (expected root/test/<class>/<image>); the folder must hold "
         "train/<class>/<image> and test/<class>/<image> (val/ optional)"
     ]
+    rule = "the folder must hold train/<class>/<image> and test/<class>/<image> (val/ optional)"
+    code, _, err = _train(capsys, "--data", str(folder / "train"))  # a split, not the folder
+    assert code == 2 and err == [
+        f"dscl-train: config error: --data {folder / 'train'}: '{folder / 'train'}' is a split "
+        f"of the folder; point --data at '{folder}'; {rule}"
+    ]
+    code, _, err = _train(capsys, "--data", str(tmp_path / "typo"))
+    assert code == 2 and err == [
+        f"dscl-train: config error: --data {tmp_path / 'typo'}: no folder "
+        f"'{tmp_path / 'typo'}'; {rule}"
+    ]
 
 
 def test_help_shows_config_as_optional_and_a_command_without_both_is_refused(capsys):
@@ -125,12 +136,18 @@ def test_help_shows_config_as_optional_and_a_command_without_both_is_refused(cap
     with pytest.raises(SystemExit):
         compare_main(["--help"])
     assert "[--config CONFIG] [--data DIR]" in " ".join(capsys.readouterr().out.split())
-    for main, either in ((train_main, "--config or --data"), (eval_main, "--config")):
-        with pytest.raises(SystemExit) as done:
-            main(["--checkpoint", "x.pt"] if main is eval_main else [])
-        assert done.value.code == 2
-        error = capsys.readouterr().err.splitlines()[-1]
-        assert error.endswith(f"error: the following arguments are required: {either}")
+    with pytest.raises(SystemExit) as done:
+        train_main([])
+    assert done.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.endswith("error: the following arguments are required: --config or --data")
+    with pytest.raises(SystemExit) as done:
+        eval_main(["--checkpoint", "x.pt"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == (
+        "dscl-eval: error: --config is required: the config the weights were trained with "
+        "(a run's config.yaml, or the preset or YAML file given to dscl-train).\n"
+    )
 
 
 def test_compare_plans_its_runs_on_the_folder(tmp_path, capsys, monkeypatch):
