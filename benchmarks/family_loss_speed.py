@@ -15,8 +15,8 @@ Times are medians over ``--repeats`` rounds that run the methods of one (B, K) r
 (a load change on a shared machine hits all alike); a sample averages as many calls as
 fill about 50 ms.
 
-    python benchmarks/family_loss_speed.py --json benchmarks/results/family_loss_speed.json
-    python benchmarks/family_loss_speed.py --quick
+    python -m benchmarks.family_loss_speed --json benchmarks/results/family_loss_speed.json
+    python -m benchmarks.family_loss_speed --quick
 """
 
 import argparse
@@ -25,15 +25,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import print_and_save, provenance  # noqa: E402  (a sibling: not a package)
-
-from dscl_plugin.losses import BCLLoss, KCLLoss, PaCoLoss, SupConLoss, TSCLoss  # noqa: E402
+from benchmarks.reporting import print_and_save, provenance
+from dscl_plugin.losses import BCLLoss, KCLLoss, PaCoLoss, SupConLoss, TSCLoss
 
 QUEUE_METHODS = ("kcl", "tsc", "paco")
 
@@ -120,7 +117,7 @@ def _median_ms(args: argparse.Namespace, steps: dict[str, Callable[[], None]]) -
 def main(argv: list[str]) -> None:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = provenance("benchmarks/family_loss_speed.py", argv)
+    settings = provenance("python -m benchmarks.family_loss_speed", argv)
     settings |= {"threads": args.threads, "repeats": args.repeats, "target_ratio": 1.5}
     rows = []
     for b in args.batch_sizes:

@@ -72,6 +72,7 @@ BLOCKS: dict[str, Block] = {
     "train-step": Block(("train_step.json",), performance.train_step, "--benchmarks"),
     "train-step-flops": Block(("train_step.json",), performance.flops, "--benchmarks"),
     "loss-speed": Block(("loss_speed.json",), performance.loss_speed, "--benchmarks"),
+    "family-loss-speed": Block(("family_loss_speed.json",), performance.family_loss_speed),
     "import-time": Block(("import_time.json",), performance.import_time, "--benchmarks"),
     "monitor-cost": Block(("monitor_cost.json",), performance.monitor),
     "precision-amx": Block(

@@ -179,6 +179,38 @@ def loss_speed(root: Path) -> str:
     )
 
 
+def family_loss_speed(root: Path) -> str:
+    """KCL, TSC, PaCo and BCL forward + backward against SupCon on the same batch."""
+    name = "family_loss_speed.json"
+    data = read_json(root, name)
+    rows = data["rows"]
+    columns = {
+        "loss": "loss", "B": "B", "K": "K", "loss_ms": "loss ms", "baseline": "baseline",
+        "supcon_ms": "baseline ms", "ratio": "loss / baseline",
+    }  # fmt: skip
+    target = data["settings"]["target_ratio"]
+    labels = {"kcl": "KCL", "tsc": "TSC", "paco": "PaCo", "bcl": "BCL"}
+    ranges = []
+    for loss in dict.fromkeys(r["loss"] for r in rows):
+        ratios = [r["ratio"] for r in rows if r["loss"] == loss]
+        ranges.append(
+            f"{labels[loss]} {min(ratios)}–{max(ratios)} "
+            f"({'met' if max(ratios) <= target else 'missed'})"
+        )
+    one_way = [round(r["loss_ms"] / r["supcon_one_way_ms"], 2) for r in rows if r["loss"] == "bcl"]
+    return "\n\n".join(
+        [
+            markdown_table(_pick(rows, columns)),
+            f"Ratios to the baseline (target ≤ {target}): {'; '.join(ranges)}. BCL's 2B "
+            "anchors are both views, so its baseline is SupCon with both views as anchors; "
+            f"against one-direction SupCon it is {min(one_way)}–{max(one_way)}× "
+            f"({'met' if max(one_way) <= target else 'missed'}). D = {rows[0]['D']}, "
+            f"C = {rows[0]['C']}, {data['settings']['threads']} thread.",
+            source([name], settings(data), timed=True),
+        ]
+    )
+
+
 def import_time(root: Path) -> str:
     name = "import_time.json"
     data = read_json(root, name)
