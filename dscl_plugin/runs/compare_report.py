@@ -124,7 +124,7 @@ def report_markdown(
     overrides = sorted({" ".join(r["overrides"]) for r in records})
     empty = empty_groups(first)
     verdicts, warning = verdict_lines(records, variants)
-    lines = [f"# {title} on {first['dataset']}", "", f"Command: `{command}`", ""]
+    lines = [f"# {title} on {data_name(first)}", "", f"Command: `{command}`", ""]
     if verdicts:
         lines += [
             f"## Verdict against {labels[names[0]]}",
@@ -138,8 +138,15 @@ def report_markdown(
     lines += [
         "## Settings",
         "",
-        f"- data: {first['dataset']}, imbalance factor "
-        f"{'of the data set' if factor is None else f'{factor:g}'}; shot groups many > "
+        f"- data: {data_name(first)}, "
+        + (
+            f"imbalance factor {factor:g}"
+            if factor is not None
+            else "every image as it is"
+            if first["dataset"] == "image_folder"
+            else "the data set's standard imbalance factor"
+        )
+        + f"; shot groups many > "
         f"{config['eval']['many_threshold']}, few < {config['eval']['few_threshold']} "
         "training images"
         + "".join(f"; {group} empty: {reason}" for group, reason in empty.items()),
@@ -207,6 +214,14 @@ def own_classifier_section(
         table,
         "",
     ]
+
+
+def data_name(record: Mapping[str, Any]) -> str:
+    """The data of ``record`` as titles name it: the folder of an ``image_folder``
+    (``my_images (image_folder)``), else the dataset's name."""
+    if record["dataset"] != "image_folder":
+        return str(record["dataset"])
+    return f"{Path(record['config']['data']['root']).name} (image_folder)"
 
 
 def provenance(records: Sequence[Mapping[str, Any]]) -> str:

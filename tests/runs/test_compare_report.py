@@ -5,6 +5,7 @@ groups with their reason, the package named without a git commit, and the warnin
 import dscl_plugin.methods  # noqa: F401  (registers the built-in methods)
 from dscl_plugin.runs.compare_report import (
     class_sizes,
+    data_name,
     empty_groups,
     own_classifier_section,
     provenance,
@@ -92,3 +93,9 @@ def test_own_classifiers_get_their_own_table_labelled_as_such():
 def test_a_registered_method_is_shown_by_its_label():
     assert resolve_variants(["supcon", "kcl"], available_methods())[1].label == "KCL"
     assert method_label("not_registered") == "not_registered"
+
+
+def test_an_image_folder_is_named_by_its_folder():
+    record = {"dataset": "image_folder", "config": {"data": {"root": "/data/my_images"}}}
+    assert data_name(record) == "my_images (image_folder)"
+    assert data_name({"dataset": "digits_lt", "config": {}}) == "digits_lt"
