@@ -40,7 +40,7 @@ class BCLOptions:
         checks.at_least("beta", self.beta, 0)
         checks.at_least("tau", self.tau, 0)
         checks.require(
-            self.alpha > 0 or self.beta > 0, "beta", "or alpha must be > 0 (both are 0: no loss)"
+            self.alpha > 0 or self.beta > 0, "beta", "must be > 0 when alpha is 0 (no loss is left)"
         )
 
 

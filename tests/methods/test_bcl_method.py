@@ -122,7 +122,7 @@ def test_an_image_of_another_class_than_the_counts_is_named():
         ("method_options.bcl.alpha=-1", "method_options.bcl.alpha: must be >= 0, got -1.0"),
         (
             "method_options.bcl.beta=0 method_options.bcl.alpha=0",
-            "method_options.bcl.beta: or alpha must be > 0 (both are 0: no loss)",
+            "method_options.bcl.beta: must be > 0 when alpha is 0 (no loss is left)",
         ),
         (
             "method_options.bcl.taus=2",
