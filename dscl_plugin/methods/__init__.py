@@ -2,10 +2,11 @@
 :mod:`.momentum` :class:`MomentumMethod` for an EMA encoder and a labelled queue,
 :mod:`.pull_ratio` for :class:`~dscl_plugin.models.DSCLModel`'s family), what a method
 declares (:mod:`.options`, :mod:`.views`), one module per method (:mod:`.dscl`,
-:mod:`.supcon`, :mod:`.kcl`), and the run's method checked and built (:mod:`.build`). Importing the
-package registers the built-in methods (docs/methods.md adds one)."""
+:mod:`.supcon`, :mod:`.kcl`, :mod:`.bcl`), and the run's method checked and built
+(:mod:`.build`). Importing the package registers the built-in methods (docs/methods.md adds one)."""
 
 from dscl_plugin.methods.base import Method, NonFiniteLossError
+from dscl_plugin.methods.bcl import BCLMethod, BCLOptions
 from dscl_plugin.methods.build import build_method, check_method
 from dscl_plugin.methods.dscl import DSCLMethod, DSCLOptions
 from dscl_plugin.methods.kcl import KCLMethod, KCLOptions
@@ -16,6 +17,8 @@ from dscl_plugin.methods.supcon import SupConMethod
 from dscl_plugin.methods.views import Batch, Patches, Views
 
 __all__ = [
+    "BCLMethod",
+    "BCLOptions",
     "Batch",
     "DSCLMethod",
     "DSCLOptions",

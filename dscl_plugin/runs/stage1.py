@@ -20,7 +20,7 @@ from dscl_plugin.backbones.weights import export_backbone
 from dscl_plugin.data.base import ImageDataset
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.files import atomic_save, writing
-from dscl_plugin.methods import Method, build_method
+from dscl_plugin.methods import Method, MomentumMethod, build_method
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import Resume, RunFolder, resolve_resume
 from dscl_plugin.runs.monitoring import monitor_callbacks, write_curves
@@ -58,7 +58,8 @@ def training_data(config: Config, method: Method, dataset: ImageDataset) -> Trai
     if not on_device:
         dataset.transform = method.train_transform()
     counts = dataset.class_counts
-    tell([*training_notes(config, counts), shot_group_note(config, counts)])
+    has_queue = isinstance(method, MomentumMethod)
+    tell([*training_notes(config, counts, has_queue), shot_group_note(config, counts)])
     processes = t.devices * t.num_nodes
     per_process = t.batch_size // processes
     if len(dataset) // processes < per_process:

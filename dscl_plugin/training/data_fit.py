@@ -33,13 +33,16 @@ def batch_limit(num_train: int) -> int:
     return power_of_two_at_most(num_train // MIN_STEPS_PER_EPOCH)
 
 
-def training_notes(config: Config, class_counts: Sequence[int]) -> list[str]:
-    """One line for a ``model.queue_size`` larger than the training set and one for a
-    ``trainer.batch_size`` that leaves fewer than :data:`MIN_STEPS_PER_EPOCH` steps per
-    epoch (a batch larger than the training set is stage 1's error)."""
+def training_notes(
+    config: Config, class_counts: Sequence[int], has_queue: bool = True
+) -> list[str]:
+    """One line for a ``model.queue_size`` larger than the training set (for a method
+    that ``has_queue``) and one for a ``trainer.batch_size`` that leaves fewer than
+    :data:`MIN_STEPS_PER_EPOCH` steps per epoch (a batch larger than the training set is
+    stage 1's error)."""
     n, queue, batch = sum(class_counts), config.model.queue_size, config.trainer.batch_size
     notes = []
-    if queue > n:
+    if has_queue and queue > n:
         notes.append(
             f"model.queue_size {queue} is larger than the training set ({n} images), so the "
             f"queue holds each image several times, from older encoders; set "

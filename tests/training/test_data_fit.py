@@ -35,6 +35,10 @@ def test_a_queue_or_batch_too_large_for_the_data_is_one_line_each():
         "trainer.batch_size 128 leaves 3 step(s) per epoch on 437 training images (53 left "
         "out of each epoch); set trainer.batch_size=64 or less",
     ]
+    no_queue = training_notes(
+        config("model.queue_size=4096", "trainer.batch_size=64"), counts, False
+    )
+    assert no_queue == []  # a batch method: its queue_size is unused
     # larger than the training set: stage 1's error, not a note
     assert training_notes(config("model.queue_size=64", "trainer.batch_size=512"), counts) == []
 
