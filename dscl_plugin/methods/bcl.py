@@ -60,6 +60,7 @@ class BCLMethod(Method):
     """
 
     Options = BCLOptions
+    label = "BCL"
     options: BCLOptions
     model: BCLModel
     needs_class_counts = True
