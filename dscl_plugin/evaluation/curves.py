@@ -102,7 +102,12 @@ def training_curves(rows: Sequence[Mapping[str, str]]) -> list[Panel]:
     if ends:
         loss.series["total (epoch mean)"] = _per_epoch(_values(rows, "loss_epoch"))
     lr = Panel("Learning rate", "learning rate")
-    fill = Panel("Memory queue fill", "queue filled (%)", ylim=(0, 105))
+    fill = Panel(
+        "Memory queue fill",
+        "queue filled (%)",
+        ylim=(0, 105),
+        empty_note="no queue (a batch method)",
+    )
     for panel, key, scale in ((lr, "lr", 1.0), (fill, "queue_fill", 100.0)):
         xs, ys = _to_epochs(_values(rows, key), ends)
         if xs:

@@ -194,3 +194,9 @@ def test_an_unfinished_first_epoch_spreads_over_what_it_ran(tmp_path):
     assert knn.series == {}
     path = plot_training_curves(LOG, tmp_path / "curves.png", "DSCL on digits_lt")
     assert path.stat().st_size > 10_000
+
+
+def test_a_log_without_queue_fill_says_the_method_has_no_queue():
+    rows = [_row(0, 1, loss_step=3.0, loss_bcl=2.0, lr=0.1)]
+    fill = training_curves(rows)[2]
+    assert fill.series == {} and fill.empty_note == "no queue (a batch method)"
