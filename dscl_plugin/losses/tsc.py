@@ -56,6 +56,9 @@ class TSCLoss(KCLLoss):
         memory_bank_size, gather_distributed, check_finite, generator: as in
             :class:`KCLLoss`; ``gather_distributed`` also gathers the features and labels
             of the centroid update, so every process keeps the same centroids.
+        targeted: False makes the loss :class:`KCLLoss` (no target columns, the centroids
+            left as they are), as the official ``targeted`` switch does for TSC's KCL
+            warm-up; True (default) is TSC.
 
     Raises:
         ValueError: an argument out of range (``num_classes``, ``dim``, ``target_repeat``
@@ -86,6 +89,7 @@ class TSCLoss(KCLLoss):
         gather_distributed: bool = False,
         check_finite: bool = False,
         generator: torch.Generator | None = None,
+        targeted: bool = True,
     ) -> None:
         super().__init__(
             num_positives,
@@ -106,6 +110,7 @@ class TSCLoss(KCLLoss):
         self.separate_targets = separate_targets
         self.centroid_momentum = centroid_momentum
         self.gather_distributed = gather_distributed
+        self.targeted = targeted
         start = torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(seed))
         self.register_buffer("targets", uniform_targets(num_classes, dim, seed))
         self.register_buffer("centroids", F.normalize(start, dim=1))
@@ -121,7 +126,7 @@ class TSCLoss(KCLLoss):
     ) -> Tensor:
         """The (B,) loss of each anchor (:meth:`KCLLoss.forward` averages them); in a
         training step (the rule of :func:`~dscl_plugin.memory.updates_queue`) the
-        centroids move first.
+        centroids move first; with ``targeted=False`` those of :class:`KCLLoss`.
 
         Args: as :meth:`KCLLoss.forward`, with ``labels`` in ``[0, num_classes)`` and
         ``query``, ``key`` of dimension ``dim``.
@@ -139,6 +144,8 @@ class TSCLoss(KCLLoss):
             f"must have the targets' dimension dim={dim}, got shape {tuple(query.shape)}",
         )
         with torch.autocast(device_type=query.device.type, enabled=False):
+            if not self.targeted:
+                return self._losses(candidates, queue_normalized, None)
             if updates_queue(self, query):
                 self._update_centroids(F.normalize(candidates.query.detach(), dim=1), labels)
             targets = self._targets(candidates.labels, candidates.query.dtype)

@@ -1,9 +1,10 @@
 """Stage-1 methods on one harness: the base classes (:mod:`.base` :class:`Method`,
 :mod:`.momentum` :class:`MomentumMethod` for an EMA encoder and a labelled queue,
 :mod:`.pull_ratio` for :class:`~dscl_plugin.models.DSCLModel`'s family), what a method
-declares (:mod:`.options`, :mod:`.views`), one module per method (:mod:`.dscl`,
-:mod:`.supcon`, :mod:`.kcl`, :mod:`.bcl`), and the run's method checked and built
-(:mod:`.build`). Importing the package registers the built-in methods (docs/methods.md adds one)."""
+declares (:mod:`.options`, :mod:`.views`), the learning-rate schedule (:mod:`.schedule`),
+one module per method (:mod:`.dscl`, :mod:`.supcon`, :mod:`.kcl`, :mod:`.tsc`,
+:mod:`.bcl`), and the run's method checked and built (:mod:`.build`). Importing the
+package registers the built-in methods (docs/methods.md adds one)."""
 
 from dscl_plugin.methods.base import Method, NonFiniteLossError
 from dscl_plugin.methods.bcl import BCLMethod, BCLOptions
@@ -14,6 +15,7 @@ from dscl_plugin.methods.momentum import MomentumMethod
 from dscl_plugin.methods.options import NoOptions
 from dscl_plugin.methods.pull_ratio import PullRatioMethod
 from dscl_plugin.methods.supcon import SupConMethod
+from dscl_plugin.methods.tsc import TSCMethod, TSCOptions
 from dscl_plugin.methods.views import Batch, Patches, Views
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "Patches",
     "PullRatioMethod",
     "SupConMethod",
+    "TSCMethod",
+    "TSCOptions",
     "Views",
     "build_method",
     "check_method",

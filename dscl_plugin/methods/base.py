@@ -7,7 +7,8 @@ config, reads and checks the options, makes the views, runs the step, checks the
 is finite, logs every ``loss_*`` term, and owns the optimiser, the learning-rate
 schedule (also across a resume) and the frozen features of stage 2. SGD or AdamW
 (``optim.name``) with linear warm-up and cosine decay (Lightly's
-``CosineWarmupScheduler``) per step or per epoch.
+``CosineWarmupScheduler``) per step or per epoch, started again with a cleared optimiser
+state at the epochs a method's :meth:`Method.schedule_restarts` names.
 """
 
 from collections.abc import Callable, Sequence
@@ -15,7 +16,6 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
-from lightly.utils.scheduler import CosineWarmupScheduler
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -24,6 +24,7 @@ from dscl_plugin import checks
 from dscl_plugin.backbones import build_backbone
 from dscl_plugin.backbones.weights import load_backbone_weights
 from dscl_plugin.methods.options import NoOptions, option_problems, read_options
+from dscl_plugin.methods.schedule import RestartingCosineWarmupScheduler
 from dscl_plugin.methods.views import Batch, Views
 from dscl_plugin.models.feature_maps import map_and_pooled
 from dscl_plugin.training.config import to_dict
@@ -157,6 +158,13 @@ class Method(pl.LightningModule):
         to logits ``(B, C)``, or None (the default)."""
         return None
 
+    def schedule_restarts(self) -> tuple[int, ...]:
+        """The epochs (in ``(0, trainer.epochs)``) at which the learning-rate schedule
+        starts again, its warm-up and cosine over the epochs up to the next restart, with
+        the optimiser's state (momentum, Adam's moments) cleared, as a new optimiser;
+        default none."""
+        return ()
+
     # what the harness owns
     def before_step(self) -> None:
         """Called before :meth:`step` in every training step (e.g. the EMA update)."""
@@ -256,8 +264,15 @@ class Method(pl.LightningModule):
         ``trainer.epochs`` stretches the warm-up + cosine over the new length (the step
         count continues; the lr jumps to the longer schedule's value at that step)."""
         for state in checkpoint.get("lr_schedulers", []):
-            for key in ("max_epochs", "warmup_epochs"):
+            for key in ("max_epochs", "warmup_epochs", "restarts"):
                 state.pop(key, None)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Clears the optimiser's state before the first batch of a restart epoch
+        (:meth:`schedule_restarts`); a run resumed inside that epoch keeps the saved one."""
+        if batch_idx == 0 and self.current_epoch in self.schedule_restarts():
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()
 
     def on_train_start(self) -> None:
         """Sets the lr of the schedule at the current step (after a resume the optimizer
@@ -279,15 +294,18 @@ class Method(pl.LightningModule):
             optimizer = torch.optim.SGD(
                 params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
             )
+        restarts = self.schedule_restarts()
         if o.interval == "step":
             total = int(self.trainer.estimated_stepping_batches)
             warmup = round(o.warmup_epochs * total / epochs)
+            restarts = tuple(round(epoch * total / epochs) for epoch in restarts)
         else:
             total, warmup = epochs, round(o.warmup_epochs)
-        scheduler = CosineWarmupScheduler(
+        scheduler = RestartingCosineWarmupScheduler(
             optimizer,
             warmup_epochs=warmup,
             max_epochs=total,
+            restarts=restarts,
             end_value=0.0 if o.cosine else 1.0,
         )
         return {

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from references import naive_kcl
 
 from dscl_plugin.functional.sampling import sample_class_pool
-from dscl_plugin.losses import TSCLoss
+from dscl_plugin.losses import KCLLoss, TSCLoss
 
 T, C, D = 0.2, 4, 5
 
@@ -94,6 +94,21 @@ def test_eval_and_no_grad_calls_leave_the_centroids():
     loss_fn(query.float(), key.float(), labels, queue.float(), queue_labels)
     assert not torch.equal(loss_fn.centroids, before)
     assert torch.equal(loss_fn.centroids[3], before[3])  # class 3: no anchor
+
+
+def test_untargeted_is_kcl_and_leaves_the_centroids():
+    query, key, labels, queue, queue_labels = _inputs(seed=3)
+    tsc = TSCLoss(C, D, 2, T, generator=torch.Generator().manual_seed(5), targeted=False)
+    kcl = KCLLoss(2, T, generator=torch.Generator().manual_seed(5))
+    before = tsc.centroids.clone()
+    loss = tsc(query, key, labels, queue, queue_labels)  # a training step
+    assert torch.equal(loss, kcl(query, key, labels, queue, queue_labels))
+    assert torch.equal(tsc.centroids, before)
+    with pytest.raises(ValueError, match=r"labels must be class ids >= 0 and < num_classes \(4\)"):
+        tsc(query, key, labels + 2, queue, queue_labels)
+    tsc.targeted = True  # the official switch after the warm-up
+    tsc(query, key, labels, queue, queue_labels)
+    assert not torch.equal(tsc.centroids, before)
 
 
 def test_targets_and_centroids_are_saved_with_the_state_dict():

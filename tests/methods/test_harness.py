@@ -127,7 +127,7 @@ def test_options_are_read_from_their_section_with_the_config_types(toy):
         (
             "method_options.tyo.weight=1",
             "method_options.tyo: no method 'tyo' is registered (did you mean "
-            "method_options.toy? registered: ['bcl', 'dscl', 'kcl', 'supcon', 'toy']",
+            "method_options.toy? registered: ['bcl', 'dscl', 'kcl', 'supcon', 'toy', 'tsc']",
         ),
         (
             "method_options.dscl.beta=4",

@@ -40,6 +40,7 @@ def test_presets_are_one_copy_inside_the_package():
             "supcon": "SupCon baseline on",
             "kcl": "KCL on",
             "bcl": "BCL on",
+            "tsc": "TSC on",
         }
         assert description.startswith(method[name.split("_")[0]]), name
         assert len(description) <= 99, name

@@ -127,7 +127,8 @@ def test_registry_errors(isolated_registry):
     with pytest.raises(TypeError, match="LightningModule subclass"):
         registry.register_method("plain")(object)
     with pytest.raises(
-        ValueError, match=r"Unknown method 'nope'; registered .*\['bcl', 'dscl', 'kcl', 'supcon'\]"
+        ValueError,
+        match=r"Unknown method 'nope'; registered .*\['bcl', 'dscl', 'kcl', 'supcon', 'tsc'\]",
     ):
         registry.get_method("nope")
     assert issubclass(registry.get_method("supcon"), pl.LightningModule)
