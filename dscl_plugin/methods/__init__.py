@@ -2,8 +2,9 @@
 :mod:`.momentum` :class:`MomentumMethod` for an EMA encoder and a labelled queue,
 :mod:`.pull_ratio` for :class:`~dscl_plugin.models.DSCLModel`'s family), what a method
 declares (:mod:`.options`, :mod:`.views`), one module per method (:mod:`.dscl`,
-:mod:`.supcon`, :mod:`.kcl`), and the run's method checked and built (:mod:`.build`). Importing the
-package registers the built-in methods (docs/methods.md adds one)."""
+:mod:`.supcon`, :mod:`.kcl`, :mod:`.paco`), and the run's method checked and built
+(:mod:`.build`). Importing the package registers the built-in methods (docs/methods.md
+adds one)."""
 
 from dscl_plugin.methods.base import Method, NonFiniteLossError
 from dscl_plugin.methods.build import build_method, check_method
@@ -11,6 +12,7 @@ from dscl_plugin.methods.dscl import DSCLMethod, DSCLOptions
 from dscl_plugin.methods.kcl import KCLMethod, KCLOptions
 from dscl_plugin.methods.momentum import MomentumMethod
 from dscl_plugin.methods.options import NoOptions
+from dscl_plugin.methods.paco import PaCoMethod, PaCoModel, PaCoOptions
 from dscl_plugin.methods.pull_ratio import PullRatioMethod
 from dscl_plugin.methods.supcon import SupConMethod
 from dscl_plugin.methods.views import Batch, Patches, Views
@@ -25,6 +27,9 @@ __all__ = [
     "MomentumMethod",
     "NoOptions",
     "NonFiniteLossError",
+    "PaCoMethod",
+    "PaCoModel",
+    "PaCoOptions",
     "Patches",
     "PullRatioMethod",
     "SupConMethod",

@@ -21,7 +21,7 @@ Examples:
     >>> @register_method("my_method")
     ... class MyMethod(DSCLMethod): ...
     >>> available_methods()
-    ['dscl', 'kcl', 'my_method', 'supcon']
+    ['dscl', 'kcl', 'my_method', 'paco', 'supcon']
 """
 
 import importlib

@@ -240,7 +240,9 @@ def test_method_checks_run_where_the_run_is_composed():
     assert "supcon has no PBSD term" in message
     assert "model.alpha/model.beta" in _method_error("model.beta=8", path=supcon)
     message = _method_error("method=simclr")
-    assert "method: unknown method 'simclr'; registered: ['dscl', 'kcl', 'supcon']" in message
+    assert (
+        "method: unknown method 'simclr'; registered: ['dscl', 'kcl', 'paco', 'supcon']" in message
+    )
     assert "--import MODULE" in message
 
 

@@ -35,7 +35,12 @@ def test_presets_are_one_copy_inside_the_package():
     assert len(preset_names()) == len(list(CONFIGS.glob("*.yaml"))) >= 13
     for name in preset_names():  # --list-configs shows the first comment line
         description = preset_description(name)
-        method = {"dscl": "DSCL + PBSD on", "supcon": "SupCon baseline on", "kcl": "KCL on"}
+        method = {
+            "dscl": "DSCL + PBSD on",
+            "supcon": "SupCon baseline on",
+            "kcl": "KCL on",
+            "paco": "PaCo on",
+        }
         assert description.startswith(method[name.split("_")[0]]), name
         assert len(description) <= 99, name
 

@@ -127,7 +127,7 @@ def test_registry_errors(isolated_registry):
     with pytest.raises(TypeError, match="LightningModule subclass"):
         registry.register_method("plain")(object)
     with pytest.raises(
-        ValueError, match=r"Unknown method 'nope'; registered .*\['dscl', 'kcl', 'supcon'\]"
+        ValueError, match=r"Unknown method 'nope'; registered .*\['dscl', 'kcl', 'paco', 'supcon'\]"
     ):
         registry.get_method("nope")
     assert issubclass(registry.get_method("supcon"), pl.LightningModule)
