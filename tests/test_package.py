@@ -116,7 +116,7 @@ def test_import_dscl_plugin_loads_no_training_stack():
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == ["[]", "['bcl', 'dscl', 'kcl', 'supcon', 'tsc']"]
+    assert result.stdout.splitlines() == ["[]", "['bcl', 'dscl', 'kcl', 'paco', 'supcon', 'tsc']"]
 
 
 def _requirements():

@@ -3,8 +3,8 @@
 :mod:`.pull_ratio` for :class:`~dscl_plugin.models.DSCLModel`'s family), what a method
 declares (:mod:`.options`, :mod:`.views`), the learning-rate schedule (:mod:`.schedule`),
 one module per method (:mod:`.dscl`, :mod:`.supcon`, :mod:`.kcl`, :mod:`.tsc`,
-:mod:`.bcl`), and the run's method checked and built (:mod:`.build`). Importing the
-package registers the built-in methods (docs/methods.md adds one)."""
+:mod:`.bcl`, :mod:`.paco`), and the run's method checked and built (:mod:`.build`).
+Importing the package registers the built-in methods (docs/methods.md adds one)."""
 
 from dscl_plugin.methods.base import Method, NonFiniteLossError
 from dscl_plugin.methods.bcl import BCLMethod, BCLOptions
@@ -13,6 +13,7 @@ from dscl_plugin.methods.dscl import DSCLMethod, DSCLOptions
 from dscl_plugin.methods.kcl import KCLMethod, KCLOptions
 from dscl_plugin.methods.momentum import MomentumMethod
 from dscl_plugin.methods.options import NoOptions
+from dscl_plugin.methods.paco import PaCoMethod, PaCoModel, PaCoOptions
 from dscl_plugin.methods.pull_ratio import PullRatioMethod
 from dscl_plugin.methods.supcon import SupConMethod
 from dscl_plugin.methods.tsc import TSCMethod, TSCOptions
@@ -30,6 +31,9 @@ __all__ = [
     "MomentumMethod",
     "NoOptions",
     "NonFiniteLossError",
+    "PaCoMethod",
+    "PaCoModel",
+    "PaCoOptions",
     "Patches",
     "PullRatioMethod",
     "SupConMethod",

@@ -22,8 +22,8 @@ def registered_methods() -> dict[str, type[Method]]:
 def options_problems(config: Config, methods: dict[str, type[Method]]) -> list[str]:
     """The problems of every section of ``config.method_options``: one that names no
     registered method, or options its method refuses (a key of another method is named
-    where it belongs). A config may hold the options of several methods; only those of
-    ``config.method`` are used."""
+    where it belongs, every place when several methods have it). A config may hold the
+    options of several methods; only those of ``config.method`` are used."""
     problems = []
     for name in config.method_options:
         cls = methods.get(name)
@@ -35,12 +35,11 @@ def options_problems(config: Config, methods: dict[str, type[Method]]) -> list[s
                 f"{sorted(methods)}; {PLUGIN_HINT})"
             )
             continue
-        elsewhere = {
-            key: f"{other.options_key(n)}.{key}"
-            for n, other in methods.items()
-            if other is not cls
-            for key in option_names(other.Options)
-        }
+        places: dict[str, list[str]] = {}
+        for n, other in methods.items():
+            for key in option_names(other.Options) if other is not cls else ():
+                places.setdefault(key, []).append(f"{other.options_key(n)}.{key}")
+        elsewhere = {key: " or ".join(where) for key, where in places.items()}
         problems += cls.option_problems(config, name, elsewhere)
     return problems
 

@@ -11,7 +11,7 @@ Backbones come from :mod:`dscl_plugin.backbones`.
 """
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -78,6 +78,17 @@ def _checked_patches(
         f"({patches.shape[-2]}x{patches.shape[-1]})",
     )
     return patches, boxes
+
+
+def shuffle_bn_forward(forward: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
+    """``forward(images)`` with MoCo's shuffle-BN: the batch is shuffled before the
+    forward and unshuffled after (Lightly's ``batch_shuffle``), across all processes when
+    ``torch.distributed`` runs several, so the BN statistics of the EMA keys come from
+    other images than the queries' (every process must call it). In eval mode (running
+    statistics) the output is the same either way."""
+    distributed = dist.world_size() > 1
+    shuffled, shuffle = batch_shuffle(images, distributed=distributed)
+    return batch_unshuffle(forward(shuffled), shuffle, distributed=distributed)
 
 
 class DSCLModel(nn.Module):
@@ -255,16 +266,10 @@ class DSCLModel(nn.Module):
 
     @torch.no_grad()
     def _key(self, view_k: Tensor) -> Tensor:
-        """``k = f_m(view_k)``; with ``shuffle_bn`` the batch is shuffled before the EMA
-        forward and unshuffled after (MoCo's shuffle-BN, Lightly's ``batch_shuffle``),
-        across all processes when ``torch.distributed`` runs several, so the keys' BN
-        statistics come from other images than the queries' (every process must call
-        it). In eval mode (running statistics) the keys are the same either way."""
+        """``k = f_m(view_k)``, with :func:`shuffle_bn_forward` when ``shuffle_bn``."""
         if not self.shuffle_bn:
             return self._key_forward(view_k)
-        distributed = dist.world_size() > 1
-        shuffled, shuffle = batch_shuffle(view_k, distributed=distributed)
-        return batch_unshuffle(self._key_forward(shuffled), shuffle, distributed=distributed)
+        return shuffle_bn_forward(self._key_forward, view_k)
 
     def _key_forward(self, view_k: Tensor) -> Tensor:
         return self.projection_head_momentum(map_and_pooled(self.backbone_momentum, view_k)[1])

@@ -21,7 +21,7 @@ Examples:
     >>> @register_method("my_method")
     ... class MyMethod(DSCLMethod): ...
     >>> available_methods()
-    ['bcl', 'dscl', 'kcl', 'my_method', 'supcon', 'tsc']
+    ['bcl', 'dscl', 'kcl', 'my_method', 'paco', 'supcon', 'tsc']
 """
 
 import importlib

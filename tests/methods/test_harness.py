@@ -115,7 +115,8 @@ def test_options_are_read_from_their_section_with_the_config_types(toy):
         ),
         (
             "method_options.toy.beta=2",
-            "method_options.toy.beta: unknown option (it is set as model.beta)",
+            "method_options.toy.beta: unknown option (it is set as model.beta or "
+            "method_options.paco.beta)",
         ),
         (
             "method_options.toy.weight=heavy",
@@ -127,7 +128,8 @@ def test_options_are_read_from_their_section_with_the_config_types(toy):
         (
             "method_options.tyo.weight=1",
             "method_options.tyo: no method 'tyo' is registered (did you mean "
-            "method_options.toy? registered: ['bcl', 'dscl', 'kcl', 'supcon', 'toy', 'tsc']",
+            "method_options.toy? registered: "
+            "['bcl', 'dscl', 'kcl', 'paco', 'supcon', 'toy', 'tsc']",
         ),
         (
             "method_options.dscl.beta=4",

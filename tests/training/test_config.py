@@ -240,7 +240,7 @@ def test_method_checks_run_where_the_run_is_composed():
     assert "supcon has no PBSD term" in message
     assert "model.alpha/model.beta" in _method_error("model.beta=8", path=supcon)
     message = _method_error("method=simclr")
-    registered = "['bcl', 'dscl', 'kcl', 'supcon', 'tsc']"
+    registered = "['bcl', 'dscl', 'kcl', 'paco', 'supcon', 'tsc']"
     assert f"method: unknown method 'simclr'; registered: {registered}" in message
     assert "--import MODULE" in message
 

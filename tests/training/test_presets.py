@@ -41,6 +41,7 @@ def test_presets_are_one_copy_inside_the_package():
             "kcl": "KCL on",
             "bcl": "BCL on",
             "tsc": "TSC on",
+            "paco": "PaCo on",
         }
         assert description.startswith(method[name.split("_")[0]]), name
         assert len(description) <= 99, name

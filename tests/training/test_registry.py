@@ -128,7 +128,8 @@ def test_registry_errors(isolated_registry):
         registry.register_method("plain")(object)
     with pytest.raises(
         ValueError,
-        match=r"Unknown method 'nope'; registered .*\['bcl', 'dscl', 'kcl', 'supcon', 'tsc'\]",
+        match=r"Unknown method 'nope'; registered "
+        r".*\['bcl', 'dscl', 'kcl', 'paco', 'supcon', 'tsc'\]",
     ):
         registry.get_method("nope")
     assert issubclass(registry.get_method("supcon"), pl.LightningModule)
