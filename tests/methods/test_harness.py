@@ -115,8 +115,8 @@ def test_options_are_read_from_their_section_with_the_config_types(toy):
         ),
         (
             "method_options.toy.beta=2",
-            "method_options.toy.beta: unknown option (it is set as model.beta or "
-            "method_options.paco.beta)",
+            "method_options.toy.beta: unknown option (it is set as method_options.bcl.beta "
+            "or model.beta or method_options.paco.beta)",
         ),
         (
             "method_options.toy.weight=heavy",

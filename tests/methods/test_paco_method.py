@@ -205,7 +205,7 @@ def test_labels_and_class_counts_are_checked_by_name():
         (
             "method_options.paco.num_positive=2",
             "method_options.paco.num_positive: unknown option (it is set as "
-            "method_options.kcl.num_positive)",
+            "method_options.kcl.num_positive or method_options.tsc.num_positive)",
         ),
     ],
 )
