@@ -395,3 +395,19 @@ def test_the_fields_a_run_function_records_join_its_record(tmp_path):
     assert [r["loss_pbsd"] for r in records] == [0.0, 0.0, 0.25, 0.25]
     assert [r["loss_pbsd"] for r in read_records(tmp_path / "cmp" / "runs.jsonl")] == [
         0.0, 0.0, 0.25, 0.25]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_long_tail_family_runs_paired_on_one_config_with_a_row_per_method(tmp_path, capsys):
+    methods = ["supcon", "kcl", "tsc", "bcl", "paco", "dscl"]
+    out = tmp_path / "family"
+    argv = ["--config", "dscl_digits_lt", "--methods", *methods, "--seeds", "0"]
+    assert cli.compare_main([*argv, "--out", str(out), *TINY, "trainer.epochs=1"]) == 0
+    records = read_records(out / "runs.jsonl")
+    assert sorted(r["method"] for r in records) == sorted(methods)
+    report = (out / "report.md").read_text()
+    for label in ("SupCon", "KCL", "TSC", "BCL", "PaCo", "DSCL"):
+        assert f"| {label} | 1 |" in report  # a row per method in the summary table
+    own = {r["method"] for r in records if r["own_classifier"]}
+    assert own == {"bcl", "paco"}
+    assert "| BCL's own classifier | 1 |" in report and "| PaCo's own classifier | 1 |" in report
