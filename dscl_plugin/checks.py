@@ -46,7 +46,7 @@ def integer(name: str, value: Any, low: int, allow_none: bool = False) -> None:
     ``allow_none``."""
     if value is None and allow_none:
         return
-    ok = isinstance(value, Integral) and not isinstance(value, bool) and int(value) >= low
+    ok = not isinstance(value, bool) and isinstance(value, Integral) and int(value) >= low
     none = "None or " if allow_none else ""
     require(ok, name, f"must be {none}an int >= {low}, got {value!r}")
 

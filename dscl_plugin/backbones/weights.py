@@ -74,7 +74,7 @@ def load_backbone_weights(backbone: nn.Module, backbone_name: str, path: PathLik
         ) from None
 
 
-def _key_mismatch(module: nn.Module, state: Mapping[str, Any]) -> tuple:
+def _key_mismatch(module: nn.Module, state: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """``(missing, unexpected)`` key lists of ``module.load_state_dict(state)``."""
     expected = set(module.state_dict())
     return sorted(expected - set(state)), sorted(set(state) - expected)

@@ -1,12 +1,16 @@
 """Long-tailed accuracy by shot group and kNN retrieval metrics (PML's ``AccuracyCalculator``)."""
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from dscl_plugin.data.shots import shot_groups
+
+if TYPE_CHECKING:
+    from pytorch_metric_learning.distances import BaseDistance
 
 
 def shot_metrics(
@@ -58,7 +62,7 @@ def knn_metrics(
     test_feats: Tensor,
     test_labels: Tensor,
     k: int | str = "max_bin_count",
-    distance=None,
+    distance: "BaseDistance | None" = None,
     batch_size: int | None = 4096,
 ) -> dict[str, float]:
     """Retrieval metrics of test queries against the train set, via PML's ``AccuracyCalculator``.

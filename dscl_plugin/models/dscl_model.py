@@ -264,10 +264,14 @@ class DSCLModel(nn.Module):
             return self._key_forward(view_k)
         distributed = dist.world_size() > 1
         shuffled, shuffle = batch_shuffle(view_k, distributed=distributed)
-        return batch_unshuffle(self._key_forward(shuffled), shuffle, distributed=distributed)
+        key: Tensor = batch_unshuffle(self._key_forward(shuffled), shuffle, distributed=distributed)
+        return key
 
     def _key_forward(self, view_k: Tensor) -> Tensor:
-        return self.projection_head_momentum(map_and_pooled(self.backbone_momentum, view_k)[1])
+        key: Tensor = self.projection_head_momentum(
+            map_and_pooled(self.backbone_momentum, view_k)[1]
+        )
+        return key
 
     def _pbsd(
         self,
@@ -290,7 +294,8 @@ class DSCLModel(nn.Module):
         else:  # one pass of all B * L patches that leaves BN running statistics unchanged
             _, pooled = map_and_pooled(self.backbone, patches.flatten(0, 1), keep_buffers=True)
         student = self.projection_head(pooled).reshape(b, num_patches, -1)
-        return self.pbsd_criterion(student, teacher, key, queue, queue_normalized=True)
+        loss: Tensor = self.pbsd_criterion(student, teacher, key, queue, queue_normalized=True)
+        return loss
 
 
 class SupConModel(DSCLModel):

@@ -106,7 +106,9 @@ def _check_run(variant: Variant, config: Config) -> None:
         )
 
 
-def _check_recorded(plan: Iterable[PlannedRun], recorded: Mapping[tuple, dict], runs: Path):
+def _check_recorded(
+    plan: Iterable[PlannedRun], recorded: Mapping[tuple[str, int], dict[str, Any]], runs: Path
+) -> None:
     for planned in plan:
         record = recorded.get((planned.variant.name, planned.seed))
         if record is None:
@@ -133,7 +135,9 @@ def _key(planned: PlannedRun) -> tuple[str, int]:
     return planned.variant.name, planned.seed
 
 
-def records_reader(runs: Path, log: Callable[[str], None]) -> Callable[[], dict[tuple, dict]]:
+def records_reader(
+    runs: Path, log: Callable[[str], None]
+) -> Callable[[], dict[tuple[str, int], dict[str, Any]]]:
     """Reads ``runs`` anew at each call, as ``{(method, seed): record}``; a line that does
     not parse is told to ``log`` once, with what becomes of its run."""
     told: set[str] = set()
@@ -153,7 +157,7 @@ def run_missing(
     command: str = "",
     overrides: Sequence[str] = (),
     log: Callable[[str], None] = print,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Runs the planned runs that ``DIR/runs.jsonl`` lacks (resuming a folder that has a
     checkpoint), appending a record for each; returns the records of ``plan``.
 
@@ -259,7 +263,7 @@ def compare(
     run: RunFunction = run_pipeline,
     extra_variants: Mapping[str, Variant] | None = None,
     log: Callable[[str], None] = print,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """:func:`plan_runs`, :func:`run_missing` (``run`` trains and evaluates one config),
     then :func:`~dscl_plugin.runs.compare_report.write_report` of every recorded run of
     the planned methods and settings (other seeds too), whose verdicts it prints last;
@@ -287,7 +291,9 @@ def compare(
     return records
 
 
-def comparable(records: Iterable[dict], plan: Sequence[PlannedRun]) -> list[dict]:
+def comparable(
+    records: Iterable[dict[str, Any]], plan: Sequence[PlannedRun]
+) -> list[dict[str, Any]]:
     """The ``records`` of the planned methods trained with the planned settings
     (:data:`SHARED_KEYS`), whatever their seed, in plan order then by seed."""
     planned = {p.variant.name: p.config for p in plan}

@@ -98,7 +98,7 @@ def saved_config(path: PathLike) -> dict[str, Any]:
     """
     checkpoint = load_file(path)
     saved = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    config = saved.get("config")
+    config: dict[str, Any] | None = saved.get("config")
     if config is None:
         raise CheckpointError(f"'{path}' has no saved config: it was not written by dscl-train.")
     return config

@@ -305,7 +305,7 @@ def retrieval_settings(config: Config) -> RetrievalSettings:
     )
 
 
-def augmented_loader(config: Config) -> DataLoader:
+def augmented_loader(config: Config) -> DataLoader[tuple[Any, int]]:
     """Training images for ``probe.protocol: augmented``: the q-view augmentation of
     ``data`` (official: RandomResizedCrop, jitter p 0.8, grayscale, blur, flip), drawn
     class-balanced (``probe.class_balanced``), seeded by ``seed``."""

@@ -33,7 +33,7 @@ class ContinuedCSVLogger(CSVLogger):
         self._continued = False
 
     @property
-    def experiment(self) -> ExperimentWriter:
+    def experiment(self) -> Any:  # as Lightning's: the writer on rank zero, a dummy elsewhere
         if self._continued:
             return super().experiment
         path = os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE)

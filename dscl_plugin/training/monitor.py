@@ -92,7 +92,9 @@ class MonitorImages:
     first pass when they fit in ``CACHE_BYTES``, else read again through a loader with its
     own random generator (the training RNG is never drawn from)."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset[tuple[Tensor, int]], batch_size: int, num_workers: int = 0
+    ) -> None:
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
         self.cached: tuple[Tensor, Tensor] | None = None
 
@@ -134,8 +136,8 @@ class ShotGroupKNNMonitor(pl.Callback):
 
     def __init__(
         self,
-        bank: Dataset,
-        queries: Dataset,
+        bank: Dataset[tuple[Tensor, int]],
+        queries: Dataset[tuple[Tensor, int]],
         class_counts: Sequence[int],
         every: int,
         knn_k: int = 20,
@@ -164,7 +166,9 @@ class ShotGroupKNNMonitor(pl.Callback):
         pl_module.log_dict(values, on_step=False, on_epoch=True, rank_zero_only=True)
 
     @torch.no_grad()
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, float | None]:
         """:func:`knn_shot_accuracy` of the module's current features."""
         modes = {module: module.training for module in pl_module.modules()}
         pl_module.eval()
