@@ -191,3 +191,22 @@ def test_test_modules_share_code_only_through_plain_modules():
     ]
     assert not problems, problems
     assert (tests / "references.py").is_file() and (tests / "helpers.py").is_file()
+
+
+def test_the_package_shows_only_its_public_api():
+    """``dir(dscl_plugin)`` is ``__all__``; besides those names and its loaded modules the
+    package namespace holds no public name (no ``Any``, no helper imported to be called)."""
+    import types
+
+    import dscl_plugin
+
+    assert dir(dscl_plugin) == sorted(dscl_plugin.__all__)
+    stray = [
+        name
+        for name, value in vars(dscl_plugin).items()
+        if not name.startswith("_")
+        and name not in dscl_plugin.__all__
+        and not isinstance(value, types.ModuleType)
+    ]
+    assert stray == []
+    assert all(getattr(dscl_plugin, name) is not None for name in dscl_plugin.__all__)
