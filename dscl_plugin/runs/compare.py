@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dscl_plugin.data.shots import ACCURACY_GROUPS
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.methods import check_method
 from dscl_plugin.runs import pipeline
@@ -230,7 +231,7 @@ def _record(
         "seed": planned.seed,
         "dataset": config.data.name,
         "imbalance_factor": config.data.imbalance_factor,
-        **{group: probe[group] for group in ("overall", "many", "medium", "few")},
+        **{group: probe[group] for group in ACCURACY_GROUPS},
         "knn_p1": metrics["knn"]["precision_at_1"],
         "class_counts": metrics["train_class_counts"],
         "class_names": metrics.get("class_names"),

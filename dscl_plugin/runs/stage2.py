@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from dscl_plugin.backbones.weights import load_backbone_weights
 from dscl_plugin.data.base import ImageDataset
 from dscl_plugin.data.samplers import ClassBalancedSampler
-from dscl_plugin.data.shots import empty_groups
+from dscl_plugin.data.shots import ACCURACY_GROUPS, SHOT_GROUPS, empty_groups
 from dscl_plugin.errors import CheckpointError
 from dscl_plugin.evaluation.features import extract_features
 from dscl_plugin.evaluation.figures import plot_per_class_accuracy
@@ -173,9 +173,8 @@ def score(
     knn = knn_metrics(
         train_feats, train_labels, test_feats, test_labels, k=e.knn_k or "max_bin_count"
     )
-    groups = ("overall", "many", "medium", "few")
     scores = {
-        "linear_probe": {key: probe[key] for key in groups},
+        "linear_probe": {key: probe[key] for key in ACCURACY_GROUPS},
         "knn": knn,
         "per_class_accuracy": probe["per_class"],
     }
@@ -183,7 +182,7 @@ def score(
         with torch.no_grad():
             own_logits = own_classifier(test_feats.to(device)).float().cpu()
         own = shot_metrics(own_logits, test_labels, class_counts, e.many_threshold, e.few_threshold)
-        scores["own_classifier"] = {key: own[key] for key in groups}
+        scores["own_classifier"] = {key: own[key] for key in ACCURACY_GROUPS}
     return scores
 
 
@@ -202,7 +201,7 @@ def report(
     ``own_classifier`` with its ``label``."""
     e = config.eval
     empty = empty_groups(class_counts, e.many_threshold, e.few_threshold)
-    for group in ("many", "medium", "few"):  # classes there, but none in the test set
+    for group in SHOT_GROUPS:  # classes there, but none in the test set
         if scores["linear_probe"][group] is None and group not in empty:
             empty[group] = "no test image of its classes"
     own = scores.get("own_classifier")
