@@ -1,7 +1,7 @@
 """Argument rules shared by the constructors, the losses and the run config, each written
 once.
 
-Every check raises :class:`InvalidValue`, a ``ValueError`` whose message is
+Every check raises :class:`~dscl_plugin.errors.InvalidValue`, a ``ValueError`` whose message is
 ``"<name> <rule>."`` (e.g. ``temperature must be > 0, got 0.``). The constructors
 call these checks with their argument names; ``dscl_plugin.training.validation`` calls the
 same checks and reports ``"<section>.<name>: <rule>"``, so a config key and the argument
@@ -15,14 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-
-class InvalidValue(ValueError):
-    """A bad argument value; ``name`` is the argument, ``rule`` what it must satisfy."""
-
-    def __init__(self, name: str, rule: str) -> None:
-        super().__init__(f"{name} {rule}.")
-        self.name = name
-        self.rule = rule
+from dscl_plugin.errors import InvalidValue
 
 
 def require(ok: bool, name: str, rule: str) -> None:

@@ -30,9 +30,9 @@ from helpers import (
 import dscl_plugin
 from dscl_plugin.backbones.weights import export_backbone, load_backbone_weights
 from dscl_plugin.cli import eval_main, main, train_main
-from dscl_plugin.errors import CheckpointError, ConfigError
+from dscl_plugin.errors import CheckpointError, ConfigError, NonFiniteLossError
 from dscl_plugin.files import load_file
-from dscl_plugin.methods import NonFiniteLossError, build_method
+from dscl_plugin.methods import build_method
 from dscl_plugin.models import DSCLModel, build_backbone
 from dscl_plugin.runs.stage1 import train
 from dscl_plugin.training.checkpoint_io import AtomicCheckpointIO

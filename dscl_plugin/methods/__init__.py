@@ -5,7 +5,7 @@ declares (:mod:`.options`, :mod:`.views`), one module per method (:mod:`.dscl`,
 :mod:`.supcon`, :mod:`.kcl`), and the run's method checked and built (:mod:`.build`). Importing the
 package registers the built-in methods (docs/methods.md adds one)."""
 
-from dscl_plugin.methods.base import Method, NonFiniteLossError
+from dscl_plugin.methods.base import Method
 from dscl_plugin.methods.build import build_method, check_method
 from dscl_plugin.methods.dscl import DSCLMethod, DSCLOptions
 from dscl_plugin.methods.kcl import KCLMethod, KCLOptions
@@ -24,7 +24,6 @@ __all__ = [
     "Method",
     "MomentumMethod",
     "NoOptions",
-    "NonFiniteLossError",
     "Patches",
     "PullRatioMethod",
     "SupConMethod",

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from dscl_plugin import checks
 from dscl_plugin.checks import PATCH_PASSES
+from dscl_plugin.errors import InvalidValue
 from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
 from dscl_plugin.losses.pbsd import PBSDLoss
 from dscl_plugin.memory import LabeledMemoryBank, owns_queue, updates_queue
@@ -51,7 +52,7 @@ def _checked_patches(
 ) -> tuple[Tensor, Tensor]:
     """``(patches, boxes)``, checked against the q views."""
     if patches is None or boxes is None:
-        raise checks.InvalidValue(
+        raise InvalidValue(
             "pbsd_weight",
             "> 0 needs patches (B, L, 3, s, s) and boxes (B, L, 4), got "
             f"patches={None if patches is None else tuple(patches.shape)}, "
@@ -238,7 +239,7 @@ class DSCLModel(nn.Module):
         if self.track_grad_ratio:  # no gradient
             pull_ratio = getattr(self.criterion, "pull_gradient_ratio", None)
             if pull_ratio is None:
-                raise checks.InvalidValue(
+                raise InvalidValue(
                     "track_grad_ratio",
                     "needs a criterion with pull_gradient_ratio, got "
                     f"{type(self.criterion).__name__}",

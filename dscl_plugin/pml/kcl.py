@@ -9,6 +9,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from dscl_plugin import checks
+from dscl_plugin.errors import InvalidValue
 from dscl_plugin.losses import kcl, tsc
 from dscl_plugin.pml.layouts import IndicesTuple, LossDict, partner_index
 
@@ -43,7 +44,7 @@ class _MoCoCallLoss(BaseMetricLossFunction):
     ) -> LossDict:
         name = type(self).__name__
         if ref_emb is embeddings or labels is None or ref_labels is None:
-            raise checks.InvalidValue(
+            raise InvalidValue(
                 "ref_emb",
                 f"and ref_labels must be given with labels: {name} takes the MoCo call "
                 f"{MOCO_CALL} (two views without a memory: ref_emb = the other view)",

@@ -18,8 +18,8 @@ import torch
 
 from dscl_plugin import checks
 from dscl_plugin.backbones import check_backbone_name
-from dscl_plugin.checks import PATCH_PASSES, InvalidValue, alpha_from
-from dscl_plugin.errors import ConfigError
+from dscl_plugin.checks import PATCH_PASSES, alpha_from
+from dscl_plugin.errors import ConfigError, InvalidValue
 from dscl_plugin.training.precision import resolve_accelerator
 from dscl_plugin.training.schema import (
     ACCELERATORS,
