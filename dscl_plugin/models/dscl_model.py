@@ -26,12 +26,15 @@ from lightly.utils import dist
 from torch import Tensor, nn
 
 from dscl_plugin import checks
-from dscl_plugin.checks import PATCH_PASSES
 from dscl_plugin.errors import InvalidValue
 from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
 from dscl_plugin.losses.pbsd import PBSDLoss
 from dscl_plugin.memory import LabeledMemoryBank, owns_queue, updates_queue
 from dscl_plugin.models.feature_maps import map_and_pooled, pool_regions
+
+# how the PBSD student embeds the patches: "batched" (one pass of all B * L patches, BN
+# running statistics untouched) or "separate" (the official L train-mode passes of B patches)
+PATCH_PASSES = ("batched", "separate")
 
 
 def _check_inputs(view_q: Tensor, view_k: Tensor, labels: Tensor) -> None:

@@ -10,8 +10,8 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
 
 from dscl_plugin import checks
-from dscl_plugin.checks import alpha_from
 from dscl_plugin.functional.contrastive import compute_dtype, decoupled_cross_entropy
+from dscl_plugin.losses.contrastive import alpha_from
 from dscl_plugin.pml.layouts import IndicesTuple, LossDict, partner_index
 
 

@@ -18,8 +18,9 @@ import torch
 
 from dscl_plugin import checks
 from dscl_plugin.backbones import check_backbone_name
-from dscl_plugin.checks import PATCH_PASSES, alpha_from
 from dscl_plugin.errors import ConfigError, InvalidValue
+from dscl_plugin.losses.contrastive import alpha_from
+from dscl_plugin.models.dscl_model import PATCH_PASSES
 from dscl_plugin.training.precision import resolve_accelerator
 from dscl_plugin.training.schema import (
     ACCELERATORS,
