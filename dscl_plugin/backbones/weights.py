@@ -11,7 +11,7 @@ from torch import nn
 from dscl_plugin.backbones.cnn import PLAIN_CNNS
 from dscl_plugin.backbones.vit import ViTBackbone
 from dscl_plugin.errors import CheckpointError
-from dscl_plugin.files import PathLike, atomic_save, load_file
+from dscl_plugin.safe_io import PathLike, atomic_save, load_file
 
 # torchvision ResNet children in order; ``build_backbone`` keeps the first eight.
 _RESNET_CHILDREN = (

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dscl_plugin.files import PathLike, writing
+from dscl_plugin.safe_io import PathLike, writing
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

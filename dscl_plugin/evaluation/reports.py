@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dscl_plugin.files import PathLike, writing
+from dscl_plugin.safe_io import PathLike, writing
 
 
 def to_json(value: object) -> object:

@@ -18,11 +18,11 @@ from pytorch_lightning.loggers import Logger
 from dscl_plugin.backbones.weights import export_backbone
 from dscl_plugin.data.base import ImageDataset
 from dscl_plugin.errors import ConfigError, TrainingInterrupted
-from dscl_plugin.files import atomic_save, writing
 from dscl_plugin.methods import Method, build_method
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import Resume, RunFolder, resolve_resume
 from dscl_plugin.runs.monitoring import monitor_callbacks, write_curves
+from dscl_plugin.safe_io import atomic_save, writing
 from dscl_plugin.training.config import to_yaml
 from dscl_plugin.training.data import DeviceTrainingData, TrainingData
 from dscl_plugin.training.data_fit import shot_group_note, tell, training_notes

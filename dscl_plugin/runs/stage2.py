@@ -31,13 +31,13 @@ from dscl_plugin.evaluation.probes import augmented_linear_probe, linear_probe
 from dscl_plugin.evaluation.reports import format_metrics_table, write_metrics
 from dscl_plugin.evaluation.retrieval import RetrievalSettings, compute_retrieval
 from dscl_plugin.evaluation.retrieval_figures import write_retrieval_figures
-from dscl_plugin.files import PathLike, load_file
 from dscl_plugin.methods import Method, build_method
 from dscl_plugin.runs.compute import eval_device
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import LAYOUT, RunFolder, check_checkpoint_config
 from dscl_plugin.runs.provenance import package_stamp
 from dscl_plugin.runs.variants import method_title
+from dscl_plugin.safe_io import PathLike, load_file
 from dscl_plugin.training.config import to_dict
 from dscl_plugin.training.data_fit import shot_group_note, tell
 from dscl_plugin.training.schema import Config

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from dscl_plugin.files import writing
+from dscl_plugin.safe_io import writing
 
 
 class ContinuedCSVLogger(CSVLogger):
