@@ -11,7 +11,8 @@ from torch import Tensor
 
 class AutogradContext(Protocol):
     """``ctx`` of ``forward`` and ``backward``: which inputs need a gradient, and the
-    tensors saved for the backward pass (a None saved stays None)."""
+    tensors saved for the backward pass (typed as tensors, as PyTorch's stubs do; a None
+    saved comes back as None)."""
 
     needs_input_grad: tuple[bool, ...]
     saved_tensors: tuple[Tensor, ...]

@@ -148,6 +148,8 @@ class _DecoupledCrossEntropy(torch.autograd.Function):
 
 
 class _DSCLContext(AutogradContext, Protocol):
+    """What the forward pass keeps on ``ctx`` besides the saved tensors."""
+
     temperature: float
     block_sizes: list[int]
 

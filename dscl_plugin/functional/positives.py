@@ -141,6 +141,8 @@ class _Layout(NamedTuple):
 
 
 class _PositiveSetContext(AutogradContext, Protocol):
+    """What the forward pass keeps on ``ctx`` besides the saved tensors."""
+
     temperature: float
     specs: tuple[_Layout, ...]
     slots: ClassSlots
