@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from benchmarks import sweep
+from dscl_plugin.data.shots import ACCURACY_GROUPS
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.evaluation.metrics import knn_metrics, shot_metrics
 from dscl_plugin.evaluation.probes import linear_probe
@@ -172,7 +173,7 @@ def raw_pixel_metrics(config: Config) -> dict[str, Any]:
         knn = knn_metrics(*data["train"], *data["test"], k=e.knn_k or "max_bin_count")
     probe = shot_metrics(logits, data["test"][1], counts, e.many_threshold, e.few_threshold)
     return {
-        "linear_probe": {key: probe[key] for key in ("overall", "many", "medium", "few")},
+        "linear_probe": {key: probe[key] for key in ACCURACY_GROUPS},
         "knn": knn,
         "train_class_counts": list(counts),
     }

@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from benchmarks.reporting import write_csv
+from dscl_plugin.data.shots import ACCURACY_GROUPS
 from dscl_plugin.evaluation import comparison
 from dscl_plugin.evaluation.comparison import pct
 
 # a swept key that excludes another setting (alpha and beta are two names for one weight)
 EXCLUSIVE = {"model.alpha": "model.beta", "model.beta": "model.alpha"}
-METRICS = ("overall", "many", "medium", "few")
 
 
 def parse_sweep(specs: Sequence[str]) -> dict[str, list[str]]:
@@ -97,7 +97,9 @@ def summarise_sweep(runs: Sequence[Mapping[str, object]], key: str) -> list[dict
     tagged = [{**r, "method": names[group]} for group in order for r in groups[group]]
     rows = {
         row["method"]: row
-        for row in comparison.summarise(tagged, [names[g] for g in order], "supcon", METRICS)
+        for row in comparison.summarise(
+            tagged, [names[g] for g in order], "supcon", ACCURACY_GROUPS
+        )
     }
     return [
         {"key": key, "value": group[1], "method": group[0]}
@@ -116,7 +118,7 @@ def format_sweep_table(rows: Sequence[Mapping[str, object]], labels: Mapping[str
     ]
     for r in rows:
         value = "–" if r["value"] is None else f"{r['value']:g}"
-        cells = [pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in METRICS]
+        cells = [pct(r[f"{m}_mean"], r[f"{m}_std"]) for m in ACCURACY_GROUPS]
         diff = pct(r["overall_diff_mean"], r["overall_diff_std"], signed=True)
         lines.append(
             f"| {labels.get(r['method'], r['method'])} | {value} | "
@@ -140,10 +142,10 @@ def plot_sweep(
     key = rows[0]["key"]
     fig = Figure(figsize=(12, 3.2), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(METRICS))
+    axes = fig.subplots(1, len(ACCURACY_GROUPS))
     baseline = next((r for r in rows if r["method"] == "supcon"), None)
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "supcon"))
-    for ax, metric in zip(axes, METRICS):
+    for ax, metric in zip(axes, ACCURACY_GROUPS):
         if baseline is not None and baseline[f"{metric}_mean"] is not None:
             mean, std = (
                 100 * baseline[f"{metric}_mean"],

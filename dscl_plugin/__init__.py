@@ -7,22 +7,26 @@ matplotlib. The training names (``build_method``, ``register_method``,
 ``available_methods``) are loaded on first use.
 """
 
-from typing import Any
+import typing
 
+from dscl_plugin import namespaces
 from dscl_plugin._version import __version__
 from dscl_plugin.backbones import build_backbone
 from dscl_plugin.losses import DSCLLoss, KCLLoss, PBSDLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
 from dscl_plugin.models import DSCLModel, SupConModel
-from dscl_plugin.namespaces import register_library_names
 from dscl_plugin.transforms import DSCLTransform, PatchViewCollate, eval_transform
 
-register_library_names()
+if typing.TYPE_CHECKING:
+    from dscl_plugin.methods import build_method
+    from dscl_plugin.training.registry import available_methods, register_method
+
+namespaces.register_library_names()
 
 _TRAINING_NAMES = ("available_methods", "build_method", "register_method")
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """The training names, imported lazily (they load PyTorch Lightning)."""
     if name == "build_method":
         from dscl_plugin.methods import build_method
@@ -37,7 +41,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_TRAINING_NAMES])
+    """The public names (:data:`__all__`), the lazy ones included."""
+    return sorted(__all__)
 
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Argument rules shared by the constructors, the losses and the run config, each written
 once.
 
-Every check raises :class:`InvalidValue`, a ``ValueError`` whose message is
+Every check raises :class:`~dscl_plugin.errors.InvalidValue`, a ``ValueError`` whose message is
 ``"<name> <rule>."`` (e.g. ``temperature must be > 0, got 0.``). The constructors
 call these checks with their argument names; ``dscl_plugin.training.validation`` calls the
 same checks and reports ``"<section>.<name>: <rule>"``, so a config key and the argument
@@ -15,14 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-
-class InvalidValue(ValueError):
-    """A bad argument value; ``name`` is the argument, ``rule`` what it must satisfy."""
-
-    def __init__(self, name: str, rule: str) -> None:
-        super().__init__(f"{name} {rule}.")
-        self.name = name
-        self.rule = rule
+from dscl_plugin.errors import InvalidValue
 
 
 def require(ok: bool, name: str, rule: str) -> None:
@@ -46,7 +39,7 @@ def integer(name: str, value: Any, low: int, allow_none: bool = False) -> None:
     ``allow_none``."""
     if value is None and allow_none:
         return
-    ok = isinstance(value, Integral) and not isinstance(value, bool) and int(value) >= low
+    ok = not isinstance(value, bool) and isinstance(value, Integral) and int(value) >= low
     none = "None or " if allow_none else ""
     require(ok, name, f"must be {none}an int >= {low}, got {value!r}")
 
@@ -110,11 +103,6 @@ def patch_size(value: int, input_size: int) -> None:
     )
 
 
-# how the PBSD student embeds the patches: "batched" (one pass of all B * L patches, BN
-# running statistics untouched) or "separate" (the official L train-mode passes of B patches)
-PATCH_PASSES = ("batched", "separate")
-
-
 def bank_size(name: str, value: int | Sequence[int]) -> tuple[int, ...]:
     """A memory bank's size as Lightly's ``MemoryBankModule`` takes it: ``(K, D)``, or ``0``
     / ``(0, D)`` for no bank (no entries); returns it as a tuple."""
@@ -172,27 +160,3 @@ def finite(**tensors: Tensor | None) -> None:
     for name, x in tensors.items():
         ok = x is None or not x.is_floating_point() or bool(torch.isfinite(x).all())
         require(ok, name, "contains NaN or Inf values")
-
-
-DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)
-
-
-def alpha_from(alpha: float | None, beta: float | None) -> float:
-    """The own-view weight from ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``;
-    neither: the official beta 8).
-
-    Raises:
-        InvalidValue: both given, ``beta < 0`` or ``alpha`` outside [0, 1].
-    """
-    require(
-        alpha is None or beta is None,
-        "alpha/beta",
-        f"must not both be set: give alpha or beta, not both (got alpha={alpha}, beta={beta})",
-    )
-    if beta is not None:
-        at_least("beta", beta, 0)
-        alpha = 1.0 / (1.0 + beta)
-    if alpha is None:
-        alpha = DEFAULT_ALPHA
-    within("alpha", alpha, 0, 1)
-    return float(alpha)

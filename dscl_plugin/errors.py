@@ -1,9 +1,21 @@
-"""The package's error and warning types; a leaf module (no imports), so the CLI can catch
-them without loading PyTorch Lightning or OmegaConf."""
+"""The package's error and warning types; a leaf module (nothing of the package
+imported), so the CLI can catch them without loading PyTorch Lightning or OmegaConf."""
+
+from pathlib import Path
 
 # how PyTorch re-creates an exception raised in a DataLoader worker: this text, then the
 # worker's traceback, whose last line is "<module>.<type>: <message>"
 WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+class InvalidValue(ValueError):
+    """A bad argument value; ``name`` is the argument, ``rule`` what it must satisfy (the
+    message is ``"<name> <rule>."``). The checks of :mod:`dscl_plugin.checks` raise it."""
+
+    def __init__(self, name: str, rule: str) -> None:
+        super().__init__(f"{name} {rule}.")
+        self.name = name
+        self.rule = rule
 
 
 class ConfigError(ValueError):
@@ -28,6 +40,18 @@ class DataError(ValueError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint or weights file is missing, unreadable or does not fit the model."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf; training stopped before the update."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Stage 1 stopped by Ctrl-C; ``checkpoint`` is the last complete checkpoint."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        super().__init__(str(checkpoint))
+        self.checkpoint = checkpoint
 
 
 class ConfigNote(UserWarning):

@@ -11,6 +11,7 @@ from lightly.utils import dist
 from torch import Tensor, nn
 
 from dscl_plugin import checks
+from dscl_plugin.errors import InvalidValue
 
 
 def updates_queue(owner: nn.Module, query: Tensor) -> bool:
@@ -84,7 +85,7 @@ class LabeledMemoryBank(MemoryBankModule):
         bank = None if self.size[0] == 0 else self.get()[0]
         if update:
             if labels is None:
-                raise checks.InvalidValue(
+                raise InvalidValue(
                     "labels",
                     "are needed with update=True (one class id per row of output): call "
                     "bank(output, labels, update=True)",

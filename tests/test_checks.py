@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dscl_plugin import checks
-from dscl_plugin.checks import InvalidValue
+from dscl_plugin.errors import InvalidValue
 from dscl_plugin.losses import DSCLLoss, SupConLoss
 from dscl_plugin.memory import LabeledMemoryBank
 from dscl_plugin.models import DSCLModel, build_backbone

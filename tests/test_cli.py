@@ -30,11 +30,12 @@ from helpers import (
 import dscl_plugin
 from dscl_plugin.backbones.weights import export_backbone, load_backbone_weights
 from dscl_plugin.cli import eval_main, main, train_main
-from dscl_plugin.errors import CheckpointError, ConfigError
-from dscl_plugin.files import load_file
-from dscl_plugin.methods import NonFiniteLossError, build_method
+from dscl_plugin.errors import CheckpointError, ConfigError, NonFiniteLossError
+from dscl_plugin.methods import build_method
 from dscl_plugin.models import DSCLModel, build_backbone
+from dscl_plugin.runs.folder import saved_config
 from dscl_plugin.runs.stage1 import train
+from dscl_plugin.safe_io import load_file
 from dscl_plugin.training.checkpoint_io import AtomicCheckpointIO
 
 
@@ -353,15 +354,18 @@ def test_corrupt_checkpoint_points_to_the_previous_one(tmp_path):
     assert io.load_checkpoint(previous)["state_dict"]["w"].item() == 1.0
     last.write_bytes(last.read_bytes()[:100])  # truncated
     with pytest.raises(CheckpointError) as info:
-        load_file(last)
+        saved_config(last)  # the resume check reads the checkpoint first
     assert f"--resume {previous}" in str(info.value)
+    with pytest.raises(CheckpointError) as info:
+        load_file(last)  # the file IO names the file and why, and gives no CLI advice
+    assert str(last) in str(info.value) and "--resume" not in str(info.value)
 
 
 def test_unsafe_checkpoint_message_gives_no_weights_only_false_advice(tmp_path):
     path = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {}, "extra": Crash()}, path)  # an arbitrary Python object
     with pytest.raises(CheckpointError) as info:
-        load_file(path)
+        saved_config(path)
     message = str(info.value)
     assert "weights_only" not in message and "arbitrary code" in message
     assert str(path) in message and "--resume PATH" in message

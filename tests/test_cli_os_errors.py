@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import CONFIG, ROOT, TINY
 
-from dscl_plugin import files
+from dscl_plugin import safe_io
 from dscl_plugin.cli import train_main
-from dscl_plugin.files import atomic_save, load_file, writing
+from dscl_plugin.safe_io import atomic_save, load_file, writing
 
 NO_SPACE = os.strerror(errno.ENOSPC)
 
@@ -39,7 +39,7 @@ def test_a_full_disk_mid_save_keeps_the_previous_file(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(errno.ENOSPC, NO_SPACE)
 
-    monkeypatch.setattr(files.os, "fsync", disk_full)
+    monkeypatch.setattr(safe_io.os, "fsync", disk_full)
     with pytest.raises(OSError) as error:
         atomic_save({"step": 2}, path, keep_previous=True)
     assert (error.value.errno, error.value.filename) == (errno.ENOSPC, str(path))
@@ -63,7 +63,7 @@ def test_disk_full_mid_run_is_one_line_and_resume_finishes(tmp_path, monkeypatch
             raise OSError(errno.ENOSPC, NO_SPACE)
         fsync(fd)
 
-    monkeypatch.setattr(files.os, "fsync", full_at_second_checkpoint)
+    monkeypatch.setattr(safe_io.os, "fsync", full_at_second_checkpoint)
     run = tmp_path / "run"
     args = ["--config", CONFIG, *TINY, f"output_dir={run}"]
     assert train_main(args) == 1

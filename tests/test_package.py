@@ -12,7 +12,7 @@ PACKAGE = ROOT / "dscl_plugin"
 # entry imports only entries of its own layer or below.
 LAYERS = (
     ("errors", "_version"),
-    ("checks", "files", "functional", "memory", "losses", "backbones", "models", "transforms",
+    ("checks", "safe_io", "functional", "memory", "losses", "backbones", "models", "transforms",
      "data"),
     ("pml", "namespaces"),
     ("evaluation",),
@@ -164,7 +164,7 @@ def test_cli_imports_only_the_leaf_errors_at_module_level():
     ``config`` and ``checkpoints`` raise) and imports the rest when a command runs."""
     import ast
 
-    from dscl_plugin import errors, files
+    from dscl_plugin import errors, safe_io
     from dscl_plugin.training import config
 
     top = set()
@@ -175,7 +175,7 @@ def test_cli_imports_only_the_leaf_errors_at_module_level():
     graph = _module_graph()
     assert graph["dscl_plugin.errors"][0] == set() and graph["dscl_plugin._version"][0] == set()
     assert config.ConfigError is errors.ConfigError
-    assert files.CheckpointError is errors.CheckpointError
+    assert safe_io.CheckpointError is errors.CheckpointError
 
 
 def test_test_modules_share_code_only_through_plain_modules():
@@ -191,3 +191,22 @@ def test_test_modules_share_code_only_through_plain_modules():
     ]
     assert not problems, problems
     assert (tests / "references.py").is_file() and (tests / "helpers.py").is_file()
+
+
+def test_the_package_shows_only_its_public_api():
+    """``dir(dscl_plugin)`` is ``__all__``; besides those names and its loaded modules the
+    package namespace holds no public name (no ``Any``, no helper imported to be called)."""
+    import types
+
+    import dscl_plugin
+
+    assert dir(dscl_plugin) == sorted(dscl_plugin.__all__)
+    stray = [
+        name
+        for name, value in vars(dscl_plugin).items()
+        if not name.startswith("_")
+        and name not in dscl_plugin.__all__
+        and not isinstance(value, types.ModuleType)
+    ]
+    assert stray == []
+    assert all(getattr(dscl_plugin, name) is not None for name in dscl_plugin.__all__)

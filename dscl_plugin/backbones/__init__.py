@@ -78,7 +78,7 @@ def build_backbone(
 
 
 def check_backbone_name(argument: str, name: str) -> None:
-    """Raises :class:`~dscl_plugin.checks.InvalidValue` naming ``argument`` unless
+    """Raises :class:`~dscl_plugin.errors.InvalidValue` naming ``argument`` unless
     :func:`build_backbone` knows ``name``."""
     checks.require(
         name in PLAIN_CNNS or is_vit(name) or is_resnet(name),

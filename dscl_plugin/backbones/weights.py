@@ -11,9 +11,7 @@ from torch import nn
 from dscl_plugin.backbones.cnn import PLAIN_CNNS
 from dscl_plugin.backbones.vit import ViTBackbone
 from dscl_plugin.errors import CheckpointError
-from dscl_plugin.files import atomic_save, load_file
-
-PathLike = str | Path
+from dscl_plugin.safe_io import PathLike, atomic_save, load_file
 
 # torchvision ResNet children in order; ``build_backbone`` keeps the first eight.
 _RESNET_CHILDREN = (
@@ -74,7 +72,7 @@ def load_backbone_weights(backbone: nn.Module, backbone_name: str, path: PathLik
         ) from None
 
 
-def _key_mismatch(module: nn.Module, state: Mapping[str, Any]) -> tuple:
+def _key_mismatch(module: nn.Module, state: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """``(missing, unexpected)`` key lists of ``module.load_state_dict(state)``."""
     expected = set(module.state_dict())
     return sorted(expected - set(state)), sorted(set(state) - expected)

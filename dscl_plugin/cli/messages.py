@@ -11,7 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from dscl_plugin.errors import CheckpointError, ConfigError, ConfigNote, DataError
+from dscl_plugin.errors import (
+    CheckpointError,
+    ConfigError,
+    ConfigNote,
+    DataError,
+    NonFiniteLossError,
+    TrainingInterrupted,
+)
 
 if TYPE_CHECKING:
     from dscl_plugin.runs.folder import RunFolder
@@ -96,8 +103,8 @@ def resume_hint(
     resume_existing: bool,
 ) -> str:
     """What an interrupted user runs next: the same command, with ``--resume``."""
-    checkpoint = getattr(error, "checkpoint", None)
-    if checkpoint is None or not Path(checkpoint).is_file():
+    checkpoint = error.checkpoint if isinstance(error, TrainingInterrupted) else None
+    if checkpoint is None or not checkpoint.is_file():
         return "interrupted before the first checkpoint; run the same command to start again."
     command = command_line(prog, argv, not resume_existing)
     return f"interrupted; the last complete checkpoint is '{checkpoint}'. Resume with:\n  {command}"
@@ -183,8 +190,6 @@ def report_errors(
     for checkpoint errors, a non-finite loss and OS errors (``on_os_error`` says what the
     path and the fix are), 130 for Ctrl-C (``on_interrupt`` says how to go on); 0 when
     ``body`` returns."""
-    from dscl_plugin.methods import NonFiniteLossError
-
     try:
         with config_notes(prog):
             body()

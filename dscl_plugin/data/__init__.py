@@ -4,11 +4,10 @@
 with ``.targets`` (list of int), ``.num_classes`` and ``.class_counts``.
 """
 
-from collections.abc import Callable
 from pathlib import Path
 
 from dscl_plugin import checks
-from dscl_plugin.data.base import ArrayImageDataset, FileImageDataset, ImageDataset
+from dscl_plugin.data.base import ArrayImageDataset, FileImageDataset, ImageDataset, Transform
 from dscl_plugin.data.cifar_lt import CIFAR_SOURCES, cifar_lt
 from dscl_plugin.data.digits_lt import digits_lt
 from dscl_plugin.data.fashion_mnist_lt import fashion_mnist_lt
@@ -35,7 +34,7 @@ DATASET_NAMES = (*IN_MEMORY_DATASETS, *FILE_DATASETS)
 def build_dataset(
     name: str,
     split: str,
-    transform: Callable | None = None,
+    transform: Transform | None = None,
     root: str | Path = "data",
     imbalance_factor: float | None = None,
     input_size: int | None = None,

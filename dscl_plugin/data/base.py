@@ -12,9 +12,14 @@ from dscl_plugin import checks
 from dscl_plugin.errors import DataError
 
 Labels = Sequence[int] | np.ndarray
+# a dataset's uint8 images and int64 labels as loaded, of any shape
+ImageArray = np.ndarray[tuple[int, ...], np.dtype[np.uint8]]
+LabelArray = np.ndarray[tuple[int, ...], np.dtype[np.int64]]
+# what a dataset applies to each PIL image: a tensor, the views of a training sample, ...
+Transform = Callable[[Image.Image], Any]
 
 
-class ImageDataset(Dataset):
+class ImageDataset(Dataset[tuple[Any, int]]):
     """Labelled images; subclasses implement ``load_image(i) -> PIL RGB image``.
 
     Attributes:
@@ -28,7 +33,7 @@ class ImageDataset(Dataset):
         self,
         targets: Labels,
         num_classes: int,
-        transform: Callable | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.targets: list[int] = [int(t) for t in targets]
         self.num_classes = int(num_classes)
@@ -40,7 +45,8 @@ class ImageDataset(Dataset):
     @property
     def class_counts(self) -> list[int]:
         """Number of samples of each class, length ``num_classes``."""
-        return np.bincount(self.targets, minlength=self.num_classes).tolist()
+        counts: list[int] = np.bincount(self.targets, minlength=self.num_classes).tolist()
+        return counts
 
     def load_image(self, index: int) -> Image.Image:
         raise NotImplementedError
@@ -67,7 +73,7 @@ class ArrayImageDataset(ImageDataset):
         images: np.ndarray,
         targets: Labels,
         num_classes: int,
-        transform: Callable | None = None,
+        transform: Transform | None = None,
         indices: np.ndarray | None = None,
     ) -> None:
         checks.require(
@@ -93,7 +99,7 @@ class FileImageDataset(ImageDataset):
         paths: Sequence[str | Path],
         targets: Labels,
         num_classes: int,
-        transform: Callable | None = None,
+        transform: Transform | None = None,
     ) -> None:
         checks.require(
             len(paths) == len(targets),
@@ -107,7 +113,8 @@ class FileImageDataset(ImageDataset):
         path = Path(self.paths[index])
         try:
             with Image.open(path) as image:
-                return image.convert("RGB")
+                rgb: Image.Image = image.convert("RGB")
+                return rgb
         except FileNotFoundError:
             raise DataError(f"image '{path}' not found") from None
         except (OSError, ValueError, SyntaxError) as error:  # PIL's decoding errors

@@ -5,14 +5,13 @@ Train: ``n_c = floor(n_max * rho ** (-c / (C - 1)))`` images of class c, ``n_max
 balanced CIFAR test set.
 """
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
-from dscl_plugin.data.base import ArrayImageDataset
+from dscl_plugin.data.base import ArrayImageDataset, Transform
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 from dscl_plugin.errors import DataError
 
@@ -29,7 +28,7 @@ def damaged_file(source: type[datasets.CIFAR10], root: Path) -> Path | None:
     folder = root / source.base_folder
     meta = (source.meta["filename"], source.meta["md5"])
     for name, md5 in [*source.train_list, *source.test_list, meta]:
-        path = folder / name
+        path = Path(folder, name)
         if path.is_file() and not check_integrity(str(path), md5):
             return path
     return None
@@ -38,7 +37,7 @@ def damaged_file(source: type[datasets.CIFAR10], root: Path) -> Path | None:
 def cifar_lt(
     name: str,
     split: str,
-    transform: Callable | None = None,
+    transform: Transform | None = None,
     root: str = "data",
     imbalance_factor: float = 100.0,
     download: bool = False,

@@ -7,21 +7,20 @@ so every class can supply its count. Images are scaled from 0-16 to 0-255 and
 upsampled (bilinear) to ``input_size`` px, returned as RGB PIL images.
 """
 
-from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
 from dscl_plugin import checks
-from dscl_plugin.data.base import ArrayImageDataset
+from dscl_plugin.data.base import ArrayImageDataset, ImageArray, LabelArray, Transform
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 
 NUM_CLASSES = 10
 
 
 @lru_cache(maxsize=1)
-def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+def _load_digits() -> tuple[ImageArray, LabelArray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -55,7 +54,7 @@ def digits_split(
 
 def digits_lt(
     split: str,
-    transform: Callable | None = None,
+    transform: Transform | None = None,
     imbalance_factor: float = 10.0,
     input_size: int = 32,
     seed: int = 0,

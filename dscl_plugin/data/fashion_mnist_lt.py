@@ -23,7 +23,7 @@ import numpy as np
 from torch import Tensor
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from dscl_plugin.data.base import ArrayImageDataset
+from dscl_plugin.data.base import ArrayImageDataset, ImageArray, LabelArray, Transform
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 from dscl_plugin.errors import DataError
 
@@ -114,7 +114,7 @@ def read_idx(path: Path, reader: Callable[[str], Tensor], shape: tuple[int, ...]
 
 
 @lru_cache(maxsize=4)
-def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_split(root: Path, split: str) -> tuple[ImageArray, LabelArray]:
     """``(images uint8 (N, 28, 28), labels int64 (N,))`` of ``split`` ("train"/"test"),
     searched in ``root`` then in :data:`DEBIAN_ROOT`."""
     roots = list(dict.fromkeys([Path(root), DEBIAN_ROOT]))
@@ -138,7 +138,7 @@ def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def fashion_mnist_lt(
     split: str,
-    transform: Callable | None = None,
+    transform: Transform | None = None,
     root: str | Path = "data",
     imbalance_factor: float = 100.0,
     seed: int = 0,

@@ -1,14 +1,13 @@
 """Any ``root/<split>/<class>/<image>`` tree (``ImageFolder``), optionally long-tailed, and
 what such a tree holds (:func:`survey_image_folder`)."""
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torchvision.datasets import ImageFolder
 
-from dscl_plugin.data.base import FileImageDataset
+from dscl_plugin.data.base import FileImageDataset, Transform
 from dscl_plugin.data.longtail import long_tail_counts, select_per_class
 from dscl_plugin.errors import DataError
 
@@ -18,7 +17,7 @@ SPLITS = ("train", "val", "test")
 def image_folder(
     root: str | Path,
     split: str,
-    transform: Callable | None = None,
+    transform: Transform | None = None,
     imbalance_factor: float | None = None,
     seed: int = 0,
 ) -> FileImageDataset:

@@ -8,7 +8,7 @@ from dscl_plugin import checks
 from dscl_plugin.data.base import ArrayImageDataset
 
 
-class IndexedImages(Dataset):
+class IndexedImages(Dataset[tuple[int, int]]):
     """The samples of an :class:`ArrayImageDataset` as ``(index, label)``, its images as one
     uint8 tensor ``(N, C, H, W)`` (C = 1 for grey, 3 for RGB) to gather batches from.
 

@@ -4,10 +4,9 @@ Each non-empty line is ``relative/path.jpg label``; images are read lazily from
 ``root / relative/path.jpg`` and converted to RGB.
 """
 
-from collections.abc import Callable
 from pathlib import Path
 
-from dscl_plugin.data.base import FileImageDataset
+from dscl_plugin.data.base import FileImageDataset, Transform
 from dscl_plugin.errors import DataError
 
 # name -> (number of classes, default list file of each split, looked up under root)
@@ -80,7 +79,7 @@ def read_list_file(path: str | Path, num_classes: int | None = None) -> tuple[li
 def list_file_dataset(
     root: str | Path,
     list_file: str | Path,
-    transform: Callable | None = None,
+    transform: Transform | None = None,
     num_classes: int | None = None,
 ) -> FileImageDataset:
     """Dataset of the images listed in ``list_file``, relative to ``root``.
@@ -96,7 +95,7 @@ def list_file_dataset(
 def named_list_file_dataset(
     name: str,
     split: str,
-    transform: Callable | None = None,
+    transform: Transform | None = None,
     root: str | Path = "data",
     list_file: str | Path | None = None,
 ) -> FileImageDataset:

@@ -4,6 +4,10 @@ from collections.abc import Sequence
 
 from dscl_plugin import checks
 
+SHOT_GROUPS = ("many", "medium", "few")  # the largest classes first
+# the accuracies of a run: over all test images, then the mean over each group's classes
+ACCURACY_GROUPS = ("overall", *SHOT_GROUPS)
+
 
 def shot_groups(
     class_counts: Sequence[int], many_threshold: int = 100, few_threshold: int = 20
@@ -19,7 +23,7 @@ def shot_groups(
         "few_threshold",
         f"must be <= many_threshold ({many_threshold}), got {few_threshold}",
     )
-    groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
+    groups: dict[str, list[int]] = {group: [] for group in SHOT_GROUPS}
     for c, n in enumerate(class_counts):
         if n > many_threshold:
             groups["many"].append(c)

@@ -18,16 +18,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dscl_plugin.data.shots import ACCURACY_GROUPS, SHOT_GROUPS
 from dscl_plugin.evaluation.figures import agg_figure, save_png
 
-METRICS = ("overall", "many", "medium", "few", "knn_p1")
-METRIC_TITLES = {
-    "overall": "overall",
-    "many": "many",
-    "medium": "medium",
-    "few": "few",
-    "knn_p1": "kNN P@1",
-}
+METRICS = (*ACCURACY_GROUPS, "knn_p1")
+METRIC_TITLES = {**{group: group for group in ACCURACY_GROUPS}, "knn_p1": "kNN P@1"}
 Run = Mapping[str, Any]
 
 
@@ -88,7 +83,7 @@ def verdicts(
     labels: Mapping[str, str],
     baseline: str,
     metric: str = "overall",
-    groups: Sequence[str] = ("many", "medium", "few"),
+    groups: Sequence[str] = SHOT_GROUPS,
 ) -> list[str]:
     """One line per method of :func:`summarise`'s rows but ``baseline``: its verdict on
     ``metric`` (the rule of this module's docstring), the paired difference in points,

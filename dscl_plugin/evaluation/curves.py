@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dscl_plugin.data.shots import ACCURACY_GROUPS
 from dscl_plugin.evaluation.figures import agg_figure, save_png
 
-SHOT_GROUPS = ("overall", "many", "medium", "few")
 GROUP_COLOURS = {"overall": "black", "many": "tab:green", "medium": "tab:orange", "few": "tab:red"}
 Series = tuple[list[float], list[float]]
 
@@ -118,7 +118,7 @@ def training_curves(rows: Sequence[Mapping[str, str]]) -> list[Panel]:
         ylim=(0, 102),
         empty_note="not monitored (monitor.every: 0)",
     )
-    for group in SHOT_GROUPS:
+    for group in ACCURACY_GROUPS:
         steps = _values(rows, f"monitor/knn_{group}")
         if steps:
             knn.series[group] = _per_epoch(steps, scale=100.0)
@@ -137,7 +137,7 @@ def plot_training_curves(
     last = max((max(xs) for p in panels for xs, _ in p.series.values() if xs), default=1.0)
     for ax, panel in zip(axes, panels):
         for label, (xs, ys) in panel.series.items():
-            epoch_points = label in SHOT_GROUPS or "epoch mean" in label
+            epoch_points = label in ACCURACY_GROUPS or "epoch mean" in label
             ax.plot(
                 xs,
                 ys,

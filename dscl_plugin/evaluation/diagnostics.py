@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dscl_plugin.evaluation.figures import agg_figure, save_png
-from dscl_plugin.files import PathLike
+from dscl_plugin.safe_io import PathLike
 
 
 def read_grad_ratio(

@@ -1,16 +1,18 @@
 """Frozen features of a dataset, with an optional progress bar."""
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 T = TypeVar("T")
+# a loader of ``(images, labels, ...)`` batches
+Batches = Iterable[Sequence[Tensor]]
 
 
-def with_progress(iterable, description: str | None, **kwargs):
+def with_progress(iterable: Iterable[T], description: str | None, **kwargs: object) -> Iterable[T]:
     """``iterable`` wrapped in a tqdm bar on stderr labelled ``description`` (None: no bar);
     when stderr is not a terminal (a redirected log), one line ``description`` instead."""
     if description is None:
@@ -20,13 +22,14 @@ def with_progress(iterable, description: str | None, **kwargs):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=description, leave=False, dynamic_ncols=True, **kwargs)
+    bar: Iterable[T] = tqdm(iterable, desc=description, leave=False, dynamic_ncols=True, **kwargs)
+    return bar
 
 
 @torch.no_grad()
 def extract_features(
     embed_fn: Callable[[Tensor], Tensor],
-    loader,
+    loader: Batches,
     device: str | torch.device,
     progress: str | None = None,
 ) -> tuple[Tensor, Tensor]:

@@ -5,11 +5,20 @@ made, not with this module."""
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dscl_plugin.files import PathLike, writing
+import numpy as np
+
+from dscl_plugin.safe_io import PathLike, writing
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.text import Annotation
+    from matplotlib.transforms import Bbox, BboxBase
 
 
-def agg_figure(figsize: tuple[float, float]):
+def agg_figure(figsize: tuple[float, float]) -> "Figure":
     """A ``matplotlib.figure.Figure`` of ``figsize`` inches at 100 dpi on an Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -19,7 +28,7 @@ def agg_figure(figsize: tuple[float, float]):
     return fig
 
 
-def save_png(fig, path: PathLike) -> Path:
+def save_png(fig: "Figure", path: PathLike) -> Path:
     """Writes ``fig`` as a PNG to ``path``, creating its folder; returns the path."""
     with writing(path) as path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,26 +141,27 @@ FAR = [
 ]
 
 
-def label_points(ax, points: Sequence[tuple[float, float, str]], fontsize: float = 8) -> list:
+def label_points(
+    ax: "Axes", points: Sequence[tuple[float, float, str]], fontsize: float = 8
+) -> list["Annotation"]:
     """Labels each ``(x, y, text)`` point of ``ax`` so that no two labels overlap each
     other, another point or the legend, inside the axes: at the first free place of
     :data:`NEAR`, else of :data:`FAR` with a leader line (where none is free, the place
     overlapping least, text on text counting ten times as much as text on a point).
     Call it once the figure's layout is final; returns the annotations."""
-    renderer = ax.figure.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
+    frame = ax.get_window_extent()  # boxes in display units, from the figure's renderer
     marks = [ax.transData.transform((x, y)) for x, y, _ in points]
     radius = 4 * ax.figure.dpi / 72  # a marker's half-width in pixels
     legend = ax.get_legend()
-    placed = [] if legend is None else [legend.get_window_extent(renderer)]
+    placed = [] if legend is None else [legend.get_window_extent()]
     labels = []
     for i, (x, y, text) in enumerate(points):
         others = [m for j, m in enumerate(marks) if j != i]
         best = None
         for place in [*NEAR, *FAR]:
             label = _annotation(ax, (x, y), text, place, fontsize, far=place in FAR)
-            box = label.get_window_extent(renderer)
-            cost = 10 * sum(_overlap(box, other) for other in placed)  # text on text: worst
+            box = label.get_window_extent()
+            cost: float = 10 * sum(_overlap(box, other) for other in placed)  # text on text: worst
             cost += sum(_overlap(box, _square(m, radius)) for m in others)
             cost += box.width * box.height - _overlap(box, frame)  # outside the axes
             if best is None or cost < best[0]:
@@ -168,7 +178,14 @@ def label_points(ax, points: Sequence[tuple[float, float, str]], fontsize: float
     return labels
 
 
-def _annotation(ax, xy, text, place, fontsize, far):
+def _annotation(
+    ax: "Axes",
+    xy: tuple[float, float],
+    text: str,
+    place: tuple[float, float, str, str],
+    fontsize: float,
+    far: bool,
+) -> "Annotation":
     dx, dy, horizontal, vertical = place
     leader = dict(arrowstyle="-", color="grey", lw=0.5, shrinkA=0, shrinkB=2) if far else None
     return ax.annotate(
@@ -183,14 +200,14 @@ def _annotation(ax, xy, text, place, fontsize, far):
     )
 
 
-def _square(centre, half: float):
+def _square(centre: np.ndarray, half: float) -> "Bbox":
     from matplotlib.transforms import Bbox
 
     (x, y) = centre
     return Bbox([[x - half, y - half], [x + half, y + half]])
 
 
-def _overlap(a, b) -> float:
+def _overlap(a: "BboxBase", b: "BboxBase") -> float:
     """The area two display boxes share."""
     width = min(a.x1, b.x1) - max(a.x0, b.x0)
     height = min(a.y1, b.y1) - max(a.y0, b.y0)

@@ -1,12 +1,18 @@
-"""Long-tailed accuracy by shot group and kNN retrieval metrics (PML's ``AccuracyCalculator``)."""
+"""Long-tailed accuracy by shot group (of predictions, and of Lightly's kNN classifier) and
+kNN retrieval metrics (PML's ``AccuracyCalculator``)."""
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from dscl_plugin.data.shots import shot_groups
+from dscl_plugin.data.shots import ACCURACY_GROUPS, shot_groups
+
+if TYPE_CHECKING:
+    from pytorch_metric_learning.distances import BaseDistance
 
 
 def shot_metrics(
@@ -52,13 +58,56 @@ def shot_metrics(
     return metrics
 
 
+def knn_shot_accuracy(
+    bank: Tensor,
+    bank_labels: Tensor,
+    queries: Tensor,
+    query_labels: Tensor,
+    class_counts: Sequence[int],
+    knn_k: int = 20,
+    knn_t: float = 0.1,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+    batch_size: int = 1024,
+) -> dict[str, float | None]:
+    """kNN top-1 accuracy of ``queries`` (N, D) against ``bank`` (M, D): ``overall`` (the
+    fraction of correct queries) and ``many`` / ``medium`` / ``few`` (the mean accuracy of
+    the group's classes, as :func:`shot_metrics`; None for a group without queries).
+
+    The kNN is Lightly's benchmarking ``knn_predict``, the weighted vote of Wu et al. 2018
+    (https://arxiv.org/abs/1805.01978): a query ``q`` scores class ``c`` by
+    ``sum_{i in N_k(q), y_i = c} exp(q . b_i / t)`` over its ``knn_k`` most similar bank
+    features ``b_i``, all L2-normalised here; ``knn_k`` is capped at M.
+
+    Raises:
+        ValueError: an empty bank or query set.
+    """
+    from lightly.utils.benchmarking import knn_predict  # loads PyTorch Lightning
+
+    if len(bank) == 0 or len(queries) == 0:
+        raise ValueError(f"bank ({len(bank)}) and queries ({len(queries)}) must not be empty")
+    bank_t = F.normalize(bank.float(), dim=1).t().contiguous()
+    labels = bank_labels.to(bank.device).long()
+    k = min(knn_k, len(bank))
+    predictions = [
+        knn_predict(F.normalize(chunk.float(), dim=1), bank_t, labels, len(class_counts), k, knn_t)[
+            :, 0
+        ]
+        for chunk in queries.split(batch_size)
+    ]
+    metrics = shot_metrics(
+        torch.cat(predictions), query_labels, class_counts, many_threshold, few_threshold
+    )
+    return {group: cast(float | None, metrics[group]) for group in ACCURACY_GROUPS}
+
+
 def knn_metrics(
     train_feats: Tensor,
     train_labels: Tensor,
     test_feats: Tensor,
     test_labels: Tensor,
     k: int | str = "max_bin_count",
-    distance=None,
+    distance: "BaseDistance | None" = None,
     batch_size: int | None = 4096,
 ) -> dict[str, float]:
     """Retrieval metrics of test queries against the train set, via PML's ``AccuracyCalculator``.

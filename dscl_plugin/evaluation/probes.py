@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from dscl_plugin import checks
 from dscl_plugin.data.samplers import ClassBalancedSampler
-from dscl_plugin.evaluation.features import with_progress
+from dscl_plugin.evaluation.features import Batches, with_progress
 
 # one epoch of (features, labels) batches, drawn with the generator given
 EpochBatches = Callable[[torch.Generator], Iterable[tuple[Tensor, Tensor]]]
@@ -97,7 +97,7 @@ def linear_probe(
 
 def augmented_linear_probe(
     embed_fn: Callable[[Tensor], Tensor],
-    train_loader: Iterable,
+    train_loader: Batches,
     test_feats: Tensor,
     num_classes: int,
     schedule: ProbeSchedule,
@@ -171,4 +171,5 @@ def probe_logits(
             optimizer.step()
         scheduler.step()
     with torch.no_grad():
-        return classifier(test_feats.to(device)).cpu()
+        logits: Tensor = classifier(test_feats.to(device))
+    return logits.cpu()

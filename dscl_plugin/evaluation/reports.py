@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dscl_plugin.files import PathLike, writing
+from dscl_plugin.safe_io import PathLike, writing
 
 
-def to_json(value):
+def to_json(value: object) -> object:
     """Python scalars/lists/dicts; tensors and numpy values unwrapped, NaN/inf -> None."""
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
@@ -42,7 +42,7 @@ def format_metrics_table(metrics: dict[str, object], empty: Mapping[str, str] | 
     rows: list[tuple[str, str]] = []
     empty = empty or {}
 
-    def add(prefix: str, items: dict[str, object]) -> None:
+    def add(prefix: str, items: Mapping[str, object]) -> None:
         for key, value in items.items():
             name = f"{prefix}{key}"
             if isinstance(value, dict):
@@ -56,7 +56,7 @@ def format_metrics_table(metrics: dict[str, object], empty: Mapping[str, str] | 
             else:
                 rows.append((name, f"{value:g}"))
 
-    add("", to_json(metrics))
+    add("", {key: to_json(value) for key, value in metrics.items()})
     width = max([len("metric")] + [len(name) for name, _ in rows])
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -------"]
     lines += [f"{name:<{width}}  {value}" for name, value in rows]

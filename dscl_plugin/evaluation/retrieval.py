@@ -17,7 +17,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from dscl_plugin.data.shots import shot_groups
 from dscl_plugin.evaluation.features import extract_features
@@ -134,8 +134,8 @@ class Retrieval:
 @torch.no_grad()
 def compute_retrieval(
     backbone: nn.Module,
-    train_set,
-    test_set,
+    train_set: Dataset[tuple[Tensor, int]],
+    test_set: Dataset[tuple[Tensor, int]],
     settings: RetrievalSettings = RetrievalSettings(),
     boxes: Tensor | None = None,
     device: str | torch.device = "cpu",

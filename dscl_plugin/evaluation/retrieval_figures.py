@@ -11,7 +11,7 @@ from torch import Tensor
 
 from dscl_plugin.evaluation.figures import agg_figure, save_png
 from dscl_plugin.evaluation.retrieval import Retrieval
-from dscl_plugin.files import PathLike
+from dscl_plugin.safe_io import PathLike
 
 
 def plot_retrieval(

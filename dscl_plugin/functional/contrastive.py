@@ -8,10 +8,12 @@ backward pass is little more than its matmuls.
 """
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
+
+from dscl_plugin.functional.autograd import AutogradContext
 
 _QUEUE_CHUNK = 8192  # queue rows converted to float64 at a time for the class sums
 NORM_EPS = 1e-12  # as torch.nn.functional.normalize
@@ -45,7 +47,8 @@ def decoupled_cross_entropy(
     Returns:
         (B,) loss of each anchor.
     """
-    return _DecoupledCrossEntropy.apply(logits, own_index, positive_mask, alpha)
+    losses: Tensor = _DecoupledCrossEntropy.apply(logits, own_index, positive_mask, alpha)
+    return losses
 
 
 class Candidates(NamedTuple):
@@ -86,9 +89,10 @@ def dscl_cross_entropy(
     """
     query, key, labels, queue, queue_labels = candidates
     features = (query, key) if queue is None else (query, key, queue)
-    return _DSCLCrossEntropy.apply(
+    loss: Tensor = _DSCLCrossEntropy.apply(
         alpha, temperature, labels, queue_labels, queue_normalized, *features
     )
+    return loss
 
 
 def decoupled_weights(num_pos: Tensor, alpha: float | None) -> tuple[Tensor, Tensor]:
@@ -115,7 +119,13 @@ class _DecoupledCrossEntropy(torch.autograd.Function):
     """Dense :func:`decoupled_cross_entropy`; saves only ``softmax - target``."""
 
     @staticmethod
-    def forward(ctx, logits, own_index, positive_mask, alpha):
+    def forward(
+        ctx: AutogradContext,
+        logits: Tensor,
+        own_index: Tensor,
+        positive_mask: Tensor,
+        alpha: float | None,
+    ) -> Tensor:
         own = logits.gather(1, own_index[:, None]).squeeze(1)
         positives = torch.where(positive_mask, logits, 0.0)
         pos_sum = positives.sum(dim=1)
@@ -132,9 +142,16 @@ class _DecoupledCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_losses):
+    def backward(ctx: AutogradContext, grad_losses: Tensor) -> tuple[Tensor, None, None, None]:
         (residual,) = ctx.saved_tensors
         return residual * grad_losses[:, None], None, None, None
+
+
+class _DSCLContext(AutogradContext, Protocol):
+    """What the forward pass keeps on ``ctx`` besides the saved tensors."""
+
+    temperature: float
+    block_sizes: list[int]
 
 
 class _DSCLCrossEntropy(torch.autograd.Function):
@@ -157,7 +174,15 @@ class _DSCLCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, alpha, temperature, labels, queue_labels, queue_normalized, *features):
+    def forward(
+        ctx: _DSCLContext,
+        alpha: float | None,
+        temperature: float,
+        labels: Tensor,
+        queue_labels: Tensor | None,
+        queue_normalized: bool,
+        *features: Tensor,
+    ) -> Tensor:
         normalize = (True, True, not queue_normalized)[: len(features)]
         norms = [x.norm(dim=1, keepdim=True) if n else None for x, n in zip(features, normalize)]
         blocks = [x if n is None else x / n.clamp_min(NORM_EPS) for x, n in zip(features, norms)]
@@ -203,7 +228,7 @@ class _DSCLCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss):
+    def backward(ctx: _DSCLContext, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
         prob, positives, w_own, w_each, own_slot, queue_slot, expected, *saved = ctx.saved_tensors
         num_blocks = len(saved) // 2
         blocks, norms = saved[:num_blocks], saved[num_blocks:]
@@ -217,17 +242,17 @@ class _DSCLCrossEntropy(torch.autograd.Function):
         prob_blocks = prob.split(ctx.block_sizes, dim=1)
         grads: list[Tensor | None] = [None] * num_blocks
         for j, prob_block in enumerate(prob_blocks):
-            if needs[j]:
-                grads[j] = prob_block.T @ weighted - class_target[slots[j]]
-        if needs[0]:
-            grads[0] += weighted * w_each[:, None]  # the anchor is no positive of its own
-            grad_anchor = expected - w_own[:, None] * key - w_each[:, None] * positives
-            grads[0] += grad_anchor * scale
-        if needs[1]:
-            grads[1] += weighted * (w_each - w_own)[:, None]  # the own key weighs w_own
-        for j, (grad, norm) in enumerate(zip(grads, norms)):
-            if grad is not None and norm is not None:
-                grads[j] = _normalize_backward(grad, blocks[j], norm)
+            if not needs[j]:
+                continue
+            grad = prob_block.T @ weighted - class_target[slots[j]]
+            if j == 0:
+                grad += weighted * w_each[:, None]  # the anchor is no positive of its own
+                grad_anchor = expected - w_own[:, None] * key - w_each[:, None] * positives
+                grad += grad_anchor * scale
+            elif j == 1:
+                grad += weighted * (w_each - w_own)[:, None]  # the own key weighs w_own
+            norm = norms[j]
+            grads[j] = grad if norm is None else _normalize_backward(grad, blocks[j], norm)
         return (None, None, None, None, None, *grads)
 
 
@@ -297,4 +322,4 @@ def index_add_float64_(sums: Tensor, slot: Tensor, rows: Tensor) -> None:
 
 def _column_blocks(matrix: Tensor, blocks: Sequence[Tensor]) -> tuple[Tensor, ...]:
     """Column views of ``matrix`` (B, N), one per candidate block."""
-    return matrix.split([block.shape[0] for block in blocks], dim=1)
+    return torch.split(matrix, [block.shape[0] for block in blocks], dim=1)

@@ -10,6 +10,8 @@ that residual in place.
 import torch
 from torch import Tensor
 
+from dscl_plugin.functional.autograd import AutogradContext
+
 _ROW_DOT_ELEMENTS = 1 << 22  # elements per block of the float64 row sums
 
 
@@ -27,7 +29,8 @@ def patch_distillation(
     Returns:
         (B, L) loss of each patch.
     """
-    return _PatchDistillation.apply(student, teacher.detach(), key, queue)
+    loss: Tensor = _PatchDistillation.apply(student, teacher.detach(), key, queue)
+    return loss
 
 
 class _PatchDistillation(torch.autograd.Function):
@@ -41,7 +44,9 @@ class _PatchDistillation(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, student, teacher, key, queue):
+    def forward(
+        ctx: AutogradContext, student: Tensor, teacher: Tensor, key: Tensor, queue: Tensor | None
+    ) -> Tensor:
         batch_size, num_patches, dim = student.shape
         student_rows = student.reshape(-1, dim)
         student_logits = _patch_logits(student_rows, key, queue, num_patches)
@@ -71,7 +76,9 @@ class _PatchDistillation(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_losses):
+    def backward(
+        ctx: AutogradContext, grad_losses: Tensor
+    ) -> tuple[Tensor | None, None, Tensor | None, Tensor | None]:
         residual, direction, student_rows = ctx.saved_tensors
         batch_size, num_patches = grad_losses.shape
         g = grad_losses.reshape(-1, 1)

@@ -22,11 +22,12 @@ block or the class logits need gradient.
 """
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
+from dscl_plugin.functional.autograd import AutogradContext
 from dscl_plugin.functional.contrastive import (
     index_add_float64_,
     label_slots,
@@ -117,7 +118,7 @@ def positive_set_cross_entropy(
     Returns:
         (B,) loss of each anchor.
     """
-    return _PositiveSetCrossEntropy.apply(
+    losses: Tensor = _PositiveSetCrossEntropy.apply(
         temperature,
         tuple(_Layout(b.diagonal, b.log_weight, b.excludes_anchor) for b in blocks),
         slots,
@@ -128,6 +129,7 @@ def positive_set_cross_entropy(
         class_logits,
         *(block.features for block in blocks),
     )
+    return losses
 
 
 class _Layout(NamedTuple):
@@ -138,22 +140,32 @@ class _Layout(NamedTuple):
     excludes_anchor: bool
 
 
+class _PositiveSetContext(AutogradContext, Protocol):
+    """What the forward pass keeps on ``ctx`` besides the saved tensors."""
+
+    temperature: float
+    specs: tuple[_Layout, ...]
+    slots: ClassSlots
+    widths: list[int]
+    num_class: int
+
+
 class _PositiveSetCrossEntropy(torch.autograd.Function):
     """Fused :func:`positive_set_cross_entropy`."""
 
     @staticmethod
     def forward(
-        ctx,
-        temperature,
-        specs,
-        slots,
-        positive_index,
-        positive_weight,
-        class_weight,
-        anchors,
-        class_logits,
-        *features,
-    ):
+        ctx: _PositiveSetContext,
+        temperature: float,
+        specs: tuple[_Layout, ...],
+        slots: ClassSlots,
+        positive_index: Tensor,
+        positive_weight: Tensor,
+        class_weight: Tensor | None,
+        anchors: Tensor,
+        class_logits: Tensor | None,
+        *features: Tensor,
+    ) -> Tensor:
         num_class = 0 if class_logits is None else class_logits.shape[1]
         widths = [1 if spec.diagonal else f.shape[0] for spec, f in zip(specs, features)]
         logits = anchors.new_empty(anchors.shape[0], num_class + sum(widths))
@@ -194,7 +206,7 @@ class _PositiveSetCrossEntropy(torch.autograd.Function):
                     anchor_grad.addcmul_(column, block)
                 else:
                     anchor_grad.addmm_(column, block)
-            if class_vectors is not None:
+            if class_weight is not None and class_vectors is not None:
                 anchor_grad.sub_(class_weight[:, None] * class_vectors)
             anchor_grad.div_(temperature)
         keep = needs_class_logits or any(needs_blocks)
@@ -210,7 +222,7 @@ class _PositiveSetCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_losses):
+    def backward(ctx: _PositiveSetContext, grad_losses: Tensor) -> tuple[Tensor | None, ...]:
         anchor_grad, residual, anchors, class_weight = ctx.saved_tensors
         grad = grad_losses[:, None]
         grad_anchors = grad_class = None
@@ -232,12 +244,13 @@ class _PositiveSetCrossEntropy(torch.autograd.Function):
                 if spec.diagonal:
                     grads[j] = column * scaled
                     continue
-                grads[j] = column.T @ scaled
+                grad = column.T @ scaled
                 slot = ctx.slots.blocks[j] if class_target is not None else None
                 if slot is not None and class_target is not None:
-                    grads[j] -= class_target[slot]
+                    grad -= class_target[slot]
                     if spec.excludes_anchor:  # no class positive of itself
-                        grads[j] += scaled * class_weight[:, None]
+                        grad += scaled * class_weight[:, None]
+                grads[j] = grad
         return (None, None, None, None, None, None, grad_anchors, grad_class, *grads)
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dscl_plugin import checks
+from dscl_plugin.functional.autograd import AutogradContext
 from dscl_plugin.functional.contrastive import compute_dtype, softmax_and_logsumexp_
 from dscl_plugin.losses.classes import class_ids
 
@@ -115,7 +116,7 @@ def _balanced_supcon(
         log_weight = torch.where(same, -(count - 1).clamp_min(1).log(), -count.log())
         rows = torch.arange(num_anchors, device=labels.device)
         log_weight[rows, rows] = float("-inf")
-    lse = _WeightedLogSumExp.apply(logits, log_weight)
+    lse: Tensor = _WeightedLogSumExp.apply(logits, log_weight)
     class_sums = contrast.new_zeros(num_classes, contrast.shape[1]).index_add(
         0, contrast_labels, contrast
     )
@@ -129,7 +130,7 @@ class _WeightedLogSumExp(torch.autograd.Function):
     pass (the gradient with respect to ``l``; ``w`` is a constant)."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, log_weight: Tensor) -> Tensor:
+    def forward(ctx: AutogradContext, logits: Tensor, log_weight: Tensor) -> Tensor:
         prob = logits + log_weight
         lse = softmax_and_logsumexp_(prob)
         ctx.save_for_backward(prob)
@@ -137,6 +138,6 @@ class _WeightedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_lse: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: AutogradContext, grad_lse: Tensor) -> tuple[Tensor, None]:
         (prob,) = ctx.saved_tensors
         return prob * grad_lse[:, None], None

@@ -14,10 +14,33 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from dscl_plugin.checks import alpha_from
+from dscl_plugin import checks
 from dscl_plugin.functional.contrastive import dscl_cross_entropy
 from dscl_plugin.functional.gradient_ratio import PullRatio, pull_gradient_ratio
 from dscl_plugin.losses.queued import LabeledQueueLoss
+
+DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)
+
+
+def alpha_from(alpha: float | None, beta: float | None) -> float:
+    """The own-view weight from ``alpha`` or ``beta`` (``alpha = 1 / (1 + beta)``;
+    neither: the official beta 8).
+
+    Raises:
+        InvalidValue: both given, ``beta < 0`` or ``alpha`` outside [0, 1].
+    """
+    checks.require(
+        alpha is None or beta is None,
+        "alpha/beta",
+        f"must not both be set: give alpha or beta, not both (got alpha={alpha}, beta={beta})",
+    )
+    if beta is not None:
+        checks.at_least("beta", beta, 0)
+        alpha = 1.0 / (1.0 + beta)
+    if alpha is None:
+        alpha = DEFAULT_ALPHA
+    checks.within("alpha", alpha, 0, 1)
+    return float(alpha)
 
 
 class _LabeledContrastiveLoss(LabeledQueueLoss):

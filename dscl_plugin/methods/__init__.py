@@ -6,7 +6,7 @@ one module per method (:mod:`.dscl`, :mod:`.supcon`, :mod:`.kcl`, :mod:`.tsc`,
 :mod:`.bcl`, :mod:`.paco`), and the run's method checked and built (:mod:`.build`).
 Importing the package registers the built-in methods (docs/methods.md adds one)."""
 
-from dscl_plugin.methods.base import Method, NonFiniteLossError
+from dscl_plugin.methods.base import Method
 from dscl_plugin.methods.bcl import BCLMethod, BCLOptions
 from dscl_plugin.methods.build import build_method, check_method
 from dscl_plugin.methods.dscl import DSCLMethod, DSCLOptions
@@ -30,7 +30,6 @@ __all__ = [
     "Method",
     "MomentumMethod",
     "NoOptions",
-    "NonFiniteLossError",
     "PaCoMethod",
     "PaCoModel",
     "PaCoOptions",

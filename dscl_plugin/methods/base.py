@@ -23,6 +23,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from dscl_plugin import checks
 from dscl_plugin.backbones import build_backbone
 from dscl_plugin.backbones.weights import load_backbone_weights
+from dscl_plugin.errors import NonFiniteLossError
 from dscl_plugin.methods.options import NoOptions, option_problems, read_options
 from dscl_plugin.methods.schedule import RestartingCosineWarmupScheduler
 from dscl_plugin.methods.views import Batch, Views
@@ -34,10 +35,6 @@ from dscl_plugin.transforms.views import DSCLTransform
 
 # names Lightning gives the logged total ("loss") per step and per epoch
 RESERVED_TERMS = ("loss_step", "loss_epoch")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf; training stopped before the update."""
 
 
 def checked_class_counts(counts: Sequence[int] | None, needed: bool) -> tuple[int, ...] | None:

@@ -65,7 +65,8 @@ class MomentumMethod(Method):
         if not m.momentum_cosine:
             return m.momentum
         total = self.trainer.estimated_stepping_batches
-        return cosine_schedule(self.global_step, total, m.momentum, 1.0)
+        momentum: float = cosine_schedule(self.global_step, total, m.momentum, 1.0)
+        return momentum
 
     def before_step(self) -> None:
         self.momentum_model.update_momentum(self.ema_momentum())

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dscl_plugin.checks import InvalidValue
+from dscl_plugin.errors import InvalidValue
 from dscl_plugin.training.validation import raise_problems
 
 OptionsT = TypeVar("OptionsT")

@@ -24,7 +24,9 @@ class PullRatioMethod(MomentumMethod):
         """The model's outputs for the batch's query and key views (and patches); with
         ``trainer.log_grad_ratio`` the anchors' ratios are added to the epoch's sums."""
         view_q, view_k = batch.views
-        out = self.model(view_q, view_k, batch.patches, batch.boxes, batch.labels)
+        out: dict[str, Tensor] = self.model(
+            view_q, view_k, batch.patches, batch.boxes, batch.labels
+        )
         if self.model.track_grad_ratio:
             valid = out["grad_ratio_valid"].to(torch.float64)
             rows = (out["grad_ratio"] * valid, out["grad_ratio_aligned"] * valid, valid)

@@ -26,11 +26,15 @@ from lightly.utils import dist
 from torch import Tensor, nn
 
 from dscl_plugin import checks
-from dscl_plugin.checks import PATCH_PASSES
+from dscl_plugin.errors import InvalidValue
 from dscl_plugin.losses.contrastive import DSCLLoss, SupConLoss
 from dscl_plugin.losses.pbsd import PBSDLoss
 from dscl_plugin.memory import LabeledMemoryBank, owns_queue, updates_queue
 from dscl_plugin.models.feature_maps import map_and_pooled, pool_regions
+
+# how the PBSD student embeds the patches: "batched" (one pass of all B * L patches, BN
+# running statistics untouched) or "separate" (the official L train-mode passes of B patches)
+PATCH_PASSES = ("batched", "separate")
 
 
 def _check_inputs(view_q: Tensor, view_k: Tensor, labels: Tensor) -> None:
@@ -51,7 +55,7 @@ def _checked_patches(
 ) -> tuple[Tensor, Tensor]:
     """``(patches, boxes)``, checked against the q views."""
     if patches is None or boxes is None:
-        raise checks.InvalidValue(
+        raise InvalidValue(
             "pbsd_weight",
             "> 0 needs patches (B, L, 3, s, s) and boxes (B, L, 4), got "
             f"patches={None if patches is None else tuple(patches.shape)}, "
@@ -88,7 +92,8 @@ def shuffle_bn_forward(forward: Callable[[Tensor], Tensor], images: Tensor) -> T
     statistics) the output is the same either way."""
     distributed = dist.world_size() > 1
     shuffled, shuffle = batch_shuffle(images, distributed=distributed)
-    return batch_unshuffle(forward(shuffled), shuffle, distributed=distributed)
+    unshuffled: Tensor = batch_unshuffle(forward(shuffled), shuffle, distributed=distributed)
+    return unshuffled
 
 
 class DSCLModel(nn.Module):
@@ -249,7 +254,7 @@ class DSCLModel(nn.Module):
         if self.track_grad_ratio:  # no gradient
             pull_ratio = getattr(self.criterion, "pull_gradient_ratio", None)
             if pull_ratio is None:
-                raise checks.InvalidValue(
+                raise InvalidValue(
                     "track_grad_ratio",
                     "needs a criterion with pull_gradient_ratio, got "
                     f"{type(self.criterion).__name__}",
@@ -272,7 +277,10 @@ class DSCLModel(nn.Module):
         return shuffle_bn_forward(self._key_forward, view_k)
 
     def _key_forward(self, view_k: Tensor) -> Tensor:
-        return self.projection_head_momentum(map_and_pooled(self.backbone_momentum, view_k)[1])
+        key: Tensor = self.projection_head_momentum(
+            map_and_pooled(self.backbone_momentum, view_k)[1]
+        )
+        return key
 
     def _pbsd(
         self,
@@ -295,7 +303,8 @@ class DSCLModel(nn.Module):
         else:  # one pass of all B * L patches that leaves BN running statistics unchanged
             _, pooled = map_and_pooled(self.backbone, patches.flatten(0, 1), keep_buffers=True)
         student = self.projection_head(pooled).reshape(b, num_patches, -1)
-        return self.pbsd_criterion(student, teacher, key, queue, queue_normalized=True)
+        loss: Tensor = self.pbsd_criterion(student, teacher, key, queue, queue_normalized=True)
+        return loss
 
 
 class SupConModel(DSCLModel):

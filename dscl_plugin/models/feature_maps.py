@@ -29,7 +29,7 @@ def pool_regions(
     dtype = compute_dtype(feature_map)
     index = torch.arange(b, device=feature_map.device, dtype=dtype).repeat_interleave(num_boxes)
     rois = torch.cat([index[:, None], boxes.reshape(-1, 4).to(index)], dim=1)
-    regions = roi_align(
+    regions: Tensor = roi_align(
         feature_map.to(dtype),
         rois,
         output_size=2,
@@ -47,7 +47,8 @@ def forward_without_stat_update(module: nn.Module, images: Tensor) -> Tensor:
     the module's own parameters.
     """
     buffers = {name: buffer.clone() for name, buffer in module.named_buffers()}
-    return torch.func.functional_call(module, buffers, (images,))
+    output: Tensor = torch.func.functional_call(module, buffers, (images,))
+    return output
 
 
 def backbone_feature_map(backbone: nn.Module, images: Tensor, keep_buffers: bool = False) -> Tensor:

@@ -9,8 +9,9 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from torch import Tensor
 
 from dscl_plugin import checks
+from dscl_plugin.errors import InvalidValue
 from dscl_plugin.losses import kcl, tsc
-from dscl_plugin.pml.layouts import partner_index
+from dscl_plugin.pml.layouts import IndicesTuple, LossDict, partner_index
 
 MOCO_CALL = (
     "loss(queries, labels, ref_emb=cat([keys, memory]), ref_labels=cat([labels, "
@@ -23,7 +24,7 @@ class _MoCoCallLoss(BaseMetricLossFunction):
     queue_labels)``) under PML's call: ``embeddings`` the queries, ``ref_emb`` their keys
     then the memory, per-anchor losses for the reducer."""
 
-    def __init__(self, loss: kcl.KCLLoss, **kwargs) -> None:
+    def __init__(self, loss: kcl.KCLLoss, **kwargs: object) -> None:
         super().__init__(**kwargs)
         checks.require(
             isinstance(self.distance, CosineSimilarity),
@@ -37,13 +38,13 @@ class _MoCoCallLoss(BaseMetricLossFunction):
         self,
         embeddings: Tensor,
         labels: Tensor | None,
-        indices_tuple: tuple | None,
+        indices_tuple: IndicesTuple | None,
         ref_emb: Tensor,
         ref_labels: Tensor | None,
-    ) -> dict:
+    ) -> LossDict:
         name = type(self).__name__
         if ref_emb is embeddings or labels is None or ref_labels is None:
-            raise checks.InvalidValue(
+            raise InvalidValue(
                 "ref_emb",
                 f"and ref_labels must be given with labels: {name} takes the MoCo call "
                 f"{MOCO_CALL} (two views without a memory: ref_emb = the other view)",
@@ -101,7 +102,7 @@ class KCLLoss(_MoCoCallLoss):
         num_positives: int = 6,
         temperature: float = 0.07,
         generator: torch.Generator | None = None,
-        **kwargs,
+        **kwargs: object,
     ) -> None:
         super().__init__(kcl.KCLLoss(num_positives, temperature, generator=generator), **kwargs)
 
@@ -129,7 +130,7 @@ class TSCLoss(_MoCoCallLoss):
         separate_targets: bool = True,
         seed: int = 0,
         generator: torch.Generator | None = None,
-        **kwargs,
+        **kwargs: object,
     ) -> None:
         loss = tsc.TSCLoss(
             num_classes,

@@ -1,8 +1,15 @@
 """The two row layouts of the PML loss and miner (see :mod:`dscl_plugin.pml`): where each
-anchor's augmentation partner is, with the checks that a call follows a layout."""
+anchor's augmentation partner is, with the checks that a call follows a layout; the types
+of PML's call."""
 
 import torch
 from torch import Tensor
+
+# a miner's index tensors: triplets (anchors, positives, negatives) or pairs (a1, p, a2, n)
+IndicesTuple = tuple[Tensor, ...]
+# what ``compute_loss`` returns: per-anchor ``losses``, their ``indices`` and "element"
+# ``reduction_type``, under the loss's name
+LossDict = dict[str, dict[str, Tensor | str]]
 
 LAYOUT_HELP = (
     "Layout 1 (no ref_emb): embeddings = cat([view1, view2]) with 2B rows and "

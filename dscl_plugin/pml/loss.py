@@ -10,9 +10,9 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
 
 from dscl_plugin import checks
-from dscl_plugin.checks import alpha_from
 from dscl_plugin.functional.contrastive import compute_dtype, decoupled_cross_entropy
-from dscl_plugin.pml.layouts import partner_index
+from dscl_plugin.losses.contrastive import alpha_from
+from dscl_plugin.pml.layouts import IndicesTuple, LossDict, partner_index
 
 
 class DSCLLoss(BaseMetricLossFunction):
@@ -75,7 +75,7 @@ class DSCLLoss(BaseMetricLossFunction):
         beta: float | None = None,
         query_candidates: bool = True,
         check_finite: bool = False,
-        **kwargs,
+        **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
         checks.temperature(temperature)
@@ -93,7 +93,7 @@ class DSCLLoss(BaseMetricLossFunction):
         self,
         embeddings: Tensor,
         labels: Tensor | None = None,
-        indices_tuple: tuple | None = None,
+        indices_tuple: IndicesTuple | None = None,
         ref_emb: Tensor | None = None,
         ref_labels: Tensor | None = None,
     ) -> Tensor:
@@ -111,16 +111,17 @@ class DSCLLoss(BaseMetricLossFunction):
                 "loss(query, key, labels[, queue, queue_labels]) use dscl_plugin.DSCLLoss, "
                 "or here loss(query, labels, ref_emb=key, ref_labels=labels)"
             )
-        return super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        loss: Tensor = super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        return loss
 
     def compute_loss(
         self,
         embeddings: Tensor,
         labels: Tensor | None,
-        indices_tuple: tuple | None,
+        indices_tuple: IndicesTuple | None,
         ref_emb: Tensor,
         ref_labels: Tensor | None,
-    ) -> dict:
+    ) -> LossDict:
         if labels is None:
             raise ValueError("DSCLLoss needs labels (one integer class id per embedding).")
         self._check_inputs(embeddings, labels, ref_emb, ref_labels)
@@ -176,7 +177,7 @@ class DSCLLoss(BaseMetricLossFunction):
         labels: Tensor,
         ref_labels: Tensor | None,
         num_ref: int,
-        indices_tuple: tuple | None,
+        indices_tuple: IndicesTuple | None,
         own_index: Tensor,
         layout1: bool,
     ) -> tuple[Tensor, Tensor]:

@@ -1,6 +1,8 @@
 """``DSCLCrossBatchMemory``: PML's ``CrossBatchMemory`` with MoCo-style queries and keys for
 :class:`~dscl_plugin.pml.loss.DSCLLoss`."""
 
+from collections.abc import Mapping
+
 import torch
 from pytorch_metric_learning.losses import CrossBatchMemory
 from pytorch_metric_learning.miners import BaseMiner
@@ -9,6 +11,7 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
 
 from dscl_plugin import checks
+from dscl_plugin.pml.layouts import IndicesTuple
 from dscl_plugin.pml.loss import DSCLLoss
 
 
@@ -54,7 +57,7 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
         embedding_size: int,
         memory_size: int = 1024,
         miner: BaseMiner | None = None,
-        **kwargs,
+        **kwargs: object,
     ) -> None:
         if not isinstance(loss, DSCLLoss):
             raise TypeError(
@@ -66,14 +69,14 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
         super().__init__(loss, embedding_size, memory_size=memory_size, miner=miner, **kwargs)
 
     @staticmethod
-    def supported_losses() -> list:
+    def supported_losses() -> list[str]:
         return ["DSCLLoss"]
 
     def forward(
         self,
         embeddings: Tensor,
         labels: Tensor,
-        indices_tuple: tuple | None = None,
+        indices_tuple: IndicesTuple | None = None,
         enqueue_mask: Tensor | None = None,
     ) -> Tensor:
         c_f.check_shapes(embeddings, labels)
@@ -125,22 +128,25 @@ class DSCLCrossBatchMemory(CrossBatchMemory):
             pairs = self.miner(queries, query_labels, ref_emb, ref_labels)
         if key_pairs is not None:
             pairs = _with_older_pairs(key_pairs, pairs, query_labels, ref_labels)
-        return self.loss(queries, query_labels, pairs, ref_emb, ref_labels)
+        loss: Tensor = self.loss(queries, query_labels, pairs, ref_emb, ref_labels)
+        return loss
 
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+    def _save_to_state_dict(
+        self, destination: dict[str, Tensor], prefix: str, keep_vars: bool
+    ) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
         destination[prefix + "queue_idx"] = torch.tensor(int(self.queue_idx))
         destination[prefix + "has_been_filled"] = torch.tensor(bool(self.has_been_filled))
 
     def _load_from_state_dict(
         self,
-        state_dict: dict,
+        state_dict: Mapping[str, Tensor],
         prefix: str,
-        local_metadata: dict,
+        local_metadata: dict[str, object],
         strict: bool,
-        missing_keys: list,
-        unexpected_keys: list,
-        error_msgs: list,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
     ) -> None:
         super()._load_from_state_dict(
             state_dict,
@@ -177,7 +183,9 @@ def _second_view_rows(labels: Tensor) -> Tensor:
     return torch.arange(n, device=labels.device) >= half
 
 
-def _view_pairs(indices_tuple: tuple, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _view_pairs(
+    indices_tuple: IndicesTuple, labels: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``indices_tuple``'s pairs (view 1 row ``i``, view 2 row ``B + j``) of the rows
     ``cat([view1, view2])`` with labels ``labels``, as pairs (query ``i``, key ``j``).
 
@@ -199,7 +207,7 @@ def _view_pairs(indices_tuple: tuple, labels: Tensor) -> tuple[Tensor, Tensor, T
 
 
 def _with_older_pairs(
-    key_pairs: tuple, mined: tuple | None, labels: Tensor, ref_labels: Tensor
+    key_pairs: IndicesTuple, mined: IndicesTuple | None, labels: Tensor, ref_labels: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``key_pairs`` at this step's key columns ``< B`` of the rotated memory and the
     pairs of ``mined`` (all pairs if None) at the older columns ``>= B``."""

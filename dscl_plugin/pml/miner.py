@@ -33,7 +33,7 @@ class DSCLMiner(BaseMiner):
         self,
         max_class_positives: int | None = None,
         max_negatives: int | None = None,
-        **kwargs,
+        **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
         checks.integer("max_class_positives", max_class_positives, 0, allow_none=True)

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dscl_plugin.data.shots import ACCURACY_GROUPS
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.methods import check_method
 from dscl_plugin.runs import pipeline
-from dscl_plugin.runs.compare_report import SHOTS, summary_table, verdict_lines, write_report
+from dscl_plugin.runs.compare_report import summary_table, verdict_lines, write_report
 from dscl_plugin.runs.folder import RunFolder, changed_settings, method_options_key
 from dscl_plugin.runs.provenance import load_average, machine_description, package_stamp
 from dscl_plugin.runs.records import append_record, claim, locked, read_records
@@ -106,7 +107,9 @@ def _check_run(variant: Variant, config: Config) -> None:
         )
 
 
-def _check_recorded(plan: Iterable[PlannedRun], recorded: Mapping[tuple, dict], runs: Path):
+def _check_recorded(
+    plan: Iterable[PlannedRun], recorded: Mapping[tuple[str, int], dict[str, Any]], runs: Path
+) -> None:
     for planned in plan:
         record = recorded.get((planned.variant.name, planned.seed))
         if record is None:
@@ -133,7 +136,9 @@ def _key(planned: PlannedRun) -> tuple[str, int]:
     return planned.variant.name, planned.seed
 
 
-def records_reader(runs: Path, log: Callable[[str], None]) -> Callable[[], dict[tuple, dict]]:
+def records_reader(
+    runs: Path, log: Callable[[str], None]
+) -> Callable[[], dict[tuple[str, int], dict[str, Any]]]:
     """Reads ``runs`` anew at each call, as ``{(method, seed): record}``; a line that does
     not parse is told to ``log`` once, with what becomes of its run."""
     told: set[str] = set()
@@ -153,7 +158,7 @@ def run_missing(
     command: str = "",
     overrides: Sequence[str] = (),
     log: Callable[[str], None] = print,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Runs the planned runs that ``DIR/runs.jsonl`` lacks (resuming a folder that has a
     checkpoint), appending a record for each; returns the records of ``plan``.
 
@@ -226,7 +231,7 @@ def _record(
         "seed": planned.seed,
         "dataset": config.data.name,
         "imbalance_factor": config.data.imbalance_factor,
-        **{group: probe[group] for group in ("overall", "many", "medium", "few")},
+        **{group: probe[group] for group in ACCURACY_GROUPS},
         "knn_p1": metrics["knn"]["precision_at_1"],
         "own_classifier": own_classifier_scores(metrics),
         "class_counts": metrics["train_class_counts"],
@@ -248,7 +253,7 @@ def own_classifier_scores(metrics: Mapping[str, Any]) -> dict[str, float | None]
     """The top-1 of the method's own classifier, overall and by shot group, from a run's
     ``metrics.json`` (None for a method without one)."""
     own = metrics.get("own_classifier")
-    return None if own is None else {g: own[g] for g in ("overall", *SHOTS)}
+    return None if own is None else {g: own[g] for g in ACCURACY_GROUPS}
 
 
 def run_pipeline(config: Config, resume: str | None) -> dict[str, Any] | None:
@@ -267,7 +272,7 @@ def compare(
     run: RunFunction = run_pipeline,
     extra_variants: Mapping[str, Variant] | None = None,
     log: Callable[[str], None] = print,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """:func:`plan_runs`, :func:`run_missing` (``run`` trains and evaluates one config),
     then :func:`~dscl_plugin.runs.compare_report.write_report` of every recorded run of
     the planned methods and settings (other seeds too), whose verdicts it prints last;
@@ -295,7 +300,9 @@ def compare(
     return records
 
 
-def comparable(records: Iterable[dict], plan: Sequence[PlannedRun]) -> list[dict]:
+def comparable(
+    records: Iterable[dict[str, Any]], plan: Sequence[PlannedRun]
+) -> list[dict[str, Any]]:
     """The ``records`` of the planned methods trained with the planned settings
     (:data:`SHARED_KEYS`), whatever their seed, in plan order then by seed."""
     planned = {p.variant.name: p.config for p in plan}

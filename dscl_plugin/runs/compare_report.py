@@ -9,14 +9,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dscl_plugin.data.shots import shot_groups
-from dscl_plugin.evaluation.comparison import format_table, pct, plot_comparison, summarise
+from dscl_plugin.data import shots
+from dscl_plugin.evaluation.comparison import (
+    METRIC_TITLES,
+    METRICS,
+    format_table,
+    pct,
+    plot_comparison,
+    summarise,
+)
 from dscl_plugin.evaluation.comparison import verdicts as paired_verdicts
 from dscl_plugin.runs.variants import Variant
 
 REPORT_FILE = "report.md"
 FIGURE_FILE = "compare.png"
-SHOTS = ("many", "medium", "few")
 MIN_SEEDS = 3  # paired seeds below which the verdict comes with a warning
 SHOWN_CLASSES = 30  # class sizes listed in full up to this many classes
 VERDICT_RULE = (
@@ -43,14 +49,10 @@ def empty_groups(record: Mapping[str, Any]) -> dict[str, str]:
     if "config" not in record:
         return dict(given)
     config = record["config"]["eval"]
-    many, few = config["many_threshold"], config["few_threshold"]
-    groups = shot_groups(record["class_counts"], many, few)
-    rules = {
-        "many": f"no class has more than {many} training images",
-        "medium": f"no class has {few} to {many} training images",
-        "few": f"no class has fewer than {few} training images",
-    }
-    return {g: given.get(g) or rules[g] for g in SHOTS if not groups[g]}
+    rules = shots.empty_groups(
+        record["class_counts"], config["many_threshold"], config["few_threshold"]
+    )
+    return {group: given.get(group) or rule for group, rule in rules.items()}
 
 
 def class_sizes(record: Mapping[str, Any]) -> str:
@@ -172,12 +174,11 @@ def report_markdown(
         f"![per shot group: mean ± std, and the paired differences]({FIGURE_FILE})",
         "",
         *own_classifier_section(records, variants),
-        "| run | overall | many | medium | few | kNN P@1 | seconds | folder |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| run | {' | '.join(METRIC_TITLES[m] for m in METRICS)} | seconds | folder |",
+        "|---" * (len(METRICS) + 3) + "|",
     ]
     for r in sorted(records, key=lambda r: (names.index(r["method"]), r["seed"])):
-        metrics = ("overall", *SHOTS, "knn_p1")
-        cells = [pct(r[m], missing="empty" if m in empty else "-") for m in metrics]
+        cells = [pct(r[m], missing="empty" if m in empty else "-") for m in METRICS]
         folder = _relative(r["output_dir"], out_dir)
         lines.append(
             f"| {labels[r['method']]} seed {r['seed']} | {' | '.join(cells)} | "
@@ -201,7 +202,7 @@ def own_classifier_section(
         return []
     names = [v.name for v in variants if any(r["method"] == v.name for r in own)]
     labels = {v.name: f"{v.label}'s own classifier" for v in variants}
-    metrics = ("overall", *SHOTS)
+    metrics = shots.ACCURACY_GROUPS
     summary = summarise(own, names, names[0], metrics)
     table = format_table(
         summary, labels, names[0], metrics, no_difference=names, empty=empty_groups(records[0])

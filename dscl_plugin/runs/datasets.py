@@ -1,13 +1,12 @@
 """The datasets a run's config names, with errors that name the config keys."""
 
-from collections.abc import Callable
-
 from dscl_plugin.data import ImageDataset, build_dataset
+from dscl_plugin.data.base import Transform
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.training.schema import Config
 
 
-def build_dataset_split(config: Config, split: str, transform: Callable | None) -> ImageDataset:
+def build_dataset_split(config: Config, split: str, transform: Transform | None) -> ImageDataset:
     """The ``split`` of ``config.data``'s dataset with ``transform``.
 
     Raises:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dscl_plugin.errors import CheckpointError, ConfigError
-from dscl_plugin.files import PathLike, load_file
+from dscl_plugin.safe_io import PathLike, load_file, previous_path
 from dscl_plugin.training.config import to_dict
 from dscl_plugin.training.schema import Config
 
@@ -94,14 +94,27 @@ def saved_config(path: PathLike) -> dict[str, Any]:
     """The config (a dict) saved in the training checkpoint ``path`` by ``dscl-train``.
 
     Raises:
-        CheckpointError: unreadable, or no saved config.
+        CheckpointError: unreadable (with :func:`resume_advice`), or no saved config.
     """
-    checkpoint = load_file(path)
+    checkpoint = load_file(path, resume_advice(Path(path)))
     saved = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    config = saved.get("config")
+    config: dict[str, Any] | None = saved.get("config")
     if config is None:
         raise CheckpointError(f"'{path}' has no saved config: it was not written by dscl-train.")
     return config
+
+
+def resume_advice(path: Path) -> str:
+    """What to do when the checkpoint ``path`` cannot be read: resume from the previous
+    checkpoint kept beside it (:func:`~dscl_plugin.safe_io.previous_path`), if there is
+    one, or from another, or start over."""
+    previous = previous_path(path)
+    if previous.is_file() and previous != path:
+        return (
+            f"The previous checkpoint '{previous}' is kept: resume from it with "
+            f"--resume {previous}, or start over in a new output_dir."
+        )
+    return "Resume from another checkpoint with --resume PATH, or start over in a new output_dir."
 
 
 def changed_settings(

@@ -2,12 +2,10 @@
 (``monitor``) and ``curves.png``, drawn from ``logs/metrics.csv`` at the end of stage 1."""
 
 from pathlib import Path
-from typing import cast
 
 import pytorch_lightning as pl
 from torch.utils.data import Subset
 
-from dscl_plugin.data.base import ImageDataset
 from dscl_plugin.evaluation.curves import plot_training_curves, read_log
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import RunFolder
@@ -28,10 +26,7 @@ def monitor_callbacks(config: Config) -> list[pl.Callback]:
     if m.every == 0:
         return []
     transform = eval_transform(config.data.input_size)
-    train, test = (
-        cast(ImageDataset, build_dataset_split(config, split, transform))
-        for split in ("train", "test")
-    )
+    train, test = (build_dataset_split(config, split, transform) for split in ("train", "test"))
     bank, queries = monitor_indices(
         train.targets, test.targets, m.bank_size, m.query_size, config.seed
     )

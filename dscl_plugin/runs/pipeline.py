@@ -5,12 +5,12 @@ import shlex
 import sys
 from typing import Any
 
-from dscl_plugin.files import PathLike
 from dscl_plugin.methods import check_method
 from dscl_plugin.runs.compute import torch_threads
 from dscl_plugin.runs.folder import Resume, RunFolder, resumes_finished
 from dscl_plugin.runs.stage1 import train
 from dscl_plugin.runs.stage2 import evaluate
+from dscl_plugin.safe_io import PathLike
 from dscl_plugin.training.schema import Config
 
 

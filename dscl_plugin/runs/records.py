@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dscl_plugin.files import PathLike, writing
+from dscl_plugin.safe_io import PathLike, writing
 
 CLAIM_FILE = "claim.lock"
 

@@ -11,33 +11,24 @@ online backbone to ``output_dir/backbone.pt`` (a method's own classifier to
 
 import signal
 from collections.abc import Iterable
-from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import Logger
 
 from dscl_plugin.backbones.weights import export_backbone
 from dscl_plugin.data.base import ImageDataset
-from dscl_plugin.errors import ConfigError
-from dscl_plugin.files import atomic_save, writing
+from dscl_plugin.errors import ConfigError, TrainingInterrupted
 from dscl_plugin.methods import Method, MomentumMethod, build_method
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import Resume, RunFolder, resolve_resume
 from dscl_plugin.runs.monitoring import monitor_callbacks, write_curves
+from dscl_plugin.safe_io import atomic_save, writing
 from dscl_plugin.training.config import to_yaml
 from dscl_plugin.training.data import DeviceTrainingData, TrainingData
 from dscl_plugin.training.data_fit import shot_group_note, tell, training_notes
 from dscl_plugin.training.lightning_adapters import expected_fit_warnings
 from dscl_plugin.training.schema import Config
 from dscl_plugin.training.trainer import build_trainer
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Stage 1 stopped by Ctrl-C; ``checkpoint`` is the last complete checkpoint."""
-
-    def __init__(self, checkpoint: Path) -> None:
-        super().__init__(str(checkpoint))
-        self.checkpoint = checkpoint
 
 
 def training_data(config: Config, method: Method, dataset: ImageDataset) -> TrainingData:

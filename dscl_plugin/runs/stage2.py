@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from dscl_plugin.backbones.weights import load_backbone_weights
 from dscl_plugin.data.base import ImageDataset
 from dscl_plugin.data.samplers import ClassBalancedSampler
-from dscl_plugin.data.shots import empty_groups
+from dscl_plugin.data.shots import ACCURACY_GROUPS, SHOT_GROUPS, empty_groups
 from dscl_plugin.errors import CheckpointError
 from dscl_plugin.evaluation.features import extract_features
 from dscl_plugin.evaluation.figures import plot_per_class_accuracy
@@ -31,13 +31,13 @@ from dscl_plugin.evaluation.probes import augmented_linear_probe, linear_probe
 from dscl_plugin.evaluation.reports import format_metrics_table, write_metrics
 from dscl_plugin.evaluation.retrieval import RetrievalSettings, compute_retrieval
 from dscl_plugin.evaluation.retrieval_figures import write_retrieval_figures
-from dscl_plugin.files import PathLike, load_file
 from dscl_plugin.methods import Method, build_method
 from dscl_plugin.runs.compute import eval_device
 from dscl_plugin.runs.datasets import build_dataset_split
 from dscl_plugin.runs.folder import LAYOUT, RunFolder, check_checkpoint_config
 from dscl_plugin.runs.provenance import package_stamp
 from dscl_plugin.runs.variants import method_title
+from dscl_plugin.safe_io import PathLike, load_file
 from dscl_plugin.training.config import to_dict
 from dscl_plugin.training.data_fit import shot_group_note, tell
 from dscl_plugin.training.schema import Config
@@ -173,9 +173,8 @@ def score(
     knn = knn_metrics(
         train_feats, train_labels, test_feats, test_labels, k=e.knn_k or "max_bin_count"
     )
-    groups = ("overall", "many", "medium", "few")
     scores = {
-        "linear_probe": {key: probe[key] for key in groups},
+        "linear_probe": {key: probe[key] for key in ACCURACY_GROUPS},
         "knn": knn,
         "per_class_accuracy": probe["per_class"],
     }
@@ -183,7 +182,7 @@ def score(
         with torch.no_grad():
             own_logits = own_classifier(test_feats.to(device)).float().cpu()
         own = shot_metrics(own_logits, test_labels, class_counts, e.many_threshold, e.few_threshold)
-        scores["own_classifier"] = {key: own[key] for key in groups}
+        scores["own_classifier"] = {key: own[key] for key in ACCURACY_GROUPS}
     return scores
 
 
@@ -202,7 +201,7 @@ def report(
     ``own_classifier`` with its ``label``."""
     e = config.eval
     empty = empty_groups(class_counts, e.many_threshold, e.few_threshold)
-    for group in ("many", "medium", "few"):  # classes there, but none in the test set
+    for group in SHOT_GROUPS:  # classes there, but none in the test set
         if scores["linear_probe"][group] is None and group not in empty:
             empty[group] = "no test image of its classes"
     own = scores.get("own_classifier")
@@ -305,7 +304,7 @@ def retrieval_settings(config: Config) -> RetrievalSettings:
     )
 
 
-def augmented_loader(config: Config) -> DataLoader:
+def augmented_loader(config: Config) -> DataLoader[tuple[Any, int]]:
     """Training images for ``probe.protocol: augmented``: the q-view augmentation of
     ``data`` (official: RandomResizedCrop, jitter p 0.8, grayscale, blur, flip), drawn
     class-balanced (``probe.class_balanced``), seeded by ``seed``."""

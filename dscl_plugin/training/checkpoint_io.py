@@ -1,11 +1,11 @@
-"""Lightning's checkpoint IO with crash-safe writes (:func:`dscl_plugin.files.atomic_save`)."""
+"""Lightning's checkpoint IO with crash-safe writes (:func:`dscl_plugin.safe_io.atomic_save`)."""
 
 from typing import Any
 
 from lightning_fabric.plugins import TorchCheckpointIO
 
 from dscl_plugin.errors import CheckpointError
-from dscl_plugin.files import PathLike, atomic_save, load_file
+from dscl_plugin.safe_io import PathLike, atomic_save, load_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

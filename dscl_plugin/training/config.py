@@ -32,7 +32,7 @@ from omegaconf.errors import (
 )
 
 from dscl_plugin.errors import ConfigError, ConfigNote
-from dscl_plugin.files import PathLike
+from dscl_plugin.safe_io import PathLike
 from dscl_plugin.training.precision import resolve_accelerator, resolve_precision
 from dscl_plugin.training.presets import find_config, is_preset, recipe
 from dscl_plugin.training.schema import Config

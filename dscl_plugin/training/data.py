@@ -27,11 +27,11 @@ class TrainingData(pl.LightningDataModule):
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset[tuple[Any, int]],
         batch_size: int,
         seed: int,
         num_workers: int = 0,
-        collate_fn: Callable | None = None,
+        collate_fn: Callable[[list[tuple[Any, int]]], object] | None = None,
     ) -> None:
         super().__init__()
         self.dataset, self.batch_size = dataset, batch_size
@@ -39,7 +39,7 @@ class TrainingData(pl.LightningDataModule):
         self.generator = torch.Generator().manual_seed(seed)
         self.position = LoaderPosition()
 
-    def train_dataloader(self) -> ResumableDataLoader:
+    def train_dataloader(self) -> ResumableDataLoader[tuple[Any, int]]:
         return ResumableDataLoader(
             self.dataset,
             batch_size=self.batch_size,

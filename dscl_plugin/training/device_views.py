@@ -1,37 +1,13 @@
-"""``data.pipeline: device``: the rule of the config key, and the views of a batch of indices
-made on the training device (:class:`~dscl_plugin.transforms.kornia_views.DeviceViews`),
-seeded by ``(seed, rank, step)``. :class:`~dscl_plugin.training.data.TrainingData` applies
-them."""
-
-import importlib.util
+"""``data.pipeline: device``: the views of a batch of indices made on the training device
+(:class:`~dscl_plugin.transforms.kornia_views.DeviceViews`), seeded by ``(seed, rank,
+step)``. :class:`~dscl_plugin.training.data.DeviceTrainingData` applies them; the rule of
+the config key is :func:`dscl_plugin.training.validation.check_pipeline`."""
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from dscl_plugin import checks
-from dscl_plugin.transforms.kornia_views import KORNIA_MISSING, DeviceViews
-
-PIPELINES = ("loader", "device")
-
-
-def check_pipeline(pipeline: str, in_memory: bool) -> None:
-    """``pipeline`` is ``loader`` or ``device``; ``device`` needs an in-memory dataset and Kornia.
-
-    Raises:
-        InvalidValue: named ``pipeline``, with the fix.
-    """
-    checks.one_of("pipeline", pipeline, PIPELINES)
-    if pipeline != "device":
-        return
-    checks.require(
-        in_memory,
-        "pipeline",
-        "'device' works only for the in-memory datasets (digits_lt, fashion_mnist_lt, "
-        "cifar10_lt, cifar100_lt); use data.pipeline=loader for file datasets",
-    )
-    installed = importlib.util.find_spec("kornia") is not None
-    checks.require(installed, "pipeline", f"'device' {KORNIA_MISSING}")
+from dscl_plugin.transforms.kornia_views import DeviceViews
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:

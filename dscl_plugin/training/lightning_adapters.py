@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from dscl_plugin.files import writing
+from dscl_plugin.safe_io import writing
 
 
 class ContinuedCSVLogger(CSVLogger):
@@ -33,7 +33,7 @@ class ContinuedCSVLogger(CSVLogger):
         self._continued = False
 
     @property
-    def experiment(self) -> ExperimentWriter:
+    def experiment(self) -> Any:  # as Lightning's: the writer on rank zero, a dummy elsewhere
         if self._continued:
             return super().experiment
         path = os.path.join(self.log_dir, ExperimentWriter.NAME_METRICS_FILE)

@@ -1,67 +1,19 @@
-"""Online monitoring of stage 1: kNN top-1 accuracy of the current frozen features,
-overall and by shot group, every few epochs (``monitor`` in the config).
-
-The kNN is Lightly's benchmarking ``knn_predict`` (the weighted vote of Wu et al. 2018,
-https://arxiv.org/abs/1805.01978): a query ``q`` with L2-normalised features scores
-class ``c`` by ``sum_{i in N_k(q), y_i = c} exp(q . b_i / t)`` over its ``k`` most similar
-bank features ``b_i``. Shot groups come from the full training set's class counts
-(:func:`dscl_plugin.data.shots.shot_groups`); a group's accuracy is the mean of its
-classes' accuracies (:func:`dscl_plugin.evaluation.metrics.shot_metrics`).
-"""
+"""Online monitoring of stage 1: the kNN top-1 accuracy of the current frozen features,
+overall and by shot group (:func:`dscl_plugin.evaluation.metrics.knn_shot_accuracy`),
+every few epochs (``monitor`` in the config), on a small split of the data."""
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import cast
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from lightly.utils.benchmarking import knn_predict
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from dscl_plugin.evaluation.metrics import shot_metrics
+from dscl_plugin.evaluation.metrics import knn_shot_accuracy
 
-GROUPS = ("overall", "many", "medium", "few")
 # images held in memory between monitored epochs when they fit (else read each time)
 CACHE_BYTES = 512 * 2**20
-
-
-def knn_shot_accuracy(
-    bank: Tensor,
-    bank_labels: Tensor,
-    queries: Tensor,
-    query_labels: Tensor,
-    class_counts: Sequence[int],
-    knn_k: int = 20,
-    knn_t: float = 0.1,
-    many_threshold: int = 100,
-    few_threshold: int = 20,
-    batch_size: int = 1024,
-) -> dict[str, float | None]:
-    """kNN top-1 accuracy of ``queries`` (N, D) against ``bank`` (M, D): ``overall`` (the
-    fraction of correct queries) and ``many`` / ``medium`` / ``few`` (the mean accuracy of
-    the group's classes; None for a group without queries). Features are L2-normalised
-    here; ``knn_k`` is capped at M.
-
-    Raises:
-        ValueError: an empty bank or query set.
-    """
-    if len(bank) == 0 or len(queries) == 0:
-        raise ValueError(f"bank ({len(bank)}) and queries ({len(queries)}) must not be empty")
-    bank_t = F.normalize(bank.float(), dim=1).t().contiguous()
-    labels = bank_labels.to(bank.device).long()
-    k = min(knn_k, len(bank))
-    predictions = [
-        knn_predict(F.normalize(chunk.float(), dim=1), bank_t, labels, len(class_counts), k, knn_t)[
-            :, 0
-        ]
-        for chunk in queries.split(batch_size)
-    ]
-    metrics = shot_metrics(
-        torch.cat(predictions), query_labels, class_counts, many_threshold, few_threshold
-    )
-    return {group: cast(float | None, metrics[group]) for group in GROUPS}
 
 
 def monitor_indices(
@@ -92,7 +44,9 @@ class MonitorImages:
     first pass when they fit in ``CACHE_BYTES``, else read again through a loader with its
     own random generator (the training RNG is never drawn from)."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset[tuple[Tensor, int]], batch_size: int, num_workers: int = 0
+    ) -> None:
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
         self.cached: tuple[Tensor, Tensor] | None = None
 
@@ -134,8 +88,8 @@ class ShotGroupKNNMonitor(pl.Callback):
 
     def __init__(
         self,
-        bank: Dataset,
-        queries: Dataset,
+        bank: Dataset[tuple[Tensor, int]],
+        queries: Dataset[tuple[Tensor, int]],
         class_counts: Sequence[int],
         every: int,
         knn_k: int = 20,
@@ -164,7 +118,9 @@ class ShotGroupKNNMonitor(pl.Callback):
         pl_module.log_dict(values, on_step=False, on_epoch=True, rank_zero_only=True)
 
     @torch.no_grad()
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, float | None]:
         """:func:`knn_shot_accuracy` of the module's current features."""
         modes = {module: module.training for module in pl_module.modules()}
         pl_module.eval()

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from dscl_plugin.errors import ConfigError
-from dscl_plugin.files import PathLike
+from dscl_plugin.safe_io import PathLike
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 SUFFIX = ".yaml"

@@ -4,7 +4,7 @@ data loader that continues inside an epoch."""
 import random
 from collections.abc import Iterator, Mapping
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 LOADER_GENERATOR = "train_loader"  # the name of the loader's generator in ``rng_states``
+T = TypeVar("T")  # a loader's dataset item
 
 
 def capture_rng(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
@@ -75,7 +76,7 @@ class _SkipFirst:
         return len(self.sampler)
 
 
-class ResumableDataLoader(DataLoader):
+class ResumableDataLoader(DataLoader[T]):
     """A ``DataLoader`` (with a ``generator``) that can resume inside an epoch.
 
     Each ``iter()`` records in ``position`` the generator state it starts from (which

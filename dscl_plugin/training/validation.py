@@ -18,13 +18,15 @@ import torch
 
 from dscl_plugin import checks
 from dscl_plugin.backbones import check_backbone_name
-from dscl_plugin.checks import PATCH_PASSES, InvalidValue, alpha_from
-from dscl_plugin.errors import ConfigError
+from dscl_plugin.errors import ConfigError, InvalidValue
+from dscl_plugin.losses.contrastive import alpha_from
+from dscl_plugin.models.dscl_model import PATCH_PASSES
 from dscl_plugin.training.precision import resolve_accelerator
 from dscl_plugin.training.schema import (
     ACCELERATORS,
     LOGGERS,
     OPTIMIZERS,
+    PIPELINES,
     PRECISIONS,
     PROBE_PROTOCOLS,
     STRATEGIES,
@@ -106,9 +108,31 @@ def check_file(name: str, path: str | None) -> None:
     checks.require(path is None or Path(path).is_file(), name, f"file not found: '{path}'")
 
 
+def check_pipeline(pipeline: str, dataset: str) -> None:
+    """``pipeline`` is ``loader`` or ``device``; ``device`` needs an in-memory ``dataset``
+    and Kornia.
+
+    Raises:
+        InvalidValue: named ``pipeline``, with the fix.
+    """
+    from dscl_plugin.data import IN_MEMORY_DATASETS
+    from dscl_plugin.transforms.kornia_views import KORNIA_MISSING
+
+    checks.one_of("pipeline", pipeline, PIPELINES)
+    if pipeline != "device":
+        return
+    checks.require(
+        dataset in IN_MEMORY_DATASETS,
+        "pipeline",
+        f"'device' works only for the in-memory datasets ({', '.join(IN_MEMORY_DATASETS)}); "
+        "use data.pipeline=loader for file datasets",
+    )
+    installed = importlib.util.find_spec("kornia") is not None
+    checks.require(installed, "pipeline", f"'device' {KORNIA_MISSING}")
+
+
 def _check_data(data: Run, d: DataConfig) -> None:
-    from dscl_plugin.data import DATASET_NAMES, IN_MEMORY_DATASETS
-    from dscl_plugin.training.device_views import check_pipeline
+    from dscl_plugin.data import DATASET_NAMES
 
     unknown = f"unknown dataset {d.name!r}; expected one of {list(DATASET_NAMES)}"
     data(checks.require, d.name in DATASET_NAMES, "name", unknown)
@@ -118,7 +142,7 @@ def _check_data(data: Run, d: DataConfig) -> None:
     for key in ("hflip_prob", "jitter_prob", "grayscale_prob", "blur_prob"):
         data(checks.within, key, getattr(d, key), 0, 1)
     data(checks.jitter, "color_jitter", d.color_jitter)
-    data(check_pipeline, d.pipeline, d.name in IN_MEMORY_DATASETS)
+    data(check_pipeline, d.pipeline, d.name)
     data(check_file, "train_list", d.train_list)
     data(check_file, "test_list", d.test_list)
 

@@ -22,10 +22,12 @@ parameters are the same):
 
 import importlib.util
 import math
+from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dscl_plugin import checks
 from dscl_plugin.transforms.views import ViewSettings
@@ -35,7 +37,7 @@ KORNIA_MISSING = "needs Kornia, which is not installed: pip install 'dscl-plugin
 Views = tuple[Tensor | None, ...]
 
 
-def _kornia_augmentation():
+def _kornia_augmentation() -> ModuleType:
     if importlib.util.find_spec("kornia") is None:
         raise ImportError(f"DeviceViews {KORNIA_MISSING}.")
     import kornia.augmentation
@@ -116,7 +118,7 @@ class DeviceViews:
             if key_jitter_prob > 0 and any(key_jitter)
             else None
         ]
-        weak_steps: list[Any] = []
+        weak_steps: list[nn.Module] = []
         if spec.normalize is not None:
             mean, std = (
                 torch.tensor(spec.normalize["mean"]),
@@ -130,7 +132,7 @@ class DeviceViews:
         self.colours = {"query": self.query_colour, "key": self.key_colour, "weak": weak_steps}
 
     @staticmethod
-    def _apply(steps, images: Tensor) -> Tensor:
+    def _apply(steps: Sequence[nn.Module], images: Tensor) -> Tensor:
         for step in steps:
             images = step(images)
         return images

@@ -9,8 +9,8 @@ from lightly.loss import NTXentLoss
 from pytorch_metric_learning import losses as pml_losses
 from references import T, naive_contrastive, naive_pbsd
 
-from dscl_plugin.checks import alpha_from
 from dscl_plugin.losses import DSCLLoss, PBSDLoss, SupConLoss
+from dscl_plugin.losses.contrastive import alpha_from
 from dscl_plugin.memory import owns_queue
 
 

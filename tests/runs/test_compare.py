@@ -106,7 +106,7 @@ def test_report_table_and_paired_differences_against_hand_numbers(tmp_path):
     )
     assert "| DSCL seed 1 | 70.0 | 80.0 | empty | 50.0 | 60.0 |" in report
     assert "`dscl/seed1`" in report and "Command: `dscl-compare ...`" in report
-    assert "; medium empty: no class has 20 to 60 training images" in report
+    assert "; medium empty: no class has 20 ... 60 training images" in report
     assert "train class sizes, largest first (2 classes, 158 images): common (144), rare (14)" in (
         report
     )

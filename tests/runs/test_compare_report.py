@@ -33,13 +33,13 @@ def test_empty_groups_give_the_recorded_reason_else_the_threshold_no_class_meets
     # many > 100, few < 20: 300 ... 6 images fill every group
     assert empty_groups(_record(class_counts=[300, 40, 6])) == {}
     assert empty_groups(_record(class_counts=[90, 40, 30])) == {
-        "many": "no class has more than 100 training images",
-        "few": "no class has fewer than 20 training images",
+        "many": "no class has > 100 training images",
+        "few": "no class has < 20 training images",
     }
     given = {"many": "no class has > 100 training images (largest: 8)"}
     assert empty_groups(_record(class_counts=[6, 8], empty_groups=given)) == {
         "many": "no class has > 100 training images (largest: 8)",
-        "medium": "no class has 20 to 100 training images",
+        "medium": "no class has 20 ... 100 training images",
     }
 
 

@@ -9,9 +9,8 @@ from helpers import CONFIGS, ROOT
 from torch import nn
 
 from dscl_plugin import DSCLLoss, DSCLModel, DSCLTransform, build_backbone
-from dscl_plugin.checks import InvalidValue
 from dscl_plugin.cli import train_main
-from dscl_plugin.errors import ConfigError
+from dscl_plugin.errors import ConfigError, InvalidValue
 from dscl_plugin.training.config import load_config, to_dict
 from dscl_plugin.training.schema import Config
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import Crash, CrashAt, RecordSteps, run_two_process_ddp, state_copy, tiny
 
-from dscl_plugin.files import load_file
 from dscl_plugin.methods import Method
 from dscl_plugin.runs.stage1 import train
+from dscl_plugin.safe_io import load_file
 
 pytest.importorskip("kornia")
 pytestmark = pytest.mark.slow

@@ -21,7 +21,8 @@ from torchvision.transforms import RandomResizedCrop
 from dscl_plugin.data import IndexedImages, build_dataset
 from dscl_plugin.errors import ConfigError
 from dscl_plugin.training.config import load_config
-from dscl_plugin.training.device_views import BatchViews, check_pipeline, step_seed
+from dscl_plugin.training.device_views import BatchViews, step_seed
+from dscl_plugin.training.validation import check_pipeline
 from dscl_plugin.transforms import DSCLTransform
 from dscl_plugin.transforms.kornia_views import DeviceViews
 
@@ -244,7 +245,8 @@ def test_config_asks_device_only_for_in_memory_datasets(monkeypatch):
     assert load_config(CONFIG, ["data.pipeline=device"]).data.pipeline == "device"
     with pytest.raises(
         ConfigError,
-        match=r"data.pipeline: 'device' works only for the in-memory .* use data.pipeline=loader",
+        match=r"data.pipeline: 'device' works only for the in-memory datasets \(digits_lt, "
+        r"fashion_mnist_lt, cifar10_lt, cifar100_lt\); use data.pipeline=loader",
     ):
         load_config(CONFIG, ["data.pipeline=device", "data.name=image_folder"])
     with pytest.raises(ConfigError, match=r"data.pipeline: must be one of \['loader', 'device'\]"):
@@ -264,7 +266,7 @@ def test_config_asks_device_only_for_in_memory_datasets(monkeypatch):
         load_config(CONFIG, ["data.pipeline=device"])
     with pytest.raises(ImportError, match=r"dscl-plugin\[fast\]"):
         DeviceViews()
-    check_pipeline("loader", in_memory=False)  # the loader path needs neither
+    check_pipeline("loader", "image_folder")  # the loader path needs neither
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
-"""Crash-safe writes of torch files and reads that say what is wrong with a file.
+"""Safe file IO: crash-safe writes of torch files, and reads that say what is wrong with a
+file.
 
 Core: no PyTorch Lightning. :func:`atomic_save` writes checkpoints and exported backbones,
-:func:`load_file` reads them (``weights_only``) with one-line errors naming the file;
-:func:`writing` makes an ``OSError`` (disk full, permission denied) name the file written.
+:func:`load_file` reads them (``weights_only``) with one-line errors naming the file and
+why; :func:`writing` makes an ``OSError`` (disk full, permission denied) name the file
+written. What to do about a bad file is the caller's to say (``hint``).
 """
 
 import io
@@ -82,9 +84,8 @@ def _replace_with_copy(source: Path, target: Path) -> None:
 
 
 def load_file(path: PathLike, hint: str | None = None) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; errors name the file, why it
-    cannot be read and what to do: ``hint``, or by default the resume advice (an older
-    good checkpoint next to it, if there is one).
+    """``torch.load(path, weights_only=True)`` on the CPU; errors name the file and why it
+    cannot be read, followed by ``hint`` (what to do) if given.
 
     Raises:
         CheckpointError: the file is missing, not a PyTorch file, corrupt, or holds
@@ -93,17 +94,15 @@ def load_file(path: PathLike, hint: str | None = None) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint file not found: '{path}'.")
+    then = f" {hint}" if hint else ""
     if not _looks_like_torch_file(path):
         raise CheckpointError(
-            f"'{path}' is not a PyTorch file (torch.save writes a zip archive). "
-            f"{hint or _what_to_do(path)}"
+            f"'{path}' is not a PyTorch file (torch.save writes a zip archive).{then}"
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(
-            f"Cannot read checkpoint '{path}': {_reason(error)}. {hint or _what_to_do(path)}"
-        ) from None
+        raise CheckpointError(f"Cannot read checkpoint '{path}': {_reason(error)}.{then}") from None
 
 
 def _looks_like_torch_file(path: Path) -> bool:
@@ -125,13 +124,3 @@ def _reason(error: Exception) -> str:
         )
     first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
     return f"the file is corrupt or truncated ({first_line[:200]})"
-
-
-def _what_to_do(path: Path) -> str:
-    previous = previous_path(path)
-    if previous.is_file() and previous != path:
-        return (
-            f"The previous checkpoint '{previous}' is kept: resume from it with "
-            f"--resume {previous}, or start over in a new output_dir."
-        )
-    return "Resume from another checkpoint with --resume PATH, or start over in a new output_dir."
