@@ -17,6 +17,8 @@ def test_quick_run_writes_a_row_per_loss(tmp_path, capsys):
     assert list(rows) == ["kcl", "tsc", "paco", "bcl"]
     assert rows["bcl"]["K"] == 0 and rows["kcl"]["K"] == 1024
     for row in rows.values():
-        assert row["ratio"] == pytest.approx(row["loss_ms"] / row["supcon_ms"], abs=0.01)
+        assert row["ratio"] == pytest.approx(
+            row["loss_ms"] / row["supcon_ms"], rel=0.05
+        )  # ms rounded
     assert data["settings"]["command"].startswith("python -m benchmarks.family_loss_speed")
     assert "| kcl | 16 | 1024 |" in capsys.readouterr().out

@@ -158,7 +158,7 @@ def test_a_tiny_run_logs_both_terms_and_scores_its_own_classifier(tmp_path):
     header = (out / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss_step", "loss_ce", "loss_bcl", "lr"} <= set(header)
     own = json.loads((out / "metrics.json").read_text())["own_classifier"]
-    assert own["label"] == "bcl's own classifier"
+    assert own["label"] == "BCL's own classifier"
     assert set(own) == {"label", "overall", "many", "medium", "few"}
     assert all(0 <= own[group] <= 1 for group in ("overall", "many", "medium", "few"))
     assert (out / "classifier.pt").is_file()

@@ -230,7 +230,7 @@ def test_a_tiny_run_scores_paco_s_own_classifier_by_shot_group(tmp_path):
     config = _config("trainer.epochs=1", "monitor.every=0", f"output_dir={tmp_path}")
     metrics = run(config)
     own = metrics["own_classifier"]
-    assert own["label"] == "paco's own classifier"
+    assert own["label"] == "PaCo's own classifier"
     assert set(own) == {"label", "overall", "many", "medium", "few"}
     assert all(0 <= own[group] <= 1 for group in ("overall", "many", "medium"))
     assert (tmp_path / "classifier.pt").is_file()
