@@ -199,16 +199,12 @@ class PaCoMethod(MomentumMethod):
             backbone,
             feature_dim,
             self.class_counts,
-            proj_dim=m.proj_dim,
-            queue_size=m.queue_size,
-            momentum=m.momentum,
             temperature=m.temperature,
             alpha=o.alpha,
             beta=o.beta,
             gamma=o.gamma,
             supervised_temperature=o.supervised_temperature,
-            gather_distributed=self.gather_distributed,
-            shuffle_bn=m.shuffle_bn,
+            **self.queue_model_args(),
         )
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
