@@ -20,16 +20,14 @@ fill about 50 ms.
 """
 
 import argparse
-import math
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks.reporting import print_and_save, provenance
+from benchmarks.timing import calls_per_sample, median_ms
 from dscl_plugin.losses import BCLLoss, KCLLoss, PaCoLoss, SupConLoss, TSCLoss
 
 QUEUE_METHODS = ("kcl", "tsc", "paco")
@@ -94,24 +92,7 @@ def _steps(args: argparse.Namespace, b: int, k: int) -> dict[str, Callable[[], N
 def _median_ms(args: argparse.Namespace, steps: dict[str, Callable[[], None]]) -> dict[str, float]:
     """Median time (ms) of every method, run round-robin."""
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    calls = {}
-    for method, step in steps.items():  # warm-up, and the calls per sample
-        step()
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        calls[method] = max(1, math.ceil(0.05 / (time.perf_counter() - start)))
-    times: dict[str, list[float]] = {m: [] for m in steps}
-    for _ in range(args.repeats):
-        for method, step in steps.items():
-            sync()
-            start = time.perf_counter()
-            for _ in range(calls[method]):
-                step()
-            sync()
-            times[method].append((time.perf_counter() - start) / calls[method])
-    return {m: 1000 * statistics.median(t) for m, t in times.items()}
+    return median_ms(steps, calls_per_sample(steps, sync), args.repeats, sync)
 
 
 def main(argv: list[str]) -> None:

@@ -34,18 +34,16 @@ average at the start and the end, and the wall time.
 
 import argparse
 import json
-import math
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
 
 from benchmarks.reporting import REPO, module_command, print_and_save, provenance
+from benchmarks.timing import calls_per_sample, median_ms
 
 METHODS = ("dscl", "pml_supcon", "matmul_floor")
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -164,14 +162,7 @@ def _time_worker(args: argparse.Namespace) -> dict[str, float]:
         )
         for m in METHODS
     }
-    calls = {}
-    for method, step in steps.items():  # warm-up, and the number of calls per sample
-        step()
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        calls[method] = max(1, math.ceil(0.05 / (time.perf_counter() - start)))
+    calls = calls_per_sample(steps, sync)
     result = {}
     if cuda:
         for method in METHODS[:2]:
@@ -181,16 +172,7 @@ def _time_worker(args: argparse.Namespace) -> dict[str, float]:
             steps[method]()
             torch.cuda.synchronize()
             result[f"{method}_peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
-    for _ in range(args.repeats):
-        for method, step in steps.items():
-            sync()
-            start = time.perf_counter()
-            for _ in range(calls[method]):
-                step()
-            sync()
-            times[method].append((time.perf_counter() - start) / calls[method])
-    result.update({m: 1000 * statistics.median(t) for m, t in times.items()})
+    result.update(median_ms(steps, calls, args.repeats, sync))
     if args.profile:
         _print_profiles(args, steps)
     return result

@@ -1,6 +1,6 @@
 """Run settings and loops several test files share: the tiny ``digits_lt`` run every CLI
-test trains, a few-steps training loop, a long-tailed image folder, and the mark of tests
-that need a CUDA GPU."""
+test trains, a few-steps training loop, a long-tailed image folder, a process holding a file
+lock, and the mark of tests that need a CUDA GPU."""
 
 import os
 import subprocess
@@ -192,3 +192,20 @@ def image_folder(
                 image = pixels.clip(0, 255).astype(np.uint8)
                 Image.fromarray(image if colour else image[..., 0]).save(folder / f"{i}.png")
     return root
+
+
+HOLD_LOCK = (
+    "import fcntl, sys, time\n"
+    "file = open(sys.argv[1], 'a')\n"
+    "fcntl.flock(file, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def lock_holder(path: Path) -> subprocess.Popen:
+    """A process that takes an exclusive ``flock`` on ``path``, prints ``held`` and keeps
+    it for two minutes (or until killed)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True
+    )

@@ -126,12 +126,7 @@ def eval_checkpoint_problem(
             f"--checkpoint '{checkpoint}' is a folder: give a file, a run's backbone.pt or a "
             "training .ckpt (checkpoints/last.ckpt), with the run's config.yaml as --config"
         )
-        if weights is None or not run.config_file.is_file():
-            return f"{takes}."
-        command = shlex.join(
-            ["dscl-eval", "--config", str(run.config_file), "--checkpoint", str(weights)]
-        )
-        return f"{takes}: {command}"
+        return with_eval_command(takes, ":", run.config_file, weights)
     if checkpoint.exists():
         return None
     if checkpoint.name == "backbone.pt":
@@ -171,12 +166,16 @@ def eval_config_missing(checkpoint: Path) -> str:
         "--config is required: the config the weights were trained with (a run's "
         "config.yaml, or the preset or YAML file given to dscl-train)"
     )
-    if weights is None or not run.config_file.is_file():
-        return f"{needs}."
-    command = shlex.join(
-        ["dscl-eval", "--config", str(run.config_file), "--checkpoint", str(weights)]
-    )
-    return f"{needs}; for this run: {command}"
+    return with_eval_command(needs, "; for this run:", run.config_file, weights)
+
+
+def with_eval_command(note: str, joint: str, config_file: Path, weights: Path | None) -> str:
+    """``note``, then ``joint`` and the ``dscl-eval`` command scoring ``weights`` with
+    ``config_file`` where both files are there; else ``note`` and a full stop."""
+    if weights is None or not config_file.is_file():
+        return f"{note}."
+    command = shlex.join(["dscl-eval", "--config", str(config_file), "--checkpoint", str(weights)])
+    return f"{note}{joint} {command}"
 
 
 def report_errors(

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from dscl_plugin import checks
-from dscl_plugin.functional.contrastive import dscl_cross_entropy
+from dscl_plugin.functional.contrastive import Candidates, dscl_cross_entropy
 from dscl_plugin.functional.gradient_ratio import PullRatio, pull_gradient_ratio
-from dscl_plugin.losses.queued import LabeledQueueLoss
+from dscl_plugin.losses.queued import QueryKeyLoss
 
 DEFAULT_ALPHA = 1.0 / 9.0  # official beta = 8, alpha = 1 / (1 + beta)
 
@@ -43,7 +43,7 @@ def alpha_from(alpha: float | None, beta: float | None) -> float:
     return float(alpha)
 
 
-class _LabeledContrastiveLoss(LabeledQueueLoss):
+class _LabeledContrastiveLoss(QueryKeyLoss):
     """Query-vs-[queries, keys, queue] cross-entropy with a labelled target.
 
     Subclasses set ``alpha`` (own-view weight, or None for SupCon weights) and
@@ -52,45 +52,11 @@ class _LabeledContrastiveLoss(LabeledQueueLoss):
 
     alpha: float | None
 
-    def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        labels: Tensor | None = None,
-        queue: Tensor | None = None,
-        queue_labels: Tensor | None = None,
-        queue_normalized: bool = False,
-    ) -> Tensor:
-        """Mean loss over the B query anchors.
-
-        Args:
-            query: (B, D) online features (anchors), with gradient.
-            key: (B, D) features of the other view of the same images.
-            labels: (B,) integer class ids; required (None only to name the PML loss
-                for a call ``loss(embeddings, labels)``).
-            queue: optional (K, D) memory entries, every row a real entry.
-            queue_labels: (K,) class ids of ``queue``; required with ``queue``.
-            queue_normalized: the queue rows have unit L2 norm already (as in a
-                ``LabeledMemoryBank`` filled by ``DSCLModel``), so the loss uses them as
-                they are instead of normalising a K x D copy. Query and key are always
-                normalised.
-
-        If the loss owns a memory bank (``memory_bank_size``), its filled rows are the
-        queue and the L2-normalised ``key`` is enqueued with ``labels`` after the loss in
-        training steps (:func:`~dscl_plugin.memory.updates_queue`).
-
-        Raises:
-            TypeError: called as a PML loss, ``loss(embeddings, labels)``; the message
-                names the PML loss that takes that call.
-            ValueError: a tensor of the wrong shape or dtype, naming it.
-        """
-        labels = self._labels(key, labels)
-        candidates = self._candidates(query, key, labels, queue, queue_labels)
-        queue_normalized = queue_normalized or self.memory_bank is not None  # unit keys
-        with torch.autocast(device_type=query.device.type, enabled=False):
-            loss = dscl_cross_entropy(candidates, self.alpha, self.temperature, queue_normalized)
-        self.enqueue_keys(query, key, labels)
-        return loss
+    def mean_loss(self, candidates: Candidates, queue_normalized: bool) -> Tensor:
+        """:func:`~dscl_plugin.functional.dscl_cross_entropy` of the checked inputs; an
+        owned memory bank's rows are unit keys."""
+        queue_normalized = queue_normalized or self.memory_bank is not None
+        return dscl_cross_entropy(candidates, self.alpha, self.temperature, queue_normalized)
 
     def pull_gradient_ratio(
         self,

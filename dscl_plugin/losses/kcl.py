@@ -15,10 +15,10 @@ from dscl_plugin import checks
 from dscl_plugin.functional.contrastive import Candidates
 from dscl_plugin.functional.kcl import Targets, kcl_cross_entropy
 from dscl_plugin.losses.classes import class_ids
-from dscl_plugin.losses.queued import LabeledQueueLoss
+from dscl_plugin.losses.queued import QueryKeyLoss
 
 
-class KCLLoss(LabeledQueueLoss):
+class KCLLoss(QueryKeyLoss):
     """K-positive contrastive loss (KCL) [0]: MoCo with a labelled queue and ``k`` positives
     drawn per anchor from the queue.
 
@@ -78,36 +78,9 @@ class KCLLoss(LabeledQueueLoss):
         self.num_positives = num_positives
         self.generator = generator
 
-    def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        labels: Tensor | None = None,
-        queue: Tensor | None = None,
-        queue_labels: Tensor | None = None,
-        queue_normalized: bool = False,
-    ) -> Tensor:
-        """Mean loss over the B query anchors.
-
-        Args:
-            query: (B, D) online features (anchors), with gradient.
-            key: (B, D) features of the other view of the same images.
-            labels: (B,) class ids >= 0; required (None only to name the PML loss for a
-                call ``loss(embeddings, labels)``).
-            queue: optional (K, D) memory entries; ``queue_labels`` (K,) their class
-                ids, -1 for an empty slot (a negative, never a positive).
-            queue_normalized: the queue rows have unit L2 norm already, so they are used
-                as they are. Query and key are always normalised.
-
-        Raises:
-            TypeError: called as a PML loss, ``loss(embeddings, labels)``.
-            ValueError: a tensor of the wrong shape or dtype, or a negative label,
-                naming it.
-        """
-        labels = self._labels(key, labels)
-        losses = self.anchor_losses(query, key, labels, queue, queue_labels, queue_normalized)
-        self.enqueue_keys(query, key, labels)
-        return losses.mean()
+    def mean_loss(self, candidates: Candidates, queue_normalized: bool) -> Tensor:
+        """The mean of the anchors' losses."""
+        return self.checked_anchor_losses(candidates, queue_normalized).mean()
 
     def anchor_losses(
         self,
@@ -121,9 +94,13 @@ class KCLLoss(LabeledQueueLoss):
         """The (B,) loss of each anchor, as :meth:`forward` averages it, without
         enqueueing (for a reducer, e.g. PML's). Takes and raises as :meth:`forward`."""
         candidates = self._candidates(query, key, labels, queue, queue_labels)
-        class_ids("labels", labels)
         with torch.autocast(device_type=query.device.type, enabled=False):
-            return self._losses(candidates, queue_normalized, None)
+            return self.checked_anchor_losses(candidates, queue_normalized)
+
+    def checked_anchor_losses(self, candidates: Candidates, queue_normalized: bool) -> Tensor:
+        """The (B,) losses of the checked inputs, once their labels are checked."""
+        class_ids("labels", candidates.labels)
+        return self._losses(candidates, queue_normalized, None)
 
     def _losses(
         self, candidates: Candidates, queue_normalized: bool, targets: Targets | None

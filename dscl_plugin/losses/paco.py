@@ -107,15 +107,10 @@ class PaCoLoss(LabeledQueueLoss):
     ) -> Tensor:
         """Mean loss over the B query anchors.
 
-        Args:
-            query: (B, D) online features (anchors), with gradient.
-            key: (B, D) features of the other view of the same images.
-            labels: (B,) class ids in ``[0, C)``.
-            class_logits: (B, C) the linear classifier's logits on the query images'
-                backbone features (PaCo's class centres), with gradient.
-            queue: optional (K, D) memory entries; ``queue_labels`` (K,) their class
-                ids (-1: an empty slot, a negative only).
-            queue_normalized: the queue rows have unit L2 norm already.
+        Args: those of :meth:`~dscl_plugin.losses.queued.QueryKeyLoss.forward`, with
+        ``labels`` in ``[0, C)`` and required, and ``class_logits``, (B, C) the linear
+        classifier's logits on the query images' backbone features (PaCo's class
+        centres), with gradient.
 
         Raises:
             ValueError: a tensor of the wrong shape or dtype, or a label outside

@@ -1,8 +1,9 @@
-"""The base of the losses called ``loss(query, key, labels[, queue, queue_labels])``: the
-checks of those inputs and an optional memory bank the loss owns."""
+"""The bases of the losses called ``loss(query, key, labels[, queue, queue_labels])``: the
+checks of those inputs, an optional memory bank the loss owns, and the call itself."""
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from dscl_plugin import checks
@@ -102,3 +103,54 @@ class LabeledQueueLoss(nn.Module):
         return Candidates(
             query.to(dtype), key.to(dtype), labels.to(query.device), queue, queue_labels
         )
+
+
+class QueryKeyLoss(LabeledQueueLoss):
+    """A :class:`LabeledQueueLoss` called ``loss(query, key, labels[, queue, queue_labels,
+    queue_normalized])``: :meth:`forward` checks the call, takes the subclass's
+    :meth:`mean_loss` of the checked inputs and enqueues the keys."""
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        labels: Tensor | None = None,
+        queue: Tensor | None = None,
+        queue_labels: Tensor | None = None,
+        queue_normalized: bool = False,
+    ) -> Tensor:
+        """Mean loss over the B query anchors.
+
+        Args:
+            query: (B, D) online features (anchors), with gradient.
+            key: (B, D) features of the other view of the same images.
+            labels: (B,) integer class ids >= 0; required (None only to name the PML loss
+                for a call ``loss(embeddings, labels)``).
+            queue: optional (K, D) memory entries.
+            queue_labels: (K,) class ids of ``queue``, required with ``queue``; -1 marks
+                an empty slot (a negative, never a positive) where the loss says so.
+            queue_normalized: the queue rows have unit L2 norm already (as in a
+                ``LabeledMemoryBank`` filled by ``DSCLModel``), so the loss uses them as
+                they are instead of normalising a K x D copy. Query and key are always
+                normalised.
+
+        If the loss owns a memory bank (``memory_bank_size``), its filled rows are the
+        queue and the L2-normalised ``key`` is enqueued with ``labels`` after the loss in
+        training steps (:func:`~dscl_plugin.memory.updates_queue`).
+
+        Raises:
+            TypeError: called as a PML loss, ``loss(embeddings, labels)``; the message
+                names the PML loss that takes that call.
+            ValueError: a tensor of the wrong shape or dtype, or a label out of range,
+                naming it.
+        """
+        labels = self._labels(key, labels)
+        candidates = self._candidates(query, key, labels, queue, queue_labels)
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            loss = self.mean_loss(candidates, queue_normalized)
+        self.enqueue_keys(query, key, labels)
+        return loss
+
+    def mean_loss(self, candidates: Candidates, queue_normalized: bool) -> Tensor:
+        """The loss :meth:`forward` returns, of its checked inputs (autocast off)."""
+        raise NotImplementedError

@@ -14,6 +14,7 @@ from lightly.utils import dist
 from torch import Tensor
 
 from dscl_plugin import checks
+from dscl_plugin.functional.contrastive import Candidates
 from dscl_plugin.functional.kcl import Targets
 from dscl_plugin.functional.targets import match_targets, uniform_targets, update_centroids_
 from dscl_plugin.losses.classes import class_ids
@@ -115,27 +116,17 @@ class TSCLoss(KCLLoss):
         self.register_buffer("targets", uniform_targets(num_classes, dim, seed))
         self.register_buffer("centroids", F.normalize(start, dim=1))
 
-    def anchor_losses(
-        self,
-        query: Tensor,
-        key: Tensor,
-        labels: Tensor,
-        queue: Tensor | None = None,
-        queue_labels: Tensor | None = None,
-        queue_normalized: bool = False,
-    ) -> Tensor:
-        """The (B,) loss of each anchor (:meth:`KCLLoss.forward` averages them); in a
-        training step (the rule of :func:`~dscl_plugin.memory.updates_queue`) the
-        centroids move first; with ``targeted=False`` those of :class:`KCLLoss`.
-
-        Args: as :meth:`KCLLoss.forward`, with ``labels`` in ``[0, num_classes)`` and
-        ``query``, ``key`` of dimension ``dim``.
+    def checked_anchor_losses(self, candidates: Candidates, queue_normalized: bool) -> Tensor:
+        """The (B,) losses of :meth:`KCLLoss.anchor_losses`, with ``labels`` in
+        ``[0, num_classes)`` and ``query``, ``key`` of dimension ``dim``; in a training
+        step (the rule of :func:`~dscl_plugin.memory.updates_queue`) the centroids move
+        first; with ``targeted=False`` those of :class:`KCLLoss`.
 
         Raises:
-            ValueError: a tensor of the wrong shape or dtype, or a label outside
-                ``[0, num_classes)``, naming it.
+            ValueError: a label outside ``[0, num_classes)`` or features not of dimension
+                ``dim``, naming it.
         """
-        candidates = self._candidates(query, key, labels, queue, queue_labels)
+        query, labels = candidates.query, candidates.labels
         class_ids("labels", labels, self.num_classes)
         dim = self.targets.shape[1]
         checks.require(
@@ -143,13 +134,11 @@ class TSCLoss(KCLLoss):
             "query",
             f"must have the targets' dimension dim={dim}, got shape {tuple(query.shape)}",
         )
-        with torch.autocast(device_type=query.device.type, enabled=False):
-            if not self.targeted:
-                return self._losses(candidates, queue_normalized, None)
-            if updates_queue(self, query):
-                self._update_centroids(F.normalize(candidates.query.detach(), dim=1), labels)
-            targets = self._targets(candidates.labels, candidates.query.dtype)
-            return self._losses(candidates, queue_normalized, targets)
+        if not self.targeted:
+            return self._losses(candidates, queue_normalized, None)
+        if updates_queue(self, query):
+            self._update_centroids(F.normalize(query.detach(), dim=1), labels)
+        return self._losses(candidates, queue_normalized, self._targets(labels, query.dtype))
 
     def _update_centroids(self, features: Tensor, labels: Tensor) -> None:
         if self.gather_distributed and dist.world_size() > 1:

@@ -75,17 +75,13 @@ class DSCLMethod(PullRatioMethod):
         return DSCLModel(
             backbone,
             feature_dim,
-            proj_dim=m.proj_dim,
-            queue_size=m.queue_size,
-            momentum=m.momentum,
             alpha=o.alpha,
             beta=o.beta,
             temperature=m.temperature,
             pbsd_weight=o.pbsd_weight,
-            gather_distributed=self.gather_distributed,
-            shuffle_bn=m.shuffle_bn,
             roi_aligned=o.roi_aligned,
             patch_passes=o.patch_passes,
+            **self.queue_model_args(),
         )
 
     def step(self, batch: Batch) -> dict[str, Tensor]:

@@ -42,6 +42,7 @@ class KCLMethod(MomentumMethod):
 
     Options = KCLOptions
     label = "KCL"
+    term = "loss_kcl"
     options: KCLOptions
     model: DSCLModel
 
@@ -63,21 +64,20 @@ class KCLMethod(MomentumMethod):
     def views(self) -> Views:
         return Views(("key", "key"))
 
+    def build_criterion(self) -> KCLLoss:
+        """The loss of the model: :class:`~dscl_plugin.losses.KCLLoss`."""
+        return KCLLoss(self.options.num_positive, self.config.model.temperature)
+
     def build_model(self, backbone: nn.Module, feature_dim: int) -> DSCLModel:
-        m = self.config.model
         return DSCLModel(
             backbone,
             feature_dim,
-            proj_dim=m.proj_dim,
-            queue_size=m.queue_size,
-            momentum=m.momentum,
             pbsd_weight=0.0,
-            gather_distributed=self.gather_distributed,
-            shuffle_bn=m.shuffle_bn,
-            criterion=KCLLoss(self.options.num_positive, m.temperature),
+            criterion=self.build_criterion(),
+            **self.queue_model_args(),
         )
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
         view_q, view_k = batch.views
         out = self.model(view_q, view_k, None, None, batch.labels)
-        return {"loss": out["loss"], "loss_kcl": out["loss_dscl"]}
+        return {"loss": out["loss"], self.term: out["loss_dscl"]}

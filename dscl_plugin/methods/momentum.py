@@ -8,7 +8,7 @@ keys with their labels from every process (:attr:`MomentumMethod.gather_distribu
 """
 
 from collections.abc import Sequence
-from typing import Protocol, cast
+from typing import Protocol, TypedDict, cast
 
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor
@@ -27,12 +27,22 @@ class MomentumModel(Protocol):
     def update_momentum(self, m: float | None = None) -> None: ...
 
 
+class QueueModelArgs(TypedDict):
+    """The arguments every EMA-and-queue model takes from ``model`` and the run."""
+
+    proj_dim: int
+    queue_size: int
+    momentum: float
+    gather_distributed: bool
+    shuffle_bn: bool
+
+
 class MomentumMethod(Method):
     """A :class:`~dscl_plugin.methods.Method` whose model has an EMA copy and a queue:
     ``update_momentum(m)`` and a ``memory_bank`` (a
     :class:`~dscl_plugin.memory.LabeledMemoryBank`), as
-    :class:`~dscl_plugin.models.DSCLModel` has. Build the queue with
-    ``gather_distributed=self.gather_distributed``.
+    :class:`~dscl_plugin.models.DSCLModel` has. Build the model with
+    :meth:`queue_model_args`.
 
     Raises:
         ValueError: the model lacks ``update_momentum`` or a ``LabeledMemoryBank``.
@@ -54,6 +64,18 @@ class MomentumMethod(Method):
         1``), whose keys the memory bank must gather."""
         t = self.config.trainer
         return t.devices * t.num_nodes > 1
+
+    def queue_model_args(self) -> QueueModelArgs:
+        """``model.proj_dim``, ``queue_size``, ``momentum`` and ``shuffle_bn``, with
+        :attr:`gather_distributed`, for the model's constructor."""
+        m = self.config.model
+        return QueueModelArgs(
+            proj_dim=m.proj_dim,
+            queue_size=m.queue_size,
+            momentum=m.momentum,
+            gather_distributed=self.gather_distributed,
+            shuffle_bn=m.shuffle_bn,
+        )
 
     @property
     def momentum_model(self) -> MomentumModel:

@@ -6,21 +6,18 @@ the term ``loss_paco``, and the classifier is the method's own (scored by stage 
   https://arxiv.org/abs/2107.12028
 """
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from lightly.models.modules.heads import ProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
 from dscl_plugin import checks
 from dscl_plugin.losses.paco import PaCoLoss
-from dscl_plugin.memory import LabeledMemoryBank, updates_queue
+from dscl_plugin.memory import updates_queue
 from dscl_plugin.methods.momentum import MomentumMethod
 from dscl_plugin.methods.views import Batch, Views
-from dscl_plugin.models.dscl_model import shuffle_bn_forward
+from dscl_plugin.models.dscl_model import MomentumQueueModel
 from dscl_plugin.models.feature_maps import map_and_pooled
 from dscl_plugin.training.registry import register_method
 
@@ -56,7 +53,7 @@ def paco_projection_head(feature_dim: int, proj_dim: int) -> ProjectionHead:
     )
 
 
-class PaCoModel(nn.Module):
+class PaCoModel(MomentumQueueModel):
     """PaCo [0]'s training model: ``loss = PaCoLoss(q, k, y, z, M)``.
 
     - online: pooled backbone feature ``h = f(view_q)``, the query ``q = g(h)`` (the MLP
@@ -114,15 +111,7 @@ class PaCoModel(nn.Module):
         self.backbone = backbone
         self.projection_head = paco_projection_head(feature_dim, proj_dim)
         self.classifier = nn.Linear(feature_dim, len(class_counts))
-        self.backbone_momentum = copy.deepcopy(backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
-        self.memory_bank = LabeledMemoryBank(
-            size=(queue_size, proj_dim), gather_distributed=gather_distributed
-        )
-        self.momentum = momentum
-        self.shuffle_bn = shuffle_bn
+        self.add_key_encoder(proj_dim, queue_size, momentum, gather_distributed, shuffle_bn)
         self.criterion = PaCoLoss(
             class_counts,
             alpha=alpha,
@@ -131,13 +120,6 @@ class PaCoModel(nn.Module):
             temperature=temperature,
             supervised_temperature=supervised_temperature,
         )
-
-    def update_momentum(self, m: float | None = None) -> None:
-        """EMA step of the key encoder (``m = self.momentum`` if None); call once per
-        training step, before ``forward``."""
-        m = self.momentum if m is None else m
-        update_momentum(self.backbone, self.backbone_momentum, m=m)
-        update_momentum(self.projection_head, self.projection_head_momentum, m=m)
 
     def forward(self, view_q: Tensor, view_k: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Args:
@@ -160,17 +142,6 @@ class PaCoModel(nn.Module):
         if updates_queue(self, query):
             self.memory_bank.enqueue(key, labels, normalize=True)
         return dict(loss=loss, class_logits=class_logits)
-
-    @torch.no_grad()
-    def _key(self, view_k: Tensor) -> Tensor:
-        if self.shuffle_bn:
-            return shuffle_bn_forward(self._key_forward, view_k)
-        return self._key_forward(view_k)
-
-    def _key_forward(self, view_k: Tensor) -> Tensor:
-        pooled = map_and_pooled(self.backbone_momentum, view_k)[1]
-        key: Tensor = self.projection_head_momentum(pooled)
-        return key
 
 
 @register_method("paco")
@@ -199,16 +170,12 @@ class PaCoMethod(MomentumMethod):
             backbone,
             feature_dim,
             self.class_counts,
-            proj_dim=m.proj_dim,
-            queue_size=m.queue_size,
-            momentum=m.momentum,
             temperature=m.temperature,
             alpha=o.alpha,
             beta=o.beta,
             gamma=o.gamma,
             supervised_temperature=o.supervised_temperature,
-            gather_distributed=self.gather_distributed,
-            shuffle_bn=m.shuffle_bn,
+            **self.queue_model_args(),
         )
 
     def step(self, batch: Batch) -> dict[str, Tensor]:

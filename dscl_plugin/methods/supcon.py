@@ -40,16 +40,9 @@ class SupConMethod(PullRatioMethod):
         return problems
 
     def build_model(self, backbone: nn.Module, feature_dim: int) -> SupConModel:
-        m = self.config.model
+        temperature = self.config.model.temperature
         return SupConModel(
-            backbone,
-            feature_dim,
-            temperature=m.temperature,
-            proj_dim=m.proj_dim,
-            queue_size=m.queue_size,
-            momentum=m.momentum,
-            gather_distributed=self.gather_distributed,
-            shuffle_bn=m.shuffle_bn,
+            backbone, feature_dim, temperature=temperature, **self.queue_model_args()
         )
 
     def step(self, batch: Batch) -> dict[str, Tensor]:

@@ -10,13 +10,12 @@ warm-up, on the EMA encoder and queue of :class:`~dscl_plugin.models.DSCLModel`;
 import math
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from dscl_plugin import checks
 from dscl_plugin.losses.tsc import TSCLoss
 from dscl_plugin.methods.kcl import KCLMethod, KCLOptions
 from dscl_plugin.methods.views import Batch, Views
-from dscl_plugin.models.dscl_model import DSCLModel
 from dscl_plugin.training.registry import register_method
 
 
@@ -70,6 +69,7 @@ class TSCMethod(KCLMethod):
 
     Options = TSCOptions
     label = "TSC"
+    term = "loss_tsc"
     options: TSCOptions
     needs_class_counts = True
 
@@ -92,10 +92,12 @@ class TSCMethod(KCLMethod):
     def views(self) -> Views:
         return Views((self.options.view_kind,) * 2)
 
-    def build_model(self, backbone: nn.Module, feature_dim: int) -> DSCLModel:
+    def build_criterion(self) -> TSCLoss:
+        """The loss of the model: :class:`~dscl_plugin.losses.TSCLoss` with a target per
+        training class."""
         m, o = self.config.model, self.options
         assert self.class_counts is not None  # needs_class_counts
-        criterion = TSCLoss(
+        return TSCLoss(
             num_classes=len(self.class_counts),
             dim=m.proj_dim,
             num_positives=o.num_positive,
@@ -105,21 +107,8 @@ class TSCMethod(KCLMethod):
             separate_targets=o.separate_targets,
             gather_distributed=self.gather_distributed,
         )
-        return DSCLModel(
-            backbone,
-            feature_dim,
-            proj_dim=m.proj_dim,
-            queue_size=m.queue_size,
-            momentum=m.momentum,
-            pbsd_weight=0.0,
-            gather_distributed=self.gather_distributed,
-            shuffle_bn=m.shuffle_bn,
-            criterion=criterion,
-        )
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
         """``loss_tsc``: KCL's loss before epoch :attr:`kcl_epochs`, TSC's from it on."""
         self.criterion.targeted = self.current_epoch >= self.kcl_epochs
-        view_q, view_k = batch.views
-        out = self.model(view_q, view_k, None, None, batch.labels)
-        return {"loss": out["loss"], "loss_tsc": out["loss_dscl"]}
+        return super().step(batch)

@@ -2,7 +2,8 @@
 
 Online net ``f`` (backbone + ``MoCoProjectionHead``), EMA net ``f_m`` (a deep copy,
 ``theta_m <- m theta_m + (1 - m) theta``, run with shuffle-BN), and a
-``LabeledMemoryBank`` of past L2-normalised keys. One model class, :class:`DSCLModel`;
+``LabeledMemoryBank`` of past L2-normalised keys (:class:`MomentumQueueModel`, which
+PaCo's model shares). One model class, :class:`DSCLModel`;
 SupCon is the same model with ``SupConLoss`` and no PBSD (:class:`SupConModel`).
 Backbones come from :mod:`dscl_plugin.backbones`.
 
@@ -96,7 +97,60 @@ def shuffle_bn_forward(forward: Callable[[Tensor], Tensor], images: Tensor) -> T
     return unshuffled
 
 
-class DSCLModel(nn.Module):
+class MomentumQueueModel(nn.Module):
+    """The MoCo part of a training model: the online ``backbone`` and ``projection_head``
+    a subclass sets, their EMA copies (the key encoder ``f_m``, no gradient) and a
+    ``LabeledMemoryBank`` of past keys, built by :meth:`add_key_encoder`."""
+
+    backbone: nn.Module
+    projection_head: nn.Module
+
+    def add_key_encoder(
+        self,
+        proj_dim: int,
+        queue_size: int,
+        momentum: float,
+        gather_distributed: bool,
+        shuffle_bn: bool,
+    ) -> None:
+        """The EMA copies of ``backbone`` and ``projection_head``, the (K = ``queue_size``,
+        ``proj_dim``) queue (gathering across processes with ``gather_distributed``), the
+        EMA ``momentum`` and whether the key forward uses ``shuffle_bn``."""
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.memory_bank = LabeledMemoryBank(
+            size=(queue_size, proj_dim), gather_distributed=gather_distributed
+        )
+        self.momentum = momentum
+        self.shuffle_bn = shuffle_bn
+
+    def update_momentum(self, m: float | None = None) -> None:
+        """EMA step ``theta_m <- m theta_m + (1 - m) theta`` (``m = self.momentum`` if None).
+
+        Call once per training step, before ``forward``; ``m`` may come from
+        ``lightly.utils.scheduler.cosine_schedule``.
+        """
+        m = self.momentum if m is None else m
+        update_momentum(self.backbone, self.backbone_momentum, m=m)
+        update_momentum(self.projection_head, self.projection_head_momentum, m=m)
+
+    @torch.no_grad()
+    def _key(self, view_k: Tensor) -> Tensor:
+        """``k = f_m(view_k)``, with :func:`shuffle_bn_forward` when ``shuffle_bn``."""
+        if not self.shuffle_bn:
+            return self._key_forward(view_k)
+        return shuffle_bn_forward(self._key_forward, view_k)
+
+    def _key_forward(self, view_k: Tensor) -> Tensor:
+        key: Tensor = self.projection_head_momentum(
+            map_and_pooled(self.backbone_momentum, view_k)[1]
+        )
+        return key
+
+
+class DSCLModel(MomentumQueueModel):
     """DSCL + PBSD [0]: ``loss = L_dscl + pbsd_weight * L_pbsd``.
 
     - ``q = f(view_q)``, ``k = f_m(view_k)`` (no grad), ``L_dscl = criterion(q, k, y, M)``
@@ -180,15 +234,7 @@ class DSCLModel(nn.Module):
         )
         self.backbone = backbone
         self.projection_head = MoCoProjectionHead(feature_dim, feature_dim, proj_dim)
-        self.backbone_momentum = copy.deepcopy(backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.projection_head_momentum)
-        self.memory_bank = LabeledMemoryBank(
-            size=(queue_size, proj_dim), gather_distributed=gather_distributed
-        )
-        self.momentum = momentum
-        self.shuffle_bn = shuffle_bn
+        self.add_key_encoder(proj_dim, queue_size, momentum, gather_distributed, shuffle_bn)
         self.track_grad_ratio = False
         if criterion is None:
             criterion = DSCLLoss(alpha=alpha, beta=beta, temperature=temperature)
@@ -197,16 +243,6 @@ class DSCLModel(nn.Module):
         self.pbsd_weight = pbsd_weight
         self.roi_aligned = roi_aligned
         self.patch_passes = patch_passes
-
-    def update_momentum(self, m: float | None = None) -> None:
-        """EMA step ``theta_m <- m theta_m + (1 - m) theta`` (``m = self.momentum`` if None).
-
-        Call once per training step, before ``forward``; ``m`` may come from
-        ``lightly.utils.scheduler.cosine_schedule``.
-        """
-        m = self.momentum if m is None else m
-        update_momentum(self.backbone, self.backbone_momentum, m=m)
-        update_momentum(self.projection_head, self.projection_head_momentum, m=m)
 
     def embed(self, images: Tensor) -> Tensor:
         """(B, feature_dim) pooled features of the online backbone.
@@ -268,19 +304,6 @@ class DSCLModel(nn.Module):
         if updates_queue(self, query):
             self.memory_bank.enqueue(key, labels, normalize=True)
         return dict(loss=loss, loss_dscl=loss_dscl, loss_pbsd=loss_pbsd, **diagnostics)
-
-    @torch.no_grad()
-    def _key(self, view_k: Tensor) -> Tensor:
-        """``k = f_m(view_k)``, with :func:`shuffle_bn_forward` when ``shuffle_bn``."""
-        if not self.shuffle_bn:
-            return self._key_forward(view_k)
-        return shuffle_bn_forward(self._key_forward, view_k)
-
-    def _key_forward(self, view_k: Tensor) -> Tensor:
-        key: Tensor = self.projection_head_momentum(
-            map_and_pooled(self.backbone_momentum, view_k)[1]
-        )
-        return key
 
     def _pbsd(
         self,

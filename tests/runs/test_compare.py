@@ -5,14 +5,12 @@ tiny 2 x 2 digits comparison."""
 
 import json
 import multiprocessing
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
-from helpers import CONFIG, TINY
+from helpers import CONFIG, TINY, lock_holder
 
 import dscl_plugin.cli as cli
 import dscl_plugin.runs.pipeline as pipeline
@@ -310,23 +308,12 @@ def test_two_processes_on_one_out_start_each_run_once_and_both_write_the_whole_r
     assert "| DSCL − SupCon (paired) | 2 |" in (out / "report.md").read_text()
 
 
-HOLD = (
-    "import fcntl, sys, time\n"
-    "file = open(sys.argv[1], 'a')\n"
-    "fcntl.flock(file, fcntl.LOCK_EX)\n"
-    "print('held', flush=True)\n"
-    "time.sleep(120)\n"
-)
-
-
 def test_a_run_claimed_by_a_process_that_dies_is_waited_for_then_taken_over(tmp_path):
     out = tmp_path / "cmp"
     folder = out / "dscl" / "seed0"
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "checkpoints" / "last.ckpt").write_text("left by the other process")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(folder / CLAIM_FILE)], stdout=subprocess.PIPE, text=True
-    )
+    holder = lock_holder(folder / CLAIM_FILE)
     assert holder.stdout.readline() == "held\n"
     printed = []
 

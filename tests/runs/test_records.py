@@ -6,10 +6,9 @@ import errno
 import json
 import multiprocessing
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers import lock_holder
 
 from dscl_plugin.runs import records
 from dscl_plugin.runs.records import CLAIM_FILE, append_record, claim, read_records
@@ -76,15 +75,6 @@ def test_writers_in_several_processes_lose_no_record(tmp_path):
     assert found == sorted((w, i) for w in ("a", "b", "c") for i in range(50))
 
 
-HOLD = (
-    "import fcntl, sys, time\n"
-    "file = open(sys.argv[1], 'a')\n"
-    "fcntl.flock(file, fcntl.LOCK_EX)\n"
-    "print('held', flush=True)\n"
-    "time.sleep(120)\n"
-)
-
-
 def test_a_claim_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
     run = tmp_path / "dscl" / "seed0"
     with claim(run) as held:
@@ -93,9 +83,7 @@ def test_a_claim_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
             assert not again
     with claim(run) as held:
         assert held  # let go at the end of the block
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(run / CLAIM_FILE)], stdout=subprocess.PIPE, text=True
-    )
+    holder = lock_holder(run / CLAIM_FILE)
     try:
         assert holder.stdout.readline() == "held\n"
         with claim(run) as held:
