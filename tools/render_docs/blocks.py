@@ -65,6 +65,9 @@ BLOCKS: dict[str, Block] = {
         accuracy.sweep_block("sweep_digits_lt_runs.jsonl", "model.pbsd_weight", 10.0),
     ),
     "compare-digits-lt": Block(("compare_digits_lt/runs.jsonl",), accuracy.compare_digits),
+    "compare-family-digits-lt": Block(
+        ("compare_family_digits_lt/runs.jsonl",), accuracy.compare_family_digits
+    ),
     "quickstart-output": Block(
         ("quickstart_digits_lt.json",), performance.quickstart, "--quickstart"
     ),
