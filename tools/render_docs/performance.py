@@ -7,9 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dscl_plugin.methods  # noqa: F401  (registers the methods and their labels)
 from benchmarks import pbsd_diagnostics
 from benchmarks.reporting import markdown_table
 from dscl_plugin.evaluation.reports import format_metrics_table
+from dscl_plugin.training.registry import method_label
 from tools.render_docs.results import (
     Render,
     load_note,
@@ -189,12 +191,11 @@ def family_loss_speed(root: Path) -> str:
         "supcon_ms": "baseline ms", "ratio": "loss / baseline",
     }  # fmt: skip
     target = data["settings"]["target_ratio"]
-    labels = {"kcl": "KCL", "tsc": "TSC", "paco": "PaCo", "bcl": "BCL"}
     ranges = []
     for loss in dict.fromkeys(r["loss"] for r in rows):
         ratios = [r["ratio"] for r in rows if r["loss"] == loss]
         ranges.append(
-            f"{labels[loss]} {min(ratios)}–{max(ratios)} "
+            f"{method_label(loss)} {min(ratios)}–{max(ratios)} "
             f"({'met' if max(ratios) <= target else 'missed'})"
         )
     one_way = [round(r["loss_ms"] / r["supcon_one_way_ms"], 2) for r in rows if r["loss"] == "bcl"]
