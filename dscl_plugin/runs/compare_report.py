@@ -120,7 +120,6 @@ def report_markdown(
     first = records[0]
     config = first["config"]
     seeds = sorted({r["seed"] for r in records})
-    factor = first["imbalance_factor"]
     title = " vs ".join(labels[n] for n in names if any(r["method"] == n for r in records))
     minutes = sum(r["seconds"] for r in records) / 60
     overrides = sorted({" ".join(r["overrides"]) for r in records})
@@ -140,15 +139,7 @@ def report_markdown(
     lines += [
         "## Settings",
         "",
-        f"- data: {data_name(first)}, "
-        + (
-            f"imbalance factor {factor:g}"
-            if factor is not None
-            else "every image as it is"
-            if first["dataset"] == "image_folder"
-            else "the data set's standard imbalance factor"
-        )
-        + f"; shot groups many > "
+        f"- data: {data_name(first)}, {imbalance(first)}; shot groups many > "
         f"{config['eval']['many_threshold']}, few < {config['eval']['few_threshold']} "
         "training images"
         + "".join(f"; {group} empty: {reason}" for group, reason in empty.items()),
@@ -223,6 +214,17 @@ def data_name(record: Mapping[str, Any]) -> str:
     if record["dataset"] != "image_folder":
         return str(record["dataset"])
     return f"{Path(record['config']['data']['root']).name} (image_folder)"
+
+
+def imbalance(record: Mapping[str, Any]) -> str:
+    """How ``record``'s training set was cut: its imbalance factor, every image of an
+    image folder as it is, or the data set's standard factor."""
+    factor = record["imbalance_factor"]
+    if factor is not None:
+        return f"imbalance factor {factor:g}"
+    if record["dataset"] == "image_folder":
+        return "every image as it is"
+    return "the data set's standard imbalance factor"
 
 
 def provenance(records: Sequence[Mapping[str, Any]]) -> str:
