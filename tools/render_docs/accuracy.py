@@ -12,8 +12,8 @@ from benchmarks import sweep
 from benchmarks.long_tail_accuracy import LABELS
 from benchmarks.reporting import markdown_table
 from dscl_plugin.evaluation import comparison
-from dscl_plugin.runs.compare_report import own_classifier_section, summary_table, verdict_lines
-from dscl_plugin.runs.variants import VARIANTS, Variant
+from dscl_plugin.runs.compare_report import summary_table
+from dscl_plugin.runs.variants import VARIANTS
 from tools.render_docs.results import (
     RESULTS,
     Render,
@@ -256,32 +256,6 @@ def compare_digits(root: Path) -> str:
         [
             summary_table(records, variants),
             f"{STD_NOTE} {paired_notes(summary, records, comparison.METRICS)}",
-            source([name], run_settings(records), timed=True)
-            + f" {len(records)} runs, {minutes:.1f} min of run time.",
-        ]
-    )
-
-
-def compare_family_digits(root: Path) -> str:
-    """The seven methods on digits_lt, three paired seeds: the engine's table, the own
-    classifiers' table and its verdicts against SupCon."""
-    name = "compare_family_digits_lt/runs.jsonl"
-    records = read_jsonl(root, name)
-    variants = list(
-        {
-            r["method"]: Variant(r["method"], r["label"], tuple(r["method_overrides"]))
-            for r in records
-        }.values()
-    )
-    verdicts, warning = verdict_lines(records, variants)
-    minutes = sum(r["seconds"] for r in records) / 60
-    return "\n\n".join(
-        [
-            summary_table(records, variants),
-            "\n".join(own_classifier_section(records, variants)).strip(),
-            "Verdicts against SupCon (overall top-1 of the probe):\n\n"
-            + "\n".join(f"- {line}." for line in verdicts)
-            + (f"\n\n{warning}." if warning else ""),
             source([name], run_settings(records), timed=True)
             + f" {len(records)} runs, {minutes:.1f} min of run time.",
         ]

@@ -1,9 +1,10 @@
 """Every rendered block by id: its result files under ``benchmarks/results/`` and its
-renderer (:mod:`tools.render_docs.accuracy`, :mod:`tools.render_docs.performance`)."""
+renderer (:mod:`tools.render_docs.accuracy`, :mod:`tools.render_docs.family`,
+:mod:`tools.render_docs.performance`)."""
 
 from dataclasses import dataclass
 
-from tools.render_docs import accuracy, performance
+from tools.render_docs import accuracy, family, performance
 from tools.render_docs.results import Render
 
 
@@ -66,7 +67,16 @@ BLOCKS: dict[str, Block] = {
     ),
     "compare-digits-lt": Block(("compare_digits_lt/runs.jsonl",), accuracy.compare_digits),
     "compare-family-digits-lt": Block(
-        ("compare_family_digits_lt/runs.jsonl",), accuracy.compare_family_digits
+        ("compare_family_digits_lt/runs.jsonl",),
+        family.compare_family("compare_family_digits_lt/runs.jsonl"),
+    ),
+    "compare-family-fashion-mnist-lt": Block(
+        ("compare_family_fashion_mnist_lt/runs.jsonl",),
+        family.compare_family("compare_family_fashion_mnist_lt/runs.jsonl"),
+    ),
+    "family-beside-published": Block(
+        ("compare_family_fashion_mnist_lt/runs.jsonl", family.PUBLISHED),
+        family.beside_published("compare_family_fashion_mnist_lt/runs.jsonl"),
     ),
     "quickstart-output": Block(
         ("quickstart_digits_lt.json",), performance.quickstart, "--quickstart"
@@ -75,7 +85,8 @@ BLOCKS: dict[str, Block] = {
     "train-step": Block(("train_step.json",), performance.train_step, "--benchmarks"),
     "train-step-flops": Block(("train_step.json",), performance.flops, "--benchmarks"),
     "loss-speed": Block(("loss_speed.json",), performance.loss_speed, "--benchmarks"),
-    "family-loss-speed": Block(("family_loss_speed.json",), performance.family_loss_speed),
+    "family-loss-speed": Block(("family_loss_speed.json",), family.family_loss_speed),
+    "official-loss-speed": Block(("official_loss_speed.json",), family.official_loss_speed),
     "import-time": Block(("import_time.json",), performance.import_time, "--benchmarks"),
     "monitor-cost": Block(("monitor_cost.json",), performance.monitor),
     "precision-amx": Block(

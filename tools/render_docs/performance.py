@@ -7,15 +7,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import dscl_plugin.methods  # noqa: F401  (registers the methods and their labels)
 from benchmarks import pbsd_diagnostics
 from benchmarks.reporting import markdown_table
 from dscl_plugin.evaluation.reports import format_metrics_table
-from dscl_plugin.training.registry import method_label
 from tools.render_docs.results import (
     Render,
     load_note,
     load_start,
+    pick_columns,
     read_csv,
     read_json,
     settings,
@@ -23,11 +22,6 @@ from tools.render_docs.results import (
     source,
     value_range,
 )
-
-
-def _pick(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> list[dict]:
-    """``rows`` with only ``columns`` (key -> header), in that order."""
-    return [{header: row.get(key, "–") for key, header in columns.items()} for row in rows]
 
 
 def precision(name: str) -> Render:
@@ -48,7 +42,7 @@ def precision(name: str) -> Render:
         meta = sidecar(root, name) | settings(data)
         return "\n\n".join(
             [
-                markdown_table(_pick(rows, columns)),
+                markdown_table(pick_columns(rows, columns)),
                 f"Same method against fp32: {ratio}.",
                 source([name], meta, timed=True),
             ]
@@ -131,7 +125,7 @@ def train_step(root: Path) -> str:
         )
     return "\n\n".join(
         [
-            markdown_table(_pick(data["rows"], columns)),
+            markdown_table(pick_columns(data["rows"], columns)),
             "Times in ms, medians over the rounds. " + "; ".join(notes) + ".",
             source([name], settings(data), timed=True),
         ]
@@ -169,44 +163,13 @@ def loss_speed(root: Path) -> str:
     largest = max(rows, key=lambda r: (r["B"], r["K"]))
     return "\n\n".join(
         [
-            markdown_table(_pick(rows, columns)),
+            markdown_table(pick_columns(rows, columns)),
             f"DSCL / PML SupCon {min(ratio)}–{max(ratio)} (target ≤ 1: "
             f"{'met' if max(ratio) <= 1 else 'missed'}); DSCL / matmul floor "
             f"{min(floor)}–{max(floor)} (target ≤ 3.5: met in {sum(f <= 3.5 for f in floor)} of "
             f"{len(floor)} rows); peak memory at B {largest['B']}, K {largest['K']}: DSCL "
             f"{largest['dscl_peak_mib']} MiB, PML {largest['pml_peak_mib']} MiB. "
             f"D = {rows[0]['D']}, autocast {rows[0]['autocast']}.",
-            source([name], settings(data), timed=True),
-        ]
-    )
-
-
-def family_loss_speed(root: Path) -> str:
-    """KCL, TSC, PaCo and BCL forward + backward against SupCon on the same batch."""
-    name = "family_loss_speed.json"
-    data = read_json(root, name)
-    rows = data["rows"]
-    columns = {
-        "loss": "loss", "B": "B", "K": "K", "loss_ms": "loss ms", "baseline": "baseline",
-        "supcon_ms": "baseline ms", "ratio": "loss / baseline",
-    }  # fmt: skip
-    target = data["settings"]["target_ratio"]
-    ranges = []
-    for loss in dict.fromkeys(r["loss"] for r in rows):
-        ratios = [r["ratio"] for r in rows if r["loss"] == loss]
-        ranges.append(
-            f"{method_label(loss)} {min(ratios)}–{max(ratios)} "
-            f"({'met' if max(ratios) <= target else 'missed'})"
-        )
-    one_way = [round(r["loss_ms"] / r["supcon_one_way_ms"], 2) for r in rows if r["loss"] == "bcl"]
-    return "\n\n".join(
-        [
-            markdown_table(_pick(rows, columns)),
-            f"Ratios to the baseline (target ≤ {target}): {'; '.join(ranges)}. BCL's 2B "
-            "anchors are both views, so its baseline is SupCon with both views as anchors; "
-            f"against one-direction SupCon it is {min(one_way)}–{max(one_way)}× "
-            f"({'met' if max(one_way) <= target else 'missed'}). D = {rows[0]['D']}, "
-            f"C = {rows[0]['C']}, {data['settings']['threads']} thread.",
             source([name], settings(data), timed=True),
         ]
     )
@@ -254,7 +217,7 @@ def monitor(root: Path) -> str:
         "monitor_pct_of_epoch": "later % of an epoch", "first_pct_of_epoch": "first %",
     }  # fmt: skip
     return "\n\n".join(
-        [markdown_table(_pick(data["rows"], columns)), source([name], settings(data), True)]
+        [markdown_table(pick_columns(data["rows"], columns)), source([name], settings(data), True)]
     )
 
 

@@ -129,3 +129,8 @@ def seconds_range(values: Sequence[float]) -> str:
     if high < 120:
         return f"{low:.0f}–{high:.0f} s"
     return f"{low / 60:.0f}–{high / 60:.0f} min"
+
+
+def pick_columns(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> list[dict]:
+    """``rows`` with only ``columns`` (key -> header), in that order ("–" where missing)."""
+    return [{header: row.get(key, "–") for key, header in columns.items()} for row in rows]

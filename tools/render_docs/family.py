@@ -1,0 +1,167 @@
+"""The long-tail family's blocks: the seven-method ``dscl-compare`` runs (engine table, own
+classifiers, verdicts), the numbers each paper's authors report on ImageNet-LT, and the
+family's loss speed against SupCon and against the official losses."""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dscl_plugin.methods  # noqa: F401  (registers the methods and their labels)
+from benchmarks.reporting import markdown_table
+from dscl_plugin.evaluation import comparison
+from dscl_plugin.runs.compare_report import own_classifier_section, summary_table, verdict_lines
+from dscl_plugin.runs.variants import Variant
+from dscl_plugin.training.registry import method_label
+from tools.render_docs.results import (
+    Render,
+    pick_columns,
+    read_json,
+    read_jsonl,
+    run_settings,
+    settings,
+    source,
+)
+
+PUBLISHED = "published_imagenet_lt.json"
+
+
+def _variants(records: Sequence[Mapping[str, Any]]) -> list[Variant]:
+    """The methods of ``records`` in run order, as the engine ran them."""
+    return list(
+        {
+            r["method"]: Variant(r["method"], r["label"], tuple(r["method_overrides"]))
+            for r in records
+        }.values()
+    )
+
+
+def compare_family(name: str) -> Render:
+    """A family ``dscl-compare`` (``<folder>/runs.jsonl``): the engine's table, the own
+    classifiers' table and the verdicts against the first method."""
+
+    def render(root: Path) -> str:
+        records = read_jsonl(root, name)
+        variants = _variants(records)
+        verdicts, warning = verdict_lines(records, variants)
+        minutes = sum(r["seconds"] for r in records) / 60
+        return "\n\n".join(
+            [
+                summary_table(records, variants),
+                "\n".join(own_classifier_section(records, variants)).strip(),
+                f"Verdicts against {variants[0].label} (overall top-1 of the probe):\n\n"
+                + "\n".join(f"- {line}." for line in verdicts)
+                + (f"\n\n{warning}." if warning else ""),
+                source([name], run_settings(records), timed=True)
+                + f" {len(records)} runs, {minutes:.1f} min of run time.",
+            ]
+        )
+
+    return render
+
+
+def beside_published(name: str) -> Render:
+    """Each method's overall top-1 here (``name``'s runs, mean ± std and the paired
+    difference to the first method) beside the ImageNet-LT top-1 its authors report
+    (``published_imagenet_lt.json``: value, setting and source of each)."""
+
+    def render(root: Path) -> str:
+        records = read_jsonl(root, name)
+        variants = _variants(records)
+        summary = {
+            row["method"]: row
+            for row in comparison.summarise(
+                records, [v.name for v in variants], variants[0].name, ["overall"]
+            )
+        }
+        published = read_json(root, PUBLISHED)
+        cited = {row["method"]: row for row in published["rows"]}
+        rows = []
+        for variant in variants:
+            here, paper = summary[variant.name], cited.get(variant.name)
+            rows.append({
+                "method": variant.label,
+                "here: overall": comparison.pct(here["overall_mean"], here["overall_std"]),
+                f"here: − {variants[0].label}": comparison.pct(
+                    here["overall_diff_mean"], here["overall_diff_std"], signed=True
+                ),
+                "ImageNet-LT top-1 (authors)": _published_value(paper),
+                "their setting": paper["setting"] if paper else "–",
+                "source": f"[{paper['source']}]({paper['url']})" if paper else "–",
+            })  # fmt: skip
+        dataset = records[0]["dataset"]
+        return "\n\n".join(
+            [
+                markdown_table(rows),
+                f'"here": {dataset}, imbalance {records[0]["imbalance_factor"]:g}, '
+                f"{len({r['seed'] for r in records})} paired seeds (`{name}`). "
+                f"{published['note']}",
+            ]
+        )
+
+    return render
+
+
+def _published_value(paper: Mapping[str, Any] | None) -> str:
+    """``"52.4 (mean of 5 trials)"``, ``"57.7"`` or "–" where no number was verified."""
+    if paper is None or paper.get("overall") is None:
+        return "– (not verified)" if paper else "–"
+    trials = paper.get("trials")
+    return f"{paper['overall']}" + (f" (mean of {len(trials)} trials)" if trials else "")
+
+
+def family_loss_speed(root: Path) -> str:
+    """KCL, TSC, PaCo and BCL forward + backward against SupCon on the same batch."""
+    name = "family_loss_speed.json"
+    data = read_json(root, name)
+    rows = data["rows"]
+    columns = {
+        "loss": "loss", "B": "B", "K": "K", "loss_ms": "loss ms", "baseline": "baseline",
+        "supcon_ms": "baseline ms", "ratio": "loss / baseline",
+    }  # fmt: skip
+    target = data["settings"]["target_ratio"]
+    one_way = [round(r["loss_ms"] / r["supcon_one_way_ms"], 2) for r in rows if r["loss"] == "bcl"]
+    return "\n\n".join(
+        [
+            markdown_table(pick_columns(rows, columns)),
+            f"Ratios to the baseline (target ≤ {target}): {_ranges(rows, target)}. BCL's 2B "
+            "anchors are both views, so its baseline is SupCon with both views as anchors; "
+            f"against one-direction SupCon it is {min(one_way)}–{max(one_way)}× "
+            f"({'met' if max(one_way) <= target else 'missed'}). D = {rows[0]['D']}, "
+            f"C = {rows[0]['C']}, {data['settings']['threads']} thread.",
+            source([name], settings(data), timed=True),
+        ]
+    )
+
+
+def official_loss_speed(root: Path) -> str:
+    """BCLLoss and PaCoLoss forward + backward against the official losses."""
+    name = "official_loss_speed.json"
+    data = read_json(root, name)
+    rows = data["rows"]
+    columns = {
+        "loss": "loss", "B": "B", "C": "C", "K": "K", "ours_ms": "ours ms",
+        "official_ms": "official ms", "ratio": "ours / official", "value_gap": "|Δ loss|",
+    }  # fmt: skip
+    commits = ", ".join(
+        f"{repo} `{commit[:7]}`" for repo, commit in data["settings"]["official_commits"].items()
+    )
+    return "\n\n".join(
+        [
+            markdown_table(pick_columns(rows, columns)),
+            f"Ours over the official (target ≤ {data['settings']['target_ratio']}): "
+            f"{_ranges(rows, data['settings']['target_ratio'])}. D = {rows[0]['D']}, "
+            f"{data['settings']['threads']} thread; official code: {commits}.",
+            source([name], settings(data), timed=True),
+        ]
+    )
+
+
+def _ranges(rows: Sequence[Mapping[str, Any]], target: float) -> str:
+    """``"KCL 1.04–1.17 (met); ..."``: each loss's ratio range against ``target``."""
+    ranges = []
+    for loss in dict.fromkeys(r["loss"] for r in rows):
+        ratios = [r["ratio"] for r in rows if r["loss"] == loss]
+        met = sum(r <= target for r in ratios)
+        verdict = "met" if met == len(ratios) else f"met in {met} of {len(ratios)} rows"
+        ranges.append(f"{method_label(loss)} {min(ratios)}–{max(ratios)} ({verdict})")
+    return "; ".join(ranges)
