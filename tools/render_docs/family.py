@@ -140,7 +140,7 @@ def official_loss_speed(root: Path) -> str:
     rows = data["rows"]
     columns = {
         "loss": "loss", "B": "B", "C": "C", "K": "K", "ours_ms": "ours ms",
-        "official_ms": "official ms", "ratio": "ours / official", "value_gap": "|Δ loss|",
+        "official_ms": "official ms", "ratio": "ours / official", "value_gap": "loss value gap",
     }  # fmt: skip
     commits = ", ".join(
         f"{repo} `{commit[:7]}`" for repo, commit in data["settings"]["official_commits"].items()
