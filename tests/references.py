@@ -170,31 +170,46 @@ class NaiveRing:
         return labels[column] if column < n else self.slots[column - n][1]
 
 
-def naive_kcl(
-    query, key, queue, positive_rows, temperature=T, targets=None, target_rows=None, tw=1.0
+def naive_kcl_parts(
+    query, key, queue, positive_rows, temperature=T, targets=None, target_rows=None
 ):
-    """KCL / TSC (official ``LTH14/targeted-supcon`` ``KCL``), one anchor at a time.
+    """The two parts of KCL / TSC (official ``LTH14/targeted-supcon`` ``KCL``: ``loss_class``
+    and ``loss_target`` before its weight), one anchor at a time, each (B,).
 
     Columns of anchor i: its own key, every queue row, every target row; ``positive_rows[i]``
     lists the queue rows that are its positives, ``target_rows[i]`` its target rows.
-    ``loss_i = -(log p(k_i) + sum_queue log p + tw sum_targets log p) / |P_i|``.
+    ``class_i = -(log p(k_i) + sum_queue log p) / |P_i|``, ``target_i = -sum_targets log p
+    / |P_i|``.
     """
     q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
     m = [] if queue is None else list(F.normalize(queue, dim=1))
     t = [] if targets is None else list(targets)
-    losses = []
+    class_parts, target_parts = [], []
     for i in range(len(q)):
         columns = [k[i]] + m + t
         logits = torch.stack([torch.dot(q[i], c) for c in columns]) / temperature
         log_p = logits - torch.logsumexp(logits, dim=0)
         own_targets = [] if target_rows is None else target_rows[i]
-        loss = -log_p[0]
+        class_part = -log_p[0]
         for r in positive_rows[i]:
-            loss = loss - log_p[1 + r]
+            class_part = class_part - log_p[1 + r]
+        target_part = log_p.new_zeros(())
         for r in own_targets:
-            loss = loss - tw * log_p[1 + len(m) + r]
-        losses.append(loss / (1 + len(positive_rows[i]) + len(own_targets)))
-    return torch.stack(losses).mean()
+            target_part = target_part - log_p[1 + len(m) + r]
+        count = 1 + len(positive_rows[i]) + len(own_targets)
+        class_parts.append(class_part / count)
+        target_parts.append(target_part / count)
+    return torch.stack(class_parts), torch.stack(target_parts)
+
+
+def naive_kcl(
+    query, key, queue, positive_rows, temperature=T, targets=None, target_rows=None, tw=1.0
+):
+    """KCL / TSC, ``mean_i(class_i + tw target_i)`` of :func:`naive_kcl_parts`."""
+    class_parts, target_parts = naive_kcl_parts(
+        query, key, queue, positive_rows, temperature, targets, target_rows
+    )
+    return (class_parts + tw * target_parts).mean()
 
 
 def naive_balscl(view1, view2, labels, prototypes, temperature=T):

@@ -18,7 +18,9 @@ enters a matrix: with ``S_y`` the sum of the rows of class ``y`` in the labelled
 The gradient is ``d loss_i / d l_ij = s_i softmax(l_i + log m)_j - W_ij``. The (B, N) logits
 are written once and become that residual in place; the anchors' gradient is formed in
 the forward pass, so the buffer is kept for the backward pass only when a candidate
-block or the class logits need gradient.
+block or the class logits need gradient. The ``log p_ij`` of the sparse positives come out
+of the same pass (no gradient), so a caller can split the loss into parts (TSC's class and
+target terms).
 """
 
 from collections.abc import Sequence
@@ -90,6 +92,16 @@ def column_offsets(blocks: Sequence[Block], num_class_logits: int = 0) -> list[i
     return offsets
 
 
+class PositiveSetLosses(NamedTuple):
+    """Output of :func:`positive_set_cross_entropy`: ``losses`` (B,) ``loss_i``, with
+    gradient; ``positive_log_probs`` (B, P) ``log p_ij`` at the columns of
+    ``positive_index``, without gradient (the sparse part of ``loss_i`` is
+    ``-sum_P positive_weight * positive_log_probs``)."""
+
+    losses: Tensor
+    positive_log_probs: Tensor
+
+
 def positive_set_cross_entropy(
     anchors: Tensor,
     blocks: Sequence[Block],
@@ -99,8 +111,8 @@ def positive_set_cross_entropy(
     slots: ClassSlots | None = None,
     class_weight: Tensor | None = None,
     class_logits: Tensor | None = None,
-) -> Tensor:
-    """Per-anchor ``loss_i`` of the module docstring.
+) -> PositiveSetLosses:
+    """Per-anchor ``loss_i`` of the module docstring, and the sparse positives' ``log p``.
 
     Args:
         anchors: (B, D) unit rows ``a_i``.
@@ -116,9 +128,10 @@ def positive_set_cross_entropy(
             weight 1, or None.
 
     Returns:
-        (B,) loss of each anchor.
+        :class:`PositiveSetLosses`: the (B,) loss of each anchor and the (B, P) ``log p``
+        of its sparse positives.
     """
-    losses: Tensor = _PositiveSetCrossEntropy.apply(
+    losses, positive_log_probs = _PositiveSetCrossEntropy.apply(
         temperature,
         tuple(_Layout(b.diagonal, b.log_weight, b.excludes_anchor) for b in blocks),
         slots,
@@ -129,7 +142,7 @@ def positive_set_cross_entropy(
         class_logits,
         *(block.features for block in blocks),
     )
-    return losses
+    return PositiveSetLosses(losses, positive_log_probs)
 
 
 class _Layout(NamedTuple):
@@ -165,7 +178,7 @@ class _PositiveSetCrossEntropy(torch.autograd.Function):
         anchors: Tensor,
         class_logits: Tensor | None,
         *features: Tensor,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         num_class = 0 if class_logits is None else class_logits.shape[1]
         widths = [1 if spec.diagonal else f.shape[0] for spec, f in zip(specs, features)]
         logits = anchors.new_empty(anchors.shape[0], num_class + sum(widths))
@@ -178,7 +191,8 @@ class _PositiveSetCrossEntropy(torch.autograd.Function):
             else:
                 torch.addmm(column, anchors, block.T, beta=0, alpha=1 / temperature, out=column)
 
-        target_sum = (positive_weight * logits.gather(1, positive_index)).sum(dim=1)
+        positive_logits = logits.gather(1, positive_index)
+        target_sum = (positive_weight * positive_logits).sum(dim=1)
         total_weight = positive_weight.sum(dim=1)
         class_vectors = None
         if class_weight is not None:
@@ -193,6 +207,8 @@ class _PositiveSetCrossEntropy(torch.autograd.Function):
                 column.diagonal().fill_(float("-inf"))
         lse = softmax_and_logsumexp_(logits)
         losses = total_weight * lse - target_sum
+        positive_log_probs = positive_logits.sub_(lse[:, None])
+        ctx.mark_non_differentiable(positive_log_probs)
 
         residual = logits.mul_(total_weight[:, None])
         residual.scatter_add_(1, positive_index, -positive_weight)
@@ -218,12 +234,14 @@ class _PositiveSetCrossEntropy(torch.autograd.Function):
             anchors if any(needs_blocks) else None,
             class_weight,
         )
-        return losses
+        return losses, positive_log_probs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: _PositiveSetContext, grad_losses: Tensor) -> tuple[Tensor | None, ...]:
-        anchor_grad, residual, anchors, class_weight = ctx.saved_tensors
+    def backward(
+        ctx: _PositiveSetContext, grad_losses: Tensor, grad_log_probs: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        anchor_grad, residual, anchors, class_weight = ctx.saved_tensors  # grad_log_probs is 0
         grad = grad_losses[:, None]
         grad_anchors = grad_class = None
         if anchor_grad is not None:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from dscl_plugin import checks
 from dscl_plugin.functional.contrastive import Candidates
-from dscl_plugin.functional.kcl import Targets, kcl_cross_entropy
+from dscl_plugin.functional.kcl import KCLLosses, Targets, kcl_cross_entropy
 from dscl_plugin.losses.classes import class_ids
 from dscl_plugin.losses.queued import QueryKeyLoss
 
@@ -100,12 +100,13 @@ class KCLLoss(QueryKeyLoss):
     def checked_anchor_losses(self, candidates: Candidates, queue_normalized: bool) -> Tensor:
         """The (B,) losses of the checked inputs, once their labels are checked."""
         class_ids("labels", candidates.labels)
-        return self._losses(candidates, queue_normalized, None)
+        return self._losses(candidates, queue_normalized, None).losses
 
     def _losses(
         self, candidates: Candidates, queue_normalized: bool, targets: Targets | None
-    ) -> Tensor:
-        """Per-anchor losses of the checked inputs (TSC passes its targets)."""
+    ) -> KCLLosses:
+        """Per-anchor losses of the checked inputs and their target parts (TSC passes its
+        targets)."""
         query, key, labels, queue, queue_labels = candidates
         if queue is not None and not (queue_normalized or self.memory_bank is not None):
             queue = F.normalize(queue, dim=1)

@@ -158,4 +158,4 @@ class PaCoLoss(LabeledQueueLoss):
             slots,
             self.alpha / total,
             (class_logits.to(dtype) + prior) / self.supervised_temperature,
-        )
+        ).losses

@@ -6,6 +6,7 @@ Reference:
 """
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +16,23 @@ from torch import Tensor
 
 from dscl_plugin import checks
 from dscl_plugin.functional.contrastive import Candidates
-from dscl_plugin.functional.kcl import Targets
+from dscl_plugin.functional.kcl import KCLLosses, Targets
 from dscl_plugin.functional.targets import match_targets, uniform_targets, update_centroids_
 from dscl_plugin.losses.classes import class_ids
 from dscl_plugin.losses.kcl import KCLLoss
 from dscl_plugin.memory import updates_queue
+
+
+class TSCParts(NamedTuple):
+    """The two parts of a :class:`TSCLoss` call, means over its anchors, no gradient:
+    ``class_loss`` ``-1 / |P_i| sum_{c in P_i \\ G_i} log p_ic`` (own key and queue
+    positives) and ``target_loss`` ``-1 / |P_i| sum_{c in G_i} log p_ic`` (the matched
+    target copies, before the weight), so ``loss = class_loss + tw * target_loss``. The
+    official ``loss_class`` and ``loss_target / tw`` (its logged ``loss_target`` is
+    weighted)."""
+
+    class_loss: Tensor
+    target_loss: Tensor
 
 
 class TSCLoss(KCLLoss):
@@ -39,7 +52,8 @@ class TSCLoss(KCLLoss):
 
     i.e. the official ``loss_class + tw * loss_target``, both divided by the total
     positive count, averaged over the B anchors (``LTH14/targeted-supcon``,
-    ``moco/builder.py``, ``KCL(targeted=True)``). The targets are generated at
+    ``moco/builder.py``, ``KCL(targeted=True)``); every call keeps the two parts in
+    :attr:`parts`, from the same pass as the loss. The targets are generated at
     construction (:func:`~dscl_plugin.functional.uniform_targets`, seeded, not shipped
     files) and kept with the centroids in the state dict.
 
@@ -60,6 +74,9 @@ class TSCLoss(KCLLoss):
         targeted: False makes the loss :class:`KCLLoss` (no target columns, the centroids
             left as they are), as the official ``targeted`` switch does for TSC's KCL
             warm-up; True (default) is TSC.
+        parts: the :class:`TSCParts` of the last call (its loss, or the mean of its
+            :meth:`anchor_losses`); ``target_loss`` 0 with ``targeted=False``; None
+            before the first call.
 
     Raises:
         ValueError: an argument out of range (``num_classes``, ``dim``, ``target_repeat``
@@ -69,6 +86,7 @@ class TSCLoss(KCLLoss):
     Examples:
         >>> loss_fn = TSCLoss(num_classes=1000, dim=128)
         >>> loss = loss_fn(query, key, labels, queue, queue_labels)
+        >>> class_loss, target_loss = loss_fn.parts  # loss = class + 0.2 * target
     """
 
     pml_loss = "pytorch_metric_learning.losses.TSCLoss (import dscl_plugin registers it)"
@@ -112,6 +130,7 @@ class TSCLoss(KCLLoss):
         self.centroid_momentum = centroid_momentum
         self.gather_distributed = gather_distributed
         self.targeted = targeted
+        self.parts: TSCParts | None = None
         start = torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(seed))
         self.register_buffer("targets", uniform_targets(num_classes, dim, seed))
         self.register_buffer("centroids", F.normalize(start, dim=1))
@@ -120,7 +139,7 @@ class TSCLoss(KCLLoss):
         """The (B,) losses of :meth:`KCLLoss.anchor_losses`, with ``labels`` in
         ``[0, num_classes)`` and ``query``, ``key`` of dimension ``dim``; in a training
         step (the rule of :func:`~dscl_plugin.memory.updates_queue`) the centroids move
-        first; with ``targeted=False`` those of :class:`KCLLoss`.
+        first; with ``targeted=False`` those of :class:`KCLLoss`. Sets :attr:`parts`.
 
         Raises:
             ValueError: a label outside ``[0, num_classes)`` or features not of dimension
@@ -135,10 +154,19 @@ class TSCLoss(KCLLoss):
             f"must have the targets' dimension dim={dim}, got shape {tuple(query.shape)}",
         )
         if not self.targeted:
-            return self._losses(candidates, queue_normalized, None)
-        if updates_queue(self, query):
-            self._update_centroids(F.normalize(query.detach(), dim=1), labels)
-        return self._losses(candidates, queue_normalized, self._targets(labels, query.dtype))
+            out = self._losses(candidates, queue_normalized, None)
+        else:
+            if updates_queue(self, query):
+                self._update_centroids(F.normalize(query.detach(), dim=1), labels)
+            targets = self._targets(labels, query.dtype)
+            out = self._losses(candidates, queue_normalized, targets)
+        self.parts = self._parts(out)
+        return out.losses
+
+    def _parts(self, out: KCLLosses) -> TSCParts:
+        """The means of the anchors' parts; the class part is the rest of the loss."""
+        loss, target = out.losses.detach().mean(), out.target.mean()
+        return TSCParts(loss - self.target_weight * target, target)
 
     def _update_centroids(self, features: Tensor, labels: Tensor) -> None:
         if self.gather_distributed and dist.world_size() > 1:

@@ -1,13 +1,13 @@
 """TSCLoss against a loop reference of the official TSC (LTH14/targeted-supcon,
 moco/builder.py, KCL(targeted=True)): centroids, matching, drawn positives, the target
-columns and the shared normalisation of loss_class + tw * loss_target."""
+columns and the shared normalisation of loss_class + tw * loss_target, and the two parts."""
 
 import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
-from references import naive_kcl
+from references import naive_kcl, naive_kcl_parts
 
 from dscl_plugin.functional.sampling import sample_class_pool
 from dscl_plugin.losses import KCLLoss, TSCLoss
@@ -41,24 +41,27 @@ def _brute_force_assignment(centroids, targets):
     return max(perms, key=lambda p: sum(similarity[c, t].item() for c, t in enumerate(p)))
 
 
-@pytest.mark.parametrize("separate", [True, False])
-@pytest.mark.parametrize("k, repeat", [(0, 1), (2, 1), (6, 2), (3, 3)])
-def test_values_and_gradients_match_the_loop_reference(k, repeat, separate):
+TW = 0.5
+CASES = [(k, r, s) for k, r in [(0, 1), (2, 1), (6, 2), (3, 3)] for s in (True, False)]
+
+
+def _step_and_reference(k, repeat, separate):
+    """A training step of TSCLoss (``tw = TW``), the centroids it should leave and the
+    arguments of :func:`naive_kcl_parts` for it: brute-force matching and the same draws."""
     query, key, labels, queue, queue_labels = _inputs(seed=k + repeat)
     loss_fn = TSCLoss(
         C,
         D,
         num_positives=k,
         temperature=T,
-        target_weight=0.5,
+        target_weight=TW,
         target_repeat=repeat,
         separate_targets=separate,
         generator=torch.Generator().manual_seed(7),
     ).double()
     centroids = _expected_centroids(loss_fn.centroids, query, labels)
     targets = loss_fn.targets.clone()
-    loss = loss_fn(query, key, labels, queue, queue_labels)  # a training step
-    torch.testing.assert_close(loss_fn.centroids, centroids, rtol=1e-12, atol=1e-14)
+    loss = loss_fn(query, key, labels, queue, queue_labels)
 
     assignment = _brute_force_assignment(centroids, targets)
     own_targets = [[assignment[y] * repeat + r for r in range(repeat)] for y in labels.tolist()]
@@ -73,12 +76,33 @@ def test_values_and_gradients_match_the_loop_reference(k, repeat, separate):
             drawn = [e[v & ~q].tolist() for e, v, q in zip(draw.extra, draw.valid, draw.in_rows)]
             own_targets = [[own[e] for e in d] for own, d in zip(own_targets, drawn)]
     repeated = targets.repeat_interleave(repeat, dim=0)
-    ref = naive_kcl(query, key, queue, rows, T, repeated, own_targets, tw=0.5)
+    return loss_fn, loss, centroids, (query, key, queue, rows, T, repeated, own_targets)
+
+
+@pytest.mark.parametrize("k, repeat, separate", CASES)
+def test_values_and_gradients_match_the_loop_reference(k, repeat, separate):
+    loss_fn, loss, centroids, reference = _step_and_reference(k, repeat, separate)
+    torch.testing.assert_close(loss_fn.centroids, centroids, rtol=1e-12, atol=1e-14)
+    ref = naive_kcl(*reference, tw=TW)
     torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    query, key, queue = reference[:3]
     got = torch.autograd.grad(loss, [query, key, queue])
     want = torch.autograd.grad(ref, [query, key, queue])
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("k, repeat, separate", CASES)
+def test_the_class_and_target_parts_match_the_loop_reference_and_make_the_loss(k, repeat, separate):
+    loss_fn, loss, _, reference = _step_and_reference(k, repeat, separate)
+    class_ref, target_ref = (part.mean() for part in naive_kcl_parts(*reference))
+    class_loss, target_loss = loss_fn.parts
+    assert target_ref > 0 and class_ref > 0  # the targets are positives
+    torch.testing.assert_close(class_loss, class_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(target_loss, target_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(class_loss + TW * target_loss, loss.detach(), rtol=1e-15, atol=0)
+    assert not class_loss.requires_grad and not target_loss.requires_grad
+    assert class_loss.dtype == target_loss.dtype == torch.float64 and class_loss.ndim == 0
 
 
 def test_eval_and_no_grad_calls_leave_the_centroids():
@@ -109,6 +133,17 @@ def test_untargeted_is_kcl_and_leaves_the_centroids():
     tsc.targeted = True  # the official switch after the warm-up
     tsc(query, key, labels, queue, queue_labels)
     assert not torch.equal(tsc.centroids, before)
+
+
+def test_untargeted_the_class_part_is_the_whole_loss():
+    query, key, labels, queue, queue_labels = _inputs(seed=4)
+    tsc = TSCLoss(C, D, 2, T, target_weight=TW, targeted=False)
+    assert tsc.parts is None
+    loss = tsc(query, key, labels, queue, queue_labels)
+    assert torch.equal(tsc.parts.class_loss, loss.detach())
+    assert torch.equal(tsc.parts.target_loss, torch.zeros((), dtype=torch.float64))
+    per_anchor = tsc.anchor_losses(query, key, labels, queue, queue_labels)  # kept too
+    assert torch.equal(tsc.parts.class_loss, per_anchor.detach().mean())
 
 
 def test_targets_and_centroids_are_saved_with_the_state_dict():
