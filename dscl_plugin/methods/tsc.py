@@ -1,7 +1,8 @@
 """TSC (Li et al., CVPR 2022): KCL with class targets spread uniformly on the hypersphere
 and matched to the classes every step (:class:`~dscl_plugin.losses.TSCLoss`), after a KCL
 warm-up, on the EMA encoder and queue of :class:`~dscl_plugin.models.DSCLModel`; the term
-``loss_tsc``.
+``loss_tsc`` and its two parts, ``loss_tsc = loss_tsc_class + target_weight x
+loss_tsc_target`` (the official ``loss_class`` and unweighted ``loss_target``).
 
 - [0] Li et al., Targeted Supervised Contrastive Learning for Long-Tailed Recognition,
   CVPR 2022, https://arxiv.org/abs/2111.13998
@@ -109,6 +110,14 @@ class TSCMethod(KCLMethod):
         )
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
-        """``loss_tsc``: KCL's loss before epoch :attr:`kcl_epochs`, TSC's from it on."""
-        self.criterion.targeted = self.current_epoch >= self.kcl_epochs
-        return super().step(batch)
+        """``loss_tsc``: KCL's loss before epoch :attr:`kcl_epochs`, TSC's from it on; its
+        parts (:class:`~dscl_plugin.losses.tsc.TSCParts`, no gradient) ``loss_tsc_class``
+        (own key and queue positives) and ``loss_tsc_target`` (the matched targets,
+        unweighted; 0 during the warm-up), ``loss_tsc = loss_tsc_class + target_weight x
+        loss_tsc_target``."""
+        criterion = self.criterion
+        criterion.targeted = self.current_epoch >= self.kcl_epochs
+        terms = super().step(batch)
+        assert criterion.parts is not None  # set by the model's call of the loss
+        class_loss, target_loss = criterion.parts
+        return {**terms, "loss_tsc_class": class_loss, "loss_tsc_target": target_loss}

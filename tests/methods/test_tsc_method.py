@@ -1,7 +1,7 @@
 """The TSC method: its presets, options and views; one step equals TSCLoss (KCL during the
-warm-up) on the model's own outputs; its targets and centroids in the state dict; and a
-run across the switch to TSC: the lr schedule and optimiser start again, and a resume
-continues it exactly."""
+warm-up) on the model's own outputs, with its class and target parts as terms; its
+targets and centroids in the state dict; and a run across the switch to TSC: the lr
+schedule and optimiser start again, and a resume continues it exactly."""
 
 import json
 from pathlib import Path
@@ -14,6 +14,7 @@ from helpers import CONFIGS, TINY, CrashAt, RecordSteps, state_copy
 from dscl_plugin.cli import train_main
 from dscl_plugin.data import build_dataset
 from dscl_plugin.errors import ConfigError
+from dscl_plugin.evaluation.curves import read_log, training_curves
 from dscl_plugin.losses import KCLLoss, TSCLoss
 from dscl_plugin.methods import Batch, TSCMethod, TSCOptions, build_method
 from dscl_plugin.models.feature_maps import map_and_pooled
@@ -99,8 +100,15 @@ def test_a_step_is_the_loss_on_the_models_outputs_then_the_queue_update(targeted
         want = kcl(query, key, batch.labels, queue, queue_labels, queue_normalized=True)
     torch.manual_seed(5)
     terms = module.step(batch)
-    assert set(terms) == {"loss", "loss_tsc"} and terms["loss"] is terms["loss_tsc"]
+    assert set(terms) == {"loss", "loss_tsc", "loss_tsc_class", "loss_tsc_target"}
+    assert terms["loss"] is terms["loss_tsc"]
     torch.testing.assert_close(terms["loss"], want, rtol=1e-12, atol=1e-12)
+    parts = terms["loss_tsc_class"], terms["loss_tsc_target"]
+    want_parts = reference.parts if targeted else (want.detach(), torch.zeros((), dtype=want.dtype))
+    torch.testing.assert_close(parts, tuple(want_parts), rtol=1e-12, atol=1e-12)
+    assert bool(parts[1] > 0) is targeted  # the target part is 0 in the warm-up
+    total = parts[0] + 0.2 * parts[1]  # target_weight
+    torch.testing.assert_close(total, terms["loss"].detach(), rtol=1e-15, atol=0)
     assert torch.equal(criterion.centroids, reference.centroids)  # moved in TSC only
     params = [p for p in module.parameters() if p.requires_grad]
     got_grads = torch.autograd.grad(terms["loss"], params, allow_unused=True)
@@ -250,6 +258,8 @@ def test_one_tiny_run_trains_and_scores_from_the_cli(tmp_path):
     args = ["--config", "tsc_digits_lt", *TINY, "trainer.epochs=1", f"output_dir={out}"]
     assert train_main([*args, "method_options.tsc.kcl_fraction=0"]) == 0
     header = (out / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"loss_tsc", "lr", "queue_fill"} <= set(header)
+    assert {"loss_tsc", "loss_tsc_class", "loss_tsc_target", "lr", "queue_fill"} <= set(header)
+    drawn = training_curves(read_log(out / "logs" / "metrics.csv"))[0].series
+    assert {"loss_tsc", "loss_tsc_class", "loss_tsc_target"} <= set(drawn)
     metrics = json.loads(Path(out / "metrics.json").read_text())
     assert {"many", "medium", "few", "overall"} <= set(metrics["linear_probe"])
