@@ -46,6 +46,7 @@ def _stage_main(
     resume_existing: bool = False,
 ) -> int:
     args = parse_stage_args(prog, train, argv, default_config)
+    from dscl_plugin.methods.build import check_method
     from dscl_plugin.runs.folder import RunFolder
     from dscl_plugin.runs.pipeline import run
     from dscl_plugin.training.config import load_config, to_yaml
@@ -58,7 +59,8 @@ def _stage_main(
         load_plugins(args.imports)
         config = load_config(*config_and_overrides(args, output_dir=True))
         folder = RunFolder.of(config)
-        if args.print_config:  # base files and overrides merged, every key
+        if args.print_config:  # base files and overrides merged, every key, once checked
+            check_method(config)
             print(to_yaml(config), end="")
         elif not train:
             problem = eval_checkpoint_problem(

@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 from dscl_plugin.methods.base import Method
 from dscl_plugin.methods.options import option_names
-from dscl_plugin.training.registry import available_methods, get_method, load_plugins
+from dscl_plugin.training.registry import (
+    available_methods,
+    did_you_mean,
+    get_method,
+    load_plugins,
+)
 from dscl_plugin.training.schema import Config
 from dscl_plugin.training.validation import raise_problems
 
@@ -57,7 +62,10 @@ def check_method(config: Config) -> type[Method]:
     methods = registered_methods()
     if config.method not in methods:
         registered = available_methods()
-        problem = f"unknown method {config.method!r}; registered: {registered} ({PLUGIN_HINT})"
+        hint = did_you_mean(str(config.method), registered)
+        problem = (
+            f"unknown method {config.method!r}; {hint}registered: {registered} ({PLUGIN_HINT})"
+        )
         if config.method in registered:
             problem = (
                 f"{config.method!r} is registered by {get_method(config.method).__qualname__}, "

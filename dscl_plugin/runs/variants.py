@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dscl_plugin.errors import ConfigError
-from dscl_plugin.training.registry import method_label
+from dscl_plugin.training.registry import did_you_mean, method_label
 
 if TYPE_CHECKING:  # no OmegaConf for dscl-compare --help
     from dscl_plugin.training.schema import Config
@@ -92,8 +92,9 @@ def resolve_variants(
             label = method_label(name)
             variants.append(Variant(name, label, (f"method={name}",), "a registered method"))
         else:
+            hint = did_you_mean(name, [*known, *registered])
             raise ConfigError(
-                f"--methods: unknown method {name!r}; use one of {sorted(known)} or a "
+                f"--methods: unknown method {name!r}; {hint}use one of {sorted(known)} or a "
                 f"registered method {registered} (a method of your own: --import MODULE)."
             )
     if not variants:

@@ -24,6 +24,7 @@ Examples:
     ['bcl', 'dscl', 'kcl', 'my_method', 'paco', 'supcon', 'tsc']
 """
 
+import difflib
 import importlib
 import importlib.util
 import sys
@@ -84,6 +85,13 @@ def get_method(name: str) -> type:
             f"point in the group '{ENTRY_POINT_GROUP}')."
         )
     return _METHODS[name]
+
+
+def did_you_mean(name: str, names: Sequence[str]) -> str:
+    """``"did you mean 'paco'? "`` for the one of ``names`` closest to a mistyped method
+    ``name`` (``difflib`` ratio >= 0.75: a typo, not another method), else ``""``."""
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.75)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def method_label(name: str) -> str:

@@ -152,6 +152,7 @@ def test_a_rerun_with_other_settings_on_the_same_folder_is_refused(tmp_path):
     "argv, message",
     [
         (["--methods", "supcon", "simclr"], "--methods: unknown method 'simclr'; use one of"),
+        (["--methods", "supcon", "pacoo"], "unknown method 'pacoo'; did you mean 'paco'? use"),
         (["--methods", "dscl", "dscl"], "--methods: dscl given twice"),
         (["--seeds", "0", "1", "0"], "--seeds: [0] given twice"),
         (["model.queue=5"], "Unknown config key 'model.queue'"),

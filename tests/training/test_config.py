@@ -242,6 +242,7 @@ def test_method_checks_run_where_the_run_is_composed():
     registered = "['bcl', 'dscl', 'kcl', 'paco', 'supcon', 'tsc']"
     assert f"method: unknown method 'simclr'; registered: {registered}" in message
     assert "--import MODULE" in message
+    assert "unknown method 'kcll'; did you mean 'kcl'? registered:" in _method_error("method=kcll")
 
 
 @pytest.mark.parametrize(
@@ -355,6 +356,13 @@ def test_warmup_longer_than_training_names_trainer_epochs_and_the_fix():
     assert rule in message
     assert "set optim.warmup_epochs=1 or less" in message and "trainer.epochs=10 or more" in message
     assert "must be >= 0, got -1" in _error("optim.warmup_epochs=-1")
+
+
+def test_print_config_refuses_what_a_run_would_refuse(capsys):
+    path = CONFIGS / "tsc_digits_lt.yaml"
+    assert train_main(["--config", str(path), "--print-config", "method_options.tsc.tw=1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "method_options.tsc.tw: unknown option" in err
 
 
 def test_print_config_prints_the_merged_config(capsys):
