@@ -7,6 +7,7 @@ of :class:`~dscl_plugin.models.DSCLModel`; the term ``loss_kcl``.
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -22,8 +23,9 @@ from dscl_plugin.training.schema import Config
 @dataclass(frozen=True)
 class KCLOptions:
     """``method_options.kcl``: ``num_positive``, the ``k`` queue positives of each anchor
-    (official: 6; 0 takes every queue row of the anchor's class)."""
+    (official: ``--K`` 6; 0 takes every queue row of the anchor's class)."""
 
+    official_names: ClassVar[dict[str, str]] = {"K": "num_positive"}
     num_positive: int = 6
 
     def __post_init__(self) -> None:

@@ -43,9 +43,11 @@ def option_problems(
     elsewhere: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The problems of ``values`` (the config's mapping at ``key``) as the options
-    ``options_type``: not a mapping, an unknown key (with the closest key, or where
-    ``elsewhere`` says that key belongs: ``{"beta": "model.beta"}``), a value of the
-    wrong type, or a value its rules refuse; ``"key: message"`` each."""
+    ``options_type``: not a mapping, an unknown key (with our name of an official code's
+    name that the dataclass lists in a class attribute ``official_names``, e.g.
+    ``{"tw": "target_weight"}``, else where ``elsewhere`` says that key belongs:
+    ``{"beta": "model.beta"}``, else the closest key), a value of the wrong type, or a
+    value its rules refuse; ``"key: message"`` each."""
     if not isinstance(values, Mapping):
         return [f"{key}: must be a mapping of option: value, got {values!r}"]
     names = option_names(options_type)
@@ -53,7 +55,10 @@ def option_problems(
     for name in values:
         if name in names:
             continue
-        if elsewhere and name in elsewhere:
+        official = getattr(options_type, "official_names", {})
+        if name in official:
+            hint = f"the official code's {name} is {key}.{official[name]}"
+        elif elsewhere and name in elsewhere:
             hint = f"it is set as {elsewhere[name]}"
         else:
             close = difflib.get_close_matches(str(name), names, n=1)

@@ -8,6 +8,7 @@ the term ``loss_paco``, and the classifier is the method's own (scored by stage 
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from lightly.models.modules.heads import ProjectionHead
 from torch import Tensor, nn
@@ -30,6 +31,7 @@ class PaCoOptions:
     of the own class centre, ``gamma`` the denominator weight of the contrastive entries,
     ``supervised_temperature`` the temperature of the class logits (``supt``, 1)."""
 
+    official_names: ClassVar[dict[str, str]] = {"supt": "supervised_temperature"}
     alpha: float = 0.05
     beta: float = 1.0
     gamma: float = 1.0

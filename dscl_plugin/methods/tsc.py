@@ -10,6 +10,7 @@ loss_tsc_target`` (the official ``loss_class`` and unweighted ``loss_target``).
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -40,6 +41,10 @@ class TSCOptions(KCLOptions):
       augmentation of ``data``, as the official CIFAR-LT code's SimCLR views).
     """
 
+    official_names: ClassVar[dict[str, str]] = {
+        **KCLOptions.official_names, "tw": "target_weight", "target-weight": "target_weight",
+        "tr": "target_repeat", "sep_t": "separate_targets",
+    }  # fmt: skip
     target_weight: float = 0.2
     target_repeat: int = 1
     separate_targets: bool = True

@@ -58,6 +58,11 @@ def test_the_step_is_kcl_on_two_key_views_and_fills_the_queue():
             "method_options.kcl.k=3",
             "method_options.kcl.k: unknown option (no such option); the options here: num_positive",
         ),
+        (
+            "method_options.kcl.K=3",
+            "method_options.kcl.K: unknown option (the official code's K is "
+            "method_options.kcl.num_positive)",
+        ),
     ],
 )
 def test_bad_options_are_one_line_naming_the_key(override, problem):

@@ -199,6 +199,11 @@ def test_labels_and_class_counts_are_checked_by_name():
             "method_options.paco.supervised_temperature: must be > 0, got 0.0",
         ),
         (
+            "method_options.paco.supt=0.5",
+            "method_options.paco.supt: unknown option (the official code's supt is "
+            "method_options.paco.supervised_temperature)",
+        ),
+        (
             "method_options.paco.gama=0.5",
             "method_options.paco.gama: unknown option (did you mean method_options.paco.gamma?)",
         ),

@@ -164,6 +164,16 @@ def test_targets_and_centroids_round_trip_through_the_state_dict():
             "method_options.tsc.view_kind: must be one of ['key', 'query'], got 'weak'",
         ),
         (
+            "method_options.tsc.tw=0.5",
+            "method_options.tsc.tw: unknown option (the official code's tw is "
+            "method_options.tsc.target_weight)",
+        ),
+        (
+            "method_options.tsc.K=3",
+            "method_options.tsc.K: unknown option (the official code's K is "
+            "method_options.tsc.num_positive)",
+        ),
+        (
             "method_options.tsc.target_weigth=0.5",
             "method_options.tsc.target_weigth: unknown option (did you mean "
             "method_options.tsc.target_weight?)",
