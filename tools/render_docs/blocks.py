@@ -70,6 +70,14 @@ BLOCKS: dict[str, Block] = {
         ("compare_family_digits_lt/runs.jsonl",),
         family.compare_family("compare_family_digits_lt/runs.jsonl"),
     ),
+    "compare-family-fashion-mnist-lt": Block(
+        ("compare_family_fashion_mnist_lt/runs.jsonl",),
+        family.compare_family("compare_family_fashion_mnist_lt/runs.jsonl"),
+    ),
+    "family-beside-published": Block(
+        ("compare_family_fashion_mnist_lt/runs.jsonl", family.PUBLISHED),
+        family.beside_published("compare_family_fashion_mnist_lt/runs.jsonl"),
+    ),
     "quickstart-output": Block(
         ("quickstart_digits_lt.json",), performance.quickstart, "--quickstart"
     ),

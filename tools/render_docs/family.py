@@ -2,6 +2,7 @@
 classifiers, verdicts), the numbers each paper's authors report on ImageNet-LT, and the
 family's loss speed against SupCon and against the official losses."""
 
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,15 @@ PUBLISHED = "published_imagenet_lt.json"
 
 
 def _variants(records: Sequence[Mapping[str, Any]]) -> list[Variant]:
-    """The methods of ``records`` in run order, as the engine ran them."""
-    return list(
-        {
-            r["method"]: Variant(r["method"], r["label"], tuple(r["method_overrides"]))
-            for r in records
-        }.values()
-    )
+    """The methods of ``records`` as the engine ran them, in the order of the first
+    record's ``--methods`` (``runs.jsonl`` holds them in the order they finished)."""
+    variants = {
+        r["method"]: Variant(r["method"], r["label"], tuple(r["method_overrides"])) for r in records
+    }
+    words = shlex.split(records[0]["command"])
+    named = words[words.index("--methods") + 1 :] if "--methods" in words else []
+    order = {name: i for i, name in enumerate(named)}
+    return sorted(variants.values(), key=lambda v: order.get(v.name, len(order)))
 
 
 def compare_family(name: str) -> Render:
