@@ -3,7 +3,7 @@ classifiers, verdicts), the numbers each paper's authors report on ImageNet-LT, 
 family's loss speed against SupCon and against the official losses."""
 
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,58 +105,83 @@ def beside_published(name: str) -> Render:
 
 
 def _published_value(paper: Mapping[str, Any] | None) -> str:
-    """``"52.4 (mean of 5 trials)"``, ``"57.7"`` or "–" where no number was verified."""
-    if paper is None or paper.get("overall") is None:
-        return "– (not verified)" if paper else "–"
+    """``"52.4 (mean of 5 trials)"``, ``"57.7"``, or "–" for a method nobody cited."""
+    if paper is None:
+        return "–"
     trials = paper.get("trials")
     return f"{paper['overall']}" + (f" (mean of {len(trials)} trials)" if trials else "")
 
 
-def family_loss_speed(root: Path) -> str:
-    """KCL, TSC, PaCo and BCL forward + backward against SupCon on the same batch."""
-    name = "family_loss_speed.json"
-    data = read_json(root, name)
-    rows = data["rows"]
-    columns = {
-        "loss": "loss", "B": "B", "K": "K", "loss_ms": "loss ms", "baseline": "baseline",
-        "supcon_ms": "baseline ms", "ratio": "loss / baseline",
-    }  # fmt: skip
-    target = data["settings"]["target_ratio"]
+def _timing_block(
+    name: str, columns: Mapping[str, str], summary: Callable[[list[dict], dict], str]
+) -> Render:
+    """The rows of the timing result ``name`` (``{"settings", "rows"}``) in ``columns``,
+    the line ``summary(rows, settings)`` and the source line."""
+
+    def render(root: Path) -> str:
+        data = read_json(root, name)
+        return "\n\n".join(
+            [
+                markdown_table(pick_columns(data["rows"], columns)),
+                summary(data["rows"], data["settings"]),
+                source([name], settings(data), timed=True),
+            ]
+        )
+
+    return render
+
+
+def _against_supcon(rows: list[dict], meta: dict) -> str:
+    target = meta["target_ratio"]
     one_way = [round(r["loss_ms"] / r["supcon_one_way_ms"], 2) for r in rows if r["loss"] == "bcl"]
-    return "\n\n".join(
-        [
-            markdown_table(pick_columns(rows, columns)),
-            f"Ratios to the baseline (target ≤ {target}): {_ranges(rows, target)}. BCL's 2B "
-            "anchors are both views, so its baseline is SupCon with both views as anchors; "
-            f"against one-direction SupCon it is {min(one_way)}–{max(one_way)}× "
-            f"({'met' if max(one_way) <= target else 'missed'}). D = {rows[0]['D']}, "
-            f"C = {rows[0]['C']}, {data['settings']['threads']} thread.",
-            source([name], settings(data), timed=True),
-        ]
+    return (
+        f"Ratios to the baseline (target ≤ {target}): {_ranges(rows, target)}. BCL's 2B "
+        "anchors are both views, so its baseline is SupCon with both views as anchors; "
+        f"against one-direction SupCon it is {min(one_way)}–{max(one_way)}× "
+        f"({'met' if max(one_way) <= target else 'missed'}). D = {rows[0]['D']}, "
+        f"C = {rows[0]['C']}, {meta['threads']} thread."
     )
 
 
-def official_loss_speed(root: Path) -> str:
-    """BCLLoss and PaCoLoss forward + backward against the official losses."""
-    name = "official_loss_speed.json"
-    data = read_json(root, name)
-    rows = data["rows"]
-    columns = {
-        "loss": "loss", "B": "B", "C": "C", "K": "K", "ours_ms": "ours ms",
-        "official_ms": "official ms", "ratio": "ours / official", "value_gap": "loss value gap",
-    }  # fmt: skip
-    commits = ", ".join(
-        f"{repo} `{commit[:7]}`" for repo, commit in data["settings"]["official_commits"].items()
+def _against_official(rows: list[dict], meta: dict) -> str:
+    commits = ", ".join(f"{repo} `{c[:7]}`" for repo, c in meta["official_commits"].items())
+    return (
+        f"Ours over the official (target ≤ {meta['target_ratio']}): "
+        f"{_ranges(rows, meta['target_ratio'])}. D = {rows[0]['D']}, {meta['threads']} "
+        f"thread; official code: {commits}."
     )
-    return "\n\n".join(
-        [
-            markdown_table(pick_columns(rows, columns)),
-            f"Ours over the official (target ≤ {data['settings']['target_ratio']}): "
-            f"{_ranges(rows, data['settings']['target_ratio'])}. D = {rows[0]['D']}, "
-            f"{data['settings']['threads']} thread; official code: {commits}.",
-            source([name], settings(data), timed=True),
-        ]
-    )
+
+
+family_loss_speed = _timing_block(
+    "family_loss_speed.json",
+    {
+        "loss": "loss",
+        "B": "B",
+        "K": "K",
+        "loss_ms": "loss ms",
+        "baseline": "baseline",
+        "supcon_ms": "baseline ms",
+        "ratio": "loss / baseline",
+    },  # fmt: skip
+    _against_supcon,
+)
+"""KCL, TSC, PaCo and BCL forward + backward against SupCon on the same batch."""
+
+official_loss_speed = _timing_block(
+    "official_loss_speed.json",
+    {
+        "loss": "loss",
+        "B": "B",
+        "C": "C",
+        "K": "K",
+        "ours_ms": "ours ms",
+        "official_ms": "official ms",
+        "ratio": "ours / official",
+        "value_gap": "loss value gap",
+    },  # fmt: skip
+    _against_official,
+)
+"""BCLLoss and PaCoLoss forward + backward against the official losses."""
 
 
 def _ranges(rows: Sequence[Mapping[str, Any]], target: float) -> str:
