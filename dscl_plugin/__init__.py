@@ -6,8 +6,13 @@ namespaces (:mod:`dscl_plugin.namespaces`): no PyTorch Lightning, OmegaConf or
 matplotlib. The training names (``build_method``, ``register_method``,
 ``available_methods``) are loaded on first use.
 """
+# ruff: noqa: E402  (torchvision is checked before Lightly, PML or we import it)
 
 import typing
+
+from dscl_plugin import torch_pair
+
+torch_pair.import_torchvision()  # a torch/torchvision mismatch fails here, on one line
 
 from dscl_plugin import namespaces
 from dscl_plugin._version import __version__

@@ -11,7 +11,7 @@ PACKAGE = ROOT / "dscl_plugin"
 # The package's top-level entries (a module or a sub-package folder), bottom layer first: an
 # entry imports only entries of its own layer or below.
 LAYERS = (
-    ("errors", "_version"),
+    ("errors", "_version", "torch_pair"),
     ("checks", "safe_io", "functional", "memory", "losses", "backbones", "models", "transforms",
      "data"),
     ("pml", "namespaces"),
