@@ -62,14 +62,15 @@ def check_method(config: Config) -> type[Method]:
     methods = registered_methods()
     if config.method not in methods:
         registered = available_methods()
-        hint = did_you_mean(str(config.method), registered)
-        problem = (
-            f"unknown method {config.method!r}; {hint}registered: {registered} ({PLUGIN_HINT})"
-        )
         if config.method in registered:
             problem = (
                 f"{config.method!r} is registered by {get_method(config.method).__qualname__}, "
                 "which is not a dscl_plugin.methods.Method subclass"
+            )
+        else:
+            hint = did_you_mean(str(config.method), registered)
+            problem = (
+                f"unknown method {config.method!r}; {hint}registered: {registered} ({PLUGIN_HINT})"
             )
         raise_problems([f"method: {problem}"])
     cls = methods[config.method]

@@ -51,11 +51,11 @@ def option_problems(
     if not isinstance(values, Mapping):
         return [f"{key}: must be a mapping of option: value, got {values!r}"]
     names = option_names(options_type)
+    official = getattr(options_type, "official_names", {})
     problems = []
     for name in values:
         if name in names:
             continue
-        official = getattr(options_type, "official_names", {})
         if name in official:
             hint = f"the official code's {name} is {key}.{official[name]}"
         elif elsewhere and name in elsewhere:
